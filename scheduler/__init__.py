@@ -1,0 +1,1 @@
+"""Marketing campaigns as durable Temporal workflows."""

@@ -1,0 +1,195 @@
+"""Workflow definitions: steps, `go_to`, event-type conditions, and their validation.
+
+A definition is plain data (the seed's JSON shape, or a campaign file's `[workflow]` table). It is
+validated before anything runs; `AbandonedCartWorkflow` then interprets it (see `engine`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scheduler.nodes import EventType, get_node, node_names
+
+
+class Condition(BaseModel):
+    """Maps the event type a node gave to the next step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    satisfied: str | None = None
+    not_satisfied: str | None = None
+    timeout: str | None = None
+
+    def next_step(self, event: EventType) -> str | None:
+        return {
+            EventType.SATISFIED: self.satisfied,
+            EventType.NOT_SATISFIED: self.not_satisfied,
+            EventType.TIMEOUT: self.timeout,
+        }[event] or None
+
+
+_CONDITION_EVENTS = {"satisfied": EventType.SATISFIED, "not_satisfied": EventType.NOT_SATISFIED, "timeout": EventType.TIMEOUT}
+
+
+class StepDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str
+    go_to: str | None = None
+    condition: Condition | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("go_to")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    def next_step(self, event: EventType) -> str | None:
+        """The seed's rule: the condition's target for this event, else `go_to`, else the end."""
+        return (self.condition.next_step(event) if self.condition else None) or self.go_to
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(key under this step, target step) for every outgoing edge, in a fixed order."""
+        out = [(f"condition.{k}", t) for k, t in (self.condition or Condition()).model_dump().items() if t]
+        if self.go_to:
+            out.append(("go_to", self.go_to))
+        return out
+
+
+class WorkflowDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start_step: str
+    steps: dict[str, StepDefinition]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def version(self) -> str:
+        """Short sha256 of the canonical definition: equal definitions give equal versions."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DefinitionProblem:
+    """A problem located by its key inside the definition (e.g. `steps.step_2.condition.timeout`)."""
+
+    key: str
+    message: str
+    warning: bool = False
+
+
+def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
+    """Build and validate a definition from raw data; the definition is None when it has errors."""
+    try:
+        definition = WorkflowDefinition.model_validate(data)
+    except ValidationError as exc:
+        return None, [DefinitionProblem(_loc(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+    problems = validate_definition(definition)
+    return (None if any(not p.warning for p in problems) else definition), problems
+
+
+def validate_definition(definition: WorkflowDefinition) -> list[DefinitionProblem]:
+    """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn."""
+    problems: list[DefinitionProblem] = []
+    steps = definition.steps
+    if not steps:
+        problems.append(DefinitionProblem("steps", "the definition has no steps"))
+    if not definition.start_step:
+        problems.append(DefinitionProblem("start_step", "missing start_step"))
+    elif definition.start_step not in steps:
+        problems.append(DefinitionProblem("start_step", f"unknown step {definition.start_step!r}{_known(steps)}"))
+    for name, step in steps.items():
+        problems.extend(_step_problems(name, step, steps))
+    if definition.start_step in steps:
+        problems.extend(DefinitionProblem(key, message) for key, message in find_cycles(definition))
+        reachable = reachable_steps(definition)
+        problems.extend(
+            DefinitionProblem(f"steps.{name}", f"unreachable from start_step {definition.start_step!r}", warning=True)
+            for name in steps
+            if name not in reachable
+        )
+    return problems
+
+
+def _step_problems(name: str, step: StepDefinition, steps: dict[str, StepDefinition]) -> list[DefinitionProblem]:
+    out: list[DefinitionProblem] = []
+    for key, target in step.edges():
+        if target not in steps:
+            out.append(DefinitionProblem(f"steps.{name}.{key}", f"unknown step {target!r}{_known(steps)}"))
+    node = get_node(step.node)
+    if node is None:
+        out.append(DefinitionProblem(f"steps.{name}.node", f"unknown node {step.node!r} (known: {', '.join(node_names())})"))
+        return out
+    try:
+        node.Params.model_validate(step.params)
+    except ValidationError as exc:
+        out.extend(DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors())
+    if step.condition:
+        for key, event in _CONDITION_EVENTS.items():
+            if getattr(step.condition, key) and event not in node.events:
+                out.append(
+                    DefinitionProblem(
+                        f"steps.{name}.condition.{key}", f"node {node.name!r} never gives {event.value}", warning=True
+                    )
+                )
+    return out
+
+
+def find_cycles(definition: WorkflowDefinition) -> list[tuple[str, str]]:
+    """DFS from the start step; one (key of the closing edge, "a → b → a") per cycle found."""
+    steps = definition.steps
+    on_path: list[str] = []
+    done: set[str] = set()
+    cycles: list[tuple[str, str]] = []
+
+    def visit(name: str) -> None:
+        on_path.append(name)
+        for key, target in steps[name].edges():
+            if target not in steps or target in done:
+                continue
+            if target in on_path:
+                loop = [*on_path[on_path.index(target) :], target]
+                cycles.append((f"steps.{name}.{key}", "cycle: " + " → ".join(loop)))
+            else:
+                visit(target)
+        on_path.pop()
+        done.add(name)
+
+    visit(definition.start_step)
+    return cycles
+
+
+def reachable_steps(definition: WorkflowDefinition) -> set[str]:
+    seen: set[str] = set()
+    todo = [definition.start_step]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in definition.steps:
+            continue
+        seen.add(name)
+        todo.extend(t for _, t in definition.steps[name].edges())
+    return seen
+
+
+def _known(steps: dict[str, Any]) -> str:
+    return f" (steps: {', '.join(steps)})" if steps else ""
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _pydantic_message(error: Any) -> str:
+    if error["type"] == "missing":
+        return "required key is missing"
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = str(error["msg"])
+    return msg.removeprefix("Value error, ")

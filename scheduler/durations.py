@@ -1,0 +1,47 @@
+"""Durations as campaign files write them: "90s", "5m", "1h30m", "2d", "500ms"."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: object) -> timedelta:
+    """Parse a duration string; raise ValueError naming the bad value."""
+    if isinstance(text, timedelta):
+        return text
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected a duration such as '90s', '5m', '1h30m' or '2d', got {text!r}")
+    s = text.strip().replace(" ", "")
+    pos, seconds = 0, 0.0
+    for m in _PART.finditer(s):
+        if m.start() != pos:
+            break
+        seconds += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest string parse_duration reads back as the same value."""
+    total_ms = round(value.total_seconds() * 1000)
+    if total_ms == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        n, total_ms = divmod(total_ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+"""A timedelta field that reads "90s"-style strings and writes them back the same way."""

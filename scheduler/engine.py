@@ -1,0 +1,180 @@
+"""The interpreter: walks a definition step by step inside `AbandonedCartWorkflow`.
+
+Workflow-side code only: deterministic (workflow.now/sleep/wait_condition), side effects go
+through activities called by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from scheduler.definition import validate_definition
+from scheduler.errors import DefinitionError
+from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus, Reply, StepRecord
+from scheduler.nodes import EventType, NodeParams, get_node
+
+CLIENT_ANSWERED = SearchAttributeKey.for_bool("ClientAnswered")
+CLIENT_ANSWERED_AT = SearchAttributeKey.for_datetime("ClientAnsweredAt")
+CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
+CART_ID = SearchAttributeKey.for_keyword("CartId")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+CURRENT_STEP = SearchAttributeKey.for_keyword("CurrentStep")
+DEFINITION_VERSION = SearchAttributeKey.for_keyword("DefinitionVersion")
+CUSTOMER_CONTACT = SearchAttributeKey.for_keyword_list("CustomerContact")
+FLOW_SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
+    CLIENT_ANSWERED,
+    CLIENT_ANSWERED_AT,
+    CAMPAIGN_ID,
+    CART_ID,
+    CUSTOMER_ID,
+    CURRENT_STEP,
+    DEFINITION_VERSION,
+    CUSTOMER_CONTACT,
+)
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+
+def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSearchAttributes:
+    """Search attributes a flow starts with, so it is findable before its first step ends."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(CAMPAIGN_ID, flow.campaign_id),
+        SearchAttributePair(DEFINITION_VERSION, version or flow.definition.version),
+        SearchAttributePair(CURRENT_STEP, flow.definition.start_step),
+    ]
+    for key, value in ((CART_ID, flow.cart.get("id")), (CUSTOMER_ID, flow.customer.get("id"))):
+        if value is not None:
+            pairs.append(SearchAttributePair(key, str(value)))
+    return TypedSearchAttributes(pairs)
+
+
+class FlowRun:
+    """The state of one flow: where it is, what it did, the replies it got."""
+
+    def __init__(self, flow: FlowInput) -> None:
+        self.input = flow
+        self.definition = flow.definition
+        self.version = flow.definition.version
+        self.current_step = flow.definition.start_step
+        self.records: list[StepRecord] = []
+        self.outcome: str | None = None
+        self._replies: list[Reply] = []
+        self._reply_ids: set[str] = set()
+        self._consumed = 0
+
+    # Signals and queries
+
+    def add_reply(self, reply: Reply) -> None:
+        """Keep a reply for the current or next wait; a repeated `reply_id` is ignored."""
+        if reply.reply_id is not None:
+            if reply.reply_id in self._reply_ids:
+                return
+            self._reply_ids.add(reply.reply_id)
+        if reply.received_at is None:
+            reply = reply.model_copy(update={"received_at": workflow.now()})
+        self._replies.append(reply)
+
+    def status(self) -> FlowStatus:
+        return FlowStatus(
+            current_step=self.current_step,
+            path=[r.step for r in self.records],
+            replies=len(self._replies),
+            definition_version=self.version,
+            outcome=self.outcome,
+        )
+
+    # What nodes use (the `nodes.Flow` protocol)
+
+    async def wait_for_replies(self, timeout: timedelta) -> list[Reply] | None:
+        """Replies received since the previous wait ended, or None if none came within `timeout`."""
+        try:
+            await workflow.wait_condition(
+                lambda: len(self._replies) > self._consumed,
+                timeout=timeout,
+                timeout_summary=f"{self.current_step}: wait_answer timeout",
+            )
+        except asyncio.TimeoutError:
+            return None
+        new = self._replies[self._consumed :]
+        self._consumed = len(self._replies)
+        return new
+
+    def mark_answered(self) -> None:
+        workflow.upsert_search_attributes(
+            [CLIENT_ANSWERED.value_set(True), CLIENT_ANSWERED_AT.value_set(workflow.now())]
+        )
+
+    async def call_activity(
+        self,
+        name: str,
+        params: NodeParams,
+        *,
+        timeout: timedelta = ACTIVITY_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> ActivityOutcome:
+        info = workflow.info()
+        return await workflow.execute_activity(
+            name,
+            ActivityInput(
+                workflow_id=info.workflow_id,
+                campaign_id=self.input.campaign_id,
+                owner=self.input.owner,
+                step=self.current_step,
+                customer=self.input.customer,
+                cart=self.input.cart,
+                params=params.model_dump(mode="json"),
+            ),
+            result_type=ActivityOutcome,
+            start_to_close_timeout=timeout,
+            retry_policy=retry or ACTIVITY_RETRY,
+            summary=f"{self.current_step}: {name}",
+        )
+
+    # The interpreter
+
+    async def run(self) -> FlowStatus:
+        problems = [p for p in validate_definition(self.definition) if not p.warning]
+        if problems:
+            raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
+        if DEFINITION_VERSION not in workflow.info().typed_search_attributes:
+            workflow.upsert_search_attributes(
+                [p.key.value_set(p.value) for p in start_attributes(self.input, version=self.version)]
+            )
+        visited: set[str] = set()
+        step_name: str | None = self.definition.start_step
+        try:
+            while step_name is not None:
+                if step_name in visited:  # the seed's guard; validation already rejects cycles
+                    raise DefinitionError(f"circular workflow: step {step_name!r} visited twice")
+                visited.add(step_name)
+                step_name = await self._run_step(step_name)
+        except Exception:
+            self._finish("failed")
+            raise
+        self._finish("completed")
+        return self.status()
+
+    async def _run_step(self, name: str) -> str | None:
+        self.current_step = name
+        step = self.definition.steps[name]
+        node = get_node(step.node)
+        if node is None:
+            raise DefinitionError(f"step {name!r}: unknown node {step.node!r}")
+        params = node.Params.model_validate(step.params, context={"in_flow": True})
+        event = await node.run(self, params)
+        self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now()))
+        next_step = step.next_step(event)
+        workflow.upsert_memo({"steps": [r.model_dump(mode="json") for r in self.records]})
+        if next_step is not None:
+            workflow.upsert_search_attributes([CURRENT_STEP.value_set(next_step)])
+        return next_step
+
+    def _finish(self, outcome: str) -> None:
+        self.outcome = outcome
+        workflow.upsert_memo({"outcome": outcome})

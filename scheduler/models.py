@@ -1,0 +1,69 @@
+"""Inputs and outputs of the flow workflow and its activities (one object each, so fields can be added)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.definition import WorkflowDefinition
+from scheduler.nodes.registry import EventType
+
+
+class FlowInput(BaseModel):
+    """What an `AbandonedCartWorkflow` is started with: it runs exactly this definition."""
+
+    definition: WorkflowDefinition
+    campaign_id: str = "abandoned-cart"
+    owner: str = ""
+    """Who `notify_creator` tells."""
+    customer: dict[str, Any] = Field(default_factory=dict)
+    cart: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reply(BaseModel):
+    """Payload of the `client-answered` signal; every field optional."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reply_id: str | None = None
+    text: str | None = None
+    channel: str | None = None
+    received_at: datetime | None = None
+
+
+class StepRecord(BaseModel):
+    """One executed step, as kept in the memo `steps`."""
+
+    step: str
+    node: str
+    event: EventType
+    at: datetime
+
+
+class FlowStatus(BaseModel):
+    """Answer of the `status` query (and the workflow's result)."""
+
+    current_step: str
+    path: list[str]
+    replies: int
+    definition_version: str
+    outcome: str | None = None
+
+
+class ActivityInput(BaseModel):
+    """What a side-effecting step's activity gets: the flow it belongs to and the step's params."""
+
+    workflow_id: str
+    campaign_id: str
+    owner: str = ""
+    step: str
+    customer: dict[str, Any] = Field(default_factory=dict)
+    cart: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActivityOutcome(BaseModel):
+    event: EventType = EventType.SATISFIED
+    detail: str = ""

@@ -1,0 +1,19 @@
+"""Built-in nodes. Importing this package registers them all."""
+
+from scheduler.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
+from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, get_node, node_names, register
+
+__all__ = [
+    "EventType",
+    "Flow",
+    "Node",
+    "NodeParams",
+    "explicit_wait",
+    "get_node",
+    "node_names",
+    "notify_creator",
+    "register",
+    "send_message",
+    "wait_answer",
+    "webhook",
+]

@@ -1,0 +1,92 @@
+"""The node registry: nodes register by decorator; the engine and validation look them up by name.
+
+A node runs on the workflow side (deterministic: timers, signals) and calls activities for its
+side effects. It returns one of the three event types, which the step's `condition` maps to the next step.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from scheduler.models import ActivityOutcome, Reply
+
+
+class EventType(StrEnum):
+    SATISFIED = "condition_satisfied"
+    NOT_SATISFIED = "condition_not_satisfied"
+    TIMEOUT = "condition_timeout"
+
+
+class NodeParams(BaseModel):
+    """Base of every node's params model: unknown keys are errors, so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Flow(Protocol):
+    """What a node may do with the flow it runs in (implemented by `engine.FlowRun`)."""
+
+    async def call_activity(
+        self,
+        name: str,
+        params: NodeParams,
+        *,
+        timeout: timedelta = ...,
+        retry: Any = None,
+    ) -> ActivityOutcome: ...
+
+    async def wait_for_replies(self, timeout: timedelta) -> list[Reply] | None: ...
+
+    def mark_answered(self) -> None: ...
+
+
+class Node:
+    """Base class of nodes. Subclasses set `name`, `Params`, `events` and implement `run`."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[NodeParams]] = NodeParams
+    events: ClassVar[frozenset[EventType]] = frozenset({EventType.SATISFIED})
+    """The event types this node can give, so validation can flag conditions that never fire."""
+
+    async def run(self, flow: Flow, params: Any) -> EventType:
+        raise NotImplementedError
+
+
+_nodes: dict[str, Node] = {}
+_lock = threading.Lock()
+N = TypeVar("N", bound=type[Node])
+
+
+def register(cls: N) -> N:
+    """Class decorator: make the node available under its name and aliases."""
+    node = cls()
+    with _lock:
+        for name in (cls.name, *cls.aliases):
+            if name in _nodes:
+                raise ValueError(f"node name {name!r} is already registered by {type(_nodes[name]).__name__}")
+            _nodes[name] = node
+    return cls
+
+
+def get_node(name: str) -> Node | None:
+    with _lock:
+        return _nodes.get(name)
+
+
+def node_names() -> list[str]:
+    """Canonical names (aliases left out), sorted."""
+    with _lock:
+        return sorted({n.name for n in _nodes.values()})
+
+
+def canonical_name(name: str) -> str:
+    node = get_node(name)
+    return node.name if node else name
+

@@ -1,0 +1,37 @@
+"""`wait_answer`: wait for the customer's reply (signal `client-answered`) or a timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from scheduler.durations import Duration
+from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
+
+OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+
+
+class WaitAnswerParams(NodeParams):
+    timeout: Duration = timedelta(minutes=1)
+    opt_out_keywords: tuple[str, ...] = OPT_OUT_KEYWORDS
+    """A reply that is exactly one of these (any case, surrounding spaces/punctuation ignored) opts out."""
+
+
+def is_opt_out(text: str | None, keywords: tuple[str, ...]) -> bool:
+    word = (text or "").strip().strip(".!").upper()
+    return word in {k.upper() for k in keywords}
+
+
+@register
+class WaitAnswer(Node):
+    name = "wait_answer"
+    Params = WaitAnswerParams
+    events = frozenset(EventType)
+
+    async def run(self, flow: Flow, params: WaitAnswerParams) -> EventType:
+        replies = await flow.wait_for_replies(params.timeout)
+        if replies is None:
+            return EventType.TIMEOUT
+        flow.mark_answered()
+        if any(is_opt_out(r.text, params.opt_out_keywords) for r in replies):
+            return EventType.NOT_SATISFIED
+        return EventType.SATISFIED

