@@ -25,7 +25,9 @@ RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 class Activities:
     """Holds what activities share (channels, HTTP client); register `.all()` on a worker."""
 
-    def __init__(self, *, outbox: Outbox, default_channel: str = "console", http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, *, outbox: Outbox, default_channel: str = "console", http: httpx.AsyncClient | None = None
+    ) -> None:
         self.outbox = outbox
         self.channels = make_channels(outbox)
         self.default_channel = default_channel

@@ -120,9 +120,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError("\n".join(lines)) from None
     base = file.parent.resolve() if file.is_file() else Path.cwd()
     settings.source = file.resolve() if file.is_file() else None
-    settings.dev_server.db_file = base / settings.dev_server.db_file
-    settings.campaigns.dir = base / settings.campaigns.dir
-    settings.channels.outbox = base / settings.channels.outbox
+    settings.dev_server.db_file = (base / settings.dev_server.db_file).resolve()
+    settings.campaigns.dir = (base / settings.campaigns.dir).resolve()
+    settings.channels.outbox = (base / settings.channels.outbox).resolve()
     return settings
 
 

@@ -33,7 +33,11 @@ class Condition(BaseModel):
         }[event] or None
 
 
-_CONDITION_EVENTS = {"satisfied": EventType.SATISFIED, "not_satisfied": EventType.NOT_SATISFIED, "timeout": EventType.TIMEOUT}
+_CONDITION_EVENTS = {
+    "satisfied": EventType.SATISFIED,
+    "not_satisfied": EventType.NOT_SATISFIED,
+    "timeout": EventType.TIMEOUT,
+}
 
 
 class StepDefinition(BaseModel):
@@ -125,12 +129,16 @@ def _step_problems(name: str, step: StepDefinition, steps: dict[str, StepDefinit
             out.append(DefinitionProblem(f"steps.{name}.{key}", f"unknown step {target!r}{_known(steps)}"))
     node = get_node(step.node)
     if node is None:
-        out.append(DefinitionProblem(f"steps.{name}.node", f"unknown node {step.node!r} (known: {', '.join(node_names())})"))
+        out.append(
+            DefinitionProblem(f"steps.{name}.node", f"unknown node {step.node!r} (known: {', '.join(node_names())})")
+        )
         return out
     try:
         node.Params.model_validate(step.params)
     except ValidationError as exc:
-        out.extend(DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors())
+        out.extend(
+            DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors()
+        )
     if step.condition:
         for key, event in _CONDITION_EVENTS.items():
             if getattr(step.condition, key) and event not in node.events:

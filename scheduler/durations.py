@@ -26,7 +26,9 @@ def parse_duration(text: object) -> timedelta:
         seconds += float(m.group(1)) * _UNIT[m.group(2)]
         pos = m.end()
     if pos != len(s) or pos == 0:
-        raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'"
+        )
     return timedelta(seconds=seconds)
 
 

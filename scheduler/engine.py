@@ -6,7 +6,6 @@ through activities called by name.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePa
 from scheduler.definition import validate_definition
 from scheduler.errors import DefinitionError
 from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus, Reply, StepRecord
-from scheduler.nodes import EventType, NodeParams, get_node
+from scheduler.nodes import NodeParams, get_node
 
 CLIENT_ANSWERED = SearchAttributeKey.for_bool("ClientAnswered")
 CLIENT_ANSWERED_AT = SearchAttributeKey.for_datetime("ClientAnsweredAt")
@@ -99,7 +98,7 @@ class FlowRun:
                 timeout=timeout,
                 timeout_summary=f"{self.current_step}: wait_answer timeout",
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         new = self._replies[self._consumed :]
         self._consumed = len(self._replies)

@@ -1,11 +1,15 @@
 """Errors the scheduler raises on purpose.
 
-    SchedulerError
-    ├── ConfigError        the service config file or an override is wrong
-    ├── CampaignError      a campaign file (or seed-shaped JSON definition) has problems
-    ├── DefinitionError    a workflow definition is invalid (raised inside a running flow)
-    ├── UnknownCampaign    no campaign with that id in the campaigns directory
-    └── DevServerError     the embedded Temporal dev server could not start
+SchedulerError
+├── ConfigError        the service config file or an override is wrong
+├── CampaignError      a campaign file (or seed-shaped JSON definition) has problems
+├── DefinitionError    a workflow definition is invalid (raised inside a running flow)
+├── UnknownCampaign    no campaign with that id in the campaigns directory
+├── FlowAlreadyRunning a flow with that workflow id is running
+├── FlowNotFound       no running flow with that workflow id
+├── UnknownSignal      a signal name flows do not handle
+├── TemporalUnavailable Temporal cannot be reached
+└── DevServerError     the embedded Temporal dev server could not start
 """
 
 from __future__ import annotations
@@ -48,10 +52,32 @@ class DefinitionError(SchedulerError):
 
 
 class UnknownCampaign(SchedulerError):
-    def __init__(self, campaign_id: str, directory: str) -> None:
+    def __init__(self, campaign_id: str, directory: str, broken: list[str] | None = None) -> None:
         self.campaign_id = campaign_id
-        super().__init__(f"unknown campaign {campaign_id!r}: no campaign file in {directory!r} has that id")
+        hint = f" (files with errors: {', '.join(broken)}; run `scheduler validate`)" if broken else ""
+        super().__init__(f"unknown campaign {campaign_id!r}: no valid campaign file in {directory!r} has that id{hint}")
 
 
 class DevServerError(SchedulerError):
+    pass
+
+
+class FlowAlreadyRunning(SchedulerError):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"workflow {workflow_id!r} is already running")
+
+
+class FlowNotFound(SchedulerError):
+    def __init__(self, workflow_id: str, reason: str = "no such workflow") -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"workflow {workflow_id!r}: {reason}")
+
+
+class UnknownSignal(SchedulerError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown signal name {name!r} (flows handle: {', '.join(known)})")
+
+
+class TemporalUnavailable(SchedulerError):
     pass

@@ -22,4 +22,3 @@ def compile_template(text: str) -> Any:
 
 def render(text: str, context: dict[str, Any]) -> str:
     return str(compile_template(text).render(**context))
-

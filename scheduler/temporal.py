@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.config import Settings
 from scheduler.engine import FLOW_SEARCH_ATTRIBUTES
-from scheduler.errors import SchedulerError
+from scheduler.errors import SchedulerError, TemporalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ _TYPE_NAMES = {
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = FLOW_SEARCH_ATTRIBUTES
 
 
-class TemporalUnavailable(SchedulerError):
-    pass
-
-
 async def connect(settings: Settings, *, address: str | None = None) -> Client:
     """Connect to the configured cluster, or to the embedded dev server when `temporal.address` is empty."""
     target = address or settings.temporal_address
@@ -48,7 +45,8 @@ async def connect(settings: Settings, *, address: str | None = None) -> Client:
         )
     except RuntimeError as exc:
         hint = "start it with `scheduler up`" if settings.embedded else "check temporal.address, tls and api_key"
-        raise TemporalUnavailable(f"cannot reach Temporal at {target}: {exc} ({hint})") from None
+        reason = m.group(1) if (m := re.search(r'message: "([^"]+)"', str(exc))) else str(exc)
+        raise TemporalUnavailable(f"cannot reach Temporal at {target}: {reason} ({hint})") from None
 
 
 def search_attribute_flags(keys: Iterable[SearchAttributeKey[Any]] = SEARCH_ATTRIBUTES) -> list[str]:
@@ -80,7 +78,11 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     try:
         await svc.add_search_attributes(request)
     except RPCError as exc:
-        if exc.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED):
+        if exc.status not in (
+            RPCStatusCode.PERMISSION_DENIED,
+            RPCStatusCode.UNIMPLEMENTED,
+            RPCStatusCode.UNAUTHENTICATED,
+        ):
             raise
         commands = "\n".join(
             f"  temporal operator search-attribute create --namespace {namespace} "

@@ -1,23 +1,79 @@
-"""The flow engine on the time-skipping server: both branches, opt-out, early and duplicate replies."""
+"""The flow engine on the time-skipping server: both branches, opt-out, early and duplicate replies, memo,
+search attributes, outbox, and invalid definitions."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from temporalio.client import WorkflowHandle
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.engine import start_attributes
+from scheduler.engine import (
+    CAMPAIGN_ID,
+    CLIENT_ANSWERED,
+    CLIENT_ANSWERED_AT,
+    CURRENT_STEP,
+    CUSTOMER_ID,
+    DEFINITION_VERSION,
+    start_attributes,
+)
 from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
-from scheduler.workflows import AbandonedCartWorkflow
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
+
+OWNER = "owner@example.com"
+PHONE = "+15550001"
+
+# step_2's three edges each lead to a distinct step, so the path says which one was taken.
+OPT_OUT = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {
+            "node": "wait_answer",
+            "condition": {"satisfied": "step_3", "not_satisfied": "step_7", "timeout": "step_4"},
+        },
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "send_message"},
+        "step_7": {"node": "send_message", "params": {"template": "You will not hear from us again."}},
+    },
+}
+# A 10m explicit wait before a 1m wait_answer: a reply sent during the sleep must still count.
+WAIT_THEN_ASK = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "explicit_wait", "params": {"duration": "10m"}, "go_to": "step_2"},
+        "step_2": {"node": "wait_answer", "params": {"timeout": "1m"}, "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "send_message"},
+    },
+}
+# Two waits in a row: one reply satisfies the first only.
+TWO_WAITS = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "wait_answer", "condition": {"satisfied": "step_2", "timeout": "step_5"}},
+        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "send_message"},
+        "step_5": {"node": "send_message"},
+    },
+}
+
+
+def definition(data: dict[str, Any]) -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(data)
 
 
 async def start(env: WorkflowEnvironment, definition: WorkflowDefinition, task_queue: str) -> WorkflowHandle:
-    flow = FlowInput(definition=definition, owner="owner@example.com", customer={"id": "c1", "phone": "+15550001"})
+    flow = FlowInput(definition=definition, owner=OWNER, customer={"id": "c1", "phone": PHONE})
     return await env.client.start_workflow(
         AbandonedCartWorkflow.run,
         flow,
@@ -27,13 +83,21 @@ async def start(env: WorkflowEnvironment, definition: WorkflowDefinition, task_q
     )
 
 
+async def status(handle: WorkflowHandle) -> FlowStatus:
+    return await handle.query(STATUS_QUERY, result_type=FlowStatus)
+
+
+# Branches
+
+
 async def test_flow_reply_takes_satisfied_branch(ts_env, seed_definition, settings: Settings, task_queue: str) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
         handle = await start(ts_env, seed_definition, task_queue)
-        await handle.signal("client-answered", Reply(reply_id="r1", text="yes please"))
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="yes please"))
         result = await handle.result()
     assert result.path == ["step_1", "step_2", "step_3"]
     assert result.outcome == "completed"
+    assert result.definition_version == seed_definition.version
 
 
 async def test_flow_no_reply_takes_timeout_branch(ts_env, seed_definition, settings: Settings, task_queue: str) -> None:
@@ -41,5 +105,211 @@ async def test_flow_no_reply_takes_timeout_branch(ts_env, seed_definition, setti
         handle = await start(ts_env, seed_definition, task_queue)
         result = await handle.result()
     assert result.path == ["step_1", "step_2", "step_4", "step_5", "step_6"]
+    assert result.outcome == "completed"
     desc = await handle.describe()
+    # wait_answer's 1m timeout plus explicit_wait's 1m, skipped rather than slept.
+    assert desc.close_time is not None
     assert desc.close_time - desc.start_time >= timedelta(minutes=2)
+
+
+@pytest.mark.parametrize("text", ["STOP", " stop! ", "Unsubscribe."])
+async def test_wait_answer_opt_out_takes_not_satisfied_edge(ts_env, settings: Settings, task_queue: str, text: str) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, definition(OPT_OUT), task_queue)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text=text))
+        result = await handle.result()
+    assert result.path == ["step_1", "step_2", "step_7"]
+    steps = await (await handle.describe()).memo_value("steps")
+    assert [s["event"] for s in steps] == ["condition_satisfied", "condition_not_satisfied", "condition_satisfied"]
+
+
+async def test_wait_answer_non_keyword_reply_is_satisfied(ts_env, settings: Settings, task_queue: str) -> None:
+    """A reply that merely contains an opt-out word is an answer, not an opt-out."""
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, definition(OPT_OUT), task_queue)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="please don't stop, what's the price?"))
+        result = await handle.result()
+    assert result.path == ["step_1", "step_2", "step_3"]
+
+
+# Replies
+
+
+async def test_wait_answer_reply_before_wait_starts_is_satisfied(ts_env, settings: Settings, task_queue: str) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, definition(WAIT_THEN_ASK), task_queue)
+        # Time only skips while awaiting the result, so the flow is still inside step_1's 10m sleep.
+        assert (await status(handle)).current_step == "step_1"
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="early", text="is it still available?"))
+        result = await handle.result()
+    assert result.path == ["step_1", "step_2", "step_3"]
+    desc = await handle.describe()
+    assert desc.close_time is not None
+    # Slept the full 10m, then answered at once: no 1m timeout on top.
+    assert timedelta(minutes=10) <= desc.close_time - desc.start_time < timedelta(minutes=11)
+
+
+async def test_wait_answer_reply_counts_for_one_wait_only(ts_env, settings: Settings, task_queue: str) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, definition(TWO_WAITS), task_queue)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="yes"))
+        result = await handle.result()
+    assert result.path == ["step_1", "step_2", "step_4"]
+    assert result.replies == 1
+    steps = await (await handle.describe()).memo_value("steps")
+    assert [(s["step"], s["event"]) for s in steps] == [
+        ("step_1", "condition_satisfied"),
+        ("step_2", "condition_timeout"),
+        ("step_4", "condition_satisfied"),
+    ]
+
+
+@pytest.mark.parametrize(("reply_ids", "expected"), [(["r1", "r1"], 1), (["r1", "r2"], 2), (["r1", "r1", "r2", "r2"], 2)])
+async def test_flow_duplicate_reply_id_counted_once(
+    ts_env, settings: Settings, task_queue: str, reply_ids: list[str], expected: int
+) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        # The 10m sleep keeps the flow open while every signal is sent.
+        handle = await start(ts_env, definition(WAIT_THEN_ASK), task_queue)
+        for reply_id in reply_ids:
+            await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id=reply_id, text="hello"))
+        result = await handle.result()
+        queried = await status(handle)
+    assert queried.replies == expected
+    assert result.replies == expected
+    assert result.path == ["step_1", "step_2", "step_3"]
+
+
+# Memo, search attributes, outbox
+
+
+async def test_flow_memo_and_search_attributes_record_steps(
+    ts_env, seed_definition, settings: Settings, task_queue: str
+) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, seed_definition, task_queue)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="yes"))
+        await handle.result()
+    desc = await handle.describe()
+    steps = await desc.memo_value("steps")
+    assert [(s["step"], s["node"], s["event"]) for s in steps] == [
+        ("step_1", "send_message", "condition_satisfied"),
+        ("step_2", "wait_answer", "condition_satisfied"),
+        ("step_3", "notify_creator", "condition_satisfied"),
+    ]
+    times = [datetime.fromisoformat(s["at"]) for s in steps]
+    assert times == sorted(times)
+    assert all(desc.start_time <= t for t in times)
+    assert await desc.memo_value("outcome") == "completed"
+
+    sa = desc.typed_search_attributes
+    assert sa.get(CLIENT_ANSWERED) is True
+    answered_at = sa.get(CLIENT_ANSWERED_AT)
+    assert answered_at is not None
+    assert desc.close_time is not None
+    assert desc.start_time <= answered_at <= desc.close_time
+    assert sa.get(CAMPAIGN_ID) == "abandoned-cart"
+    assert sa.get(CUSTOMER_ID) == "c1"
+    assert sa.get(CURRENT_STEP) == "step_3"
+    assert sa.get(DEFINITION_VERSION) == seed_definition.version
+
+
+async def test_flow_timeout_leaves_client_answered_unset(
+    ts_env, seed_definition, settings: Settings, task_queue: str
+) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, seed_definition, task_queue)
+        await handle.result()
+    desc = await handle.describe()
+    sa = desc.typed_search_attributes
+    assert sa.get(CLIENT_ANSWERED) is None
+    assert sa.get(CLIENT_ANSWERED_AT) is None
+    assert sa.get(CURRENT_STEP) == "step_6"
+    assert [s["node"] for s in await desc.memo_value("steps")] == [
+        "send_message",
+        "wait_answer",
+        "webhook",
+        "explicit_wait",  # the seed's `explicity_wait` alias, recorded under its canonical name
+        "send_message",
+    ]
+
+
+async def test_flow_started_without_search_attributes_upserts_them(
+    ts_env, seed_definition, settings: Settings, task_queue: str
+) -> None:
+    flow = FlowInput(definition=seed_definition, campaign_id="camp-9", customer={"id": "c9"})
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await ts_env.client.start_workflow(
+            AbandonedCartWorkflow.run, flow, id=f"abandoned_cart-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply())
+        await handle.result()
+    sa = (await handle.describe()).typed_search_attributes
+    assert sa.get(CAMPAIGN_ID) == "camp-9"
+    assert sa.get(DEFINITION_VERSION) == seed_definition.version
+    assert sa.get(CUSTOMER_ID) == "c9"
+    assert sa.get(CURRENT_STEP) == "step_3"
+
+
+async def test_flow_outbox_records_messages(ts_env, seed_definition, settings: Settings, task_queue: str) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, seed_definition, task_queue)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="yes"))
+        await handle.result()
+    lines = Outbox(settings.channels.outbox).read()
+    where = {"campaign_id": "abandoned-cart", "workflow_id": handle.id}
+    assert [{k: line[k] for k in ("channel", "to", "campaign_id", "workflow_id", "step")} for line in lines] == [
+        {"channel": "console", "to": PHONE, **where, "step": "step_1"},
+        {"channel": "console", "to": OWNER, **where, "step": "step_3"},
+    ]
+    assert "you left something in your cart" in lines[0]["text"]
+    assert handle.id in lines[1]["text"]
+
+
+async def test_flow_outbox_records_timeout_branch(ts_env, seed_definition, settings: Settings, task_queue: str) -> None:
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, seed_definition, task_queue)
+        await handle.result()
+    lines = Outbox(settings.channels.outbox).read()
+    assert [(line["channel"], line["to"], line["step"]) for line in lines] == [
+        ("console", PHONE, "step_1"),
+        ("webhook", None, "step_4"),  # no url: the payload is recorded instead of posted
+        ("console", PHONE, "step_6"),
+    ]
+    assert all(line["workflow_id"] == handle.id for line in lines)
+    assert lines[1]["payload"]["customer"] == {"id": "c1", "phone": PHONE}
+
+
+# Invalid definitions
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"start_step": "step_1", "steps": {"step_1": {"node": "send_message", "go_to": "nowhere"}}}, "step_1.go_to"),
+        ({"start_step": "step_9", "steps": {"step_1": {"node": "send_message"}}}, "start_step"),
+        ({"start_step": "step_1", "steps": {"step_1": {"node": "teleport"}}}, "step_1.node"),
+        (
+            {
+                "start_step": "step_1",
+                "steps": {"step_1": {"node": "send_message", "go_to": "step_2"}, "step_2": {"node": "send_message", "go_to": "step_1"}},
+            },
+            "cycle",
+        ),
+        ({"start_step": "step_1", "steps": {"step_1": {"node": "wait_answer", "params": {"timeout": "soon"}}}}, "timeout"),
+    ],
+    ids=["unknown-target", "unknown-start", "unknown-node", "cycle", "bad-params"],
+)
+async def test_flow_invalid_definition_fails_run(
+    ts_env, settings: Settings, task_queue: str, data: dict[str, Any], where: str
+) -> None:
+    bad = WorkflowDefinition.model_validate(data)  # pydantic alone checks shape, not targets/nodes/params
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start(ts_env, bad, task_queue)
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "DefinitionError"
+    assert where in cause.message
+    assert Outbox(settings.channels.outbox).read() == []  # nothing was sent

@@ -89,4 +89,3 @@ def node_names() -> list[str]:
 def canonical_name(name: str) -> str:
     node = get_node(name)
     return node.name if node else name
-

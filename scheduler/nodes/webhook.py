@@ -31,7 +31,9 @@ class Webhook(Node):
     async def run(self, flow: Flow, params: WebhookParams) -> EventType:
         retry = RetryPolicy(initial_interval=params.initial_interval, maximum_attempts=params.max_attempts)
         try:
-            outcome = await flow.call_activity(self.name, params, timeout=params.timeout + timedelta(seconds=5), retry=retry)
+            outcome = await flow.call_activity(
+                self.name, params, timeout=params.timeout + timedelta(seconds=5), retry=retry
+            )
         except ActivityError:
             # The endpoint stayed down through every retry: take the not_satisfied edge rather
             # than failing the customer's whole flow.

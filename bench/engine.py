@@ -1,0 +1,218 @@
+"""Engine throughput: flows/s of `AbandonedCartWorkflow` against a hand-written workflow doing the same work.
+
+Why: the interpreter (definition validation, node lookup, params validation, memo and search-attribute
+upserts after every step) is pure overhead on top of the activities a flow runs. This measures how much
+of Temporal's throughput it keeps: both workflows run the same five activities with the same inputs,
+timeouts and retry policies, on the same dev server, worker settings and client, in interleaved rounds.
+
+Run: `.venv/bin/python bench/engine.py` (no arguments). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+# This file is re-imported inside the workflow sandbox for every run of the baseline workflow (the
+# engine's module is too), so everything it imports is passed through rather than imported again.
+with workflow.unsafe.imports_passed_through():
+    import asyncio
+    import json
+    import statistics
+    import sys
+    import tempfile
+    import time
+    import uuid
+    from datetime import timedelta
+    from pathlib import Path
+    from typing import Any
+
+    from temporalio.client import Client
+    from temporalio.common import RetryPolicy
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from scheduler.activities import Activities
+    from scheduler.channels import Outbox
+    from scheduler.config import Settings, load_settings
+    from scheduler.definition import WorkflowDefinition, validate_definition
+    from scheduler.engine import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, start_attributes
+    from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+    from scheduler.nodes.notify_creator import NotifyCreatorParams
+    from scheduler.nodes.send_message import SendMessageParams
+    from scheduler.nodes.webhook import WebhookParams
+    from scheduler.temporal import SEARCH_ATTRIBUTES
+    from scheduler.worker import make_worker
+    from scheduler.workflows import AbandonedCartWorkflow
+
+WARMUP_FLOWS = 20
+ROUNDS = 3
+FLOWS_PER_ROUND = 150
+CONCURRENCY = 50
+"""Flows in flight at once (started and awaited under a semaphore)."""
+ROUND_TIMEOUT = 120.0
+FLOW_TIMEOUT = timedelta(minutes=2)
+"""Execution timeout of every flow, so nothing outlives a failed run."""
+
+# Five steps, no waits: every step is one activity. `webhook` has no url, so it records to the outbox.
+DEFINITION: dict[str, Any] = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {"node": "notify_creator", "go_to": "step_3"},
+        "step_3": {"node": "webhook", "go_to": "step_4"},
+        "step_4": {"node": "send_message", "go_to": "step_5"},
+        "step_5": {"node": "notify_creator"},
+    },
+}
+BASELINE_STEPS = (
+    ("step_1", "send_message"),
+    ("step_2", "notify_creator"),
+    ("step_3", "webhook"),
+    ("step_4", "send_message"),
+    ("step_5", "notify_creator"),
+)
+"""The same path, written out by hand."""
+_WEBHOOK = WebhookParams()
+# What the engine sends each activity for a step with empty params, and the timeout and retry policy
+# it uses (the `webhook` node sets its own, see scheduler/nodes/webhook.py).
+BASELINE_CALLS: dict[str, tuple[dict[str, Any], timedelta, RetryPolicy]] = {
+    "send_message": (SendMessageParams().model_dump(mode="json"), ACTIVITY_TIMEOUT, ACTIVITY_RETRY),
+    "notify_creator": (NotifyCreatorParams().model_dump(mode="json"), ACTIVITY_TIMEOUT, ACTIVITY_RETRY),
+    "webhook": (
+        _WEBHOOK.model_dump(mode="json"),
+        _WEBHOOK.timeout + timedelta(seconds=5),
+        RetryPolicy(initial_interval=_WEBHOOK.initial_interval, maximum_attempts=_WEBHOOK.max_attempts),
+    ),
+}
+
+
+@workflow.defn(name="BenchBaselineWorkflow")
+class BaselineWorkflow:
+    """The activities of the definition called directly in sequence: no interpretation."""
+
+    @workflow.run
+    async def run(self, flow: FlowInput) -> FlowStatus:
+        workflow_id = workflow.info().workflow_id
+        path: list[str] = []
+        for step, name in BASELINE_STEPS:
+            params, timeout, retry = BASELINE_CALLS[name]
+            await workflow.execute_activity(
+                name,
+                ActivityInput(
+                    workflow_id=workflow_id,
+                    campaign_id=flow.campaign_id,
+                    owner=flow.owner,
+                    step=step,
+                    customer=flow.customer,
+                    cart=flow.cart,
+                    params=params,
+                ),
+                result_type=ActivityOutcome,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+                summary=f"{step}: {name}",
+            )
+            path.append(step)
+        return FlowStatus(current_step=path[-1], path=path, replies=0, definition_version="", outcome="completed")
+
+
+def make_baseline_worker(client: Client, settings: Settings, *, task_queue: str) -> Worker:
+    """`scheduler.worker.make_worker`, with the baseline workflow in place of the engine's."""
+    activities = Activities(outbox=Outbox(settings.channels.outbox), default_channel=settings.channels.default)
+    return Worker(client, task_queue=task_queue, workflows=[BaselineWorkflow], activities=activities.all())
+
+
+async def run_round(client: Client, workflow_run: Any, task_queue: str, flow: FlowInput, n: int, label: str) -> float:
+    """Run `n` flows, at most CONCURRENCY at once; flows/s over the wall time of the whole batch."""
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    attributes = start_attributes(flow)
+    batch = uuid.uuid4().hex[:8]
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            handle = await client.start_workflow(
+                workflow_run,
+                flow,
+                id=f"bench-{label}-{batch}-{i}",
+                task_queue=task_queue,
+                search_attributes=attributes,
+                execution_timeout=FLOW_TIMEOUT,
+            )
+            status: FlowStatus = await handle.result()
+            if status.outcome != "completed" or len(status.path) != len(BASELINE_STEPS):
+                raise RuntimeError(f"{label} flow {handle.id} ended {status.outcome} after {status.path}")
+
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), timeout=ROUND_TIMEOUT)
+    return n / (time.perf_counter() - start)
+
+
+async def bench(workdir: Path) -> tuple[list[float], list[float]]:
+    settings = load_settings()
+    settings.channels.outbox = workdir / "outbox.jsonl"
+    definition = WorkflowDefinition.model_validate(DEFINITION)
+    assert not validate_definition(definition), "the bench definition must be valid"
+    flow = FlowInput(
+        definition=definition,
+        campaign_id="bench",
+        owner="owner@example.com",
+        customer={"id": "c1", "name": "Ann", "phone": "+15550001"},
+        cart={"id": "cart-1", "url": "https://shop.example/cart/1"},
+    )
+    engine_rates: list[float] = []
+    baseline_rates: list[float] = []
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
+    )
+    try:
+        client = env.client
+        engine_tq, baseline_tq = f"bench-engine-{uuid.uuid4()}", f"bench-baseline-{uuid.uuid4()}"
+        kinds = {
+            "engine": (AbandonedCartWorkflow.run, engine_tq, engine_rates),
+            "baseline": (BaselineWorkflow.run, baseline_tq, baseline_rates),
+        }
+        async with (
+            make_worker(client, settings, task_queue=engine_tq),
+            make_baseline_worker(client, settings, task_queue=baseline_tq),
+        ):
+            for label, (run, tq, _) in kinds.items():
+                await run_round(client, run, tq, flow, WARMUP_FLOWS, f"warmup-{label}")
+            print(f"warm-up done ({WARMUP_FLOWS} flows each); {ROUNDS} rounds of {FLOWS_PER_ROUND} flows")
+            for round_no in range(ROUNDS):
+                # ABBA order, so drift over the run (e.g. a growing history store) hits both alike.
+                order = ("engine", "baseline") if round_no % 2 == 0 else ("baseline", "engine")
+                for label in order:
+                    run, tq, rates = kinds[label]
+                    rate = await run_round(client, run, tq, flow, FLOWS_PER_ROUND, f"{label}-{round_no}")
+                    rates.append(rate)
+                    print(f"  round {round_no + 1} {label:<8} {rate:7.1f} flows/s")
+    finally:
+        await env.shutdown()
+    return engine_rates, baseline_rates
+
+
+def main() -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="scheduler-bench-") as tmp:
+        engine_rates, baseline_rates = asyncio.run(bench(Path(tmp)))
+    engine, baseline = statistics.median(engine_rates), statistics.median(baseline_rates)
+    ratio = engine / baseline
+    print(f"engine   (AbandonedCartWorkflow): {engine:7.1f} flows/s (median of {ROUNDS} rounds)")
+    print(f"baseline (hand-written workflow): {baseline:7.1f} flows/s (median of {ROUNDS} rounds)")
+    print(f"ratio engine/baseline: {ratio:.3f}   total {time.perf_counter() - started:.0f}s")
+    result = {
+        "name": "engine_flows_per_second",
+        "value": round(engine, 2),
+        "unit": "flows/s",
+        "baseline": round(baseline, 2),
+        "ratio": round(ratio, 4),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

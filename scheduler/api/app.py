@@ -1,0 +1,67 @@
+"""`create_app()`: the FastAPI service, its lifespan (Temporal client) and its error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from scheduler.api import health, workflows
+from scheduler.config import Settings
+from scheduler.errors import (
+    FlowAlreadyRunning,
+    FlowNotFound,
+    SchedulerError,
+    TemporalUnavailable,
+    UnknownCampaign,
+    UnknownSignal,
+)
+from scheduler.temporal import connect
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[SchedulerError], int] = {
+    UnknownCampaign: 404,
+    FlowNotFound: 404,
+    FlowAlreadyRunning: 409,
+    UnknownSignal: 400,
+    TemporalUnavailable: 503,
+}
+
+
+def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
+    """The API. Without `client`, the lifespan connects to the configured Temporal."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.client = client or await connect(settings)
+        yield
+
+    app = FastAPI(title="Campaign scheduler", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(workflows.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(SchedulerError)
+    async def scheduler_error(request: Request, exc: SchedulerError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(request: Request, exc: RPCError) -> JSONResponse:
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return JSONResponse({"detail": f"Temporal is unavailable: {exc.message}"}, status_code=503)
+        log.error("Temporal error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"Temporal error: {exc.message}"}, status_code=502)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    return app

@@ -1,0 +1,220 @@
+"""`scheduler …`: thin shell over the same functions the API uses. Exit 0 on success, 1 on error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from scheduler.campaign import load_campaign
+from scheduler.config import Settings, load_settings
+from scheduler.errors import Problem, SchedulerError
+
+app = typer.Typer(
+    help="Marketing campaigns as durable Temporal workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Service config file [default: $SCHEDULER_CONFIG or config/scheduler.toml]"),
+]
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code` even if the Temporal SDK's runtime would abort at interpreter exit (sdk-python#300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    _exit(1)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except SchedulerError as exc:
+        _fail(str(exc))
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(coro)
+    except SchedulerError as exc:
+        _fail(str(exc))
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _serve(config: Path | None, *, dev_server: bool, worker: bool, api: bool) -> NoReturn:
+    from scheduler.service import run
+
+    settings = _settings(config)
+    _logging()
+    _run(run(settings, dev_server=dev_server, worker=worker, api=api))
+    _exit(0)
+
+
+@app.command()
+def up(config: ConfigOpt = None) -> None:
+    """Run everything: the Temporal dev server (when temporal.address is empty), the worker and the HTTP API."""
+    _serve(config, dev_server=True, worker=True, api=True)
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run only the worker, against the configured Temporal."""
+    _serve(config, dev_server=False, worker=True, api=False)
+
+
+@app.command()
+def api(config: ConfigOpt = None) -> None:
+    """Run only the HTTP API, against the configured Temporal."""
+    _serve(config, dev_server=False, worker=False, api=True)
+
+
+@app.command()
+def validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Campaign .toml files or seed-shaped .json definitions")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check campaign files; print `path:line: key: message` per problem; exit 1 on any error."""
+    files = paths or sorted(_settings(config).campaigns.dir.glob("*.toml"))
+    if not files:
+        _fail("no campaign files to validate")
+    problems: list[Problem] = []
+    ids: dict[str, str] = {}
+    valid = 0
+    for path in files:
+        campaign, found = load_campaign(path)
+        problems.extend(found)
+        if campaign is None:
+            continue
+        valid += 1
+        if path.suffix == ".toml":
+            shown = str(path)
+            if campaign.id in ids:
+                problems.append(
+                    Problem(
+                        shown,
+                        1,
+                        "campaign.id",
+                        f"duplicate campaign id {campaign.id!r}: also used by {ids[campaign.id]}",
+                    )
+                )
+                valid -= 1
+            ids.setdefault(campaign.id, shown)
+    errors = [p for p in problems if not p.warning]
+    for p in problems:
+        typer.echo(str(p), err=p.warning)
+    if errors:
+        typer.echo(f"{len(errors)} error(s) in {len(files) - valid} of {len(files)} file(s)", err=True)
+        _exit(1)
+    warnings = len(problems) - len(errors)
+    typer.echo(f"ok: {len(files)} file(s) valid" + (f", {warnings} warning(s)" if warnings else ""))
+
+
+@app.command()
+def graph(
+    file: Annotated[Path, typer.Argument(help="A campaign .toml file or a seed-shaped .json definition")],
+) -> None:
+    """Print the definition as a Mermaid flowchart."""
+    from scheduler.graph import mermaid
+
+    campaign, problems = load_campaign(file)
+    if campaign is None:
+        for p in problems:
+            typer.echo(str(p), err=True)
+        _exit(1)
+    typer.echo(mermaid(campaign.workflow), nl=False)
+
+
+@app.command()
+def start(
+    campaign: Annotated[str | None, typer.Option(help="Campaign id [default: campaigns.default]")] = None,
+    workflow_id: Annotated[str | None, typer.Option("--workflow-id", help="[default: abandoned_cart-<uuid>]")] = None,
+    customer: Annotated[
+        str | None, typer.Option(help='Customer as JSON, e.g. \'{"id": "c1", "phone": "+1555"}\'')
+    ] = None,
+    cart: Annotated[str | None, typer.Option(help="Cart as JSON")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start one flow (like POST /start-workflow) and print its ids as JSON."""
+    from scheduler.flows import start_flow
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> dict[str, str]:
+        client = await connect(settings)
+        handle = await start_flow(
+            client, settings, campaign_id=campaign, workflow_id=workflow_id,
+            customer=_json_option("--customer", customer), cart=_json_option("--cart", cart),
+        )  # fmt: skip
+        return {
+            "workflow_id": handle.id,
+            "run_id": handle.result_run_id or "",
+            "message": "Workflow started successfully",
+        }
+
+    typer.echo(json.dumps(_run(go())))
+    _exit(0)
+
+
+@app.command()
+def signal(
+    workflow_id: Annotated[str, typer.Argument(help="The flow's workflow id")],
+    name: Annotated[str, typer.Option("--name", help="Signal name")] = "client-answered",
+    text: Annotated[str | None, typer.Option(help="Reply text (STOP opts out)")] = None,
+    reply_id: Annotated[str | None, typer.Option("--reply-id", help="A repeated reply id is ignored")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send a signal to a running flow (like POST /send-signal)."""
+    from scheduler.flows import signal_flow
+    from scheduler.models import Reply
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> None:
+        client = await connect(settings)
+        reply = Reply(reply_id=reply_id, text=text, channel="cli")
+        await signal_flow(client, workflow_id=workflow_id, run_id=run_id, signal_name=name, reply=reply)
+
+    _run(go())
+    typer.echo(json.dumps({"message": f"Successfully sent '{name}' signal to workflow: {workflow_id}"}))
+    _exit(0)
+
+
+def _json_option(flag: str, value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        _fail(f"{flag}: invalid JSON: {exc.msg}")
+    if not isinstance(parsed, dict):
+        _fail(f"{flag}: expected a JSON object, got {value!r}")
+    return parsed
+
+
+def main() -> None:
+    app()

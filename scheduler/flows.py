@@ -1,0 +1,85 @@
+"""Starting and signalling flows: the one implementation behind `/start-workflow`, `/send-signal` and the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from scheduler.campaign import find_campaign
+from scheduler.config import Settings
+from scheduler.engine import start_attributes
+from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
+from scheduler.models import FlowInput, Reply
+from scheduler.workflows import SIGNALS, AbandonedCartWorkflow
+
+
+def new_workflow_id() -> str:
+    return f"abandoned_cart-{uuid.uuid4()}"
+
+
+async def start_flow(
+    client: Client,
+    settings: Settings,
+    *,
+    campaign_id: str | None = None,
+    workflow_id: str | None = None,
+    customer: dict[str, Any] | None = None,
+    cart: dict[str, Any] | None = None,
+) -> WorkflowHandle[Any, Any]:
+    """Start one `AbandonedCartWorkflow` running the campaign's current definition.
+
+    Raises:
+        UnknownCampaign: no valid campaign file has that id.
+        FlowAlreadyRunning: a flow with `workflow_id` is running.
+    """
+    campaign = find_campaign(settings.campaigns.dir, campaign_id or settings.campaigns.default)
+    flow = FlowInput(
+        definition=campaign.workflow,
+        campaign_id=campaign.id,
+        owner=campaign.campaign.owner,
+        customer=customer or {},
+        cart=cart or {},
+    )
+    workflow_id = workflow_id or new_workflow_id()
+    try:
+        return await client.start_workflow(
+            AbandonedCartWorkflow.run,
+            flow,
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
+            search_attributes=start_attributes(flow),
+            memo={"campaign": campaign.id},
+        )
+    except WorkflowAlreadyStartedError:
+        raise FlowAlreadyRunning(workflow_id) from None
+
+
+async def signal_flow(
+    client: Client,
+    *,
+    workflow_id: str,
+    signal_name: str = "client-answered",
+    run_id: str | None = None,
+    reply: Reply | None = None,
+) -> None:
+    """Send a known signal to a running flow.
+
+    Raises:
+        UnknownSignal: flows do not handle `signal_name`.
+        FlowNotFound: no running workflow has that id (or run id).
+    """
+    if signal_name not in SIGNALS:
+        raise UnknownSignal(signal_name, sorted(SIGNALS))
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        await handle.signal(signal_name, reply or Reply())
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise FlowNotFound(workflow_id, exc.message) from None
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT and run_id:
+            raise FlowNotFound(workflow_id, f"invalid run id {run_id!r}") from None
+        raise

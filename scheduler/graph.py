@@ -1,0 +1,39 @@
+"""A definition as a Mermaid flowchart, edges labelled with the event that takes them (like the seed's README)."""
+
+from __future__ import annotations
+
+import re
+
+from scheduler.definition import WorkflowDefinition
+from scheduler.nodes import EventType, get_node
+
+
+def mermaid(definition: WorkflowDefinition) -> str:
+    ids = {name: _node_id(name, i) for i, name in enumerate(definition.steps)}
+    out = ["flowchart TD", f"    start([Start]) --> {ids.get(definition.start_step, 'missing')}"]
+    out += [f'    {ids[name]}["{name}<br/>{step.node}"]' for name, step in definition.steps.items()]
+    ends = 0
+    for name, step in definition.steps.items():
+        node = get_node(step.node)
+        events = node.events if node else frozenset(EventType)
+        routed = {e for e in EventType if step.condition and step.condition.next_step(e)}
+        for event in sorted(routed, key=list(EventType).index):
+            out.append(f"    {ids[name]} -->|{event.value}| {_target(ids, step.condition.next_step(event))}")  # type: ignore[union-attr]
+        rest = sorted(events - routed, key=list(EventType).index)
+        if not rest:
+            continue
+        label = "" if not routed else f"|{'<br/>'.join(e.value for e in rest)}|"
+        if step.go_to:
+            out.append(f"    {ids[name]} -->{label} {_target(ids, step.go_to)}")
+        else:
+            ends += 1
+            out.append(f"    {ids[name]} -->{label} end{ends}([End])")
+    return "\n".join(out) + "\n"
+
+
+def _target(ids: dict[str, str], name: str | None) -> str:
+    return ids.get(name or "", f'missing["{name} (missing)"]')
+
+
+def _node_id(name: str, index: int) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name not in ("end", "start") else f"s{index}"
