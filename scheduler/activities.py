@@ -19,7 +19,7 @@ from scheduler.templates import render
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 class Activities:
@@ -64,7 +64,7 @@ class Activities:
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
-        """2xx: satisfied. 4xx (except 408/409/425/429): not_satisfied. Anything else raises, so it is retried."""
+        """2xx: satisfied. 4xx (except 408/425/429): not_satisfied. Anything else raises, so it is retried."""
         params = WebhookParams.model_validate(inp.params)
         body = {
             "workflow_id": inp.workflow_id,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scheduler.cron import cron_problem
 from scheduler.definition import WorkflowDefinition, parse_definition
@@ -73,11 +73,13 @@ class ScheduleSpec(_Table):
     def _dates_are_midnight(cls, v: Any) -> Any:
         return datetime(v.year, v.month, v.day) if isinstance(v, date) and not isinstance(v, datetime) else v
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ScheduleSpec:
-        if self.start_at and self.end_at and _aware(self.end_at, self.timezone) <= _aware(self.start_at, self.timezone):
+    @field_validator("end_at")
+    @classmethod
+    def _after_start(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        start, timezone = info.data.get("start_at"), info.data.get("timezone", "UTC")
+        if v and start and _aware(v, timezone) <= _aware(start, timezone):
             raise ValueError("end_at must be after start_at")
-        return self
+        return v
 
 
 def _aware(moment: datetime, timezone: str) -> datetime:
@@ -161,7 +163,7 @@ def _build(path: Path, shown: str, data: Any, lines: dict[KeyPath, int]) -> tupl
             if e["loc"] and e["loc"][0] == "workflow":
                 continue  # reported above, with the definition's own rules
             key = tuple(e["loc"])
-            if key and key[-1] in ("[key]", "function-after[_ordered(), ScheduleSpec]"):
+            if key and key[-1] == "[key]":
                 key = key[:-1]
             problems.append(problem(key, _message(e)))
     if any(not p.warning for p in problems):

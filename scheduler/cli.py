@@ -161,13 +161,13 @@ def start(
     from scheduler.temporal import connect
 
     settings = _settings(config)
+    customer_data, cart_data = _json_option("--customer", customer), _json_option("--cart", cart)
 
     async def go() -> dict[str, str]:
         client = await connect(settings)
         handle = await start_flow(
-            client, settings, campaign_id=campaign, workflow_id=workflow_id,
-            customer=_json_option("--customer", customer), cart=_json_option("--cart", cart),
-        )  # fmt: skip
+            client, settings, campaign_id=campaign, workflow_id=workflow_id, customer=customer_data, cart=cart_data
+        )
         return {
             "workflow_id": handle.id,
             "run_id": handle.result_run_id or "",

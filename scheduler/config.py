@@ -116,14 +116,21 @@ def load_settings(path: str | Path | None = None) -> Settings:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        lines = [f"{file}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(_where(file, e) for e in exc.errors())) from None
     base = file.parent.resolve() if file.is_file() else Path.cwd()
     settings.source = file.resolve() if file.is_file() else None
     settings.dev_server.db_file = (base / settings.dev_server.db_file).resolve()
     settings.campaigns.dir = (base / settings.campaigns.dir).resolve()
     settings.channels.outbox = (base / settings.channels.outbox).resolve()
     return settings
+
+
+def _where(file: Path, error: Any) -> str:
+    """Blame the environment variable when one set the bad value, else the file."""
+    loc = [str(p) for p in error["loc"]]
+    env = "SCHEDULER_" + "__".join(p.upper() for p in loc)
+    source = env if env in os.environ else str(file)
+    return f"{source}: {'.'.join(loc)}: {error['msg']}"
 
 
 def config_hint(settings: Settings, key: str) -> str:

@@ -17,7 +17,7 @@ _FORBIDDEN = {
     "?": "'?' is not standard cron; use '*'",
 }
 # A letter modifier stands alone or beside digits, never inside a name such as JUL or WED.
-_MODIFIER = {token: re.compile(rf"(?<![A-Z]){re.escape(token)}(?![A-Z])") for token in _FORBIDDEN}
+_MODIFIER = {t: re.compile(rf"(?<![A-Z]){re.escape(t)}(?![A-Z])" if t.isalpha() else re.escape(t)) for t in _FORBIDDEN}
 
 
 def cron_problem(expr: object) -> str | None:
@@ -31,10 +31,12 @@ def cron_problem(expr: object) -> str | None:
         if text in _SHORTHANDS:
             return None
         if m := _EVERY.match(text):
+            interval, offset = m.groups()
             try:
-                for part in m.groups():
-                    if part is not None and parse_duration(part).total_seconds() <= 0:
-                        return f"{text!r}: the interval must be positive"
+                if parse_duration(interval).total_seconds() <= 0:
+                    return f"{text!r}: the interval must be positive"
+                if offset is not None:
+                    parse_duration(offset)
             except ValueError as exc:
                 return f"{text!r}: {exc}"
             return None

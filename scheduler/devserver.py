@@ -35,9 +35,14 @@ def temporal_binary() -> Path:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """Bind, not connect: a port bound by another process but not listening is busy too."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+        return False
 
 
 def check_ports(settings: Settings, ports: dict[str, int]) -> None:
@@ -90,7 +95,8 @@ class DevServer:
             # A server that died (e.g. lost a port race) must not be mistaken for one that answers.
             if self.process.poll() is not None:
                 raise DevServerError(
-                    f"the Temporal dev server exited with code {self.process.returncode}; see {self.log_path}"
+                    f"the Temporal dev server exited with code {self.process.returncode}: {self._last_log_line()}"
+                    f" (full log: {self.log_path})"
                 )
             try:
                 client = await Client.connect(self.address, namespace=self.settings.temporal.namespace)
@@ -103,6 +109,13 @@ class DevServer:
                         f"the Temporal dev server did not start within {timeout:.0f}s; see {self.log_path}"
                     ) from None
                 await asyncio.sleep(0.3)
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1][-300:] if lines else "no output"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -6,11 +6,17 @@ through activities called by name.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 
 from scheduler.definition import validate_definition
 from scheduler.errors import DefinitionError
@@ -66,6 +72,7 @@ class FlowRun:
         self._replies: list[Reply] = []
         self._reply_ids: set[str] = set()
         self._consumed = 0
+        self._answered_at: datetime | None = None
 
     # Signals and queries
 
@@ -105,9 +112,8 @@ class FlowRun:
         return new
 
     def mark_answered(self) -> None:
-        workflow.upsert_search_attributes(
-            [CLIENT_ANSWERED.value_set(True), CLIENT_ANSWERED_AT.value_set(workflow.now())]
-        )
+        """Set `ClientAnswered`/`ClientAnsweredAt`, upserted with the step's other attributes."""
+        self._answered_at = workflow.now()
 
     async def call_activity(
         self,
@@ -169,11 +175,23 @@ class FlowRun:
         event = await node.run(self, params)
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now()))
         next_step = step.next_step(event)
-        workflow.upsert_memo({"steps": [r.model_dump(mode="json") for r in self.records]})
+        # One memo and one search-attribute update per step keeps the history (and the engine's
+        # overhead over a hand-written workflow) small; the last step's memo goes with the outcome.
         if next_step is not None:
-            workflow.upsert_search_attributes([CURRENT_STEP.value_set(next_step)])
+            workflow.upsert_memo({"steps": self._steps_memo()})
+        updates: list[SearchAttributeUpdate[Any]] = []
+        if self._answered_at is not None:
+            updates += [CLIENT_ANSWERED.value_set(True), CLIENT_ANSWERED_AT.value_set(self._answered_at)]
+            self._answered_at = None
+        if next_step is not None:
+            updates.append(CURRENT_STEP.value_set(next_step))
+        if updates:
+            workflow.upsert_search_attributes(updates)
         return next_step
+
+    def _steps_memo(self) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in self.records]
 
     def _finish(self, outcome: str) -> None:
         self.outcome = outcome
-        workflow.upsert_memo({"outcome": outcome})
+        workflow.upsert_memo({"steps": self._steps_memo(), "outcome": outcome})

@@ -6,12 +6,16 @@ import re
 
 from scheduler.definition import WorkflowDefinition
 from scheduler.nodes import EventType, get_node
+from scheduler.nodes.registry import canonical_name
 
 
 def mermaid(definition: WorkflowDefinition) -> str:
     ids = {name: _node_id(name, i) for i, name in enumerate(definition.steps)}
     out = ["flowchart TD", f"    start([Start]) --> {ids.get(definition.start_step, 'missing')}"]
-    out += [f'    {ids[name]}["{name}<br/>{step.node}"]' for name, step in definition.steps.items()]
+    out += [
+        f'    {ids[name]}["{_label(name)}<br/>{_label(canonical_name(step.node))}"]'
+        for name, step in definition.steps.items()
+    ]
     ends = 0
     for name, step in definition.steps.items():
         node = get_node(step.node)
@@ -32,7 +36,14 @@ def mermaid(definition: WorkflowDefinition) -> str:
 
 
 def _target(ids: dict[str, str], name: str | None) -> str:
-    return ids.get(name or "", f'missing["{name} (missing)"]')
+    if name in ids:
+        return ids[name]
+    safe = re.sub(r"\W", "_", name or "")
+    return f'missing_{safe}["{_label(name or "")} (missing)"]'
+
+
+def _label(text: str) -> str:
+    return text.replace('"', "#quot;")
 
 
 def _node_id(name: str, index: int) -> str:

@@ -24,34 +24,78 @@ def _split(dotted: str) -> KeyPath:
 
 
 def toml_key_lines(source: str) -> dict[KeyPath, int]:
+    """Scan TOML once, skipping strings (also multi-line) and comments, to find each key's line."""
     lines: dict[KeyPath, int] = {}
     table: KeyPath = ()
-    in_multiline: str | None = None
     depth = 0  # open brackets of a multi-line array or inline table
-    for number, line in enumerate(source.splitlines(), start=1):
-        if in_multiline:
-            if line.count(in_multiline) % 2 == 1:
-                in_multiline = None
+    i, n, line, line_start = 0, len(source), 1, True
+    while i < n:
+        if line_start:
+            line_start = False
+            if depth == 0:
+                end = source.find("\n", i)
+                text = source[i : n if end < 0 else end]
+                if m := _HEADER.match(text):
+                    table = _split(m.group(1))
+                    lines.setdefault(table, line)
+                    i += m.end()
+                    continue
+                if m := _ASSIGN.match(text):
+                    lines.setdefault((*table, *_split(m.group(1))), line)
+                    i += m.end()
+                    continue
+        c = source[i]
+        if c == "\n":
+            line, line_start = line + 1, True
+        elif c == "#":
+            end = source.find("\n", i)
+            i = n if end < 0 else end
             continue
-        if depth == 0:
-            if m := _HEADER.match(line):
-                table = _split(m.group(1))
-                lines.setdefault(table, number)
-            elif m := _ASSIGN.match(line):
-                lines.setdefault(table + _split(m.group(1)), number)
-        code = _strip_strings(line)
-        for quote in ('"""', "'''"):
-            if line.count(quote) % 2 == 1:
-                in_multiline = quote
-        depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
-        if depth and _HEADER.match(line) and not _ASSIGN.match(line):
-            depth = 0  # a table header's own brackets
+        elif source.startswith(('"""', "'''"), i):
+            close = _multiline_end(source, i)
+            line += source.count("\n", i, close)
+            i = close
+            continue
+        elif c in "\"'":
+            i = _string_end(source, i)
+            continue
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
     return lines
 
 
-def _strip_strings(line: str) -> str:
-    code = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', '""', line)
-    return code.split("#", 1)[0]
+def _string_end(source: str, i: int) -> int:
+    """Index just past a one-line string starting at i (basic strings have escapes, literal ones don't)."""
+    quote, j = source[i], i + 1
+    while j < len(source) and source[j] not in (quote, "\n"):
+        j += 2 if quote == '"' and source[j] == "\\" else 1
+    return j + 1 if j < len(source) and source[j] == quote else j
+
+
+def _multiline_end(source: str, i: int) -> int:
+    """Index just past a multi-line string starting at i; up to two extra quotes belong to the content."""
+    quote, j = source[i : i + 3], i + 3
+    while True:
+        k = source.find(quote, j)
+        if k < 0:
+            return len(source)
+        if quote == '"""' and _escaped(source, k):
+            j = k + 1
+            continue
+        end = k + 3
+        while end < len(source) and source[end] == quote[0] and end - k < 5:
+            end += 1
+        return end
+
+
+def _escaped(source: str, k: int) -> bool:
+    backslashes = 0
+    while k - backslashes - 1 >= 0 and source[k - backslashes - 1] == "\\":
+        backslashes += 1
+    return backslashes % 2 == 1
 
 
 def json_key_lines(source: str) -> dict[KeyPath, int]:

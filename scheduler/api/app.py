@@ -39,11 +39,13 @@ def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.client = client or await connect(settings)
+        if client is None:
+            app.state.client = await connect(settings)
         yield
 
     app = FastAPI(title="Campaign scheduler", lifespan=lifespan)
     app.state.settings = settings
+    app.state.client = client
     app.include_router(workflows.router)
     app.include_router(health.router)
 
