@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.workflows import AbandonedCartWorkflow
 
 WARMUP_FLOWS = 20
-ROUNDS = 3
+ROUNDS = 5
 FLOWS_PER_ROUND = 150
 CONCURRENCY = 50
 """Flows in flight at once (started and awaited under a semaphore)."""
@@ -123,8 +123,14 @@ def make_baseline_worker(client: Client, settings: Settings, *, task_queue: str)
     return Worker(client, task_queue=task_queue, workflows=[BaselineWorkflow], activities=activities.all())
 
 
-async def run_round(client: Client, workflow_run: Any, task_queue: str, flow: FlowInput, n: int, label: str) -> float:
-    """Run `n` flows, at most CONCURRENCY at once; flows/s over the wall time of the whole batch."""
+async def run_round(
+    client: Client, workflow_run: Any, task_queue: str, flow: FlowInput, n: int, label: str
+) -> tuple[float, float]:
+    """Run `n` flows, at most CONCURRENCY at once.
+
+    Returns flows/s over the wall time of the whole batch, and this process's CPU time (client and
+    worker: workflow tasks, activities, payload conversion) per flow in ms.
+    """
     semaphore = asyncio.Semaphore(CONCURRENCY)
     attributes = start_attributes(flow)
     batch = uuid.uuid4().hex[:8]
@@ -143,16 +149,18 @@ async def run_round(client: Client, workflow_run: Any, task_queue: str, flow: Fl
             if status.outcome != "completed" or len(status.path) != len(BASELINE_STEPS):
                 raise RuntimeError(f"{label} flow {handle.id} ended {status.outcome} after {status.path}")
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), timeout=ROUND_TIMEOUT)
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1000
 
 
-async def bench(workdir: Path) -> tuple[list[float], list[float]]:
+async def bench(workdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per kind ("engine", "baseline"): (flows/s, CPU ms/flow) of every measured round."""
     settings = load_settings()
     settings.channels.outbox = workdir / "outbox.jsonl"
     definition = WorkflowDefinition.model_validate(DEFINITION)
-    assert not validate_definition(definition), "the bench definition must be valid"
+    if problems := validate_definition(definition):
+        raise SystemExit(f"the bench definition is invalid: {problems}")
     flow = FlowInput(
         definition=definition,
         campaign_id="bench",
@@ -160,8 +168,7 @@ async def bench(workdir: Path) -> tuple[list[float], list[float]]:
         customer={"id": "c1", "name": "Ann", "phone": "+15550001"},
         cart={"id": "cart-1", "url": "https://shop.example/cart/1"},
     )
-    engine_rates: list[float] = []
-    baseline_rates: list[float] = []
+    results: dict[str, list[tuple[float, float]]] = {"engine": [], "baseline": []}
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
@@ -171,39 +178,40 @@ async def bench(workdir: Path) -> tuple[list[float], list[float]]:
     try:
         client = env.client
         engine_tq, baseline_tq = f"bench-engine-{uuid.uuid4()}", f"bench-baseline-{uuid.uuid4()}"
-        kinds = {
-            "engine": (AbandonedCartWorkflow.run, engine_tq, engine_rates),
-            "baseline": (BaselineWorkflow.run, baseline_tq, baseline_rates),
-        }
+        kinds = {"engine": (AbandonedCartWorkflow.run, engine_tq), "baseline": (BaselineWorkflow.run, baseline_tq)}
         async with (
             make_worker(client, settings, task_queue=engine_tq),
             make_baseline_worker(client, settings, task_queue=baseline_tq),
         ):
-            for label, (run, tq, _) in kinds.items():
+            for label, (run, tq) in kinds.items():
                 await run_round(client, run, tq, flow, WARMUP_FLOWS, f"warmup-{label}")
             print(f"warm-up done ({WARMUP_FLOWS} flows each); {ROUNDS} rounds of {FLOWS_PER_ROUND} flows")
             for round_no in range(ROUNDS):
                 # ABBA order, so drift over the run (e.g. a growing history store) hits both alike.
                 order = ("engine", "baseline") if round_no % 2 == 0 else ("baseline", "engine")
                 for label in order:
-                    run, tq, rates = kinds[label]
-                    rate = await run_round(client, run, tq, flow, FLOWS_PER_ROUND, f"{label}-{round_no}")
-                    rates.append(rate)
-                    print(f"  round {round_no + 1} {label:<8} {rate:7.1f} flows/s")
+                    run, tq = kinds[label]
+                    rate, cpu_ms = await run_round(client, run, tq, flow, FLOWS_PER_ROUND, f"{label}-{round_no}")
+                    results[label].append((rate, cpu_ms))
+                    print(f"  round {round_no + 1} {label:<8} {rate:6.1f} flows/s  {cpu_ms:5.1f} ms CPU/flow")
     finally:
         await env.shutdown()
-    return engine_rates, baseline_rates
+    return results
 
 
 def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scheduler-bench-") as tmp:
-        engine_rates, baseline_rates = asyncio.run(bench(Path(tmp)))
-    engine, baseline = statistics.median(engine_rates), statistics.median(baseline_rates)
+        results = asyncio.run(bench(Path(tmp)))
+    # Medians of the rounds, for both kinds alike.
+    rate = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
+    engine, baseline = rate["engine"], rate["baseline"]
     ratio = engine / baseline
-    print(f"engine   (AbandonedCartWorkflow): {engine:7.1f} flows/s (median of {ROUNDS} rounds)")
-    print(f"baseline (hand-written workflow): {baseline:7.1f} flows/s (median of {ROUNDS} rounds)")
-    print(f"ratio engine/baseline: {ratio:.3f}   total {time.perf_counter() - started:.0f}s")
+    print(f"medians of {ROUNDS} rounds (CPU: this process, i.e. worker and client, not the dev server):")
+    print(f"  engine   (AbandonedCartWorkflow): {engine:6.1f} flows/s  {cpu['engine']:5.1f} ms CPU/flow")
+    print(f"  baseline (hand-written workflow): {baseline:6.1f} flows/s  {cpu['baseline']:5.1f} ms CPU/flow")
+    print(f"  ratio engine/baseline: {ratio:.3f}  (total {time.perf_counter() - started:.0f}s)")
     result = {
         "name": "engine_flows_per_second",
         "value": round(engine, 2),

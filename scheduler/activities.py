@@ -23,15 +23,12 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 class Activities:
-    """Holds what activities share (channels, HTTP client); register `.all()` on a worker."""
+    """Holds what activities share (the outbox and channels); register `.all()` on a worker."""
 
-    def __init__(
-        self, *, outbox: Outbox, default_channel: str = "console", http: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, *, outbox: Outbox, default_channel: str = "console") -> None:
         self.outbox = outbox
         self.channels = make_channels(outbox)
         self.default_channel = default_channel
-        self.http = http or httpx.AsyncClient(follow_redirects=False)
 
     def all(self) -> list[Any]:
         return [self.send_message, self.notify_creator, self.webhook]
@@ -64,7 +61,7 @@ class Activities:
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
-        """2xx: satisfied. 4xx (except 408/425/429): not_satisfied. Anything else raises, so it is retried."""
+        """2xx: satisfied. 3xx, 4xx (except 408/425/429): not_satisfied. Anything else raises, so it is retried."""
         params = WebhookParams.model_validate(inp.params)
         body = {
             "workflow_id": inp.workflow_id,
@@ -79,15 +76,16 @@ class Activities:
             return ActivityOutcome(detail="no url: payload recorded in the outbox")
         url = str(params.url)
         try:
-            response = await self.http.post(
-                url, json=body, headers=params.headers, timeout=params.timeout.total_seconds()
-            )
+            async with httpx.AsyncClient(follow_redirects=False) as http:  # webhooks are rare: no pool to close
+                response = await http.post(
+                    url, json=body, headers=params.headers, timeout=params.timeout.total_seconds()
+                )
         except httpx.HTTPError as exc:
             raise ApplicationError(f"POST {url} failed: {exc!r}", type="WebhookUnreachable") from None
         status = response.status_code
         if 200 <= status < 300:
             return ActivityOutcome(detail=f"POST {url}: HTTP {status}")
-        if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        if 300 <= status < 500 and status not in RETRYABLE_4XX:  # a redirect will not go away by retrying
             log.warning("webhook %s answered HTTP %s: taking the not_satisfied edge", url, status)
             return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=f"POST {url}: HTTP {status}")
         raise ApplicationError(f"POST {url}: HTTP {status}", type="WebhookServerError")

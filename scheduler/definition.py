@@ -99,8 +99,12 @@ def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[Definit
     return (None if any(not p.warning for p in problems) else definition), problems
 
 
-def validate_definition(definition: WorkflowDefinition) -> list[DefinitionProblem]:
-    """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn."""
+def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False) -> list[DefinitionProblem]:
+    """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn.
+
+    `in_flow`: called inside a workflow, where checks that need IO-capable libraries (template
+    compilation) are skipped; the definition was fully validated before the flow started.
+    """
     problems: list[DefinitionProblem] = []
     steps = definition.steps
     if not steps:
@@ -110,7 +114,7 @@ def validate_definition(definition: WorkflowDefinition) -> list[DefinitionProble
     elif definition.start_step not in steps:
         problems.append(DefinitionProblem("start_step", f"unknown step {definition.start_step!r}{_known(steps)}"))
     for name, step in steps.items():
-        problems.extend(_step_problems(name, step, steps))
+        problems.extend(_step_problems(name, step, steps, in_flow=in_flow))
     if definition.start_step in steps:
         problems.extend(DefinitionProblem(key, message) for key, message in find_cycles(definition))
         reachable = reachable_steps(definition)
@@ -122,7 +126,9 @@ def validate_definition(definition: WorkflowDefinition) -> list[DefinitionProble
     return problems
 
 
-def _step_problems(name: str, step: StepDefinition, steps: dict[str, StepDefinition]) -> list[DefinitionProblem]:
+def _step_problems(
+    name: str, step: StepDefinition, steps: dict[str, StepDefinition], *, in_flow: bool
+) -> list[DefinitionProblem]:
     out: list[DefinitionProblem] = []
     for key, target in step.edges():
         if target not in steps:
@@ -134,7 +140,7 @@ def _step_problems(name: str, step: StepDefinition, steps: dict[str, StepDefinit
         )
         return out
     try:
-        node.Params.model_validate(step.params)
+        node.Params.model_validate(step.params, context={"in_flow": in_flow})
     except ValidationError as exc:
         out.extend(
             DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors()

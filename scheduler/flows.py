@@ -52,7 +52,6 @@ async def start_flow(
             id=workflow_id,
             task_queue=settings.temporal.task_queue,
             search_attributes=start_attributes(flow),
-            memo={"campaign": campaign.id},
         )
     except WorkflowAlreadyStartedError:
         raise FlowAlreadyRunning(workflow_id) from None

@@ -20,7 +20,8 @@ class AbandonedCartWorkflow:
     Signal `client-answered` (optional `Reply` payload; a repeated `reply_id` is ignored) feeds
     `wait_answer` steps. Query `status` gives the current step, the path so far, the number of
     distinct replies, the definition version and, at the end, the outcome. The memo `steps` and the
-    search attribute `CurrentStep` are updated after every step.
+    search attribute `CurrentStep` are brought up to date before every step that waits (a timer, a
+    signal, webhook retries) and when the flow ends.
     """
 
     @workflow.init

@@ -6,7 +6,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,9 +83,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-async def assert_eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.2
-) -> T:
+async def assert_eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.2) -> T:
     """Retry `check` until it stops raising AssertionError (visibility is eventually consistent)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -3,6 +3,7 @@ search attributes, outbox, and invalid definitions."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,7 +51,11 @@ WAIT_THEN_ASK = {
     "start_step": "step_1",
     "steps": {
         "step_1": {"node": "explicit_wait", "params": {"duration": "10m"}, "go_to": "step_2"},
-        "step_2": {"node": "wait_answer", "params": {"timeout": "1m"}, "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_2": {
+            "node": "wait_answer",
+            "params": {"timeout": "1m"},
+            "condition": {"satisfied": "step_3", "timeout": "step_4"},
+        },
         "step_3": {"node": "notify_creator"},
         "step_4": {"node": "send_message"},
     },
@@ -113,7 +118,9 @@ async def test_flow_no_reply_takes_timeout_branch(ts_env, seed_definition, setti
 
 
 @pytest.mark.parametrize("text", ["STOP", " stop! ", "Unsubscribe."])
-async def test_wait_answer_opt_out_takes_not_satisfied_edge(ts_env, settings: Settings, task_queue: str, text: str) -> None:
+async def test_wait_answer_opt_out_takes_not_satisfied_edge(
+    ts_env, settings: Settings, task_queue: str, text: str
+) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
         handle = await start(ts_env, definition(OPT_OUT), task_queue)
         await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text=text))
@@ -164,7 +171,9 @@ async def test_wait_answer_reply_counts_for_one_wait_only(ts_env, settings: Sett
     ]
 
 
-@pytest.mark.parametrize(("reply_ids", "expected"), [(["r1", "r1"], 1), (["r1", "r2"], 2), (["r1", "r1", "r2", "r2"], 2)])
+@pytest.mark.parametrize(
+    ("reply_ids", "expected"), [(["r1", "r1"], 1), (["r1", "r2"], 2), (["r1", "r1", "r2", "r2"], 2)]
+)
 async def test_flow_duplicate_reply_id_counted_once(
     ts_env, settings: Settings, task_queue: str, reply_ids: list[str], expected: int
 ) -> None:
@@ -292,11 +301,17 @@ async def test_flow_outbox_records_timeout_branch(ts_env, seed_definition, setti
         (
             {
                 "start_step": "step_1",
-                "steps": {"step_1": {"node": "send_message", "go_to": "step_2"}, "step_2": {"node": "send_message", "go_to": "step_1"}},
+                "steps": {
+                    "step_1": {"node": "send_message", "go_to": "step_2"},
+                    "step_2": {"node": "send_message", "go_to": "step_1"},
+                },
             },
             "cycle",
         ),
-        ({"start_step": "step_1", "steps": {"step_1": {"node": "wait_answer", "params": {"timeout": "soon"}}}}, "timeout"),
+        (
+            {"start_step": "step_1", "steps": {"step_1": {"node": "wait_answer", "params": {"timeout": "soon"}}}},
+            "timeout",
+        ),
     ],
     ids=["unknown-target", "unknown-start", "unknown-node", "cycle", "bad-params"],
 )
@@ -307,7 +322,8 @@ async def test_flow_invalid_definition_fails_run(
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
         handle = await start(ts_env, bad, task_queue)
         with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
+            # A definition error that only fails the workflow task would retry forever: bound the wait.
+            await asyncio.wait_for(handle.result(), timeout=15)
     cause = info.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == "DefinitionError"

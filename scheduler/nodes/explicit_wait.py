@@ -19,6 +19,7 @@ class ExplicitWait(Node):
     name = "explicit_wait"
     aliases = ("explicity_wait",)
     Params = ExplicitWaitParams
+    waits = True
 
     async def run(self, flow: Flow, params: ExplicitWaitParams) -> EventType:
         await workflow.sleep(params.duration, summary=f"explicit_wait {params.duration}")

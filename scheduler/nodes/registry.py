@@ -54,6 +54,8 @@ class Node:
     Params: ClassVar[type[NodeParams]] = NodeParams
     events: ClassVar[frozenset[EventType]] = frozenset({EventType.SATISFIED})
     """The event types this node can give, so validation can flag conditions that never fire."""
+    waits: ClassVar[bool] = False
+    """True if the node can take long (a timer, a signal, retries): the flow writes its state first."""
 
     async def run(self, flow: Flow, params: Any) -> EventType:
         raise NotImplementedError

@@ -26,6 +26,7 @@ class WaitAnswer(Node):
     name = "wait_answer"
     Params = WaitAnswerParams
     events = frozenset(EventType)
+    waits = True
 
     async def run(self, flow: Flow, params: WaitAnswerParams) -> EventType:
         replies = await flow.wait_for_replies(params.timeout)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pydantic import AnyHttpUrl, Field
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from scheduler.durations import Duration
 from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
@@ -27,6 +27,7 @@ class Webhook(Node):
     name = "webhook"
     Params = WebhookParams
     events = frozenset({EventType.SATISFIED, EventType.NOT_SATISFIED})
+    waits = True
 
     async def run(self, flow: Flow, params: WebhookParams) -> EventType:
         retry = RetryPolicy(initial_interval=params.initial_interval, maximum_attempts=params.max_attempts)
@@ -34,7 +35,9 @@ class Webhook(Node):
             outcome = await flow.call_activity(
                 self.name, params, timeout=params.timeout + timedelta(seconds=5), retry=retry
             )
-        except ActivityError:
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
             # The endpoint stayed down through every retry: take the not_satisfied edge rather
             # than failing the customer's whole flow.
             return EventType.NOT_SATISFIED

@@ -1,0 +1,87 @@
+"""Record the seed flow's histories for the replay tests: `.venv/bin/python tests/record_histories.py`.
+
+Runs `conftest.SEED` on a time-skipping test server for both branches (a reply → step_3; no reply →
+the timeout branch) and writes `tests/histories/<name>.json`. Re-record only on purpose: a history
+that no longer replays means running flows would break when the new code is deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS.parent), str(TESTS)]
+
+from conftest import BIN, ROOT, SEED  # noqa: E402
+
+from scheduler.config import load_settings  # noqa: E402
+from scheduler.definition import WorkflowDefinition  # noqa: E402
+from scheduler.engine import start_attributes  # noqa: E402
+from scheduler.models import FlowInput, FlowStatus, Reply  # noqa: E402
+from scheduler.temporal import ensure_search_attributes  # noqa: E402
+from scheduler.worker import make_worker  # noqa: E402
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
+
+HISTORIES = TESTS / "histories"
+TASK_QUEUE = "record-histories"
+FLOWS = {
+    # name: (workflow id, reply or None)
+    "satisfied": ("abandoned_cart-replay-satisfied", Reply(reply_id="r1", text="yes please", channel="sms")),
+    "timeout": ("abandoned_cart-replay-timeout", None),
+}
+"""The workflow id of each history; test_replay.py replays each file under the same id."""
+
+
+async def record(env: WorkflowEnvironment, name: str, workflow_id: str, reply: Reply | None) -> Path:
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(SEED),
+        campaign_id="abandoned-cart",
+        owner="owner@example.com",
+        customer={"id": "c1", "phone": "+15550001", "name": "Ada"},
+        cart={"id": "cart-7", "url": "https://shop.example/cart/7"},
+    )
+    handle = await env.client.start_workflow(
+        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
+    )
+    if reply is not None:
+        # Reply while step_2 waits (time only skips inside `result()`), so the history has the wait's
+        # timer started and then cancelled by the reply.
+        for _ in range(200):
+            if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == "step_2":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"{workflow_id} never reached step_2")
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
+    result = await handle.result()
+    print(f"{name}: path {' → '.join(result.path)}")
+    path = HISTORIES / f"{name}.json"
+    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    return path
+
+
+async def main() -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    try:
+        await ensure_search_attributes(env.client, env.client.namespace)
+        settings = load_settings(ROOT / "config" / "scheduler.toml")
+        with tempfile.TemporaryDirectory() as tmp:
+            settings.channels.outbox = Path(tmp) / "outbox.jsonl"  # don't touch the real outbox
+            async with make_worker(env.client, settings, task_queue=TASK_QUEUE):
+                for name, (workflow_id, reply) in FLOWS.items():
+                    print(f"wrote {(await record(env, name, workflow_id, reply)).relative_to(ROOT)}")
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

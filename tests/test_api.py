@@ -1,0 +1,242 @@
+"""The HTTP API end to end: `create_app()` against the real dev server, with a worker on a fresh task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler.api import create_app
+from scheduler.channels import Outbox
+from scheduler.config import Settings
+from scheduler.engine import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
+from scheduler.models import FlowStatus
+from scheduler.worker import make_worker
+from scheduler.workflows import STATUS_QUERY
+
+START_MESSAGE = "Workflow started successfully"
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0) -> T:
+    """Retry `check` until it stops raising AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    client: Client
+    settings: Settings
+
+    async def start(self, **body: Any) -> httpx.Response:
+        return await self.http.post("/start-workflow", json=body)
+
+    async def signal(self, workflow_id: str, **extra: Any) -> httpx.Response:
+        body = {"workflow_id": workflow_id, "signal_name": "client-answered", **extra}
+        return await self.http.post("/send-signal", json=body)
+
+    async def result(self, workflow_id: str) -> FlowStatus:
+        return await self.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
+
+
+@pytest_asyncio.fixture
+async def api(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str) -> AsyncIterator[Api]:
+    """The app (client given, so no lifespan is needed) and a worker polling a fresh queue."""
+    settings.temporal.task_queue = task_queue
+    app = create_app(settings, client=dev_env.client)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        make_worker(dev_env.client, settings),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+    ):
+        yield Api(http, dev_env.client, settings)
+
+
+async def _terminate(client: Client, workflow_id: str) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        await handle.terminate("test cleanup")
+
+
+async def test_start_workflow_then_signal_completes_satisfied_branch(api: Api) -> None:
+    started = await api.start()
+    assert started.status_code == 200, started.text
+    body = started.json()
+    assert body["workflow_id"].startswith("abandoned_cart-")
+    assert body["run_id"]
+    assert body["message"] == START_MESSAGE
+
+    signalled = await api.signal(body["workflow_id"])
+    assert signalled.status_code == 200, signalled.text
+    assert signalled.json() == {
+        "message": f"Successfully sent 'client-answered' signal to workflow: {body['workflow_id']}"
+    }
+
+    result = await api.result(body["workflow_id"])
+    assert result.path == ["step_1", "step_2", "step_3"]
+    assert result.outcome == "completed"
+    assert result.replies == 1
+
+
+async def test_send_signal_stop_text_ends_flow_after_wait(api: Api) -> None:
+    workflow_id = (await api.start()).json()["workflow_id"]
+
+    response = await api.signal(workflow_id, text="STOP")
+    assert response.status_code == 200, response.text
+
+    result = await api.result(workflow_id)
+    # The default campaign has no not_satisfied edge on step_2 (and no go_to): the flow ends there.
+    assert result.path == ["step_1", "step_2"]
+    assert result.outcome == "completed"
+    status = await api.client.get_workflow_handle(workflow_id).query(STATUS_QUERY, result_type=FlowStatus)
+    assert status.path == ["step_1", "step_2"]
+
+
+async def test_start_workflow_customer_and_cart_reach_outbox_and_search_attributes(api: Api) -> None:
+    url = "https://shop.example/cart/k1"
+    response = await api.start(
+        customer={"id": "c1", "name": "Ann", "phone": "+15550100"}, cart={"id": "k1", "url": url}
+    )
+    assert response.status_code == 200, response.text
+    workflow_id = response.json()["workflow_id"]
+    handle = api.client.get_workflow_handle(workflow_id)
+    try:
+        outbox = Outbox(api.settings.channels.outbox)
+
+        async def sent() -> dict[str, Any]:
+            lines = [r for r in outbox.read() if r["workflow_id"] == workflow_id and r["step"] == "step_1"]
+            assert len(lines) == 1, outbox.read()
+            return lines[0]
+
+        line = await eventually(sent)
+        assert line["to"] == "+15550100"
+        assert line["campaign_id"] == "abandoned-cart"
+        assert "Ann" in line["text"]
+        assert url in line["text"]
+
+        attrs = (await handle.describe()).typed_search_attributes
+        assert attrs.get(CAMPAIGN_ID) == "abandoned-cart"
+        assert attrs.get(CART_ID) == "k1"
+        assert attrs.get(CUSTOMER_ID) == "c1"
+    finally:
+        await _terminate(api.client, workflow_id)
+
+
+async def test_start_workflow_duplicate_running_id_is_409(api: Api) -> None:
+    workflow_id = f"abandoned_cart-dup-{uuid.uuid4()}"
+    first = await api.start(workflow_id=workflow_id)
+    assert first.status_code == 200, first.text
+    try:
+        second = await api.start(workflow_id=workflow_id)
+        assert second.status_code == 409
+        assert second.json() == {"detail": f"workflow {workflow_id!r} is already running"}
+    finally:
+        await _terminate(api.client, workflow_id)
+
+
+async def test_start_workflow_unknown_campaign_is_404(api: Api) -> None:
+    response = await api.start(campaign="nope")
+    assert response.status_code == 404
+    assert "unknown campaign 'nope'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "location"),
+    [
+        ("/start-workflow", {"json": {"workflow_id": 5}}, ["body", "workflow_id"]),
+        ("/start-workflow", {"json": {"workflow_id": ""}}, ["body", "workflow_id"]),
+        ("/start-workflow", {"json": {"colour": "red"}}, ["body", "colour"]),
+        ("/start-workflow", {"json": {"customer": "c1"}}, ["body", "customer"]),
+        ("/send-signal", {"json": {"signal_name": "client-answered"}}, ["body", "workflow_id"]),
+        (
+            "/send-signal",
+            {"json": {"workflow_id": "x", "signal_name": "client-answered", "extra": 1}},
+            ["body", "extra"],
+        ),
+        (
+            "/send-signal",
+            {"content": b"not json", "headers": {"content-type": "application/json"}},
+            ["body", 0],
+        ),
+    ],
+    ids=["id-not-string", "id-empty", "unknown-field", "customer-not-object", "missing-id", "signal-extra", "not-json"],
+)
+async def test_endpoints_bad_body_is_422(api: Api, path: str, kwargs: dict[str, Any], location: list[Any]) -> None:
+    response = await api.http.post(path, **kwargs)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert isinstance(detail, list)
+    assert [e["loc"] for e in detail] == [location]
+
+
+async def test_send_signal_unknown_workflow_is_404(api: Api) -> None:
+    workflow_id = f"abandoned_cart-missing-{uuid.uuid4()}"
+    response = await api.signal(workflow_id)
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith(f"workflow {workflow_id!r}: ")
+
+
+async def test_send_signal_unknown_signal_name_is_400(api: Api) -> None:
+    response = await api.signal("anything", signal_name="client-shouted")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "unknown signal name 'client-shouted' (flows handle: client-answered)",
+    }
+
+
+async def test_send_signal_completed_workflow_is_404(api: Api) -> None:
+    workflow_id = (await api.start()).json()["workflow_id"]
+    assert (await api.signal(workflow_id)).status_code == 200
+    await api.result(workflow_id)
+
+    response = await api.signal(workflow_id)
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith(f"workflow {workflow_id!r}: ")
+
+
+async def test_send_signal_bad_run_id_is_404(api: Api) -> None:
+    workflow_id = (await api.start()).json()["workflow_id"]
+    try:
+        response = await api.signal(workflow_id, run_id="not-a-run-id")
+        assert response.status_code == 404
+        assert response.json()["detail"] == f"workflow {workflow_id!r}: invalid run id 'not-a-run-id'"
+    finally:
+        await _terminate(api.client, workflow_id)
+
+
+async def test_healthz_reports_temporal_ok(api: Api, dev_env: WorkflowEnvironment) -> None:
+    response = await api.http.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["temporal"] == "ok"
+    assert body["address"] == api.settings.temporal_address
+
+
+async def test_app_without_client_connects_in_lifespan(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    settings.temporal.address = dev_env.client.service_client.config.target_host
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["temporal"] == "ok"
+    assert response.json()["address"] == settings.temporal.address

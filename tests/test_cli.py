@@ -1,0 +1,326 @@
+"""The `scheduler` console script as a user runs it: a subprocess against the dev server, a worker in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler.channels import Outbox
+from scheduler.config import Settings, load_settings
+from scheduler.models import FlowStatus
+from scheduler.worker import make_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULER = Path(sys.executable).parent / "scheduler"
+SEED = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "webhook", "go_to": "step_5"},
+        "step_5": {"node": "explicity_wait", "go_to": "step_6"},
+        "step_6": {"node": "send_message"},
+    },
+}
+# Line numbers matter: the tests assert that problems point at them.
+BROKEN_CAMPAIGN = """\
+[campaign]
+id = "broken"
+
+[workflow]
+start_step = "a"
+
+[workflow.steps.a]
+node = "nope"
+go_to = "b"
+
+[workflow.steps.b]
+node = "send_message"
+go_to = "zzz"
+"""
+T = TypeVar("T")
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def scheduler(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run the console script with a clean SCHEDULER_* environment; kill it if it hangs."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    proc = await asyncio.create_subprocess_exec(
+        SCHEDULER,
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=cwd or ROOT,
+        env={**environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, *, address: str, task_queue: str, dev_port: int | None = None) -> Path:
+    dev = f"port = {dev_port}\n" if dev_port else ""
+    path.write_text(
+        f"""\
+[temporal]
+address = "{address}"
+task_queue = "{task_queue}"
+
+[dev_server]
+{dev}db_file = "{path.parent / "temporal.db"}"
+
+[campaigns]
+dir = "{ROOT / "campaigns"}"
+
+[channels]
+outbox = "{path.parent / "outbox.jsonl"}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass
+class Cli:
+    config: Path
+    settings: Settings
+    env: WorkflowEnvironment
+
+
+@pytest_asyncio.fixture
+async def cli(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> AsyncIterator[Cli]:
+    """A config file pointing at the dev server on a fresh queue, and a worker polling that queue."""
+    address = dev_env.client.service_client.config.target_host
+    config = write_config(tmp_path / "scheduler.toml", address=address, task_queue=task_queue)
+    settings = load_settings(config)
+    async with make_worker(dev_env.client, settings):
+        yield Cli(config, settings, dev_env)
+
+
+def assert_one_line_error(run: Run, *fragments: str) -> None:
+    assert run.code == 1, run
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+async def test_start_then_signal_completes_satisfied_branch(cli: Cli) -> None:
+    started = await scheduler("start", "--config", cli.config)
+    assert started.code == 0, started
+    ids = json.loads(started.stdout)
+    assert ids["workflow_id"].startswith("abandoned_cart-")
+    assert ids["run_id"]
+    assert ids["message"] == "Workflow started successfully"
+    workflow_id = ids["workflow_id"]
+
+    # The config given by environment this time.
+    signalled = await scheduler("signal", workflow_id, env={"SCHEDULER_CONFIG": str(cli.config)})
+    assert signalled.code == 0, signalled
+    assert json.loads(signalled.stdout) == {
+        "message": f"Successfully sent 'client-answered' signal to workflow: {workflow_id}"
+    }
+
+    handle = cli.env.client.get_workflow_handle(workflow_id, result_type=FlowStatus)
+    result = await handle.result()
+    assert result.path == ["step_1", "step_2", "step_3"]
+    assert result.outcome == "completed"
+
+
+async def test_start_customer_and_cart_options_reach_outbox(cli: Cli) -> None:
+    customer = json.dumps({"id": "c9", "name": "Bo", "phone": "+15550199"})
+    cart = json.dumps({"id": "k9", "url": "https://shop.example/k9"})
+    started = await scheduler("start", "--customer", customer, "--cart", cart, "--config", cli.config)
+    assert started.code == 0, started
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    handle = cli.env.client.get_workflow_handle(workflow_id)
+    try:
+
+        async def sent() -> dict[str, Any]:
+            lines = [r for r in Outbox(cli.settings.channels.outbox).read() if r["workflow_id"] == workflow_id]
+            assert len(lines) == 1
+            return lines[0]
+
+        line = await eventually(sent)
+        assert line["to"] == "+15550199"
+        assert "Bo" in line["text"]
+        assert "https://shop.example/k9" in line["text"]
+    finally:
+        await handle.terminate("test cleanup")
+
+
+async def test_start_customer_not_a_json_object_fails(cli: Cli) -> None:
+    run = await scheduler("start", "--customer", "[1]", "--config", cli.config)
+    assert_one_line_error(run, "--customer", "expected a JSON object")
+    run = await scheduler("start", "--cart", "{", "--config", cli.config)
+    assert_one_line_error(run, "--cart", "invalid JSON")
+
+
+async def test_signal_unknown_workflow_fails_with_one_line(cli: Cli) -> None:
+    run = await scheduler("signal", "nope", "--config", cli.config)
+    assert_one_line_error(run, "workflow 'nope'")
+    assert run.stdout == ""
+
+
+async def test_signal_unknown_signal_name_fails(cli: Cli) -> None:
+    run = await scheduler("signal", "anything", "--name", "client-shouted", "--config", cli.config)
+    assert_one_line_error(run, "unknown signal name 'client-shouted'")
+
+
+async def test_start_unknown_campaign_fails(cli: Cli) -> None:
+    run = await scheduler("start", "--campaign", "nope", "--config", cli.config)
+    assert_one_line_error(run, "unknown campaign 'nope'")
+    assert run.stdout == ""
+    # Nothing was started on the queue.
+    count = await cli.env.client.count_workflows(f"TaskQueue = '{cli.settings.temporal.task_queue}'")
+    assert count.count == 0
+
+
+async def test_start_duplicate_workflow_id_fails(cli: Cli) -> None:
+    workflow_id = f"abandoned_cart-cli-dup-{cli.settings.temporal.task_queue}"
+    first = await scheduler("start", "--workflow-id", workflow_id, "--config", cli.config)
+    assert first.code == 0, first
+    try:
+        second = await scheduler("start", "--workflow-id", workflow_id, "--config", cli.config)
+        assert_one_line_error(second, f"workflow {workflow_id!r} is already running")
+    finally:
+        await cli.env.client.get_workflow_handle(workflow_id).terminate("test cleanup")
+
+
+@pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "address"])
+async def test_start_nothing_listening_fails_naming_address(tmp_path: Path, embedded: bool) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    config = write_config(
+        tmp_path / "scheduler.toml", address="" if embedded else address, task_queue="unused", dev_port=port
+    )
+    run = await scheduler("start", "--config", config)
+    assert_one_line_error(run, f"cannot reach Temporal at {address}")
+    assert ("scheduler up" in run.stderr) is embedded
+
+
+async def test_start_missing_config_file_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    run = await scheduler("start", "--config", missing)
+    assert_one_line_error(run, f"config file {str(missing)!r} does not exist")
+
+
+async def test_validate_repo_campaigns_ok(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "scheduler.toml", address="", task_queue="unused")
+    run = await scheduler("validate", "--config", config)
+    assert run.code == 0, run
+    count = len(list((ROOT / "campaigns").glob("*.toml")))
+    assert count >= 1
+    assert run.stdout.startswith(f"ok: {count} file(s) valid")
+
+
+async def test_validate_broken_campaign_reports_path_line_key(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text(BROKEN_CAMPAIGN, encoding="utf-8")
+    run = await scheduler("validate", "broken.toml", cwd=tmp_path)
+    assert run.code == 1, run
+    assert "Traceback" not in run.stderr
+    assert run.stdout.splitlines() == [
+        "broken.toml:8: workflow.steps.a.node: unknown node 'nope' "
+        "(known: explicit_wait, notify_creator, send_message, wait_answer, webhook)",
+        "broken.toml:13: workflow.steps.b.go_to: unknown step 'zzz' (steps: a, b)",
+    ]
+    assert run.stderr.strip() == "2 error(s) in 1 of 1 file(s)"
+
+
+async def test_validate_invalid_toml_reports_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('[campaign]\nid = "x"\nname = \n', encoding="utf-8")
+    run = await scheduler("validate", "bad.toml", cwd=tmp_path)
+    assert run.code == 1, run
+    assert run.stdout.startswith("bad.toml:3: invalid TOML")
+
+
+async def test_graph_campaign_prints_mermaid() -> None:
+    run = await scheduler("graph", "campaigns/abandoned_cart.toml", cwd=ROOT)
+    assert run.code == 0, run
+    assert run.stdout.startswith("flowchart TD\n")
+    lines = run.stdout.splitlines()
+    assert "    step_2 -->|condition_satisfied| step_3" in lines
+    assert "    step_2 -->|condition_timeout| step_4" in lines
+    assert "    step_1 --> step_2" in lines
+
+
+async def test_graph_broken_campaign_fails_with_problems(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text(BROKEN_CAMPAIGN, encoding="utf-8")
+    run = await scheduler("graph", "broken.toml", cwd=tmp_path)
+    assert run.code == 1, run
+    assert run.stdout == ""
+    assert run.stderr.splitlines()[0].startswith("broken.toml:8: workflow.steps.a.node: unknown node 'nope'")
+
+
+async def test_validate_and_graph_seed_json_definition(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(SEED, indent=2), encoding="utf-8")
+
+    validated = await scheduler("validate", seed)
+    assert validated.code == 0, validated
+    assert validated.stdout.strip() == "ok: 1 file(s) valid"
+
+    graphed = await scheduler("graph", seed)
+    assert graphed.code == 0, graphed
+    lines = graphed.stdout.splitlines()
+    assert lines[0] == "flowchart TD"
+    assert "    step_2 -->|condition_satisfied| step_3" in lines
+    assert "    step_5 --> step_6" in lines
+
+
+async def test_validate_seed_json_with_unknown_target_reports_its_line(tmp_path: Path) -> None:
+    broken = {**SEED, "steps": {**SEED["steps"], "step_4": {"node": "webhook", "go_to": "step_9"}}}
+    seed = tmp_path / "seed.json"
+    text = json.dumps(broken, indent=2)
+    seed.write_text(text, encoding="utf-8")
+    line = next(i for i, s in enumerate(text.splitlines(), start=1) if '"step_9"' in s)
+
+    run = await scheduler("validate", "seed.json", cwd=tmp_path)
+    assert run.code == 1, run
+    assert run.stdout.splitlines()[0].startswith(
+        f"seed.json:{line}: workflow.steps.step_4.go_to: unknown step 'step_9'"
+    )

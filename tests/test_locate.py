@@ -1,0 +1,251 @@
+"""Which line holds a key: toml_key_lines, json_key_lines and line_of (tomllib and json report no positions)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from scheduler.locate import json_key_lines, line_of, toml_key_lines
+
+TOML = """\
+# [not.a.table] a comment with brackets
+title = "x"  # [also] not a table
+
+[audience]
+source = "jsonl"
+
+[audience.fields]
+"cart.id" = "cart_ref"
+'customer.phone' = "mobile"
+a.b.c = 1
+list = [
+  "one",
+  "two ]",
+]
+after_list = 2
+text = \"\"\"
+line [x]
+key = 3
+\"\"\"
+after_text = 4
+lit = '''
+[fake]
+'''
+after_lit = 5
+inline = { x = 1, y = { z = 2 } }
+multi = [
+  { k = 1 },
+  { k = 2 },
+]
+after_multi = 6
+
+[[products]]
+name = "a"
+
+[[products]]
+name = "b"
+
+[ spaced . table ]
+k = 1
+"quoted key"=2
+bracket = "]"
+hash = "# not a comment ["
+after_bracket = 7
+"""
+
+
+@pytest.fixture(scope="module")
+def toml_lines() -> dict[tuple[str, ...], int]:
+    tomllib.loads(TOML)  # the fixture is valid TOML
+    return toml_key_lines(TOML)
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        (("title",), 2),
+        (("audience",), 4),
+        (("audience", "source"), 5),
+        (("audience", "fields"), 7),
+        (("audience", "fields", "cart.id"), 8),
+        (("audience", "fields", "customer.phone"), 9),
+        (("audience", "fields", "a", "b", "c"), 10),
+        (("audience", "fields", "list"), 11),
+        (("audience", "fields", "after_list"), 15),
+        (("audience", "fields", "text"), 16),
+        (("audience", "fields", "after_text"), 20),
+        (("audience", "fields", "lit"), 21),
+        (("audience", "fields", "after_lit"), 24),
+        (("audience", "fields", "inline"), 25),
+        (("audience", "fields", "multi"), 26),
+        (("audience", "fields", "after_multi"), 30),
+        (("products",), 32),
+        (("products", "name"), 33),
+        (("spaced", "table"), 38),
+        (("spaced", "table", "k"), 39),
+        (("spaced", "table", "quoted key"), 40),
+        (("spaced", "table", "bracket"), 41),
+        (("spaced", "table", "hash"), 42),
+        (("spaced", "table", "after_bracket"), 43),
+    ],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_toml_key_lines_finds_key(toml_lines: dict[tuple[str, ...], int], key: tuple[str, ...], line: int) -> None:
+    assert toml_lines[key] == line
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("not", "a", "table"),
+        ("also",),
+        ("audience", "fields", "key"),
+        ("audience", "fields", "line"),
+        ("fake",),
+        ("audience", "fields", "fake"),
+        ("audience", "fields", "inline", "x"),
+        ("audience", "fields", "k"),
+        ("audience", "fields", "cart", "id"),
+    ],
+    ids=[
+        "comment-table",
+        "trailing-comment",
+        "inside-multiline-string",
+        "inside-multiline-string-2",
+        "inside-literal-string",
+        "inside-literal-string-key",
+        "inline-table-key",
+        "multiline-array-inline-key",
+        "quoted-dot-not-split",
+    ],
+)
+def test_toml_key_lines_ignores_non_keys(toml_lines: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
+    assert key not in toml_lines
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        (("audience", "fields", "inline", "y", "z"), 25),
+        (("audience", "fields", "multi", 1, "k"), 26),
+        (("audience", "fields", "nonexistent"), 7),
+        (("spaced", "table", "k"), 39),
+        (("nowhere", "at", "all"), 1),
+        ((), 1),
+    ],
+    ids=["inline-table-to-parent", "array-item-to-parent", "unknown-to-table", "exact", "unknown-to-1", "empty-to-1"],
+)
+def test_line_of_falls_back_to_longest_prefix(
+    toml_lines: dict[tuple[str, ...], int], key: tuple[str | int, ...], line: int
+) -> None:
+    assert line_of(toml_lines, key) == line
+
+
+def test_toml_key_lines_table_and_array_of_tables_headers() -> None:
+    source = "[a]\nx = 1\n[b]\ny = 2\n[[c]]\nz = 3\n"
+    assert toml_key_lines(source) == {("a",): 1, ("a", "x"): 2, ("b",): 3, ("b", "y"): 4, ("c",): 5, ("c", "z"): 6}
+
+
+def test_toml_key_lines_keeps_first_line_of_repeated_key() -> None:
+    # The same key under two [[array]] tables: the first one's line (setdefault), never the later one.
+    assert toml_key_lines("[[p]]\nname = 1\n[[p]]\nname = 2\n")[("p", "name")] == 2
+
+
+def test_toml_key_lines_one_line_triple_quoted_string_does_not_swallow_next_keys() -> None:
+    source = 'a = """one line"""\nb = 2\n'
+    assert toml_key_lines(source) == {("a",): 1, ("b",): 2}
+
+
+def test_toml_key_lines_multiline_string_closing_an_inline_table() -> None:
+    source = '[s.a]\nparams = { template = """Hi\nthere""" }\ngo_to = "b"\n\n[s.b]\nnode = "x"\n'
+    tomllib.loads(source)
+    lines = toml_key_lines(source)
+    assert (lines.get(("s", "a", "go_to")), lines.get(("s", "b")), lines.get(("s", "b", "node"))) == (4, 6, 7)
+
+
+def test_toml_key_lines_triple_quote_inside_literal_string() -> None:
+    source = 'a = \'"""\'\nb = 2\n'
+    assert tomllib.loads(source) == {"a": '"""', "b": 2}
+    assert toml_key_lines(source) == {("a",): 1, ("b",): 2}
+
+
+JSON = """\
+{
+  "start_step": "s1",
+  "steps": {
+    "s1": {
+      "node": "send_message",
+      "go_to": "s2",
+      "params": {"template": "a \\"quoted\\" {brace} [bracket], \\"x\\": 1"}
+    },
+    "s2": {
+      "node": "wait_answer",
+      "tags": [
+        "t1",
+        {"inner": 1}
+      ],
+      "after_array": true
+    }
+  },
+  "last": null
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def json_lines() -> dict[tuple[str, ...], int]:
+    json.loads(JSON)  # the fixture is valid JSON
+    return json_key_lines(JSON)
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        (("start_step",), 2),
+        (("steps",), 3),
+        (("steps", "s1"), 4),
+        (("steps", "s1", "node"), 5),
+        (("steps", "s1", "go_to"), 6),
+        (("steps", "s1", "params"), 7),
+        (("steps", "s1", "params", "template"), 7),
+        (("steps", "s2"), 9),
+        (("steps", "s2", "node"), 10),
+        (("steps", "s2", "tags"), 11),
+        (("steps", "s2", "after_array"), 15),
+        (("last",), 18),
+    ],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_json_key_lines_finds_key(json_lines: dict[tuple[str, ...], int], key: tuple[str, ...], line: int) -> None:
+    assert json_lines[key] == line
+
+
+def test_json_key_lines_records_only_keys(json_lines: dict[tuple[str, ...], int]) -> None:
+    # Values, string contents ("x": inside the template) and array items are not keys.
+    assert json_lines == {
+        ("start_step",): 2,
+        ("steps",): 3,
+        ("steps", "s1"): 4,
+        ("steps", "s1", "node"): 5,
+        ("steps", "s1", "go_to"): 6,
+        ("steps", "s1", "params"): 7,
+        ("steps", "s1", "params", "template"): 7,
+        ("steps", "s2"): 9,
+        ("steps", "s2", "node"): 10,
+        ("steps", "s2", "tags"): 11,
+        ("steps", "s2", "tags", "inner"): 13,
+        ("steps", "s2", "after_array"): 15,
+        ("last",): 18,
+    }
+
+
+def test_json_key_lines_array_items_point_at_their_key(json_lines: dict[tuple[str, ...], int]) -> None:
+    assert line_of(json_lines, ("steps", "s2", "tags", 0)) == 11
+    assert line_of(json_lines, ("steps", "s2", "unknown")) == 9
+
+
+def test_json_key_lines_compact_nested_objects_share_lines() -> None:
+    source = '{\n  "a": "x",\n\n  "b": {"c": [1, {"e": 2}]},\n  "d": 1\n}'
+    assert json_key_lines(source) == {("a",): 2, ("b",): 4, ("b", "c"): 4, ("b", "c", "e"): 4, ("d",): 5}

@@ -1,0 +1,102 @@
+"""Replay the recorded seed histories (tests/histories, made by tests/record_histories.py) against today's code.
+
+A failure here means a change to the engine or nodes is not deterministic for flows already running:
+such flows would break when the new worker picks them up.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+from scheduler.workflows import AbandonedCartWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+# history name: (workflow id it was recorded under, activities scheduled in order, timer events in order)
+EXPECTED = {
+    # step_2's 1m wait is cut short by the reply
+    "satisfied": ("abandoned_cart-replay-satisfied", ["send_message", "notify_creator"], ["started", "canceled"]),
+    # step_2's 1m wait times out, then step_5 sleeps 1m
+    "timeout": (
+        "abandoned_cart-replay-timeout",
+        ["send_message", "webhook", "send_message"],
+        ["started", "fired", "started", "fired"],
+    ),
+}
+
+
+def load(name: str) -> tuple[WorkflowHistory, dict[str, Any]]:
+    workflow_id = EXPECTED[name][0]
+    text = (HISTORIES / f"{name}.json").read_text(encoding="utf-8")
+    return WorkflowHistory.from_json(workflow_id, text), json.loads(text)
+
+
+def events_of(raw: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
+    return [e for e in raw["events"] if e["eventType"] == f"EVENT_TYPE_{event_type}"]
+
+
+def replayer(*workflows: type) -> Replayer:
+    return Replayer(workflows=list(workflows or [AbandonedCartWorkflow]), data_converter=pydantic_data_converter)
+
+
+# Same workflow type name as the real one, but it calls other activities: replaying a real history must fail.
+@workflow.defn(name="AbandonedCartWorkflow", sandboxed=False)
+class ChangedWorkflow:
+    @workflow.run
+    async def run(self, flow: FlowInput) -> FlowStatus:
+        # The recorded flow sent a message first; this one calls the webhook instead.
+        await workflow.execute_activity(
+            "webhook",
+            ActivityInput(workflow_id=workflow.info().workflow_id, campaign_id=flow.campaign_id, step="step_1"),
+            result_type=ActivityOutcome,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return FlowStatus(current_step="step_1", path=["step_1"], replies=0, definition_version="changed")
+
+    @workflow.signal(name="client-answered")
+    def client_answered(self, reply: Any = None) -> None:
+        pass
+
+
+def test_replay_histories_cover_every_expected_file() -> None:
+    assert sorted(p.stem for p in HISTORIES.glob("*.json")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_replay_history_replays_with_current_workflow(name: str) -> None:
+    history, raw = load(name)
+    _, activities, timers = EXPECTED[name]
+    # The history is the flow we think it is: these activities and timers, in this order, then completion.
+    scheduled = events_of(raw, "ACTIVITY_TASK_SCHEDULED")
+    assert [e["activityTaskScheduledEventAttributes"]["activityType"]["name"] for e in scheduled] == activities
+    timer_events = [
+        e["eventType"].removeprefix("EVENT_TYPE_TIMER_").lower() for e in raw["events"] if "_TIMER_" in e["eventType"]
+    ]
+    assert timer_events == timers
+    assert all(e["timerStartedEventAttributes"]["startToFireTimeout"] == "60s" for e in events_of(raw, "TIMER_STARTED"))
+    assert raw["events"][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+
+    result = await replayer().replay_workflow(history)
+    assert result.replay_failure is None
+
+
+async def test_replay_workflow_with_different_activities_is_nondeterministic() -> None:
+    """The replayer does catch a change: a workflow of the same name that calls other activities."""
+
+    history, _ = load("satisfied")
+    with pytest.raises(NondeterminismError):
+        await replayer(ChangedWorkflow).replay_workflow(history)
+    result = await replayer(ChangedWorkflow).replay_workflow(history, raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, NondeterminismError)
+    # The same history still replays cleanly with the real workflow, so the failure is the change's.
+    assert (await replayer().replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None

@@ -1,0 +1,336 @@
+"""Durability across restarts: of the worker, of the embedded dev server (same db file), and of `scheduler up`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler.channels import Outbox
+from scheduler.config import Settings, load_settings
+from scheduler.definition import WorkflowDefinition
+from scheduler.devserver import DevServer, port_in_use
+from scheduler.engine import start_attributes
+from scheduler.errors import DevServerError
+from scheduler.flows import signal_flow, start_flow
+from scheduler.models import FlowInput, FlowStatus
+from scheduler.temporal import connect
+from scheduler.worker import make_worker
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULER = Path(sys.executable).parent / "scheduler"
+SEED: dict[str, Any] = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "webhook", "go_to": "step_5"},
+        "step_5": {"node": "explicity_wait", "go_to": "step_6"},
+        "step_6": {"node": "send_message"},
+    },
+}
+SATISFIED_PATH = ["step_1", "step_2", "step_3"]
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports on 127.0.0.1 (held open together so they differ)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
+def long_wait_definition() -> WorkflowDefinition:
+    data = copy.deepcopy(SEED)
+    data["steps"]["step_2"]["params"] = {"timeout": "10m"}
+    return WorkflowDefinition.model_validate(data)
+
+
+async def status(client: Client, workflow_id: str) -> FlowStatus:
+    return await client.get_workflow_handle(workflow_id).query(STATUS_QUERY, result_type=FlowStatus)
+
+
+async def wait_for_step(client: Client, workflow_id: str, step: str) -> None:
+    async def at_step() -> None:
+        assert (await status(client, workflow_id)).current_step == step
+
+    await eventually(at_step)
+
+
+# Worker restart
+
+
+async def test_worker_restart_flow_continues_on_new_worker(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    client = dev_env.client
+    settings.temporal.task_queue = task_queue
+    flow = FlowInput(definition=long_wait_definition(), customer={"id": "c1", "phone": "+15550111"})
+    handle = await client.start_workflow(
+        AbandonedCartWorkflow.run,
+        flow,
+        id=f"abandoned_cart-{uuid.uuid4()}",
+        task_queue=task_queue,
+        search_attributes=start_attributes(flow),
+        result_type=FlowStatus,
+    )
+    try:
+        async with make_worker(client, settings):
+            await wait_for_step(client, handle.id, "step_2")
+        # Worker A is gone: the flow waits durably on the server.
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+        async with make_worker(client, settings):
+            await handle.signal(CLIENT_ANSWERED_SIGNAL)
+            result = await asyncio.wait_for(handle.result(), timeout=30)
+    finally:
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test cleanup")
+    assert result.path == SATISFIED_PATH
+    assert result.outcome == "completed"
+    # step_1 ran once (on worker A), not again on worker B.
+    sent = [r for r in Outbox(settings.channels.outbox).read() if r["workflow_id"] == handle.id]
+    assert [r["step"] for r in sent] == ["step_1", "step_3"]
+
+
+# Embedded dev server restart (the `scheduler up` code path, in-process)
+
+
+def dev_settings(tmp_path: Path, task_queue: str) -> Settings:
+    s = load_settings(ROOT / "config" / "scheduler.toml")
+    assert s.embedded
+    s.dev_server.port, s.dev_server.ui_port = free_ports(2)
+    s.dev_server.db_file = tmp_path / "state" / "temporal.db"
+    s.channels.outbox = tmp_path / "outbox.jsonl"
+    s.temporal.task_queue = task_queue
+    return s
+
+
+@contextlib.contextmanager
+def stopping(server: DevServer) -> Iterator[DevServer]:
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_dev_server_restart_same_db_keeps_running_flow(tmp_path: Path, task_queue: str) -> None:
+    settings = dev_settings(tmp_path, task_queue)
+    first = DevServer(settings)
+    with stopping(first):
+        await first.start()
+        client = await connect(settings)
+        handle = await start_flow(client, settings, customer={"id": "c2", "phone": "+15550122"})
+        async with make_worker(client, settings):
+            await wait_for_step(client, handle.id, "step_2")
+    assert first.process is not None and first.process.returncode is not None
+    assert not port_in_use("127.0.0.1", settings.dev_server.port)
+
+    second = DevServer(settings)
+    with stopping(second):
+        await second.start()
+        client = await connect(settings)
+        described = await client.get_workflow_handle(handle.id).describe()
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        assert described.run_id == handle.result_run_id
+        async with make_worker(client, settings):
+            await signal_flow(client, workflow_id=handle.id)
+            result = await asyncio.wait_for(
+                client.get_workflow_handle(handle.id, result_type=FlowStatus).result(), timeout=30
+            )
+    assert result.path == SATISFIED_PATH
+    assert not port_in_use("127.0.0.1", settings.dev_server.port)
+
+
+@pytest.mark.parametrize("key", ["dev_server.port", "dev_server.ui_port"])
+async def test_dev_server_start_busy_port_names_port_and_key(tmp_path: Path, task_queue: str, key: str) -> None:
+    settings = dev_settings(tmp_path, task_queue)
+    port = getattr(settings.dev_server, key.split(".")[1])
+    server = DevServer(settings)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        with stopping(server), pytest.raises(DevServerError) as raised:
+            await server.start(timeout=10)
+    message = str(raised.value)
+    assert f"port {port} is already in use ({key})" in message
+    assert f"SCHEDULER_{key.split('.')[0].upper()}__{key.split('.')[1].upper()}" in message
+    assert server.process is None  # refused before spawning anything
+
+
+async def test_dev_server_start_bound_not_listening_port_names_port_and_key(tmp_path: Path, task_queue: str) -> None:
+    settings = dev_settings(tmp_path, task_queue)
+    port = settings.dev_server.port
+    server = DevServer(settings)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", port))
+        with stopping(server), pytest.raises(DevServerError) as raised:
+            await server.start(timeout=10)
+    assert f"port {port}" in str(raised.value)
+    assert "dev_server.port" in str(raised.value)
+
+
+# `scheduler up` as a subprocess
+
+
+def write_up_config(tmp_path: Path) -> tuple[Path, Settings]:
+    dev_port, ui_port, api_port = free_ports(3)
+    config = tmp_path / "scheduler.toml"
+    config.write_text(
+        f"""\
+[temporal]
+address = ""
+task_queue = "up-{uuid.uuid4()}"
+
+[dev_server]
+port = {dev_port}
+ui_port = {ui_port}
+db_file = "state/temporal.db"
+
+[api]
+port = {api_port}
+
+[campaigns]
+dir = "{ROOT / "campaigns"}"
+
+[channels]
+outbox = "state/outbox.jsonl"
+""",
+        encoding="utf-8",
+    )
+    return config, load_settings(config)
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:]
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc), so a dev server left behind by a killed `up` can be stopped."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@contextlib.contextmanager
+def scheduler_up(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], set[int]]]:
+    """`scheduler up --config X` in the background; killed (with its dev server) if still running at the end."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(SCHEDULER), "up", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=config.parent,
+            env=environ,
+        )
+    spawned: set[int] = set()
+    try:
+        yield proc, spawned
+    finally:
+        if proc.poll() is None:
+            spawned.update(children(proc.pid))
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid in spawned:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def wait_healthy(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], spawned: set[int], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        spawned.update(children(proc.pid))
+        assert proc.poll() is None, f"scheduler up exited with {proc.returncode}:\n{tail(log)}"
+        with contextlib.suppress(httpx.TransportError):
+            response = await http.get("/healthz")
+            if response.status_code == 200:
+                assert response.json()["temporal"] == "ok"
+                return
+        assert time.monotonic() < deadline, f"scheduler up did not become healthy:\n{tail(log)}"
+        await asyncio.sleep(0.2)
+
+
+async def stop_with_sigint(proc: subprocess.Popen[bytes], spawned: set[int], log: Path) -> int:
+    spawned.update(children(proc.pid))
+    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 20
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, f"scheduler up did not stop within 20s:\n{tail(log)}"
+        await asyncio.sleep(0.1)
+    return proc.returncode
+
+
+async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_path: Path) -> None:
+    config, settings = write_up_config(tmp_path)
+    log = tmp_path / "up.log"
+    base_url = f"http://127.0.0.1:{settings.api.port}"
+    with scheduler_up(config, log) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            started = await http.post("/start-workflow", json={"customer": {"id": "c3", "phone": "+15550133"}})
+            assert started.status_code == 200, started.text
+            workflow_id = started.json()["workflow_id"]
+            signalled = await http.post(
+                "/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"}
+            )
+            assert signalled.status_code == 200, signalled.text
+
+            async def notified() -> None:
+                lines = [r for r in Outbox(settings.channels.outbox).read() if r["workflow_id"] == workflow_id]
+                assert [r["step"] for r in lines] == ["step_1", "step_3"]
+                assert lines[1]["to"] == "growth@example.com"
+
+            await eventually(notified, timeout=30)
+            assert await stop_with_sigint(proc, spawned, log) == 0
+            assert not port_in_use("127.0.0.1", settings.dev_server.port)
+            assert not port_in_use("127.0.0.1", settings.api.port)
+            assert not any(alive(pid) for pid in spawned), "the dev server outlived `up`"
+
+    with scheduler_up(config, log) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            client = await connect(settings)
+            described = await client.get_workflow_handle(workflow_id).describe()
+            assert described.status == WorkflowExecutionStatus.COMPLETED
+            result = await client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
+            assert result.path == SATISFIED_PATH
+            assert await stop_with_sigint(proc, spawned, log) == 0
+    assert not port_in_use("127.0.0.1", settings.dev_server.port)
