@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from scheduler.cron import cron_problem
 from scheduler.definition import WorkflowDefinition, parse_definition
 from scheduler.durations import Duration
-from scheduler.errors import CampaignError, Problem, UnknownCampaign
+from scheduler.errors import Problem, UnknownCampaign
 from scheduler.locate import KeyPath, json_key_lines, line_of, toml_key_lines
 
 Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"]
@@ -208,14 +208,6 @@ def find_campaign(directory: Path, campaign_id: str) -> Campaign:
         return campaigns[campaign_id]
     broken = sorted({p.path for p in problems if not p.warning})
     raise UnknownCampaign(campaign_id, _shown(directory), broken)
-
-
-def check(path: Path) -> Campaign:
-    """Load or raise CampaignError with every problem of the file."""
-    campaign, problems = load_campaign(path)
-    if campaign is None:
-        raise CampaignError(problems)
-    return campaign
 
 
 def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:

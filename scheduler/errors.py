@@ -2,7 +2,6 @@
 
 SchedulerError
 ├── ConfigError        the service config file or an override is wrong
-├── CampaignError      a campaign file (or seed-shaped JSON definition) has problems
 ├── DefinitionError    a workflow definition is invalid (raised inside a running flow)
 ├── UnknownCampaign    no campaign with that id in the campaigns directory
 ├── FlowAlreadyRunning a flow with that workflow id is running
@@ -39,12 +38,6 @@ class Problem:
         where = f"{self.path}:{self.line}"
         kind = "warning: " if self.warning else ""
         return f"{where}: {self.key}: {kind}{self.message}" if self.key else f"{where}: {kind}{self.message}"
-
-
-class CampaignError(SchedulerError):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = [p for p in problems if not p.warning]
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class DefinitionError(SchedulerError):

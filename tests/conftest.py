@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -81,23 +78,3 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
-
-
-async def assert_eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.2) -> T:
-    """Retry `check` until it stops raising AssertionError (visibility is eventually consistent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval)
-
-
-def client_of(env: WorkflowEnvironment) -> Client:
-    return env.client
-
-
-def dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.campaign import check, find_campaign, load_campaign, load_campaign_dir
-from scheduler.errors import CampaignError, Problem, UnknownCampaign
+from scheduler.campaign import find_campaign, load_campaign, load_campaign_dir
+from scheduler.errors import Problem, UnknownCampaign
 from scheduler.nodes import EventType
 from tests.conftest import ROOT, SEED
 
@@ -381,18 +381,6 @@ def test_problem_path_is_relative_under_cwd_else_absolute(tmp_path: Path, monkey
     sub.mkdir()
     monkeypatch.chdir(sub)  # not under cwd: absolute
     assert str(load_campaign(path)[1][0]).startswith(f"{path}:19: ")
-
-
-def test_check_raises_campaign_error_with_errors_only() -> None:
-    path = write(BASE.replace('go_to = "c"', 'go_to = "z"') + '\n[workflow.steps.orphan]\nnode = "send_message"\n')
-    with pytest.raises(CampaignError) as exc:
-        check(path)
-    assert str(exc.value) == "c.toml:19: workflow.steps.b.go_to: unknown step 'z' (steps: a, b, c, orphan)"
-    assert [p.key for p in exc.value.problems] == ["workflow.steps.b.go_to"]
-
-
-def test_check_returns_the_campaign() -> None:
-    assert check(write(BASE)).id == "spring-sale"
 
 
 SEED_JSON_WITH_ERRORS = """\
