@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,21 +20,10 @@ from scheduler.engine import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY
+from tests.conftest import eventually
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0) -> T:
-    """Retry `check` until it stops raising AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,20 +19,10 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
+from tests.conftest import SEED, eventually, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER = Path(sys.executable).parent / "scheduler"
-SEED = {
-    "start_step": "step_1",
-    "steps": {
-        "step_1": {"node": "send_message", "go_to": "step_2"},
-        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
-        "step_3": {"node": "notify_creator"},
-        "step_4": {"node": "webhook", "go_to": "step_5"},
-        "step_5": {"node": "explicity_wait", "go_to": "step_6"},
-        "step_6": {"node": "send_message"},
-    },
-}
 # Line numbers matter: the tests assert that problems point at them.
 BROKEN_CAMPAIGN = """\
 [campaign]
@@ -81,23 +69,6 @@ async def scheduler(*args: str | Path, cwd: Path | None = None, env: dict[str, s
         raise
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, *, address: str, task_queue: str, dev_port: int | None = None) -> Path:
@@ -233,7 +204,7 @@ async def test_start_duplicate_workflow_id_fails(cli: Cli) -> None:
 
 @pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "address"])
 async def test_start_nothing_listening_fails_naming_address(tmp_path: Path, embedded: bool) -> None:
-    port = free_port()
+    port = free_ports(1)[0]
     address = f"127.0.0.1:{port}"
     config = write_config(
         tmp_path / "scheduler.toml", address="" if embedded else address, task_queue="unused", dev_port=port

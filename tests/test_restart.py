@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -32,42 +32,12 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
+from tests.conftest import SEED, eventually, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER = Path(sys.executable).parent / "scheduler"
-SEED: dict[str, Any] = {
-    "start_step": "step_1",
-    "steps": {
-        "step_1": {"node": "send_message", "go_to": "step_2"},
-        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "timeout": "step_4"}},
-        "step_3": {"node": "notify_creator"},
-        "step_4": {"node": "webhook", "go_to": "step_5"},
-        "step_5": {"node": "explicity_wait", "go_to": "step_6"},
-        "step_6": {"node": "send_message"},
-    },
-}
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval)
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports on 127.0.0.1 (held open together so they differ)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def long_wait_definition() -> WorkflowDefinition:
