@@ -29,6 +29,7 @@ _TYPE_NAMES = {
     SearchAttributeIndexedValueType.INT: "Int",
     SearchAttributeIndexedValueType.DOUBLE: "Double",
 }
+_REFUSED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.UNIMPLEMENTED)
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = FLOW_SEARCH_ATTRIBUTES
 
 
@@ -54,6 +55,15 @@ def search_attribute_flags(keys: Iterable[SearchAttributeKey[Any]] = SEARCH_ATTR
     return [arg for key in keys for arg in ("--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}")]
 
 
+def search_attribute_commands(namespace: str, keys: Iterable[SearchAttributeKey[Any]]) -> str:
+    """The `temporal` CLI commands that register `keys`, for an operator to run by hand."""
+    return "\n".join(
+        f"  temporal operator search-attribute create --namespace {namespace} "
+        f"--name {k.name} --type {_TYPE_NAMES[k.indexed_value_type]}"
+        for k in keys
+    )
+
+
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     """Register missing custom search attributes; if the server refuses, say how to do it by hand.
 
@@ -65,6 +75,14 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         existing = await svc.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
         known = {*existing.custom_attributes, *existing.system_attributes}
     except RPCError as exc:
+        if exc.status in _REFUSED and exc.status != RPCStatusCode.UNIMPLEMENTED:
+            # We may not look, so we cannot know: say what flows need and go on.
+            log.warning(
+                "cannot list search attributes (%s); flows need these, registered:\n%s",
+                exc.message,
+                search_attribute_commands(namespace, SEARCH_ATTRIBUTES),
+            )
+            return
         if exc.status != RPCStatusCode.UNIMPLEMENTED:  # the time-skipping test server can add, not list
             raise
         known = set()
@@ -78,18 +96,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     try:
         await svc.add_search_attributes(request)
     except RPCError as exc:
-        if exc.status not in (
-            RPCStatusCode.PERMISSION_DENIED,
-            RPCStatusCode.UNIMPLEMENTED,
-            RPCStatusCode.UNAUTHENTICATED,
-        ):
+        if exc.status not in _REFUSED:
             raise
-        commands = "\n".join(
-            f"  temporal operator search-attribute create --namespace {namespace} "
-            f"--name {k.name} --type {_TYPE_NAMES[k.indexed_value_type]}"
-            for k in missing
-        )
         raise SchedulerError(
-            f"the server refused to register search attributes ({exc.message}); run:\n{commands}"
+            f"the server refused to register search attributes ({exc.message}); run:\n"
+            + search_attribute_commands(namespace, missing)
         ) from None
     log.info("registered search attributes: %s", ", ".join(k.name for k in missing))

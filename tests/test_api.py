@@ -11,6 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
@@ -20,7 +21,7 @@ from scheduler.engine import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY
-from tests.conftest import eventually
+from tests.conftest import BIN, eventually
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
@@ -227,3 +228,19 @@ async def test_app_without_client_connects_in_lifespan(dev_env: WorkflowEnvironm
     assert response.status_code == 200
     assert response.json()["temporal"] == "ok"
     assert response.json()["address"] == settings.temporal.address
+
+
+async def test_temporal_down_is_503_not_500(settings: Settings) -> None:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter, dev_server_existing_path=str(BIN / "temporal")
+    )
+    client = env.client
+    await env.shutdown()  # the client stays, its server is gone
+    app = create_app(settings, client=client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        health = await http.get("/healthz")
+        start = await http.post("/start-workflow", json={})
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"
+    assert start.status_code == 503
+    assert start.json()["detail"].startswith("Temporal is unavailable")
