@@ -30,11 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.common import RetryPolicy
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
-    from temporalio.worker import Worker
 
-    from scheduler.activities import Activities
-    from scheduler.channels import Outbox
-    from scheduler.config import Settings, load_settings
+    from scheduler.config import load_settings
     from scheduler.definition import WorkflowDefinition, validate_definition
     from scheduler.engine import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, start_attributes
     from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
@@ -117,12 +114,6 @@ class BaselineWorkflow:
         return FlowStatus(current_step=path[-1], path=path, replies=0, definition_version="", outcome="completed")
 
 
-def make_baseline_worker(client: Client, settings: Settings, *, task_queue: str) -> Worker:
-    """`scheduler.worker.make_worker`, with the baseline workflow in place of the engine's."""
-    activities = Activities(outbox=Outbox(settings.channels.outbox), default_channel=settings.channels.default)
-    return Worker(client, task_queue=task_queue, workflows=[BaselineWorkflow], activities=activities.all())
-
-
 async def run_round(
     client: Client, workflow_run: Any, task_queue: str, flow: FlowInput, n: int, label: str
 ) -> tuple[float, float]:
@@ -181,7 +172,7 @@ async def bench(workdir: Path) -> dict[str, list[tuple[float, float]]]:
         kinds = {"engine": (AbandonedCartWorkflow.run, engine_tq), "baseline": (BaselineWorkflow.run, baseline_tq)}
         async with (
             make_worker(client, settings, task_queue=engine_tq),
-            make_baseline_worker(client, settings, task_queue=baseline_tq),
+            make_worker(client, settings, task_queue=baseline_tq, workflows=[BaselineWorkflow]),
         ):
             for label, (run, tq) in kinds.items():
                 await run_round(client, run, tq, flow, WARMUP_FLOWS, f"warmup-{label}")

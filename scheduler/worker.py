@@ -21,13 +21,14 @@ def make_worker(
     settings: Settings,
     *,
     task_queue: str | None = None,
+    workflows: Sequence[type] = WORKFLOWS,
     **options: Any,
 ) -> Worker:
     activities = Activities(outbox=Outbox(settings.channels.outbox), default_channel=settings.channels.default)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
-        workflows=list(WORKFLOWS),
+        workflows=list(workflows),
         activities=activities.all(),
         **options,
     )
