@@ -37,7 +37,7 @@ class CampaignInfo(_Table):
     """False: the schedule is kept but paused."""
 
 
-class ScheduleSpec(_Table):
+class CampaignSchedule(_Table):
     cron: list[str] = Field(min_length=1)
     timezone: str = "UTC"
     jitter: Duration = timedelta(0)
@@ -99,7 +99,8 @@ class Audience(_Table):
 
 class Campaign(_Table):
     campaign: CampaignInfo
-    schedule: ScheduleSpec | None = None
+    schedule: CampaignSchedule | None = None
+    """Required in campaign files; None for a seed-shaped JSON definition."""
     audience: Audience | None = None
     workflow: WorkflowDefinition
     source: Path | None = Field(default=None, exclude=True)
@@ -150,6 +151,8 @@ def _build(path: Path, shown: str, data: Any, lines: dict[KeyPath, int]) -> tupl
     if not isinstance(data, dict):
         return None, [Problem(shown, 1, "", "expected a table of campaign settings")]
     problems: list[Problem] = []
+    if path.suffix == ".toml" and "schedule" not in data:
+        problems.append(problem(("schedule",), "required table [schedule] is missing (cron and timezone)"))
     if "workflow" not in data:
         problems.append(problem(("workflow",), "required table [workflow] is missing"))
     else:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER = Path(sys.executable).parent / "scheduler"
 # Line numbers matter: the tests assert that problems point at them.
 BROKEN_CAMPAIGN = """\
+schedule = { cron = "0 * * * *" }
 [campaign]
 id = "broken"
 
@@ -235,9 +236,9 @@ async def test_validate_broken_campaign_reports_path_line_key(tmp_path: Path) ->
     assert run.code == 1, run
     assert "Traceback" not in run.stderr
     assert run.stdout.splitlines() == [
-        "broken.toml:8: workflow.steps.a.node: unknown node 'nope' "
+        "broken.toml:9: workflow.steps.a.node: unknown node 'nope' "
         "(known: explicit_wait, notify_creator, send_message, wait_answer, webhook)",
-        "broken.toml:13: workflow.steps.b.go_to: unknown step 'zzz' (steps: a, b)",
+        "broken.toml:14: workflow.steps.b.go_to: unknown step 'zzz' (steps: a, b)",
     ]
     assert run.stderr.strip() == "2 error(s) in 1 of 1 file(s)"
 
@@ -264,7 +265,7 @@ async def test_graph_broken_campaign_fails_with_problems(tmp_path: Path) -> None
     run = await scheduler("graph", "broken.toml", cwd=tmp_path)
     assert run.code == 1, run
     assert run.stdout == ""
-    assert run.stderr.splitlines()[0].startswith("broken.toml:8: workflow.steps.a.node: unknown node 'nope'")
+    assert run.stderr.splitlines()[0].startswith("broken.toml:9: workflow.steps.a.node: unknown node 'nope'")
 
 
 async def test_validate_and_graph_seed_json_definition(tmp_path: Path) -> None:
