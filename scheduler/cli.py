@@ -61,31 +61,135 @@ def _logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _serve(config: Path | None, *, dev_server: bool, worker: bool, api: bool) -> NoReturn:
+def _serve(config: Path | None, *, dev_server: bool, worker: bool, api: bool, reconcile: bool) -> NoReturn:
     from scheduler.service import run
 
     settings = _settings(config)
     _logging()
-    _run(run(settings, dev_server=dev_server, worker=worker, api=api))
+    _run(run(settings, dev_server=dev_server, worker=worker, api=api, reconcile=reconcile))
     _exit(0)
 
 
 @app.command()
 def up(config: ConfigOpt = None) -> None:
-    """Run everything: the Temporal dev server (when temporal.address is empty), the worker and the HTTP API."""
-    _serve(config, dev_server=True, worker=True, api=True)
+    """Run everything: the Temporal dev server (when temporal.address is empty), the worker, the HTTP API
+    and the reconcile loop that keeps schedules in step with the campaigns directory."""
+    _serve(config, dev_server=True, worker=True, api=True, reconcile=True)
 
 
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run only the worker, against the configured Temporal."""
-    _serve(config, dev_server=False, worker=True, api=False)
+    _serve(config, dev_server=False, worker=True, api=False, reconcile=False)
 
 
 @app.command()
-def api(config: ConfigOpt = None) -> None:
-    """Run only the HTTP API, against the configured Temporal."""
-    _serve(config, dev_server=False, worker=False, api=True)
+def api(
+    reconcile: Annotated[
+        bool, typer.Option("--reconcile", help="Also apply the campaigns directory on a timer")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run only the HTTP API, against the configured Temporal (one process with --reconcile at most)."""
+    _serve(config, dev_server=False, worker=False, api=True, reconcile=reconcile)
+
+
+PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete managed schedules whose campaign file is gone")]
+
+
+def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> Any:
+    from scheduler.reconcile import sync
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> Any:
+        return await sync(await connect(settings), settings, prune=prune, dry_run=dry_run)
+
+    outcome = _run(go())
+    for p in outcome.problems:
+        typer.echo(str(p), err=True)
+    if outcome.errors:
+        typer.echo(f"{len(outcome.errors)} error(s): nothing was changed", err=True)
+        _exit(1)
+    return outcome
+
+
+@app.command()
+def plan(
+    prune: PruneOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the changes as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: error."""
+    outcome = _sync(config, prune=prune, dry_run=True)
+    if as_json:
+        typer.echo(json.dumps([{"action": c.action.value, "campaign_id": c.campaign_id} for c in outcome.changes]))
+    else:
+        for change in outcome.changes:
+            typer.echo(str(change))
+        typer.echo(_summary(outcome.changes, "plan"))
+    _exit(2 if outcome.pending else 0)
+
+
+@app.command()
+def apply(prune: PruneOpt = False, config: ConfigOpt = None) -> None:
+    """Create, update, pause or (with --prune) delete schedules so Temporal matches the campaigns directory."""
+    outcome = _sync(config, prune=prune, dry_run=False)
+    for change in outcome.changes:
+        typer.echo(str(change))
+    typer.echo(_summary(outcome.changes, "applied"))
+    _exit(0)
+
+
+def _summary(changes: list[Any], label: str) -> str:
+    """E.g. "plan: 1 create, 2 unchanged"."""
+    from collections import Counter
+
+    counts = Counter(c.action.value for c in changes)
+    parts = [f"{counts[a]} {a}" for a in ("create", "update", "pause", "unpause", "delete", "unchanged") if counts[a]]
+    return f"{label}: " + (", ".join(parts) if parts else "no campaigns")
+
+
+@app.command()
+def status(
+    campaign_id: Annotated[str | None, typer.Argument(help="One campaign id [default: all]")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every schedule's state, next run and recent runs, as a table (like GET /schedules)."""
+    from scheduler.schedules import list_managed, schedule_status
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> list[Any]:
+        client = await connect(settings)
+        ids = [campaign_id] if campaign_id else await list_managed(client)
+        return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
+
+    statuses = _run(go())
+    if campaign_id and statuses[0] is None:
+        _fail(f"no schedule for campaign {campaign_id!r}")
+    rows = [("CAMPAIGN", "STATE", "CRON", "TIMEZONE", "NEXT RUN (UTC)", "LAST RUN", "RUNNING FLOWS", "VERSION")]
+    for s in filter(None, statuses):
+        last = s.recent_runs[0] if s.recent_runs else None
+        rows.append((
+            s.campaign_id,
+            "paused" if s.paused else "active",
+            " | ".join(s.cron),
+            s.timezone,
+            s.next_runs[0].strftime("%Y-%m-%d %H:%M") if s.next_runs else "-",
+            f"{last.scheduled_at:%Y-%m-%d %H:%M} {last.status}" if last else "-",
+            str(s.running_flows),
+            s.definition_version or "-",
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    for s in filter(None, statuses):
+        if s.note:
+            typer.echo(f"{s.campaign_id}: {s.note}")
+    _exit(0)
 
 
 @app.command()

@@ -12,35 +12,24 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
     SearchAttributePair,
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
 
+from scheduler.attributes import (
+    CAMPAIGN_ID,
+    CART_ID,
+    CLIENT_ANSWERED,
+    CLIENT_ANSWERED_AT,
+    CURRENT_STEP,
+    CUSTOMER_ID,
+    DEFINITION_VERSION,
+)
 from scheduler.definition import validate_definition
 from scheduler.errors import DefinitionError
 from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus, Reply, StepRecord
 from scheduler.nodes import NodeParams, get_node
-
-CLIENT_ANSWERED = SearchAttributeKey.for_bool("ClientAnswered")
-CLIENT_ANSWERED_AT = SearchAttributeKey.for_datetime("ClientAnsweredAt")
-CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
-CART_ID = SearchAttributeKey.for_keyword("CartId")
-CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
-CURRENT_STEP = SearchAttributeKey.for_keyword("CurrentStep")
-DEFINITION_VERSION = SearchAttributeKey.for_keyword("DefinitionVersion")
-CUSTOMER_CONTACT = SearchAttributeKey.for_keyword_list("CustomerContact")
-FLOW_SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
-    CLIENT_ANSWERED,
-    CLIENT_ANSWERED_AT,
-    CAMPAIGN_ID,
-    CART_ID,
-    CUSTOMER_ID,
-    CURRENT_STEP,
-    DEFINITION_VERSION,
-    CUSTOMER_CONTACT,
-)
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))

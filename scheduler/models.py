@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.campaign import Campaign
 from scheduler.definition import WorkflowDefinition
 from scheduler.nodes.registry import EventType
 
@@ -67,3 +68,22 @@ class ActivityInput(BaseModel):
 class ActivityOutcome(BaseModel):
     event: EventType = EventType.SATISFIED
     detail: str = ""
+
+
+class CampaignRunInput(BaseModel):
+    """What a campaign's schedule starts `CampaignRunWorkflow` with: the campaign as applied."""
+
+    campaign: Campaign
+
+
+class CampaignRunResult(BaseModel):
+    """What one campaign run did (also its memo, so `GET /schedules` reads it from one list call)."""
+
+    flows: list[str] = Field(default_factory=list)
+    """Workflow ids of the flows it started."""
+    started: int = 0
+    skipped_duplicate: int = 0
+    """Carts whose flow of this campaign was already running."""
+    skipped_invalid: int = 0
+    """Audience rows that could not become a flow (no cart id, bad contact)."""
+    failed: int = 0

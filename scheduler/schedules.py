@@ -1,13 +1,105 @@
-"""Campaign ↔ Temporal Schedule: the spec a campaign's `[schedule]` becomes, plan, apply, status."""
+"""Campaign ↔ Temporal Schedule: the spec a campaign becomes, plan, apply, and status.
+
+Change detection reads the search attribute `CampaignSha256` of every schedule from one
+`list_schedules` call (the server rewrites cron strings and never updates a schedule's memo, so
+comparing specs or memos cannot work). Visibility lags, so a schedule the list shows as missing or
+stale is confirmed with `describe` before anything is changed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from temporalio.client import ScheduleSpec
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.campaign import CampaignSchedule
+from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
+from scheduler.campaign import Campaign, CampaignSchedule
+from scheduler.config import Settings
+from scheduler.errors import SchedulerError
+from scheduler.models import CampaignRunInput
+from scheduler.workflows import CampaignRunWorkflow
+
+MANAGED_BY = "scheduler"
+"""Memo `managed_by` of the schedules this tool creates; `--prune` never touches others."""
+APPLY_CONCURRENCY = 8
+
+_OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+"""One lock per schedule id: the SDK ignores the conflict token, so updates must not overlap."""
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    campaign_id: str
+    campaign: Campaign | None = None
+    """The campaign to apply; None for a delete."""
+
+    @property
+    def schedule_id(self) -> str:
+        return schedule_id(self.campaign_id)
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.campaign_id}"
+
+
+class UnmanagedSchedule(SchedulerError):
+    def __init__(self, sid: str) -> None:
+        super().__init__(f"schedule {sid!r} exists but was not created by this tool; rename the campaign or delete it")
+
+
+def schedule_id(campaign_id: str) -> str:
+    return f"campaign-{campaign_id}"
+
+
+def campaign_id_of(sid: str) -> str:
+    return sid.removeprefix("campaign-")
+
+
+def campaign_sha256(campaign: Campaign) -> str:
+    """Hash of the campaign's canonical content: comments and formatting do not count."""
+    canonical = json.dumps(campaign.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _utc(moment: datetime | None, timezone: str) -> datetime | None:
@@ -27,3 +119,256 @@ def schedule_spec(schedule: CampaignSchedule) -> ScheduleSpec:
         start_at=_utc(schedule.start_at, schedule.timezone),
         end_at=_utc(schedule.end_at, schedule.timezone),
     )
+
+
+def disabled_note(campaign: Campaign) -> str:
+    return f"disabled in {campaign.source.name if campaign.source else 'its campaign file'}: enabled = false"
+
+
+def build_schedule(campaign: Campaign, settings: Settings) -> Schedule:
+    """The whole schedule of a campaign: spec, policies, paused state, and the run it starts."""
+    schedule = campaign.schedule
+    if schedule is None:
+        raise SchedulerError(f"campaign {campaign.id!r} has no [schedule]")
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(campaign=campaign),
+            id=f"campaign-run-{campaign.id}",
+            task_queue=settings.temporal.task_queue,
+            typed_search_attributes=TypedSearchAttributes([SearchAttributePair(CAMPAIGN_ID, campaign.id)]),
+        ),
+        spec=schedule_spec(schedule),
+        policy=SchedulePolicy(overlap=_OVERLAP[schedule.overlap], catchup_window=schedule.catchup_window),
+        state=ScheduleState(
+            paused=not campaign.campaign.enabled,
+            note="" if campaign.campaign.enabled else disabled_note(campaign),
+        ),
+    )
+
+
+def _sha_attributes(campaign: Campaign) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(CAMPAIGN_SHA256, campaign_sha256(campaign))])
+
+
+# Plan
+
+
+@dataclass(frozen=True)
+class _Listed:
+    sha: str | None
+    managed: bool
+
+
+async def _list_schedules(client: Client) -> dict[str, _Listed]:
+    """Our schedules by id, from one list call (memo and search attributes come with each entry)."""
+    listed: dict[str, _Listed] = {}
+    async for entry in await client.list_schedules():
+        if not entry.id.startswith("campaign-"):
+            continue
+        memo = await entry.memo()
+        listed[entry.id] = _Listed(
+            entry.typed_search_attributes.get(CAMPAIGN_SHA256), memo.get("managed_by") == MANAGED_BY
+        )
+    return listed
+
+
+async def describe(client: Client, sid: str) -> ScheduleDescription | None:
+    try:
+        return await client.get_schedule_handle(sid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def applied_campaign(client: Client, description: ScheduleDescription) -> Campaign | None:
+    """The campaign a schedule runs, decoded from its action's input."""
+    action = description.schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or not action.args:
+        return None
+    try:
+        (run,) = await client.data_converter.decode(action.args, [CampaignRunInput])  # type: ignore[arg-type]
+    except Exception:
+        return None  # not ours, or an older shape: treat as changed
+    return run.campaign if isinstance(run, CampaignRunInput) else None
+
+
+async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) -> Change:
+    want = campaign_sha256(campaign)
+    if listed is not None and listed.managed and listed.sha == want:
+        return Change(Action.UNCHANGED, campaign.id, campaign)
+    description = await describe(client, schedule_id(campaign.id))  # confirm: the list may lag
+    if description is None:
+        return Change(Action.CREATE, campaign.id, campaign)
+    memo = await description.memo()
+    if memo.get("managed_by") != MANAGED_BY:
+        raise UnmanagedSchedule(schedule_id(campaign.id))
+    if description.typed_search_attributes.get(CAMPAIGN_SHA256) == want:
+        return Change(Action.UNCHANGED, campaign.id, campaign)
+    old = await applied_campaign(client, description)
+    enabled = campaign.campaign.enabled
+    if old is not None and _without_enabled(old) == _without_enabled(campaign):
+        return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign)
+    return Change(Action.UPDATE, campaign.id, campaign)
+
+
+def _without_enabled(campaign: Campaign) -> dict[str, Any]:
+    data = campaign.model_dump(mode="json")
+    data["campaign"].pop("enabled")
+    return data
+
+
+async def plan(client: Client, campaigns: Iterable[Campaign], *, prune: bool | Collection[str] = False) -> list[Change]:
+    """What `apply` would do, one change per campaign (and per schedule to delete), sorted by campaign id.
+
+    `prune`: True deletes every managed schedule without a campaign; a collection limits that to
+    those campaign ids (the reconcile loop prunes only campaigns it loaded before).
+    """
+    listed = await _list_schedules(client)
+    wanted = {c.id: c for c in campaigns}
+    semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(campaign: Campaign) -> Change:
+        async with semaphore:
+            return await _plan_one(client, campaign, listed.get(schedule_id(campaign.id)))
+
+    changes = list(await asyncio.gather(*(one(c) for c in wanted.values())))
+    if prune:
+        for sid, entry in listed.items():
+            cid = campaign_id_of(sid)
+            if entry.managed and cid not in wanted and (prune is True or cid in prune):
+                changes.append(Change(Action.DELETE, cid))
+    return sorted(changes, key=lambda c: c.campaign_id)
+
+
+# Apply
+
+
+async def apply(client: Client, settings: Settings, changes: Iterable[Change]) -> list[Change]:
+    """Carry out planned changes (concurrently across schedules, serially per schedule)."""
+    semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(change: Change) -> Change:
+        async with semaphore, _locks[change.schedule_id]:
+            await _apply_one(client, settings, change)
+        return change
+
+    return list(await asyncio.gather(*(one(c) for c in changes if c.action != Action.UNCHANGED)))
+
+
+async def _apply_one(client: Client, settings: Settings, change: Change) -> None:
+    handle = client.get_schedule_handle(change.schedule_id)
+    if change.action == Action.DELETE:
+        try:
+            await handle.delete()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        return
+    campaign = change.campaign
+    assert campaign is not None
+    schedule = build_schedule(campaign, settings)
+    if change.action == Action.CREATE:
+        try:
+            await client.create_schedule(
+                change.schedule_id,
+                schedule,
+                memo={"managed_by": MANAGED_BY, "source": str(campaign.source or "")},
+                search_attributes=_sha_attributes(campaign),
+            )
+            return
+        except ScheduleAlreadyRunningError:
+            pass  # created meanwhile (another apply): update it to this file instead
+
+    def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
+        # The file changed, so the file's `enabled` wins over a pause made through the API.
+        return ScheduleUpdate(schedule=schedule, search_attributes=_sha_attributes(campaign))
+
+    await handle.update(updated)
+
+
+async def set_paused(client: Client, campaign_id: str, *, paused: bool, note: str) -> None:
+    """Pause or unpause a schedule by hand; reconcile keeps it so until the campaign file changes."""
+    handle = client.get_schedule_handle(schedule_id(campaign_id))
+    async with _locks[handle.id]:
+        await (handle.pause(note=note) if paused else handle.unpause(note=note))
+
+
+# Status
+
+
+class RunStatus(BaseModel):
+    workflow_id: str
+    scheduled_at: datetime
+    status: str
+    """Running, Completed, Failed, … as Temporal reports the run."""
+    started: int = 0
+    skipped_duplicate: int = 0
+    skipped_invalid: int = 0
+    failed: int = 0
+
+
+class ScheduleStatus(BaseModel):
+    campaign_id: str
+    schedule_id: str
+    cron: list[str]
+    timezone: str
+    paused: bool
+    note: str
+    next_runs: list[datetime]
+    recent_runs: list[RunStatus]
+    running_flows: int
+    definition_version: str | None
+    source: str | None
+
+
+async def list_managed(client: Client) -> list[str]:
+    """Ids of the campaigns whose schedule this tool manages."""
+    return sorted(campaign_id_of(sid) for sid, entry in (await _list_schedules(client)).items() if entry.managed)
+
+
+async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
+    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
+    description = await describe(client, schedule_id(campaign_id))
+    if description is None or (memo := await description.memo()).get("managed_by") != MANAGED_BY:
+        return None
+    campaign = await applied_campaign(client, description)
+    runs, running = await asyncio.gather(
+        _runs_by_id(client, campaign_id),
+        client.count_workflows(
+            f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+        ),
+    )
+    recent = []
+    for action in reversed(description.info.recent_actions):  # newest first
+        workflow_id = getattr(action.action, "workflow_id", "")
+        status, result = runs.get(workflow_id, ("Running", {}))  # visibility lags just-started runs
+        recent.append(RunStatus(workflow_id=workflow_id, scheduled_at=action.scheduled_at, status=status, **result))
+    state = description.schedule.state
+    schedule = campaign.schedule if campaign else None
+    return ScheduleStatus(
+        campaign_id=campaign_id,
+        schedule_id=description.id,
+        cron=list(schedule.cron) if schedule else [],
+        timezone=schedule.timezone if schedule else "",
+        paused=state.paused,
+        note=state.note or "",
+        next_runs=list(description.info.next_action_times),
+        recent_runs=recent,
+        running_flows=running.count,
+        definition_version=campaign.workflow.version if campaign else None,
+        source=memo.get("source") or None,
+    )
+
+
+async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, dict[str, int]]]:
+    """Status and counts of the campaign's recent runs, from one visibility query."""
+    out: dict[str, tuple[str, dict[str, int]]] = {}
+    query = f"WorkflowType = 'CampaignRunWorkflow' AND CampaignId = '{campaign_id}'"
+    async for execution in client.list_workflows(query, limit=20):
+        memo = await execution.memo()
+        counts = {k: int(memo[k]) for k in ("started", "skipped_duplicate", "skipped_invalid", "failed") if k in memo}
+        status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
+        out[execution.id] = (status, counts)
+    return out

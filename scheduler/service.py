@@ -13,6 +13,7 @@ import uvicorn
 from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.devserver import DevServer, check_ports
+from scheduler.durations import format_duration
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
 
@@ -35,7 +36,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool) -> None:
+async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, reconcile: bool = False) -> None:
     """Run the chosen parts until SIGINT/SIGTERM."""
     stop = _stop_event()
     ports = {"api.port": settings.api.port} if api else {}
@@ -54,11 +55,14 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool) 
         api_task = None
         if api:
             config = uvicorn.Config(
-                create_app(settings, client=client), host=settings.api.host, port=settings.api.port, log_level="info"
+                create_app(settings, client=client, reconcile=reconcile),
+                host=settings.api.host,
+                port=settings.api.port,
+                log_level="info",
             )
             api_server = _ApiServer(config)
             api_task = asyncio.create_task(api_server.serve())
-        _banner(settings, server is not None, worker, api)
+        _banner(settings, dev_server=server is not None, worker=worker, api=api, reconcile=reconcile)
         waiters = [asyncio.create_task(stop.wait()), *([api_task] if api_task else [])]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping")
@@ -68,7 +72,7 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool) 
         waiters[0].cancel()
 
 
-def _banner(settings: Settings, dev_server: bool, worker: bool, api: bool) -> None:
+def _banner(settings: Settings, *, dev_server: bool, worker: bool, api: bool, reconcile: bool) -> None:
     lines = [f"Temporal:  {settings.temporal_address} (namespace {settings.temporal.namespace})"]
     if dev_server:
         lines.append(f"Web UI:    http://127.0.0.1:{settings.dev_server.ui_port}")
@@ -76,5 +80,9 @@ def _banner(settings: Settings, dev_server: bool, worker: bool, api: bool) -> No
         lines.append(f"Worker:    task queue {settings.temporal.task_queue}")
     if api:
         lines.append(f"HTTP API:  http://{settings.api.host}:{settings.api.port}")
+    if reconcile:
+        lines.append(
+            f"Campaigns: {settings.campaigns.dir} (applied every {format_duration(settings.campaigns.reconcile_every)})"
+        )
     lines.append("Press Ctrl-C to stop.")
     log.info("ready\n  %s", "\n  ".join(lines))

@@ -14,8 +14,8 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from scheduler import attributes
 from scheduler.config import Settings
-from scheduler.engine import FLOW_SEARCH_ATTRIBUTES
 from scheduler.errors import SchedulerError, TemporalUnavailable
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ _TYPE_NAMES = {
     SearchAttributeIndexedValueType.DOUBLE: "Double",
 }
 _REFUSED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.UNIMPLEMENTED)
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = FLOW_SEARCH_ATTRIBUTES
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = attributes.ALL
 
 
 async def connect(settings: Settings, *, address: str | None = None) -> Client:

@@ -11,9 +11,9 @@ from temporalio.worker import Worker
 from scheduler.activities import Activities
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.workflows import AbandonedCartWorkflow
+from scheduler.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
-WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow,)
+WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
 
 
 def make_worker(

@@ -15,9 +15,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
+from scheduler.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.engine import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY

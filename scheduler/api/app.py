@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, workflows
+from scheduler.api import health, schedules, workflows
 from scheduler.config import Settings
 from scheduler.errors import (
     FlowAlreadyRunning,
@@ -21,6 +21,7 @@ from scheduler.errors import (
     UnknownCampaign,
     UnknownSignal,
 )
+from scheduler.reconcile import Reconciler
 from scheduler.temporal import connect
 
 log = logging.getLogger(__name__)
@@ -34,19 +35,32 @@ _STATUS: dict[type[SchedulerError], int] = {
 }
 
 
-def create_app(settings: Settings, *, client: Client | None = None) -> FastAPI:
-    """The API. Without `client`, the lifespan connects to the configured Temporal."""
+def create_app(settings: Settings, *, client: Client | None = None, reconcile: bool = False) -> FastAPI:
+    """The API. Without `client`, the lifespan connects to the configured Temporal.
+
+    `reconcile`: this process (and only this one) keeps the schedules in step with the campaigns
+    directory; API replicas behind a load balancer leave it off.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if client is None:
             app.state.client = await connect(settings)
-        yield
+        if reconcile:
+            app.state.reconciler = Reconciler(app.state.client, settings)
+            app.state.reconciler.start()
+        try:
+            yield
+        finally:
+            if reconcile:
+                app.state.reconciler.stop()
 
     app = FastAPI(title="Campaign scheduler", lifespan=lifespan)
     app.state.settings = settings
     app.state.client = client
+    app.state.reconciler = None
     app.include_router(workflows.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
 
     @app.exception_handler(SchedulerError)

@@ -1,0 +1,97 @@
+"""Every campaign schedule's health, and pause/unpause/trigger by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+
+from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.campaign import load_campaign_dir
+from scheduler.errors import Problem
+from scheduler.schedules import ScheduleStatus, list_managed, schedule_id, schedule_status, set_paused
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+_CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class LoadError(BaseModel):
+    source: str
+    line: int
+    message: str
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleStatus]
+    errors: list[LoadError]
+    """Campaign files the last reconcile could not load."""
+
+
+class MessageResponse(BaseModel):
+    message: str
+
+
+def _known_id(campaign_id: str) -> str:
+    if not _CAMPAIGN_ID.match(campaign_id):
+        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+    return campaign_id
+
+
+CampaignId = Annotated[str, Depends(_known_id)]
+
+
+def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
+    reconciler = getattr(request.app.state, "reconciler", None)
+    if reconciler is not None and reconciler.last is not None:
+        problems: list[Problem] = reconciler.last.problems
+    else:  # an API replica that does not reconcile: what loading the directory now reports
+        problems = load_campaign_dir(settings.campaigns.dir)[1]
+    return [
+        LoadError(source=p.path, line=p.line, message=f"{p.key}: {p.message}" if p.key else p.message)
+        for p in problems
+        if not p.warning
+    ]
+
+
+@router.get("")
+async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
+    ids = await list_managed(client)
+    statuses = await asyncio.gather(*(schedule_status(client, cid) for cid in ids))
+    return ScheduleList(schedules=[s for s in statuses if s is not None], errors=_errors(request, settings))
+
+
+@router.get("/{campaign_id}", responses={404: {}})
+async def get_schedule(campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
+    status = await schedule_status(client, campaign_id)
+    if status is None:
+        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+    return status
+
+
+async def _require(client: ClientDep, campaign_id: str) -> None:
+    if await schedule_status(client, campaign_id) is None:
+        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+
+
+@router.post("/{campaign_id}/pause", responses={404: {}})
+async def pause(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
+    await _require(client, campaign_id)
+    await set_paused(client, campaign_id, paused=True, note="paused through the API")
+    return MessageResponse(message=f"Paused schedule {schedule_id(campaign_id)}")
+
+
+@router.post("/{campaign_id}/unpause", responses={404: {}})
+async def unpause(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
+    await _require(client, campaign_id)
+    await set_paused(client, campaign_id, paused=False, note="unpaused through the API")
+    return MessageResponse(message=f"Unpaused schedule {schedule_id(campaign_id)}")
+
+
+@router.post("/{campaign_id}/trigger", responses={404: {}})
+async def trigger(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
+    await _require(client, campaign_id)
+    await client.get_schedule_handle(schedule_id(campaign_id)).trigger()
+    return MessageResponse(message=f"Triggered schedule {schedule_id(campaign_id)}")

@@ -1,0 +1,97 @@
+"""Keeping Temporal in step with the campaigns directory: `plan`/`apply` once, or on a timer in `scheduler up`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from temporalio.client import Client
+
+from scheduler.campaign import load_campaign_dir
+from scheduler.config import Settings
+from scheduler.errors import Problem
+from scheduler.schedules import Action, Change, apply, plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    changes: list[Change] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != Action.UNCHANGED]
+
+
+async def sync(client: Client, settings: Settings, *, prune: bool = False, dry_run: bool = False) -> Outcome:
+    """`plan` (dry_run) or `apply`: all or nothing, so a broken file changes no schedule."""
+    campaigns, problems = load_campaign_dir(settings.campaigns.dir)
+    outcome = Outcome(problems=problems)
+    if outcome.errors:
+        return outcome
+    outcome.changes = await plan(client, campaigns.values(), prune=prune)
+    if not dry_run:
+        await apply(client, settings, outcome.changes)
+    return outcome
+
+
+class Reconciler:
+    """The loop of `scheduler up`: apply the directory at start and every `campaigns.reconcile_every`.
+
+    Unlike `apply`, a broken file does not hold back the others: the valid campaigns are applied,
+    the broken file's schedule keeps its last good state, and nothing is pruned until every file
+    loads again. Only campaigns this process loaded before are pruned when their file goes.
+    """
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.loaded: set[str] = set()
+        self.last: Outcome | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def run_once(self) -> Outcome:
+        campaigns, problems = load_campaign_dir(self.settings.campaigns.dir)
+        outcome = Outcome(problems=problems)
+        for p in outcome.errors:
+            log.error("reconcile: %s (the schedule keeps its last good state)", p)
+        prune = set() if outcome.errors else self.loaded - set(campaigns)
+        try:
+            outcome.changes = await plan(self.client, campaigns.values(), prune=prune)
+            await apply(self.client, self.settings, outcome.changes)
+        except Exception as exc:
+            log.exception("reconcile failed")
+            outcome.problems.append(Problem(str(self.settings.campaigns.dir), 0, "", f"reconcile failed: {exc}"))
+        else:
+            self.loaded |= set(campaigns)
+            for change in outcome.pending:
+                log.info("reconcile: %s", change)
+        self.last = outcome
+        return outcome
+
+    def start(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_job(
+            self.run_once,
+            "interval",
+            seconds=self.settings.campaigns.reconcile_every.total_seconds(),
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            id="reconcile",
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
