@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -126,8 +127,7 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}")]
-    lines = toml_key_lines(text)
-    return _build(path, shown, data, lines)
+    return _build(path, shown, data, lambda: toml_key_lines(text))
 
 
 def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list[Problem]]:
@@ -135,17 +135,29 @@ def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(shown, exc.lineno, "", f"invalid JSON: {exc.msg} (column {exc.colno})")]
-    lines = json_key_lines(text)
-    if isinstance(data, dict) and "workflow" not in data:  # the seed's shape: the definition itself
-        lines = {("workflow", *k): v for k, v in lines.items()}
+
+    def lines() -> dict[KeyPath, int]:
+        found = json_key_lines(text)
+        return {("workflow", *k): v for k, v in found.items()} if seed_shape else found
+
+    seed_shape = isinstance(data, dict) and "workflow" not in data  # the definition itself
+    if seed_shape:
         data = {"workflow": data}
     if isinstance(data, dict) and "campaign" not in data:
         data["campaign"] = {"id": re.sub(r"[^a-z0-9_-]", "-", path.stem.lower()) or "definition"}
     return _build(path, shown, data, lines)
 
 
-def _build(path: Path, shown: str, data: Any, lines: dict[KeyPath, int]) -> tuple[Campaign | None, list[Problem]]:
+def _build(
+    path: Path, shown: str, data: Any, key_lines: Callable[[], dict[KeyPath, int]]
+) -> tuple[Campaign | None, list[Problem]]:
+    """Validate; key lines are only worked out when there is a problem to place (most loads have none)."""
+    lines: dict[KeyPath, int] | None = None
+
     def problem(key: tuple[Any, ...], message: str, warning: bool = False) -> Problem:
+        nonlocal lines
+        if lines is None:
+            lines = key_lines()
         return Problem(shown, line_of(lines, key), ".".join(str(k) for k in key), message, warning)
 
     if not isinstance(data, dict):
