@@ -247,3 +247,20 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def schedule_warnings(campaign: Campaign) -> list[Problem]:
+    """`validate`'s warnings about the schedule (DST gaps and repeats, expressions that never fire).
+
+    Not part of loading: it walks a year of fire times, which the reconcile loop need not do.
+    """
+    from scheduler.cron import schedule_warnings as warnings
+
+    if campaign.schedule is None or campaign.source is None:
+        return []
+    lines = toml_key_lines(campaign.source.read_text(encoding="utf-8"))
+    shown = _shown(campaign.source)
+    return [
+        Problem(shown, line_of(lines, key.split(".")), key, message, warning=True)
+        for key, message in warnings(campaign.schedule)
+    ]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaign import load_campaign
+from scheduler.campaign import load_campaign, schedule_warnings
 from scheduler.config import Settings, load_settings
 from scheduler.errors import Problem, SchedulerError
 
@@ -211,6 +211,7 @@ def validate(
         problems.extend(found)
         if campaign is None:
             continue
+        problems.extend(schedule_warnings(campaign))
         valid += 1
         if path.suffix == ".toml":
             shown = str(path)
@@ -233,6 +234,47 @@ def validate(
         _exit(1)
     warnings = len(problems) - len(errors)
     typer.echo(f"ok: {len(files)} file(s) valid" + (f", {warnings} warning(s)" if warnings else ""))
+
+
+@app.command()
+def preview(
+    file: Annotated[Path, typer.Argument(help="A campaign .toml file")],
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000, help="How many fire times")] = 10,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="ISO datetime to start after [default: now]; without an offset: campaign time"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Only a JSON list of UTC timestamps on stdout")] = False,
+) -> None:
+    """The next fire times of a campaign's schedule, exactly as Temporal will fire them."""
+    from datetime import datetime
+
+    from scheduler.cron import preview as fire_times
+
+    campaign, problems = load_campaign(file)
+    for p in problems:
+        typer.echo(str(p), err=True)
+    if campaign is None or campaign.schedule is None:
+        _exit(1)
+    try:
+        after = datetime.fromisoformat(start) if start else None
+    except ValueError:
+        _fail(f"--from: {start!r} is not an ISO 8601 datetime (e.g. 2027-03-14T00:00 or 2027-03-14T00:00:00Z)")
+    schedule = campaign.schedule
+    times = fire_times(schedule, count=count, start=after)
+    if as_json:
+        typer.echo(json.dumps([t.isoformat().replace("+00:00", "Z") for t in times]))
+        _exit(0)
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(schedule.timezone)
+    state = "" if campaign.campaign.enabled else " (disabled: the schedule is paused, these are its spec's times)"
+    typer.echo(f"{campaign.id}: {' | '.join(schedule.cron)} in {schedule.timezone}{state}")
+    for t in times:
+        typer.echo(f"  {t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}  =  {t:%Y-%m-%d %H:%M:%S} UTC")
+    if not times:
+        typer.echo("  (never fires)")
+    _exit(0)
 
 
 @app.command()
