@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from temporalio.client import Client
 
-from scheduler.campaign import load_campaign_dir
+from scheduler.campaign import Campaign, _shown, load_campaign_dir
 from scheduler.config import Settings
 from scheduler.errors import Problem
-from scheduler.schedules import Action, Change, apply, plan
+from scheduler.locate import line_of, toml_key_lines
+from scheduler.schedules import Action, Change, UnmanagedSchedule, apply, campaign_id_of, plan
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,13 @@ class Outcome:
         return [c for c in self.changes if c.action != Action.UNCHANGED]
 
 
-async def sync(client: Client, settings: Settings, *, prune: bool = False, dry_run: bool = False) -> Outcome:
-    """`plan` (dry_run) or `apply`: all or nothing, so a broken file changes no schedule."""
+async def sync(
+    client: Client, settings: Settings, *, prune: bool | Collection[str] = False, dry_run: bool = False
+) -> Outcome:
+    """`plan` (dry_run) or `apply`: all or nothing, so a broken file changes no schedule.
+
+    `prune`: as for `plan` (True: every managed schedule without a file; a collection: those campaign ids).
+    """
     campaigns, problems = load_campaign_dir(settings.campaigns.dir)
     outcome = Outcome(problems=problems)
     if outcome.errors:
@@ -66,7 +73,7 @@ class Reconciler:
             log.error("reconcile: %s (the schedule keeps its last good state)", p)
         prune = set() if outcome.errors else self.loaded - set(campaigns)
         try:
-            outcome.changes = await plan(self.client, campaigns.values(), prune=prune)
+            outcome.changes = await self._plan(campaigns, prune, outcome)
             await apply(self.client, self.settings, outcome.changes)
         except Exception as exc:
             log.exception("reconcile failed")
@@ -77,6 +84,22 @@ class Reconciler:
                 log.info("reconcile: %s", change)
         self.last = outcome
         return outcome
+
+    async def _plan(self, campaigns: dict[str, Campaign], prune: set[str], outcome: Outcome) -> list[Change]:
+        """`plan`, leaving out a campaign whose schedule id someone else uses (a problem of its file).
+
+        Like a broken file, such a campaign must not hold back the others.
+        """
+        while True:
+            try:
+                return await plan(self.client, campaigns.values(), prune=prune)
+            except UnmanagedSchedule as exc:
+                campaign = campaigns.pop(campaign_id_of(exc.schedule_id))
+                source = campaign.source
+                line = line_of(toml_key_lines(source.read_text(encoding="utf-8")), ("campaign", "id")) if source else 0
+                problem = Problem(_shown(source) if source else "", line, "campaign.id", str(exc))
+                log.error("reconcile: %s", problem)
+                outcome.problems.append(problem)
 
     def start(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)

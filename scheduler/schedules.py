@@ -57,6 +57,10 @@ _OVERLAP = {
 }
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 """One lock per schedule id: the SDK ignores the conflict token, so updates must not overlap."""
+_applied: dict[str, str | None] = {}
+"""The `CampaignSha256` this process last applied per schedule id (None: deleted). A listed hash that
+differs may be visibility lagging behind our own change, so the list alone must not say "unchanged"
+(an edit undone within the lag would otherwise be skipped)."""
 
 
 class Action(StrEnum):
@@ -85,6 +89,7 @@ class Change:
 
 class UnmanagedSchedule(SchedulerError):
     def __init__(self, sid: str) -> None:
+        self.schedule_id = sid
         super().__init__(f"schedule {sid!r} exists but was not created by this tool; rename the campaign or delete it")
 
 
@@ -196,17 +201,21 @@ async def applied_campaign(client: Client, description: ScheduleDescription) -> 
 
 async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) -> Change:
     want = campaign_sha256(campaign)
-    if listed is not None and listed.managed and listed.sha == want:
+    sid = schedule_id(campaign.id)
+    if listed is not None and listed.managed and listed.sha == want and _applied.get(sid, want) == want:
         return Change(Action.UNCHANGED, campaign.id, campaign)
-    description = await describe(client, schedule_id(campaign.id))  # confirm: the list may lag
+    description = await describe(client, sid)  # confirm: the list may lag
     if description is None:
         return Change(Action.CREATE, campaign.id, campaign)
     memo = await description.memo()
     if memo.get("managed_by") != MANAGED_BY:
-        raise UnmanagedSchedule(schedule_id(campaign.id))
-    if description.typed_search_attributes.get(CAMPAIGN_SHA256) == want:
-        return Change(Action.UNCHANGED, campaign.id, campaign)
+        raise UnmanagedSchedule(sid)
+    # The action's input is the campaign the schedule runs now; `describe` shows an update's search
+    # attributes a moment after its action, so the hash there can be stale too.
     old = await applied_campaign(client, description)
+    current = campaign_sha256(old) if old is not None else description.typed_search_attributes.get(CAMPAIGN_SHA256)
+    if current == want:
+        return Change(Action.UNCHANGED, campaign.id, campaign)
     enabled = campaign.campaign.enabled
     if old is not None and _without_enabled(old) == _without_enabled(campaign):
         return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign)
@@ -265,6 +274,7 @@ async def _apply_one(client: Client, settings: Settings, change: Change) -> None
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
+        _applied[change.schedule_id] = None
         return
     campaign = change.campaign
     assert campaign is not None
@@ -277,6 +287,7 @@ async def _apply_one(client: Client, settings: Settings, change: Change) -> None
                 memo={"managed_by": MANAGED_BY, "source": str(campaign.source or "")},
                 search_attributes=_sha_attributes(campaign),
             )
+            _applied[change.schedule_id] = campaign_sha256(campaign)
             return
         except ScheduleAlreadyRunningError:
             pass  # created meanwhile (another apply): update it to this file instead
@@ -286,6 +297,7 @@ async def _apply_one(client: Client, settings: Settings, change: Change) -> None
         return ScheduleUpdate(schedule=schedule, search_attributes=_sha_attributes(campaign))
 
     await handle.update(updated)
+    _applied[change.schedule_id] = campaign_sha256(campaign)
 
 
 async def set_paused(client: Client, campaign_id: str, *, paused: bool, note: str) -> None:

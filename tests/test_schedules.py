@@ -1,0 +1,550 @@
+"""Campaign files ↔ Temporal Schedules: `sync` (plan + apply) against the real dev server, read back with `describe`.
+
+The dev server is shared by the session and by every test, so each test uses campaign ids of its own
+(a fresh prefix), its own campaigns directory and task queue, prunes only its own ids, and deletes
+its schedules when it ends. The helpers here are reused by test_reconcile, test_schedules_api and
+test_plan_cli.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytest_asyncio
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    ScheduleSpec,
+    ScheduleState,
+    WorkflowExecutionStatus,
+)
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler import schedules
+from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
+from scheduler.campaign import Campaign, load_campaign
+from scheduler.config import Settings
+from scheduler.reconcile import Outcome, sync
+from scheduler.schedules import Action, UnmanagedSchedule
+from scheduler.worker import make_worker
+from tests.conftest import eventually
+
+ONE_STEP = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+"""
+WAITING = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1m" }
+"""
+BROKEN = """\
+[campaign]
+id = "{cid}"
+
+[schedule]
+cron = ["0 9 * * *"]
+
+[workflow]
+start_step = "a"
+
+[workflow.steps.a]
+node = "nope"
+"""
+BROKEN_LINE = BROKEN.splitlines().index('node = "nope"') + 1
+"""The line a problem in BROKEN must point at (the unknown node)."""
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def campaign_toml(
+    cid: str,
+    *,
+    cron: Iterable[str] = ("0 9 * * *",),
+    timezone: str = "UTC",
+    enabled: bool = True,
+    jitter: str = "0s",
+    overlap: str = "skip",
+    catchup_window: str = "1m",
+    start_at: str | None = None,
+    end_at: str | None = None,
+    workflow: str = ONE_STEP,
+) -> str:
+    """A campaign file shaped like campaigns/abandoned_cart.toml."""
+    lines = [
+        "[campaign]",
+        f'id = "{cid}"',
+        f'name = "Test campaign {cid}"',
+        'owner = "growth@example.com"',
+        f"enabled = {str(enabled).lower()}",
+        "",
+        "[schedule]",
+        f"cron = [{', '.join(json.dumps(c) for c in cron)}]",
+        f'timezone = "{timezone}"',
+        f'jitter = "{jitter}"',
+        f'overlap = "{overlap}"',
+        f'catchup_window = "{catchup_window}"',
+    ]
+    lines += [f"start_at = {start_at}"] if start_at else []
+    lines += [f"end_at = {end_at}"] if end_at else []
+    return "\n".join(lines) + "\n\n" + workflow
+
+
+async def delete_schedules(client: Client, sids: Iterable[str]) -> None:
+    for sid in sids:
+        try:
+            await client.get_schedule_handle(sid).delete()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+
+async def terminate_flows(client: Client, campaign_id: str) -> None:
+    """Stop whatever a test's campaign left running (flows wait for replies)."""
+    async for execution in client.list_workflows(f"CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"):
+        try:
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate("test cleanup")
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+
+async def describe_or_none(client: Client, sid: str) -> ScheduleDescription | None:
+    try:
+        return await client.get_schedule_handle(sid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def wait_listed(client: Client, *sids: str) -> None:
+    """Until `list_schedules` (eventually consistent) shows every one of `sids`."""
+
+    async def check() -> None:
+        listed = {entry.id async for entry in await client.list_schedules()}
+        assert set(sids) <= listed, set(sids) - listed
+
+    await eventually(check)
+
+
+async def create_foreign_schedule(client: Client, sid: str) -> None:
+    """A schedule someone else made under our naming scheme: no `managed_by` memo."""
+    await client.create_schedule(
+        sid,
+        Schedule(
+            action=ScheduleActionStartWorkflow("SomeoneElsesWorkflow", id=f"{sid}-run", task_queue="not-ours"),
+            spec=ScheduleSpec(cron_expressions=["0 0 1 1 *"]),
+            state=ScheduleState(paused=True, note="made by hand"),
+        ),
+    )
+
+
+def changes_of(outcome: Outcome | list[schedules.Change]) -> list[tuple[Action, str]]:
+    changes = outcome.changes if isinstance(outcome, Outcome) else outcome
+    return [(c.action, c.campaign_id) for c in changes]
+
+
+@dataclass
+class Campaigns:
+    """A test's own campaigns directory; `write("a")` makes campaign `<prefix>-a` in `a.toml`."""
+
+    dir: Path
+    settings: Settings
+    client: Client
+    prefix: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
+    owned: set[str] = field(default_factory=set)
+    """Schedule ids to delete when the test ends."""
+
+    def id(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def sid(self, name: str) -> str:
+        return schedules.schedule_id(self.id(name))
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.toml"
+
+    def write(self, name: str, **options: Any) -> Path:
+        self.owned.add(self.sid(name))
+        path = self.path(name)
+        path.write_text(campaign_toml(self.id(name), **options), encoding="utf-8")
+        return path
+
+    def write_broken(self, name: str) -> Path:
+        path = self.path(name)
+        path.write_text(BROKEN.format(cid=self.id(name)), encoding="utf-8")
+        return path
+
+    def campaign(self, name: str) -> Campaign:
+        campaign, problems = load_campaign(self.path(name))
+        assert campaign is not None, problems
+        return campaign
+
+    def sha(self, name: str) -> str:
+        return schedules.campaign_sha256(self.campaign(name))
+
+    async def sync(self, *, dry_run: bool = False, prune: Iterable[str] = ()) -> Outcome:
+        """`sync` pruning at most the given names of this test (never the whole shared server)."""
+        ids = {self.id(n) for n in prune}
+        return await sync(self.client, self.settings, dry_run=dry_run, prune=ids)
+
+    async def describe(self, name: str) -> ScheduleDescription:
+        return await self.client.get_schedule_handle(self.sid(name)).describe()
+
+
+@asynccontextmanager
+async def own_campaigns(
+    client: Client, settings: Settings, task_queue: str, tmp_path: Path
+) -> AsyncIterator[Campaigns]:
+    """A fresh campaigns directory and task queue in `settings`; the schedules made are deleted at the end."""
+    settings.campaigns.dir = tmp_path / "campaigns"
+    settings.campaigns.dir.mkdir()
+    settings.temporal.task_queue = task_queue
+    c = Campaigns(settings.campaigns.dir, settings, client)
+    try:
+        yield c
+    finally:
+        await delete_schedules(client, c.owned)
+
+
+@pytest_asyncio.fixture
+async def campaigns(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
+) -> AsyncIterator[Campaigns]:
+    async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
+        yield c
+
+
+async def sha_is(c: Campaigns, name: str, sha: str) -> None:
+    """`describe` shows an update's search attributes a moment after its spec: use with `eventually`."""
+    assert (await c.describe(name)).typed_search_attributes.get(CAMPAIGN_SHA256) == sha
+
+
+async def listed_sha_is(c: Campaigns, name: str, sha: str) -> None:
+    """`list_schedules` (visibility) shows `sha` for the campaign: use with `eventually`."""
+    shas = {e.id: e.typed_search_attributes.get(CAMPAIGN_SHA256) async for e in await c.client.list_schedules()}
+    assert shas.get(c.sid(name)) == sha
+
+
+def _ranges(ranges: Iterable[Any]) -> list[tuple[int, int, int]]:
+    return [(r.start, r.end, r.step) for r in ranges]
+
+
+async def test_apply_creates_schedules_as_temporal_reports_them(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("berlin", cron=["0 9 * * *"], timezone="Europe/Berlin", overlap="buffer_one", catchup_window="10m")
+    c.write(
+        "york",
+        cron=["*/15 * * * *", "30 18 * * 1-5"],
+        timezone="America/New_York",
+        jitter="30s",
+        overlap="allow_all",
+        catchup_window="1h",
+        start_at="2030-01-01T00:00:00",
+        end_at="2031-01-01T00:00:00",
+    )
+    c.write("off", cron=["0 0 1 * *"], enabled=False)
+
+    outcome = await c.sync()
+
+    assert outcome.problems == []
+    assert changes_of(outcome) == [(Action.CREATE, c.id(n)) for n in ("berlin", "off", "york")]
+    for name in ("berlin", "york", "off"):
+        d = await c.describe(name)
+        assert d.id == f"campaign-{c.id(name)}"
+        assert await d.memo() == {"managed_by": "scheduler", "source": str(c.path(name))}
+        assert d.typed_search_attributes.get(CAMPAIGN_SHA256) == c.sha(name)
+        action = d.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert action.workflow == "CampaignRunWorkflow"
+        assert action.task_queue == c.settings.temporal.task_queue
+        assert action.id == f"campaign-run-{c.id(name)}"
+        assert action.typed_search_attributes.get(CAMPAIGN_ID) == c.id(name)
+        assert d.schedule.spec.cron_expressions == []  # the server keeps calendars, not our strings
+
+    berlin = await c.describe("berlin")
+    spec = berlin.schedule.spec
+    assert spec.time_zone_name == "Europe/Berlin"
+    assert not spec.jitter
+    assert (spec.start_at, spec.end_at) == (None, None)
+    (calendar,) = spec.calendars
+    assert (_ranges(calendar.hour), _ranges(calendar.minute)) == ([(9, 9, 1)], [(0, 0, 1)])
+    assert berlin.schedule.policy.overlap == ScheduleOverlapPolicy.BUFFER_ONE
+    assert berlin.schedule.policy.catchup_window == timedelta(minutes=10)
+    assert not berlin.schedule.state.paused
+    local = [t.astimezone(BERLIN) for t in berlin.info.next_action_times]
+    assert len(local) >= 3
+    assert {(t.hour, t.minute, t.second, t.microsecond) for t in local} == {(9, 0, 0, 0)}
+    assert [t.date() for t in local[:3]] == [local[0].date() + timedelta(days=i) for i in range(3)]
+    now = datetime.now(UTC)
+    assert now < local[0] <= now + timedelta(days=1)
+
+    york = await c.describe("york")
+    spec = york.schedule.spec
+    assert spec.time_zone_name == "America/New_York"
+    assert spec.jitter == timedelta(seconds=30)
+    # Local TOML datetimes are read in the campaign's timezone (EST is UTC-5).
+    start, end = datetime(2030, 1, 1, 5, tzinfo=UTC), datetime(2031, 1, 1, 5, tzinfo=UTC)
+    assert (spec.start_at, spec.end_at) == (start, end)
+    assert [(_ranges(cal.minute), _ranges(cal.hour), _ranges(cal.day_of_week)) for cal in spec.calendars] == [
+        ([(0, 59, 15)], [(0, 23, 1)], [(0, 6, 1)]),
+        ([(30, 30, 1)], [(18, 18, 1)], [(1, 5, 1)]),
+    ]
+    assert york.schedule.policy.overlap == ScheduleOverlapPolicy.ALLOW_ALL
+    assert york.schedule.policy.catchup_window == timedelta(hours=1)
+    assert not york.schedule.state.paused
+    assert start <= york.info.next_action_times[0] <= start + timedelta(seconds=30)
+    assert all(start <= t < end for t in york.info.next_action_times)
+
+    off = await c.describe("off")
+    assert off.schedule.state.paused
+    assert "enabled = false" in (off.schedule.state.note or "")
+    assert off.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+    assert off.schedule.policy.catchup_window == timedelta(minutes=1)
+
+
+async def test_apply_twice_is_unchanged(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a")
+    c.write("b", cron=["0 9 * * 1", "0 17 * * 5"], timezone="Europe/Berlin", enabled=False)
+    await c.sync()
+    updated = {n: (await c.describe(n)).info.last_updated_at for n in ("a", "b")}
+    unchanged = [(Action.UNCHANGED, c.id("a")), (Action.UNCHANGED, c.id("b"))]
+
+    # Right after the first apply, before visibility has caught up with the new schedules.
+    assert changes_of(await c.sync(dry_run=True)) == unchanged
+    again = await c.sync()
+    assert changes_of(again) == unchanged
+    assert again.pending == []
+
+    async def visible_with_sha() -> None:
+        shas = {e.id: e.typed_search_attributes.get(CAMPAIGN_SHA256) async for e in await c.client.list_schedules()}
+        assert {n: shas.get(c.sid(n)) for n in ("a", "b")} == {n: c.sha(n) for n in ("a", "b")}
+
+    await eventually(visible_with_sha)
+    assert changes_of(await c.sync()) == unchanged
+    assert {n: (await c.describe(n)).info.last_updated_at for n in ("a", "b")} == updated
+
+
+async def test_plan_right_after_update_is_unchanged(campaigns: Campaigns) -> None:
+    c = campaigns
+    names = ("a", "b", "c")
+    for name in names:
+        c.write(name)
+    await c.sync()
+    # Each round changes the cron and flips `enabled`, then plans at once: the search attribute the
+    # update set may not show yet, but the schedule already runs the new file.
+    for minute in range(1, 5):
+        for name in names:
+            c.write(name, cron=[f"{minute} 9 * * *"], enabled=minute % 2 == 0)
+        assert changes_of(await c.sync()) == [(Action.UPDATE, c.id(n)) for n in names]
+        assert changes_of(await c.sync(dry_run=True)) == [(Action.UNCHANGED, c.id(n)) for n in names]
+
+
+async def test_plan_edit_undone_right_after_apply_is_update(campaigns: Campaigns) -> None:
+    c = campaigns
+    for round_ in range(3):
+        c.write("a", cron=["0 9 * * *"])
+        await c.sync()
+        first = c.sha("a")
+        await eventually(lambda: listed_sha_is(c, "a", first))  # noqa: B023
+        c.write("a", cron=[f"{round_} 10 * * *"])
+        assert changes_of(await c.sync()) == [(Action.UPDATE, c.id("a"))]
+        # Undone at once: the list may still show the first file's hash, but the schedule runs the second.
+        c.write("a", cron=["0 9 * * *"])
+        assert changes_of(await c.sync(dry_run=True)) == [(Action.UPDATE, c.id("a"))]
+
+
+async def test_apply_cron_edit_updates_and_comment_edit_is_unchanged(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a", cron=["0 9 * * *"])
+    await c.sync()
+    old_sha = c.sha("a")
+
+    path = c.write("a", cron=["15 10 * * *"])
+    assert changes_of(await c.sync(dry_run=True)) == [(Action.UPDATE, c.id("a"))]
+    assert changes_of(await c.sync()) == [(Action.UPDATE, c.id("a"))]
+
+    d = await c.describe("a")
+    (calendar,) = d.schedule.spec.calendars
+    assert (_ranges(calendar.hour), _ranges(calendar.minute)) == ([(10, 10, 1)], [(15, 15, 1)])
+    assert all((t.hour, t.minute) == (10, 15) for t in d.info.next_action_times)
+    assert c.sha("a") != old_sha
+    await eventually(lambda: sha_is(c, "a", c.sha("a")))
+
+    # Comments and formatting are not content.
+    text = path.read_text(encoding="utf-8").replace("[schedule]", "# tuned after the spring sale\n[schedule]  ")
+    path.write_text(text.replace('timezone = "UTC"', 'timezone    =    "UTC"  # same zone'), encoding="utf-8")
+    assert changes_of(await c.sync()) == [(Action.UNCHANGED, c.id("a"))]
+    assert (await c.describe("a")).info.last_updated_at == d.info.last_updated_at
+
+
+async def test_apply_enabled_toggle_pauses_and_unpauses(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a")
+    await c.sync()
+    assert not (await c.describe("a")).schedule.state.paused
+
+    c.write("a", enabled=False)
+    assert changes_of(await c.sync(dry_run=True)) == [(Action.PAUSE, c.id("a"))]
+    await c.sync()
+    state = (await c.describe("a")).schedule.state
+    assert state.paused
+    assert "enabled = false" in (state.note or "")
+    await eventually(lambda: sha_is(c, "a", c.sha("a")))
+
+    c.write("a", enabled=True)
+    assert changes_of(await c.sync(dry_run=True)) == [(Action.UNPAUSE, c.id("a"))]
+    await c.sync()
+    assert not (await c.describe("a")).schedule.state.paused
+
+
+async def test_prune_deletes_managed_schedule_whose_file_is_gone(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a")
+    c.write("b")
+    await c.sync()
+    await wait_listed(c.client, c.sid("a"), c.sid("b"))
+
+    c.path("a").unlink()
+    assert changes_of(await c.sync(dry_run=True, prune=["a"])) == [
+        (Action.DELETE, c.id("a")),
+        (Action.UNCHANGED, c.id("b")),
+    ]
+    # Without prune a schedule without a file is left alone.
+    assert changes_of(await c.sync(dry_run=True)) == [(Action.UNCHANGED, c.id("b"))]
+    await c.sync(prune=["a"])
+
+    assert await describe_or_none(c.client, c.sid("a")) is None
+    assert await describe_or_none(c.client, c.sid("b")) is not None
+
+
+async def test_prune_never_deletes_unmanaged_schedule(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.owned.add(c.sid("foreign"))
+    await create_foreign_schedule(c.client, c.sid("foreign"))
+    c.write("a")
+    await c.sync()
+    await wait_listed(c.client, c.sid("foreign"))
+
+    outcome = await c.sync(prune=["foreign", "a"])
+
+    assert changes_of(outcome) == [(Action.UNCHANGED, c.id("a"))]
+    d = await c.describe("foreign")
+    assert d.schedule.state.note == "made by hand"
+
+
+async def test_plan_campaign_named_like_unmanaged_schedule_raises(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.owned.add(c.sid("foreign"))
+    await create_foreign_schedule(c.client, c.sid("foreign"))
+    c.write("foreign")
+
+    with pytest.raises(UnmanagedSchedule, match=f"'{c.sid('foreign')}'"):
+        await c.sync(dry_run=True)
+    with pytest.raises(UnmanagedSchedule):
+        await c.sync()
+    d = await c.describe("foreign")
+    assert isinstance(d.schedule.action, ScheduleActionStartWorkflow)
+    assert d.schedule.action.workflow == "SomeoneElsesWorkflow"
+
+
+async def test_sync_broken_file_changes_nothing(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a", cron=["0 9 * * *"])
+    c.write("b")
+    await c.sync()
+    sha_a = c.sha("a")
+
+    c.write("a", cron=["0 11 * * *"])
+    c.path("b").unlink()
+    broken = c.write_broken("broken")
+
+    for dry_run in (True, False):
+        outcome = await c.sync(dry_run=dry_run, prune=["b"])
+        assert outcome.changes == []
+        (error,) = outcome.errors
+        assert (Path(error.path), error.line, error.key) == (broken, BROKEN_LINE, "workflow.steps.a.node")
+        assert "unknown node 'nope'" in error.message
+
+    d = await c.describe("a")
+    assert d.typed_search_attributes.get(CAMPAIGN_SHA256) == sha_a
+    assert [_ranges(cal.hour) for cal in d.schedule.spec.calendars] == [[(9, 9, 1)]]
+    assert await describe_or_none(c.client, c.sid("b")) is not None
+    assert await describe_or_none(c.client, c.sid("broken")) is None
+
+
+async def test_apply_keeps_hand_pause_until_file_changes(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a")
+    await c.sync()
+    await schedules.set_paused(c.client, c.id("a"), paused=True, note="paused by hand for the outage")
+
+    assert changes_of(await c.sync()) == [(Action.UNCHANGED, c.id("a"))]
+    state = (await c.describe("a")).schedule.state
+    assert (state.paused, state.note) == (True, "paused by hand for the outage")
+
+    # The file changed: its `enabled = true` wins over the pause made by hand.
+    c.write("a", cron=["0 12 * * *"])
+    assert changes_of(await c.sync()) == [(Action.UPDATE, c.id("a"))]
+    assert not (await c.describe("a")).schedule.state.paused
+
+
+async def test_trigger_runs_campaign_run_that_starts_one_flow(campaigns: Campaigns) -> None:
+    c = campaigns
+    c.write("a")
+    await c.sync()
+    client = c.client
+    async with make_worker(client, c.settings):
+        try:
+            await client.get_schedule_handle(c.sid("a")).trigger()
+
+            async def run_completed() -> str:
+                recent = (await c.describe("a")).info.recent_actions
+                assert len(recent) == 1
+                run_id = getattr(recent[0].action, "workflow_id", "")
+                assert run_id.startswith(f"campaign-run-{c.id('a')}-")
+                assert (await client.get_workflow_handle(run_id).describe()).status == WorkflowExecutionStatus.COMPLETED
+                return run_id
+
+            run_id = await eventually(run_completed)
+            run = await client.get_workflow_handle(run_id).describe()
+            assert run.workflow_type == "CampaignRunWorkflow"
+            assert (await run.memo())["started"] == 1
+            assert run.typed_search_attributes.get(CAMPAIGN_ID) == c.id("a")
+
+            async def one_flow() -> list[Any]:
+                query = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{c.id('a')}'"
+                flows = [w async for w in client.list_workflows(query)]
+                assert len(flows) == 1
+                return flows
+
+            (flow,) = await eventually(one_flow)
+            assert flow.id.startswith(f"{c.id('a')}-")
+            assert flow.typed_search_attributes.get(CAMPAIGN_ID) == c.id("a")
+            assert flow.task_queue == c.settings.temporal.task_queue
+        finally:
+            await terminate_flows(client, c.id("a"))
