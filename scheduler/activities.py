@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from scheduler.channels import ConsoleChannel, Outbox, make_channels
+from scheduler.channels import Channel, DeliveryError, Message, Outbox, idempotency_key, make_channels
+from scheduler.config import ChannelsSettings
 from scheduler.models import ActivityInput, ActivityOutcome
 from scheduler.nodes import EventType
 from scheduler.nodes.notify_creator import NotifyCreatorParams
 from scheduler.nodes.send_message import SendMessageParams
 from scheduler.nodes.webhook import WebhookParams
-from scheduler.templates import render
+from scheduler.templates import TemplateRenderError, render
 
 log = logging.getLogger(__name__)
 
@@ -25,39 +28,72 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 class Activities:
     """Holds what activities share (the outbox and channels); register `.all()` on a worker."""
 
-    def __init__(self, *, outbox: Outbox, default_channel: str = "console") -> None:
-        self.outbox = outbox
-        self.channels = make_channels(outbox)
-        self.default_channel = default_channel
+    def __init__(self, settings: ChannelsSettings) -> None:
+        self.settings = settings
+        self.outbox = Outbox(settings.outbox)
+        self.channels = make_channels(settings, self.outbox)
 
     def all(self) -> list[Any]:
         return [self.send_message, self.notify_creator, self.webhook]
 
-    def _channel(self, name: str) -> ConsoleChannel:
-        channel = self.channels.get(name or self.default_channel)
-        if channel is None:
-            raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
-        return channel
-
     @activity.defn(name="send_message")
     async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
+        """Render the step's template for the customer and send it; failures say whether to retry."""
         params = SendMessageParams.model_validate(inp.params)
-        text = render(params.template, _context(inp))
-        to = _contact(inp.customer)
-        self._channel(params.channel).send(
-            to=to, text=text, campaign_id=inp.campaign_id, workflow_id=inp.workflow_id, step=inp.step
-        )
-        return ActivityOutcome(detail=f"sent to {to}")
+        channel = self._channel(params.channel)
+        with _delivery_errors():
+            to = channel.recipient(inp.customer)
+        await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
+        return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
 
     @activity.defn(name="notify_creator")
     async def notify_creator(self, inp: ActivityInput) -> ActivityOutcome:
+        """Tell the campaign's owner (or `to`) how the flow went."""
         params = NotifyCreatorParams.model_validate(inp.params)
-        to = params.to or inp.owner or "campaign owner"
-        self._channel(params.channel).send(
-            to=to, text=render(params.template, _context(inp)), campaign_id=inp.campaign_id,
-            workflow_id=inp.workflow_id, step=inp.step,
-        )  # fmt: skip
-        return ActivityOutcome(detail=f"notified {to}")
+        channel = self._channel(params.channel)
+        to = params.to or inp.owner
+        if not to:
+            if channel.name != "console":
+                raise ApplicationError(
+                    f"step {inp.step!r}: campaign {inp.campaign_id!r} has no owner to notify (set campaign.owner"
+                    " or the step's params.to)",
+                    type="NoContact",
+                    non_retryable=True,
+                )
+            to = "campaign owner"
+        await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
+        return ActivityOutcome(detail=f"notified {to} by {channel.name}")
+
+    def _channel(self, name: str) -> Channel:
+        name = name or self.settings.default
+        channel = self.channels.get(name)
+        if channel is not None:
+            return channel
+        if key := self.settings.missing(name):
+            env = "SCHEDULER_" + "__".join(key.upper().split("."))
+            message = f"channel {name!r} is not configured: set {key} in the service config (or {env})"
+            raise ApplicationError(message, type="ChannelNotConfigured", non_retryable=True)
+        raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
+
+    async def _send(self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str) -> None:
+        context = template_context(inp)
+        try:
+            text = render(template, context)
+            subject = render(subject, context) if channel.name == "smtp" else ""
+        except TemplateRenderError as exc:
+            raise ApplicationError(f"step {inp.step!r}: {exc}", type="TemplateError", non_retryable=True) from None
+        info = activity.info()
+        message = Message(
+            to=to,
+            text=text,
+            subject=subject,
+            campaign_id=inp.campaign_id,
+            workflow_id=inp.workflow_id,
+            step=inp.step,
+            idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
+        )
+        with _delivery_errors():
+            await channel.send(message)
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
@@ -91,22 +127,47 @@ class Activities:
         raise ApplicationError(f"POST {url}: HTTP {status}", type="WebhookServerError")
 
 
-def _context(inp: ActivityInput) -> dict[str, Any]:
+def template_context(inp: ActivityInput) -> dict[str, Any]:
+    """What templates see (exactly `templates.VARIABLES`); documented in the README's node table."""
     return {
         "customer": inp.customer,
         "cart": inp.cart,
-        "campaign_id": inp.campaign_id,
-        "workflow_id": inp.workflow_id,
-        "step": inp.step,
+        "campaign": {"id": inp.campaign_id, "name": inp.campaign_name, "owner": inp.owner},
+        "step": {
+            "name": inp.step,
+            "workflow_id": inp.workflow_id,
+            "path": inp.path,
+            "event": inp.previous_event,
+            "reply": inp.reply or "",
+            "outcome": outcome(inp),
+        },
     }
+
+
+def outcome(inp: ActivityInput) -> str:
+    """How the flow got to this step, in words, for the owner's notice."""
+    if not inp.path:
+        return "the flow started"
+    previous, event, reply = inp.path[-1], inp.previous_event, inp.reply
+    if inp.previous_node == "wait_answer":
+        if event == EventType.SATISFIED:
+            return f"the customer answered: {reply}" if reply else "the customer answered"
+        if event == EventType.NOT_SATISFIED:
+            return f"the customer opted out ({reply})" if reply else "the customer opted out"
+        return "the customer did not answer in time"
+    if inp.previous_node == "webhook":
+        return "the webhook accepted the flow" if event == EventType.SATISFIED else "the webhook refused the flow"
+    return f"step {previous} ({inp.previous_node}) gave {event}"
+
+
+@contextmanager
+def _delivery_errors() -> Iterator[None]:
+    """Turn a channel's `DeliveryError` into the activity's retry decision."""
+    try:
+        yield
+    except DeliveryError as exc:
+        raise ApplicationError(str(exc), type=exc.kind, non_retryable=not exc.retryable) from None
 
 
 def _where(inp: ActivityInput) -> dict[str, str]:
     return {"campaign_id": inp.campaign_id, "workflow_id": inp.workflow_id, "step": inp.step}
-
-
-def _contact(customer: dict[str, Any]) -> str:
-    for key in ("phone", "email", "id"):
-        if customer.get(key):
-            return str(customer[key])
-    return "unknown customer"

@@ -1,15 +1,69 @@
-"""Message delivery. Every message sent is also appended to the outbox file as one JSON line."""
+"""Message delivery: `console` (log), `http` (an SMS/messaging gateway), `smtp` (e-mail).
+
+Every message a channel delivers is also appended to the outbox file as one JSON line
+`{"at","channel","to","text","campaign_id","workflow_id","step"}` (smtp adds `subject`): the outbox
+is the record of what went out. Channels know nothing of Temporal; they raise `DeliveryError`,
+which says whether trying again can help, and the activity turns that into its retry decision.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import smtplib
+import ssl
 import threading
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import httpx
+
+from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
+from scheduler.errors import SchedulerError
 
 log = logging.getLogger(__name__)
+
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+"""4xx answers that mean "later", not "never"."""
+
+
+class DeliveryError(SchedulerError):
+    """A message could not be delivered; `retryable` says whether another attempt can succeed."""
+
+    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """Short name for the failure (the activity's ApplicationError type), e.g. `GatewayRejected`."""
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Message:
+    to: str
+    text: str
+    campaign_id: str
+    workflow_id: str
+    step: str
+    subject: str = ""
+    """E-mail only."""
+    idempotency_key: str = ""
+    """The same for every attempt at this message, so a gateway can drop repeats."""
+
+
+def idempotency_key(*, workflow_id: str, run_id: str, step: str) -> str:
+    """Stable per (flow run, step): a step runs once per flow, and a retried attempt reuses the key.
+
+    The run id is part of it so a later flow reusing a workflow id (a cart a campaign messages again
+    next week) is not dropped as a repeat. A UUID, because ids may hold characters headers cannot.
+    """
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"temporal:{workflow_id}/{run_id}/{step}"))
 
 
 class Outbox:
@@ -32,27 +86,197 @@ class Outbox:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-class ConsoleChannel:
-    """Delivers by logging: the default channel on one machine."""
+class Channel:
+    """Base class: `send` delivers (subclasses' `_deliver`), then records the message in the outbox."""
 
-    name = "console"
+    name: ClassVar[str]
+    contact: ClassVar[str]
+    """The customer field a message goes to."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    def send(self, *, to: str, text: str, campaign_id: str, workflow_id: str, step: str) -> None:
-        log.info("[%s] to %s: %s", self.name, to, text)
-        self.outbox.append(
-            {
-                "channel": self.name,
-                "to": to,
-                "text": text,
-                "campaign_id": campaign_id,
-                "workflow_id": workflow_id,
-                "step": step,
-            }
+    def recipient(self, customer: dict[str, Any]) -> str:
+        """The customer's `contact` field.
+
+        Raises:
+            DeliveryError: the customer has none (not retryable: the flow's data will not change).
+        """
+        value = customer.get(self.contact)
+        if not value:
+            raise DeliveryError(
+                f"channel {self.name!r} needs the customer's {self.contact!r}, and customer"
+                f" {customer.get('id', '?')!r} has none",
+                kind="NoContact",
+                retryable=False,
+            )
+        return str(value)
+
+    async def send(self, message: Message) -> None:
+        await self._deliver(message)
+        self.outbox.append(self._record(message))
+
+    async def _deliver(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def _record(self, message: Message) -> dict[str, Any]:
+        return {
+            "channel": self.name,
+            "to": message.to,
+            "text": message.text,
+            "campaign_id": message.campaign_id,
+            "workflow_id": message.workflow_id,
+            "step": message.step,
+        }
+
+
+class ConsoleChannel(Channel):
+    """Delivers by logging: the default channel on one machine."""
+
+    name = "console"
+    contact = "phone"
+
+    def recipient(self, customer: dict[str, Any]) -> str:
+        # Only a log line: any way of naming the customer will do, so a bare demo flow still runs.
+        for key in ("phone", "email", "id"):
+            if customer.get(key):
+                return str(customer[key])
+        return "unknown customer"
+
+    async def _deliver(self, message: Message) -> None:
+        log.info("[%s] to %s: %s", self.name, message.to, message.text)
+
+
+class HttpChannel(Channel):
+    """POSTs `{to, text, campaign_id, workflow_id, step}` to a gateway with an `Idempotency-Key` header.
+
+    2xx: delivered. 408/425/429, 5xx and network errors: retryable. Any other answer (a redirect, a
+    4xx such as a bad number) is final: retrying would be refused the same way.
+    """
+
+    name = "http"
+    contact = "phone"
+
+    def __init__(self, outbox: Outbox, settings: HttpChannelSettings) -> None:
+        super().__init__(outbox)
+        self.settings = settings
+
+    async def _deliver(self, message: Message) -> None:
+        url = self.settings.url
+        headers = {"Idempotency-Key": message.idempotency_key}
+        if self.settings.token_env:
+            token = os.environ.get(self.settings.token_env)
+            if not token:
+                raise DeliveryError(
+                    f"channels.http.token_env names {self.settings.token_env!r}, which is not set",
+                    kind="ChannelNotConfigured",
+                    retryable=False,
+                )
+            headers["Authorization"] = f"Bearer {token}"
+        body = {k: v for k, v in self._record(message).items() if k != "channel"}
+        try:
+            # Sends are seconds apart per flow; a client per message keeps nothing open between them.
+            async with httpx.AsyncClient(follow_redirects=False) as http:
+                response = await http.post(
+                    url, json=body, headers=headers, timeout=self.settings.timeout.total_seconds()
+                )
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"POST {url} failed: {exc!r}", kind="GatewayUnavailable", retryable=True) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        answer = f"POST {url}: HTTP {status} {response.text[:200]!r}"
+        if status >= 500 or status in RETRYABLE_HTTP:
+            raise DeliveryError(answer, kind="GatewayUnavailable", retryable=True)
+        raise DeliveryError(answer, kind="GatewayRejected", retryable=False)
+
+
+class SmtpChannel(Channel):
+    """E-mail through an SMTP server: STARTTLS when `starttls`, login when `username` is set.
+
+    smtplib blocks, so each message is sent in a thread. A 5xx answer, a refused login or a server
+    without STARTTLS is final; 4xx answers and connection failures are retryable.
+    """
+
+    name = "smtp"
+    contact = "email"
+
+    def __init__(self, outbox: Outbox, settings: SmtpChannelSettings) -> None:
+        super().__init__(outbox)
+        self.settings = settings
+
+    async def _deliver(self, message: Message) -> None:
+        password = ""
+        if self.settings.username and self.settings.password_env:
+            password = os.environ.get(self.settings.password_env, "")
+            if not password:
+                raise DeliveryError(
+                    f"channels.smtp.password_env names {self.settings.password_env!r}, which is not set",
+                    kind="ChannelNotConfigured",
+                    retryable=False,
+                )
+        email = self._email(message)
+        try:
+            await asyncio.to_thread(self._send, email, password)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise _smtp_error(exc, self.settings) from None
+
+    def _email(self, message: Message) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = self.settings.sender
+        email["To"] = message.to
+        email["Subject"] = message.subject
+        email["Date"] = formatdate(usegmt=True)
+        # Derived from the idempotency key: a retry that re-sends after a lost answer carries the
+        # same Message-ID, which mail clients use to drop the duplicate.
+        domain = self.settings.sender.rpartition("@")[2] or "scheduler.invalid"
+        email["Message-ID"] = f"<{message.idempotency_key or uuid.uuid4()}@{domain}>"
+        email.set_content(message.text)
+        return email
+
+    def _send(self, email: EmailMessage, password: str) -> None:
+        s = self.settings
+        with smtplib.SMTP(s.host, s.port, timeout=s.timeout.total_seconds()) as smtp:
+            if s.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.username:
+                smtp.login(s.username, password)
+            smtp.send_message(email)
+
+    def _record(self, message: Message) -> dict[str, Any]:
+        return {**super()._record(message), "subject": message.subject}
+
+
+def _smtp_error(exc: Exception, settings: SmtpChannelSettings) -> DeliveryError:
+    where = f"SMTP {settings.host}:{settings.port}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        hint = " (set channels.smtp.starttls = false for a server without it)" if settings.starttls else ""
+        return DeliveryError(f"{where}: {exc}{hint}", kind="SmtpRejected", retryable=False)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        final = any(code >= 500 for code in codes)
+        return DeliveryError(f"{where}: recipient refused: {exc.recipients}", kind="SmtpRejected", retryable=not final)
+    if isinstance(exc, smtplib.SMTPResponseException) and not isinstance(exc, smtplib.SMTPConnectError):
+        # Also a refused login (SMTPAuthenticationError): a 535 will not turn into a 235 by retrying.
+        final = exc.smtp_code >= 500
+        message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        return DeliveryError(
+            f"{where}: {exc.smtp_code} {message}",
+            kind="SmtpRejected" if final else "SmtpUnavailable",
+            retryable=not final,
         )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return DeliveryError(f"{where}: STARTTLS certificate: {exc}", kind="SmtpRejected", retryable=False)
+    return DeliveryError(f"{where}: {exc!r}", kind="SmtpUnavailable", retryable=True)
 
 
-def make_channels(outbox: Outbox) -> dict[str, ConsoleChannel]:
-    return {"console": ConsoleChannel(outbox)}
+def make_channels(settings: ChannelsSettings, outbox: Outbox) -> dict[str, Channel]:
+    """The channels `settings` configures (console always)."""
+    channels: dict[str, Channel] = {"console": ConsoleChannel(outbox)}
+    if not settings.missing("http"):
+        channels["http"] = HttpChannel(outbox, settings.http)
+    if not settings.missing("smtp"):
+        channels["smtp"] = SmtpChannel(outbox, settings.smtp)
+    return channels

@@ -10,13 +10,15 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scheduler.durations import Duration
 from scheduler.errors import ConfigError
+from scheduler.signatures import webhook_key
 
 DEFAULT_CONFIG = Path("config/scheduler.toml")
 TASK_QUEUE = "primary-workflow-task-queue"
@@ -54,13 +56,84 @@ class CampaignsSettings(_Section):
 
 class WebhooksSettings(_Section):
     secret: str = ""
+    """Standard Webhooks secret (`whsec_…`); set: `/webhooks/replies` requires signed requests."""
     twilio_auth_token: str = ""
+    """Set: `/webhooks/twilio` requires a valid `X-Twilio-Signature`."""
     public_url: str = ""
+    """The base URL providers call (`https://hooks.example.com`), for Twilio signatures behind a proxy."""
+    route_timeout: Duration = timedelta(seconds=5)
+    """How long a reply waits for its flow to show up in Temporal's (eventually consistent) visibility before 404."""
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_base64(cls, value: str) -> str:
+        if value:
+            webhook_key(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
+            raise ValueError(f"expected a base URL such as 'https://hooks.example.com', got {value!r}")
+        return value.rstrip("/")
+
+
+ChannelName = Literal["console", "http", "smtp"]
+
+
+class HttpChannelSettings(_Section):
+    """An SMS (or any) gateway that takes `POST url` with JSON `{to, text, campaign_id, workflow_id, step}`."""
+
+    url: str = ""
+    """Empty: the channel is not configured."""
+    token_env: str = ""
+    """Name of the environment variable holding a bearer token (kept out of the file); empty: no token."""
+    timeout: Duration = timedelta(seconds=10)
+    """Per attempt."""
+
+
+class SmtpChannelSettings(_Section):
+    host: str = ""
+    """Empty: the channel is not configured."""
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str = ""
+    """Empty: no login."""
+    password_env: str = ""
+    """Name of the environment variable holding the password (kept out of the file)."""
+    sender: str = ""
+    """The From address; required with `host`."""
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _sender_with_host(self) -> SmtpChannelSettings:
+        if self.host and not self.sender:
+            raise ValueError("channels.smtp.sender (the From address) is required when channels.smtp.host is set")
+        return self
 
 
 class ChannelsSettings(_Section):
-    default: str = "console"
+    default: ChannelName = "console"
+    """The channel of steps whose `params.channel` is empty."""
     outbox: Path = Path(".scheduler/outbox.jsonl")
+    http: HttpChannelSettings = HttpChannelSettings()
+    smtp: SmtpChannelSettings = SmtpChannelSettings()
+
+    def missing(self, channel: str) -> str | None:
+        """The config key `channel` needs and lacks (None: it can deliver)."""
+        if channel == "http" and not self.http.url:
+            return "channels.http.url"
+        if channel == "smtp" and not self.smtp.host:
+            return "channels.smtp.host"
+        return None
+
+    @model_validator(mode="after")
+    def _default_is_configured(self) -> ChannelsSettings:
+        if key := self.missing(self.default):
+            raise ValueError(f"channels.default is {self.default!r} but {key} is not set")
+        return self
 
 
 class Settings(BaseSettings):

@@ -17,6 +17,8 @@ class FlowInput(BaseModel):
 
     definition: WorkflowDefinition
     campaign_id: str = "abandoned-cart"
+    campaign_name: str = ""
+    """The campaign's `name`, for templates (`campaign.name`)."""
     owner: str = ""
     """Who `notify_creator` tells."""
     customer: dict[str, Any] = Field(default_factory=dict)
@@ -58,11 +60,19 @@ class ActivityInput(BaseModel):
 
     workflow_id: str
     campaign_id: str
+    campaign_name: str = ""
     owner: str = ""
     step: str
     customer: dict[str, Any] = Field(default_factory=dict)
     cart: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    path: list[str] = Field(default_factory=list)
+    """Steps executed before this one."""
+    previous_node: str = ""
+    previous_event: str = ""
+    """What the previous step gave (empty for the first step): with `reply`, how the flow got here."""
+    reply: str | None = None
+    """Text of the latest reply the flow received (None: no reply yet)."""
 
 
 class ActivityOutcome(BaseModel):

@@ -9,7 +9,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from scheduler.activities import Activities
-from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
@@ -24,7 +23,7 @@ def make_worker(
     workflows: Sequence[type] = WORKFLOWS,
     **options: Any,
 ) -> Worker:
-    activities = Activities(outbox=Outbox(settings.channels.outbox), default_channel=settings.channels.default)
+    activities = Activities(settings.channels)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,

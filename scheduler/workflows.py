@@ -55,7 +55,12 @@ class CampaignRunWorkflow:
         campaign = run.campaign
         if CAMPAIGN_ID not in workflow.info().typed_search_attributes:
             workflow.upsert_search_attributes([CAMPAIGN_ID.value_set(campaign.id)])
-        flow = FlowInput(definition=campaign.workflow, campaign_id=campaign.id, owner=campaign.campaign.owner)
+        flow = FlowInput(
+            definition=campaign.workflow,
+            campaign_id=campaign.id,
+            campaign_name=campaign.campaign.name,
+            owner=campaign.campaign.owner,
+        )
         flow_id = f"{campaign.id}-{workflow.uuid4()}"
         await workflow.start_child_workflow(
             AbandonedCartWorkflow.run,

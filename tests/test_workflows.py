@@ -272,7 +272,8 @@ async def test_flow_outbox_records_messages(ts_env, seed_definition, settings: S
         {"channel": "console", "to": OWNER, **where, "step": "step_3"},
     ]
     assert "you left something in your cart" in lines[0]["text"]
-    assert handle.id in lines[1]["text"]
+    # The owner learns what happened: the reply that led to notify_creator.
+    assert lines[1]["text"] == f"abandoned-cart: customer c1: the customer answered: yes (flow {handle.id})."
 
 
 async def test_flow_outbox_records_timeout_branch(ts_env, seed_definition, settings: Settings, task_queue: str) -> None:

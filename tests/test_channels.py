@@ -1,0 +1,543 @@
+"""Channels deliver real messages to servers the tests start: an HTTP gateway (stdlib server) and SMTP
+(aiosmtpd, plain and with STARTTLS + login), through real flows on the time-skipping server; a failing
+gateway is retried with one idempotency key and then fails the flow visibly."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from scheduler.channels import DeliveryError, Message, Outbox, SmtpChannel, idempotency_key
+from scheduler.config import Settings, SmtpChannelSettings, load_settings
+from scheduler.definition import WorkflowDefinition
+from scheduler.engine import start_attributes
+from scheduler.errors import ConfigError
+from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.worker import make_worker
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
+from tests.conftest import free_ports
+
+OWNER = "growth@example.com"
+SENDER = "shop@example.com"
+CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+15550001", "email": "ada@example.net"}
+CART = {"id": "k1", "url": "https://shop.example/cart/k1"}
+
+
+# Servers
+
+
+@dataclass
+class Gateway:
+    """A local SMS gateway answering POSTs with scripted status codes (the last one repeats)."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    state = Gateway()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                state.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
+                status = state.statuses[min(len(state.requests), len(state.statuses)) - 1]
+            payload = b'{"error": "invalid number"}' if status >= 400 else b'{"id": "msg-1"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1/messages"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass
+class Mailbox:
+    """What an aiosmtpd server received; `refuse` maps a recipient to the RCPT answer refusing it."""
+
+    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"s3cret", handled=False)  # handled=False: the server answers 535
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A plain SMTP server (no TLS, no login)."""
+    box = Mailbox(port=free_ports(1)[0])
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_mailbox(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    """An SMTP server that refuses mail and login before STARTTLS; the client trusts its certificate."""
+    import ssl
+
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what ssl.create_default_context() trusts
+    box = Mailbox(port=free_ports(1)[0])
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=box.port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=box.authenticate,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+def use_smtp(settings: Settings, box: Mailbox, **changes: Any) -> None:
+    settings.channels.smtp = SmtpChannelSettings(
+        **{"host": "127.0.0.1", "port": box.port, "starttls": False, "sender": SENDER, **changes}
+    )
+
+
+# Flows
+
+
+def one_step(node: str = "send_message", **params: Any) -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(
+        {"start_step": "step_1", "steps": {"step_1": {"node": node, "params": params}}}
+    )
+
+
+async def run_flow(
+    env: WorkflowEnvironment,
+    definition: WorkflowDefinition,
+    settings: Settings,
+    task_queue: str,
+    *,
+    customer: dict[str, Any] | None = None,
+    reply: Reply | None = None,
+) -> tuple[WorkflowHandle[Any, Any], FlowStatus | WorkflowFailureError]:
+    """Run a flow to its end: its status, or the failure it ended with."""
+    flow = FlowInput(
+        definition=definition,
+        campaign_id="spring",
+        campaign_name="Spring sale",
+        owner=OWNER,
+        customer=CUSTOMER if customer is None else customer,
+        cart=CART,
+    )
+    async with make_worker(env.client, settings, task_queue=task_queue):
+        handle = await env.client.start_workflow(
+            AbandonedCartWorkflow.run,
+            flow,
+            id=f"abandoned_cart-{uuid.uuid4()}",
+            task_queue=task_queue,
+            search_attributes=start_attributes(flow),
+        )
+        if reply is not None:
+            await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
+        try:
+            return handle, await asyncio.wait_for(handle.result(), timeout=30)
+        except WorkflowFailureError as exc:
+            return handle, exc
+
+
+def failure_of(result: FlowStatus | WorkflowFailureError) -> ApplicationError:
+    """The activity's error behind a failed flow."""
+    assert isinstance(result, WorkflowFailureError), result
+    assert isinstance(result.cause, ActivityError)
+    assert isinstance(result.cause.cause, ApplicationError)
+    return result.cause.cause
+
+
+async def outcome_of(handle: WorkflowHandle[Any, Any]) -> str:
+    return str(await (await handle.describe()).memo_value("outcome"))
+
+
+# http
+
+
+async def test_http_channel_posts_json_with_idempotency_key_and_token(
+    ts_env, settings: Settings, task_queue: str, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_GATEWAY_TOKEN", "tok-123")
+    settings.channels.http.url = gateway.url
+    settings.channels.http.token_env = "TEST_GATEWAY_TOKEN"
+    definition = WorkflowDefinition.model_validate(
+        {
+            "start_step": "step_1",
+            "steps": {
+                "step_1": {
+                    "node": "send_message",
+                    "go_to": "step_2",
+                    "params": {"channel": "http", "template": "Hi {{ customer.name }}: {{ cart.url }}"},
+                },
+                "step_2": {"node": "notify_creator", "params": {"channel": "http"}},
+            },
+        }
+    )
+    handle, result = await run_flow(ts_env, definition, settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    assert [r["path"] for r in gateway.requests] == ["/v1/messages", "/v1/messages"]
+    where = {"campaign_id": "spring", "workflow_id": handle.id}
+    assert gateway.requests[0]["json"] == {
+        "to": "+15550001",
+        "text": "Hi Ada: https://shop.example/cart/k1",
+        **where,
+        "step": "step_1",
+    }
+    assert gateway.requests[1]["json"] == {
+        "to": OWNER,
+        "text": f"Spring sale: customer Ada: step step_1 (send_message) gave condition_satisfied (flow {handle.id}).",
+        **where,
+        "step": "step_2",
+    }
+    headers = [r["headers"] for r in gateway.requests]
+    assert [h["Authorization"] for h in headers] == ["Bearer tok-123"] * 2
+    assert [h["Content-Type"] for h in headers] == ["application/json"] * 2
+    run_id = handle.result_run_id
+    assert run_id
+    assert [h["Idempotency-Key"] for h in headers] == [
+        idempotency_key(workflow_id=handle.id, run_id=run_id, step="step_1"),
+        idempotency_key(workflow_id=handle.id, run_id=run_id, step="step_2"),
+    ]
+    lines = Outbox(settings.channels.outbox).read()
+    assert [(line["channel"], line["to"], line["step"], line["text"]) for line in lines] == [
+        ("http", r["json"]["to"], r["json"]["step"], r["json"]["text"]) for r in gateway.requests
+    ]
+
+
+def test_idempotency_key_is_stable_per_run_and_step() -> None:
+    key = idempotency_key(workflow_id="spring-k1", run_id="r1", step="step_1")
+    assert key == idempotency_key(workflow_id="spring-k1", run_id="r1", step="step_1")
+    others = {
+        idempotency_key(workflow_id="spring-k1", run_id="r2", step="step_1"),  # the same cart, a later flow
+        idempotency_key(workflow_id="spring-k1", run_id="r1", step="step_6"),
+        idempotency_key(workflow_id="spring-k2", run_id="r1", step="step_1"),
+    }
+    assert key not in others
+    assert len(others) == 3
+    assert str(uuid.UUID(key)) == key  # header-safe whatever the workflow id holds
+
+
+async def test_http_channel_5xx_is_retried_with_the_same_key(
+    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+) -> None:
+    gateway.statuses = [503, 500, 202]
+    settings.channels.http.url = gateway.url
+    _, result = await run_flow(ts_env, one_step(channel="http"), settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    assert result.outcome == "completed"
+    assert len(gateway.requests) == 3
+    assert len({r["headers"]["Idempotency-Key"] for r in gateway.requests}) == 1
+    assert [line["channel"] for line in Outbox(settings.channels.outbox).read()] == ["http"]  # recorded once
+
+
+async def test_http_channel_failing_gateway_fails_the_flow_after_max_attempts(
+    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+) -> None:
+    gateway.statuses = [500]
+    settings.channels.http.url = gateway.url
+    handle, result = await run_flow(ts_env, one_step(channel="http", max_attempts=3), settings, task_queue)
+    error = failure_of(result)
+    assert error.type == "GatewayUnavailable"
+    assert f"POST {gateway.url}: HTTP 500" in error.message
+    assert len(gateway.requests) == 3
+    assert len({r["headers"]["Idempotency-Key"] for r in gateway.requests}) == 1
+    assert await outcome_of(handle) == "failed"
+    assert Outbox(settings.channels.outbox).read() == []  # nothing went out
+
+
+async def test_http_channel_4xx_fails_the_flow_without_retry(
+    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+) -> None:
+    gateway.statuses = [400, 200]
+    settings.channels.http.url = gateway.url
+    handle, result = await run_flow(ts_env, one_step(channel="http"), settings, task_queue)
+    error = failure_of(result)
+    assert error.type == "GatewayRejected"
+    assert error.non_retryable
+    assert "HTTP 400" in error.message
+    assert "invalid number" in error.message  # the gateway's reason reaches the failure
+    assert len(gateway.requests) == 1
+    assert await outcome_of(handle) == "failed"
+
+
+@pytest.mark.parametrize(
+    ("params", "customer", "kind", "text"),
+    [
+        ({"channel": "http"}, CUSTOMER, "ChannelNotConfigured", "set channels.http.url"),
+        ({"channel": "smtp"}, CUSTOMER, "ChannelNotConfigured", "SCHEDULER_CHANNELS__SMTP__HOST"),
+        ({"channel": "http"}, {"id": "c2", "email": "x@example.net"}, "NoContact", "customer 'c2' has none"),
+    ],
+    ids=["http-unconfigured", "smtp-unconfigured", "no-phone"],
+)
+async def test_channel_that_cannot_deliver_fails_the_flow_at_once(
+    ts_env,
+    settings: Settings,
+    task_queue: str,
+    gateway: Gateway,
+    params: dict[str, Any],
+    customer: dict[str, Any],
+    kind: str,
+    text: str,
+) -> None:
+    if kind == "NoContact":
+        settings.channels.http.url = gateway.url
+    handle, result = await run_flow(ts_env, one_step(**params), settings, task_queue, customer=customer)
+    error = failure_of(result)
+    assert (error.type, error.non_retryable) == (kind, True)
+    assert text in error.message
+    assert gateway.requests == []
+    assert await outcome_of(handle) == "failed"
+
+
+# smtp
+
+
+async def test_smtp_channel_delivers_email(ts_env, settings: Settings, task_queue: str, mailbox: Mailbox) -> None:
+    use_smtp(settings, mailbox)
+    definition = one_step(
+        channel="smtp", subject="{{ customer.name }}, your cart", template="Still want it? {{ cart.url }}"
+    )
+    handle, result = await run_flow(ts_env, definition, settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    [(sender, recipients, message)] = mailbox.messages
+    assert (sender, recipients) == (SENDER, ["ada@example.net"])
+    assert (message["From"], message["To"], message["Subject"]) == (SENDER, "ada@example.net", "Ada, your cart")
+    assert message.get_content().strip() == "Still want it? https://shop.example/cart/k1"
+    key = idempotency_key(workflow_id=handle.id, run_id=handle.result_run_id or "", step="step_1")
+    assert message["Message-ID"] == f"<{key}@example.com>"
+    [line] = Outbox(settings.channels.outbox).read()
+    assert {k: line[k] for k in ("channel", "to", "subject", "text", "step")} == {
+        "channel": "smtp",
+        "to": "ada@example.net",
+        "subject": "Ada, your cart",
+        "text": "Still want it? https://shop.example/cart/k1",
+        "step": "step_1",
+    }
+
+
+async def test_smtp_channel_starttls_and_login(
+    ts_env, settings: Settings, task_queue: str, tls_mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses login and mail before STARTTLS, so a delivered message proves both happened."""
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret")
+    use_smtp(settings, tls_mailbox, starttls=True, username="shop", password_env="TEST_SMTP_PASSWORD")
+    _, result = await run_flow(ts_env, one_step(channel="smtp"), settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    assert tls_mailbox.logins == [("shop", "s3cret")]
+    [(_, recipients, message)] = tls_mailbox.messages
+    assert recipients == ["ada@example.net"]
+    assert message["Subject"] == "Spring sale"  # the default subject: the campaign's name
+
+
+async def test_notify_creator_emails_the_owner_the_reply(
+    ts_env, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    use_smtp(settings, mailbox)
+    definition = WorkflowDefinition.model_validate(
+        {
+            "start_step": "step_1",
+            "steps": {
+                "step_1": {"node": "wait_answer", "condition": {"satisfied": "step_2"}},
+                "step_2": {"node": "notify_creator", "params": {"channel": "smtp"}},
+            },
+        }
+    )
+    handle, result = await run_flow(
+        ts_env, definition, settings, task_queue, reply=Reply(reply_id="r1", text="Is it in blue?")
+    )
+    assert isinstance(result, FlowStatus), result
+    [(_, recipients, message)] = mailbox.messages
+    assert recipients == [OWNER]
+    assert message["Subject"] == "[spring] the customer answered: Is it in blue?"
+    assert message.get_content().strip() == (
+        f"Spring sale: customer Ada: the customer answered: Is it in blue? (flow {handle.id})."
+    )
+
+
+async def test_smtp_channel_settings_take_the_default_channel(
+    ts_env, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    """A step without `channel` uses `channels.default`."""
+    use_smtp(settings, mailbox)
+    settings.channels.default = "smtp"
+    _, result = await run_flow(ts_env, one_step(), settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    assert [m[1] for m in mailbox.messages] == [["ada@example.net"]]
+
+
+# smtp answers, without Temporal
+
+
+def message(to: str = "ada@example.net") -> Message:
+    return Message(to=to, text="hi", subject="s", campaign_id="spring", workflow_id="wf", step="step_1")
+
+
+@pytest.mark.parametrize(
+    ("answer", "retryable"),
+    [("550 5.1.1 no such user", False), ("451 4.3.0 try again later", True)],
+    ids=["permanent", "temporary"],
+)
+async def test_smtp_channel_refused_recipient(tmp_path: Path, mailbox: Mailbox, answer: str, retryable: bool) -> None:
+    mailbox.refuse["gone@example.net"] = answer
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"),
+        SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, starttls=False, sender=SENDER),
+    )
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(message("gone@example.net"))
+    assert info.value.retryable is retryable
+    assert answer.split()[0] in str(info.value)
+    assert channel.outbox.read() == []
+
+
+async def test_smtp_channel_without_starttls_on_the_server_is_final(tmp_path: Path, mailbox: Mailbox) -> None:
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"), SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, sender=SENDER)
+    )
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(message())
+    assert info.value.retryable is False
+    assert "channels.smtp.starttls = false" in str(info.value)
+    assert mailbox.messages == []
+
+
+async def test_smtp_channel_wrong_password_is_final(tmp_path: Path, tls_mailbox: Mailbox, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "guess")
+    settings = SmtpChannelSettings(
+        host="127.0.0.1", port=tls_mailbox.port, sender=SENDER, username="shop", password_env="TEST_SMTP_PASSWORD"
+    )
+    channel = SmtpChannel(Outbox(tmp_path / "outbox.jsonl"), settings)
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(message())
+    assert "535" in str(info.value), info.value
+    assert (info.value.kind, info.value.retryable) == ("SmtpRejected", False)
+
+
+async def test_smtp_channel_unreachable_server_is_retryable(tmp_path: Path) -> None:
+    port = free_ports(1)[0]  # free: nothing listens there
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"), SmtpChannelSettings(host="127.0.0.1", port=port, sender=SENDER)
+    )
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(message())
+    assert (info.value.kind, info.value.retryable) == ("SmtpUnavailable", True)
+
+
+# Settings
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('[channels]\ndefault = "http"\n', "channels.default is 'http' but channels.http.url is not set"),
+        ('[channels]\ndefault = "smtp"\n', "channels.default is 'smtp' but channels.smtp.host is not set"),
+        ('[channels]\ndefault = "sms"\n', "channels.default: Input should be 'console', 'http' or 'smtp'"),
+        ('[channels.smtp]\nhost = "mail"\n', "channels.smtp.sender (the From address) is required"),
+        ("[channels.http]\nurl = 5\n", "channels.http.url: Input should be a valid string"),
+    ],
+    ids=["http-default-unconfigured", "smtp-default-unconfigured", "unknown-default", "smtp-no-sender", "bad-type"],
+)
+def test_channels_settings_errors(tmp_path: Path, toml: str, error: str) -> None:
+    path = tmp_path / "scheduler.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(path)
+
+
+def test_channels_settings_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "scheduler.toml"
+    path.write_text(
+        '[channels]\ndefault = "smtp"\n[channels.smtp]\nhost = "mail.example.com"\nsender = "shop@example.com"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("SCHEDULER_CHANNELS__SMTP__PORT", "2525")
+    monkeypatch.setenv("SCHEDULER_CHANNELS__HTTP__URL", "https://sms.example.com/send")
+    channels = load_settings(path).channels
+    assert (channels.default, channels.smtp.host, channels.smtp.port, channels.smtp.starttls) == (
+        "smtp",
+        "mail.example.com",
+        2525,
+        True,
+    )
+    assert channels.http.url == "https://sms.example.com/send"
+    assert channels.missing("http") is None
+    assert channels.missing("smtp") is None
