@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from scheduler.config import ChannelsSettings
 from scheduler.cron import cron_problem
 from scheduler.definition import WorkflowDefinition, parse_definition
 from scheduler.durations import Duration
@@ -249,18 +250,27 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def schedule_warnings(campaign: Campaign) -> list[Problem]:
-    """`validate`'s warnings about the schedule (DST gaps and repeats, expressions that never fire).
+def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]:
+    """`validate`'s checks beyond loading: schedule warnings (DST gaps and repeats, expressions that never
+    fire) and steps whose channel this service config cannot deliver through.
 
-    Not part of loading: it walks a year of fire times, which the reconcile loop need not do.
+    Not part of loading: the schedule check walks a year of fire times, which the reconcile loop need not do.
     """
-    from scheduler.cron import schedule_warnings as warnings
+    from scheduler.cron import schedule_warnings
 
-    if campaign.schedule is None or campaign.source is None:
+    if campaign.source is None:
         return []
     lines = toml_key_lines(campaign.source.read_text(encoding="utf-8"))
     shown = _shown(campaign.source)
-    return [
+    problems = [
         Problem(shown, line_of(lines, key.split(".")), key, message, warning=True)
-        for key, message in warnings(campaign.schedule)
+        for key, message in (schedule_warnings(campaign.schedule) if campaign.schedule else [])
     ]
+    for name, step in campaign.workflow.steps.items():
+        channel = step.params.get("channel")
+        if isinstance(channel, str) and (missing := channels.missing(channel)):
+            key = ("workflow", "steps", name, "params", "channel")
+            problems.append(
+                Problem(shown, line_of(lines, key), ".".join(key), f"channel {channel!r} needs {missing} in the config")
+            )
+    return problems

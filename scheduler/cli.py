@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaign import load_campaign, schedule_warnings
+from scheduler.campaign import deep_checks, load_campaign
 from scheduler.config import Settings, load_settings
 from scheduler.errors import Problem, SchedulerError
 
@@ -200,7 +200,8 @@ def validate(
     config: ConfigOpt = None,
 ) -> None:
     """Check campaign files; print `path:line: key: message` per problem; exit 1 on any error."""
-    files = paths or sorted(_settings(config).campaigns.dir.glob("*.toml"))
+    settings = _settings(config)
+    files = paths or sorted(settings.campaigns.dir.glob("*.toml"))
     if not files:
         _fail("no campaign files to validate")
     problems: list[Problem] = []
@@ -211,7 +212,10 @@ def validate(
         problems.extend(found)
         if campaign is None:
             continue
-        problems.extend(schedule_warnings(campaign))
+        checked = deep_checks(campaign, settings.channels)
+        problems.extend(checked)
+        if any(not p.warning for p in checked):
+            continue
         valid += 1
         if path.suffix == ".toml":
             shown = str(path)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.campaign import find_campaign, load_campaign, load_campaign_dir
+from scheduler.campaign import deep_checks, find_campaign, load_campaign, load_campaign_dir
+from scheduler.config import ChannelsSettings
 from scheduler.errors import Problem, UnknownCampaign
 from scheduler.nodes import EventType
 from tests.conftest import ROOT, SEED
@@ -498,3 +499,16 @@ def test_find_campaign_unknown_id_without_broken_files() -> None:
     with pytest.raises(UnknownCampaign) as exc:
         find_campaign(directory, "x")
     assert str(exc.value) == "unknown campaign 'x': no valid campaign file in 'campaigns' has that id"
+
+
+def test_deep_checks_names_a_channel_the_config_cannot_deliver_through() -> None:
+    text = BASE.replace('node = "send_message"', 'node = "send_message"\nparams = { channel = "smtp" }', 1)
+    campaign, problems = load_campaign(write(text))
+    assert campaign is not None and problems == []
+    line = text.splitlines().index('params = { channel = "smtp" }') + 1
+    found = [str(p) for p in deep_checks(campaign, ChannelsSettings()) if not p.warning]
+    assert found == [
+        f"c.toml:{line}: workflow.steps.a.params.channel: channel 'smtp' needs channels.smtp.host in the config"
+    ]
+    configured = ChannelsSettings.model_validate({"smtp": {"host": "127.0.0.1", "sender": "shop@example.com"}})
+    assert [p for p in deep_checks(campaign, configured) if not p.warning] == []
