@@ -508,7 +508,7 @@ def test_deep_checks_names_a_channel_the_config_cannot_deliver_through() -> None
     line = text.splitlines().index('params = { channel = "smtp" }') + 1
     found = [str(p) for p in deep_checks(campaign, ChannelsSettings()) if not p.warning]
     assert found == [
-        f"c.toml:{line}: workflow.steps.a.params.channel: channel 'smtp' needs channels.smtp.host in the config"
+        f"c.toml:{line}: workflow.steps.b.params.channel: channel 'smtp' needs channels.smtp.host in the config"
     ]
     configured = ChannelsSettings.model_validate({"smtp": {"host": "127.0.0.1", "sender": "shop@example.com"}})
     assert [p for p in deep_checks(campaign, configured) if not p.warning] == []
