@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from temporalio.common import SearchAttributeKey
@@ -14,6 +16,9 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 CURRENT_STEP = SearchAttributeKey.for_keyword("CurrentStep")
 DEFINITION_VERSION = SearchAttributeKey.for_keyword("DefinitionVersion")
 CUSTOMER_CONTACT = SearchAttributeKey.for_keyword_list("CustomerContact")
+"""Normalized phones/e-mails a reply can come from (`scheduler.contacts`), set at start."""
+REPLY_IDS = SearchAttributeKey.for_keyword_list("ReplyIds")
+"""The last `MAX_REPLY_IDS` replies a flow handled, as `reply_key`s: how a redelivered reply is recognised."""
 CAMPAIGN_SHA256 = SearchAttributeKey.for_keyword("CampaignSha256")
 """On schedules: hash of the campaign file's canonical content, updated on every apply."""
 
@@ -27,4 +32,21 @@ ALL: tuple[SearchAttributeKey[Any], ...] = (
     DEFINITION_VERSION,
     CUSTOMER_CONTACT,
     CAMPAIGN_SHA256,
+    REPLY_IDS,
 )
+
+MAX_REPLY_IDS = 20
+"""A search attribute value is limited in size (2 KiB by default; a flow whose upsert exceeds it stalls):
+20 keys of at most 64 characters stay well below."""
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def reply_key(reply_id: str) -> str:
+    """How a reply id is kept in `ReplyIds`: as is when short and plain (Twilio's `SM…`, `msg_…`), else hashed.
+
+    Hashing the rest keeps every value short and free of quotes and backslashes, which SQL-based
+    visibility stores do not escape reliably (see `scheduler.replies.quote`).
+    """
+    if _PLAIN_ID.fullmatch(reply_id):
+        return reply_id
+    return "sha256:" + hashlib.sha256(reply_id.encode()).hexdigest()[:40]

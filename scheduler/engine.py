@@ -23,9 +23,14 @@ from scheduler.attributes import (
     CLIENT_ANSWERED,
     CLIENT_ANSWERED_AT,
     CURRENT_STEP,
+    CUSTOMER_CONTACT,
     CUSTOMER_ID,
     DEFINITION_VERSION,
+    MAX_REPLY_IDS,
+    REPLY_IDS,
+    reply_key,
 )
+from scheduler.contacts import customer_contacts
 from scheduler.definition import validate_definition
 from scheduler.errors import DefinitionError
 from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus, Reply, StepRecord
@@ -33,6 +38,8 @@ from scheduler.nodes import NodeParams, get_node
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+REPLY_IDS_PATCH = "reply-ids-attribute"
+"""Flows started before `ReplyIds` existed replay without the upsert (their histories have none)."""
 
 
 def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSearchAttributes:
@@ -45,6 +52,12 @@ def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSea
     for key, value in ((CART_ID, flow.cart.get("id")), (CUSTOMER_ID, flow.customer.get("id"))):
         if value is not None:
             pairs.append(SearchAttributePair(key, str(value)))
+    # phonenumbers imports a region's metadata on first use; inside the sandbox (CampaignRunWorkflow)
+    # that import must reach the real module, or the metadata lands in a sandbox copy (and fails there).
+    with workflow.unsafe.imports_passed_through():
+        contacts = customer_contacts(flow.customer)
+    if contacts:
+        pairs.append(SearchAttributePair(CUSTOMER_CONTACT, contacts))
     return TypedSearchAttributes(pairs)
 
 
@@ -60,6 +73,8 @@ class FlowRun:
         self.outcome: str | None = None
         self._replies: list[Reply] = []
         self._reply_ids: set[str] = set()
+        self._reply_keys: list[str] = []
+        """The `ReplyIds` search attribute as last written."""
         self._consumed = 0
         self._answered_at: datetime | None = None
         self._written_records = 0
@@ -68,11 +83,18 @@ class FlowRun:
     # Signals and queries
 
     def add_reply(self, reply: Reply) -> None:
-        """Keep a reply for the current or next wait; a repeated `reply_id` is ignored."""
+        """Keep a reply for the current or next wait; a repeated `reply_id` is ignored.
+
+        A new id is written to `ReplyIds` at once (not with the next state write, which may be days
+        away), so the API recognises a redelivery, also after the flow has ended.
+        """
         if reply.reply_id is not None:
             if reply.reply_id in self._reply_ids:
                 return
             self._reply_ids.add(reply.reply_id)
+            if workflow.patched(REPLY_IDS_PATCH):
+                self._reply_keys = [*self._reply_keys, reply_key(reply.reply_id)][-MAX_REPLY_IDS:]
+                workflow.upsert_search_attributes([REPLY_IDS.value_set(self._reply_keys)])
         if reply.received_at is None:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
@@ -115,16 +137,22 @@ class FlowRun:
         retry: RetryPolicy | None = None,
     ) -> ActivityOutcome:
         info = workflow.info()
+        previous = self.records[-1] if self.records else None
         return await workflow.execute_activity(
             name,
             ActivityInput(
                 workflow_id=info.workflow_id,
                 campaign_id=self.input.campaign_id,
+                campaign_name=self.input.campaign_name,
                 owner=self.input.owner,
                 step=self.current_step,
                 customer=self.input.customer,
                 cart=self.input.cart,
                 params=params.model_dump(mode="json"),
+                path=[r.step for r in self.records],
+                previous_node=previous.node if previous else "",
+                previous_event=previous.event.value if previous else "",
+                reply=(self._replies[-1].text or "") if self._replies else None,
             ),
             result_type=ActivityOutcome,
             start_to_close_timeout=timeout,

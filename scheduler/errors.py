@@ -8,7 +8,13 @@ SchedulerError
 ├── FlowNotFound       no running flow with that workflow id
 ├── UnknownSignal      a signal name flows do not handle
 ├── TemporalUnavailable Temporal cannot be reached
-└── DevServerError     the embedded Temporal dev server could not start
+├── DevServerError     the embedded Temporal dev server could not start
+├── NoFlowForReply     a reply matched no running flow (404)
+└── WebhookRejected    a webhook request refused before it is read as a reply
+    ├── BodyTooLarge           over the size limit (413)
+    ├── UnsupportedMediaType   not the content type the endpoint reads (415)
+    ├── WebhookSignatureInvalid    Standard Webhooks signature missing or wrong (401)
+    └── TwilioSignatureInvalid     X-Twilio-Signature missing or wrong (403)
 """
 
 from __future__ import annotations
@@ -74,3 +80,33 @@ class UnknownSignal(SchedulerError):
 
 class TemporalUnavailable(SchedulerError):
     pass
+
+
+class NoFlowForReply(SchedulerError):
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(f"no running flow for {target}")
+
+
+class WebhookRejected(SchedulerError):
+    pass
+
+
+class BodyTooLarge(WebhookRejected):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+
+
+class UnsupportedMediaType(WebhookRejected):
+    def __init__(self, given: str, expected: str) -> None:
+        super().__init__(f"unsupported content type {given!r}: this endpoint reads {expected}")
+
+
+class WebhookSignatureInvalid(WebhookRejected):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid webhook signature: {reason}")
+
+
+class TwilioSignatureInvalid(WebhookRejected):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid Twilio signature: {reason}")

@@ -11,15 +11,20 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, schedules, workflows
+from scheduler.api import health, schedules, webhooks, workflows
 from scheduler.config import Settings
 from scheduler.errors import (
+    BodyTooLarge,
     FlowAlreadyRunning,
     FlowNotFound,
+    NoFlowForReply,
     SchedulerError,
     TemporalUnavailable,
+    TwilioSignatureInvalid,
     UnknownCampaign,
     UnknownSignal,
+    UnsupportedMediaType,
+    WebhookSignatureInvalid,
 )
 from scheduler.reconcile import Reconciler
 from scheduler.temporal import connect
@@ -32,6 +37,11 @@ _STATUS: dict[type[SchedulerError], int] = {
     FlowAlreadyRunning: 409,
     UnknownSignal: 400,
     TemporalUnavailable: 503,
+    NoFlowForReply: 404,
+    WebhookSignatureInvalid: 401,
+    TwilioSignatureInvalid: 403,
+    BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
 }
 
 
@@ -61,6 +71,7 @@ def create_app(settings: Settings, *, client: Client | None = None, reconcile: b
     app.state.reconciler = None
     app.include_router(workflows.router)
     app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
 
     @app.exception_handler(SchedulerError)

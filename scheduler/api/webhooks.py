@@ -1,0 +1,204 @@
+"""Where a reply becomes a signal: `/webhooks/replies` (JSON, Standard Webhooks) and `/webhooks/twilio` (inbound SMS).
+
+Each request is checked in this order, so nothing unauthenticated is parsed: content type (415),
+size (413, at most 64 KiB, counted while reading), signature when a secret is configured
+(401 / 403), fields (422). Then `scheduler.replies.route_reply` finds and signals the flows.
+A reply that matches no flow is logged (contact redacted) and answered 404, or, to Twilio, with an
+empty TwiML answer: Twilio has nobody to tell.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.contacts import InvalidContact, normalize_contact, redact
+from scheduler.errors import (
+    BodyTooLarge,
+    NoFlowForReply,
+    TwilioSignatureInvalid,
+    UnsupportedMediaType,
+    WebhookSignatureInvalid,
+)
+from scheduler.models import Reply
+from scheduler.replies import ReplyTarget, route_reply
+from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+MAX_BODY = 64 * 1024
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+EMPTY_TWIML = "<Response/>"
+M = TypeVar("M", bound=BaseModel)
+
+
+class ReplyRequest(BaseModel):
+    """A reply to route: by `workflow_id`, else `customer_id`, else `contact` (phone or e-mail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str | None = Field(None, min_length=1, max_length=1000)
+    customer_id: str | None = Field(None, min_length=1, max_length=1000)
+    contact: str | None = Field(None, min_length=1, max_length=320)
+    """Any common spelling: `+1 (212) 555-0123`, `2125550123`, `Ann@Example.com`."""
+    text: str | None = None
+    reply_id: str | None = Field(None, min_length=1, max_length=1000)
+    """The provider's id of the reply; default: the `webhook-id` header. A repeated id changes nothing."""
+
+    @field_validator("contact")
+    @classmethod
+    def _normal_contact(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_contact(value)
+
+    @model_validator(mode="after")
+    def _has_target(self) -> ReplyRequest:
+        if self.workflow_id is None and self.customer_id is None and self.contact is None:
+            raise ValueError("one of workflow_id, customer_id or contact is required")
+        return self
+
+
+class RepliesResponse(BaseModel):
+    signaled: list[str]
+    """Workflow ids of the flows the reply went to (for a redelivery: the flows that got it the first time)."""
+
+
+class TwilioMessage(BaseModel):
+    """The fields of Twilio's inbound-message post that routing needs (it sends many more)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    From: str = Field(min_length=1)
+    MessageSid: str = Field(min_length=1)
+    Body: str = ""
+
+
+@router.post(
+    "/replies",
+    status_code=202,
+    responses={401: {}, 404: {}, 413: {}, 415: {}, 422: {}},
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": ReplyRequest.model_json_schema()}}}},
+)
+async def replies(request: Request, client: ClientDep, settings: SettingsDep) -> RepliesResponse:
+    """A customer's reply from any provider that posts JSON; Standard Webhooks signed when `webhooks.secret` is set."""
+    body = await read_body(request, JSON)
+    msg_id = request.headers.get("webhook-id")
+    if settings.webhooks.secret:
+        try:
+            verify_webhook(
+                webhook_key(settings.webhooks.secret),
+                body=body,
+                msg_id=msg_id,
+                timestamp=request.headers.get("webhook-timestamp"),
+                signature=request.headers.get("webhook-signature"),
+            )
+        except SignatureError as exc:
+            log.warning("rejected /webhooks/replies: %s", exc)
+            raise WebhookSignatureInvalid(str(exc)) from None
+    data = _validate(lambda: ReplyRequest.model_validate_json(body))
+    target = ReplyTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
+    reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
+    try:
+        signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
+    except NoFlowForReply:
+        log.warning("reply %s for %s matched no running flow", reply.reply_id, target)
+        raise
+    log.info("reply %s for %s went to %s", reply.reply_id, target, ", ".join(signaled))
+    return RepliesResponse(signaled=signaled)
+
+
+@router.post(
+    "/twilio",
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}}, 403: {}, 413: {}, 415: {}, 422: {}},
+    openapi_extra={"requestBody": {"required": True, "content": {FORM: {"schema": TwilioMessage.model_json_schema()}}}},
+)
+async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> Response:
+    """Twilio's inbound SMS webhook; `X-Twilio-Signature` is checked when `webhooks.twilio_auth_token` is set."""
+    body = await read_body(request, FORM)
+    try:
+        params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise RequestValidationError([_error(("body",), "the form is not UTF-8", "value_error")]) from None
+    if token := settings.webhooks.twilio_auth_token:
+        url = signed_url(request, settings.webhooks.public_url)
+        try:
+            verify_twilio(
+                token,
+                url=url,
+                params=params,
+                signature=request.headers.get("x-twilio-signature"),
+                settings_header=request.headers.get("x-twilio-webhooks-signature-settings"),
+            )
+        except SignatureError as exc:
+            log.warning("rejected /webhooks/twilio: %s", exc)
+            raise TwilioSignatureInvalid(str(exc)) from None
+    message = _validate(lambda: TwilioMessage.model_validate(dict(params)))
+    reply = Reply(reply_id=message.MessageSid, text=message.Body, channel="sms", received_at=datetime.now(UTC))
+    try:
+        target = ReplyTarget(contact=normalize_contact(message.From))
+    except InvalidContact:
+        log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
+        return _twiml()
+    try:
+        signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
+    except NoFlowForReply:
+        log.warning("SMS %s from %s matched no running flow", message.MessageSid, target)
+    else:
+        log.info("SMS %s from %s went to %s", message.MessageSid, target, ", ".join(signaled))
+    return _twiml()
+
+
+async def read_body(request: Request, media_type: str) -> bytes:
+    """The body, if it has `media_type` and at most `MAX_BODY` bytes (a lying or absent Content-Length included).
+
+    Raises:
+        UnsupportedMediaType: another content type.
+        BodyTooLarge: more than `MAX_BODY` bytes, declared or sent.
+    """
+    given = request.headers.get("content-type", "")
+    if given.partition(";")[0].strip().lower() != media_type:
+        raise UnsupportedMediaType(given, media_type)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge(MAX_BODY)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BodyTooLarge(MAX_BODY)
+    return bytes(body)
+
+
+def signed_url(request: Request, public_url: str) -> str:
+    """The URL Twilio signed: `public_url` (behind a proxy the request's own host is not it) + path + query."""
+    if not public_url:
+        return str(request.url)
+    query = request.url.query
+    return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+def _validate(parse: Callable[[], M]) -> M:
+    """Run `parse`; a validation error becomes FastAPI's 422, located in the body like its own."""
+    try:
+        return parse()
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _error(loc: tuple[str, ...], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, media_type="text/xml")

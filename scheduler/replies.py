@@ -1,0 +1,174 @@
+"""Where a customer's reply finds its flows: visibility lookups, redelivery detection, one signal per flow.
+
+A reply names its flow directly (`workflow_id`: signalled at once, no lookup) or by who sent it: the
+search attribute `CustomerId`, else `CustomerContact` (normalized phones and e-mails, see
+`scheduler.contacts`). Every running `AbandonedCartWorkflow` that matches is signalled.
+
+Exactly once: the provider's id is the signal's `reply_id`. A flow ignores an id it has seen, and
+records the ids it handled in the search attribute `ReplyIds`; a reply whose id a matching flow
+already handled is a redelivery, answered with those flows and signalled to none, also after they
+ended. That state lives in Temporal, so API restarts and replicas agree.
+
+Visibility is eventually consistent: a flow started a moment ago, or a reply handled a moment ago,
+may not be listed yet. Lookups are therefore retried for a bounded time (`webhooks.route_timeout`)
+before a reply is declared unmatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
+
+from scheduler.attributes import CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
+from scheduler.contacts import redact
+from scheduler.errors import FlowNotFound, NoFlowForReply
+from scheduler.flows import signal_flow
+from scheduler.models import Reply
+
+log = logging.getLogger(__name__)
+
+FLOW_TYPE = "AbandonedCartWorkflow"
+MAX_FLOWS = 100
+"""At most this many flows are signalled for one reply (a contact in more flows than that is a mistake)."""
+_FIRST_PAUSE, _MAX_PAUSE = 0.05, 1.0
+
+
+def quote(value: str) -> str:
+    """`value` as a string literal of Temporal's visibility query language.
+
+    The server parses queries with a MySQL-dialect SQL parser, in which a backslash escapes the next
+    character and a quote ends the literal: both are escaped with a backslash, so no value can end
+    the literal early and add conditions to the query.
+
+    Two server quirks remain (Temporal 1.32, shown in tests/test_webhooks_api.py): it trims quotes
+    at either end of a value (`x'` is looked up as `x`), and its SQL stores re-escape a backslash
+    MySQL-style, which SQLite (the dev server) reads as two (`a\\b` is looked up as `a\\\\b`).
+    Lookups therefore re-check every listed flow's attribute for an exact match: such a value finds
+    no flow rather than someone else's.
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Whom a reply is for; the first field set wins: `workflow_id`, then `customer_id`, then `contact`."""
+
+    workflow_id: str | None = None
+    customer_id: str | None = None
+    contact: str | None = None
+    """Normalized (`scheduler.contacts.normalize_contact`)."""
+
+    def __str__(self) -> str:
+        """How logs and error messages name it (a contact redacted)."""
+        if self.workflow_id is not None:
+            return f"workflow {self.workflow_id!r}"
+        if self.customer_id is not None:
+            return f"customer {self.customer_id!r}"
+        return f"contact {redact(self.contact or '')!r}"
+
+
+async def route_reply(client: Client, *, target: ReplyTarget, reply: Reply, timeout: timedelta) -> list[str]:
+    """Signal `client-answered` with `reply` to every running flow of `target`; their workflow ids, sorted.
+
+    A redelivery (a flow of `target` already handled `reply.reply_id`) signals nothing and returns
+    the flows that handled it, so it is answered as the first delivery was.
+
+    Raises:
+        NoFlowForReply: no flow matched within `timeout` (or the named workflow is not running).
+    """
+    key = reply_key(reply.reply_id) if reply.reply_id is not None else None
+    if target.workflow_id is not None:
+        return await _route_to_workflow(client, target.workflow_id, reply, key)
+    attribute: SearchAttributeKey[Any]
+    if target.customer_id is not None:
+        attribute, value = CUSTOMER_ID, target.customer_id
+    elif target.contact is not None:
+        attribute, value = CUSTOMER_CONTACT, target.contact
+    else:
+        raise ValueError("a ReplyTarget needs a workflow_id, customer_id or contact")
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout.total_seconds()
+    pause = _FIRST_PAUSE
+    while True:
+        handled, running = await _lookup(client, attribute, value, key)
+        if handled:
+            log.info("reply %s for %s is a redelivery, handled by %s", reply.reply_id, target, ", ".join(handled))
+            return handled
+        if running and (signaled := await _signal_each(client, running, reply)):
+            return signaled
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise NoFlowForReply(str(target))
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, _MAX_PAUSE)
+
+
+async def _route_to_workflow(client: Client, workflow_id: str, reply: Reply, key: str | None) -> list[str]:
+    """One signal; only if it finds no running flow, ask whether that flow already handled this reply."""
+    try:
+        await signal_flow(client, workflow_id=workflow_id, reply=reply)
+    except FlowNotFound:
+        if key is not None and await _handled_by(client, workflow_id, key):
+            return [workflow_id]
+        raise NoFlowForReply(f"workflow {workflow_id!r}") from None
+    return [workflow_id]
+
+
+async def _handled_by(client: Client, workflow_id: str, key: str) -> bool:
+    """Did the flow (its latest run) record `key`? `describe` reads the flow itself, not lagging visibility."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.workflow_type == FLOW_TYPE and key in (description.typed_search_attributes.get(REPLY_IDS) or [])
+
+
+async def _lookup(
+    client: Client, attribute: SearchAttributeKey[Any], value: str, key: str | None
+) -> tuple[list[str], list[str]]:
+    """Flows of `attribute = value` that handled `key` (any status), and the running ones that did not."""
+    query = f"WorkflowType = {quote(FLOW_TYPE)} AND {attribute.name} = {quote(value)}"
+    running_only = "ExecutionStatus = 'Running'"
+    if key is None:
+        query += f" AND {running_only}"
+    else:
+        query += f" AND ({running_only} OR {REPLY_IDS.name} = {quote(key)})"
+    handled: set[str] = set()
+    running: set[str] = set()
+    async for execution in client.list_workflows(query, limit=MAX_FLOWS):
+        attributes = execution.typed_search_attributes
+        recorded = attributes.get(attribute)
+        # Exact re-check: a SQL visibility store may match more than asked (see `quote`), and a
+        # SQLite KeywordList match ignores case.
+        if not (value in recorded if isinstance(recorded, list) else recorded == value):
+            continue
+        if key is not None and key in (attributes.get(REPLY_IDS) or []):
+            handled.add(execution.id)
+        elif execution.status == WorkflowExecutionStatus.RUNNING:
+            running.add(execution.id)
+    return sorted(handled), sorted(running)
+
+
+async def _signal_each(client: Client, workflow_ids: Sequence[str], reply: Reply) -> list[str]:
+    """Signal all at once; the ones that ended since they were listed are left out."""
+
+    async def signal(workflow_id: str) -> bool:
+        try:
+            await signal_flow(client, workflow_id=workflow_id, reply=reply)
+        except FlowNotFound:
+            return False
+        return True
+
+    results = await asyncio.gather(*(signal(w) for w in workflow_ids))
+    return [w for w, ok in zip(workflow_ids, results, strict=True) if ok]

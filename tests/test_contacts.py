@@ -1,0 +1,148 @@
+"""Contact normalization: a flow's recorded contacts and a reply's sender must come out the same."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio import workflow
+
+# The workflow below runs in the sandbox, which re-imports this module: everything else is passed through.
+with workflow.unsafe.imports_passed_through():
+    import phonenumbers
+    import pytest
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from scheduler.attributes import CUSTOMER_CONTACT
+    from scheduler.contacts import InvalidContact, customer_contacts, normalize_contact, redact
+    from scheduler.definition import WorkflowDefinition
+    from scheduler.engine import start_attributes
+    from scheduler.models import FlowInput
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("+1 (212) 555-0123", "+12125550123"),
+        ("+12125550123", "+12125550123"),
+        ("(212) 555-0123", "+12125550123"),
+        ("212.555.0123", "+12125550123"),
+        ("1 212 555 0123", "+12125550123"),
+        ("tel:+1-212-555-0123", "+12125550123"),
+        ("whatsapp:+12125550123", "+12125550123"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("  Ann@Example.COM ", "ann@example.com"),
+        ("mailto:Ann@Example.com", "ann@example.com"),
+        ("O'Brien@example.co.uk", "o'brien@example.co.uk"),
+    ],
+    ids=[
+        "us-formatted",
+        "e164",
+        "us-national",
+        "dots",
+        "with-trunk-1",
+        "tel-uri",
+        "whatsapp",
+        "uk",
+        "email-case-spaces",
+        "mailto",
+        "email-apostrophe",
+    ],
+)
+def test_normalize_contact_gives_one_form(raw: str, normal: str) -> None:
+    assert normalize_contact(raw) == normal
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "hello",
+        "12",
+        "+1 212",
+        "ann@",
+        "@example.com",
+        "ann@example",
+        'a"b@example.com',
+        "a\\b@example.com",
+        "a b@x.com",
+    ],
+    ids=["empty", "word", "too-short", "incomplete", "no-domain", "no-local", "no-tld", "dquote", "backslash", "space"],
+)
+def test_normalize_contact_rejects_what_is_neither(raw: str) -> None:
+    with pytest.raises(InvalidContact, match="'"):
+        normalize_contact(raw)
+
+
+@given(area=st.integers(201, 989), exchange=st.integers(200, 999), line=st.integers(0, 9999))
+def test_normalize_contact_every_spelling_of_a_number_is_one_contact(area: int, exchange: int, line: int) -> None:
+    """However a number is written (national, international, E.164, RFC 3966), it is one contact."""
+    number = phonenumbers.parse(f"+1{area:03d}{exchange:03d}{line:04d}")
+    formats = [
+        phonenumbers.PhoneNumberFormat.NATIONAL,
+        phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        phonenumbers.PhoneNumberFormat.E164,
+        phonenumbers.PhoneNumberFormat.RFC3966,
+    ]
+    spellings = {normalize_contact(phonenumbers.format_number(number, f)) for f in formats}
+    assert spellings == {f"+1{area:03d}{exchange:03d}{line:04d}"}
+    assert normalize_contact(spellings.pop()) == f"+1{area:03d}{exchange:03d}{line:04d}"
+
+
+def test_customer_contacts_keeps_valid_ones_in_order_without_duplicates() -> None:
+    customer = {"phone": "+1 (212) 555-0123", "email": "Ann@Example.com", "name": "Ann"}
+    assert customer_contacts(customer) == ["+12125550123", "ann@example.com"]
+    assert customer_contacts({"phone": "call me", "email": "ann@example.com"}) == ["ann@example.com"]
+    assert customer_contacts({"phone": 2125550123, "email": ""}) == []
+    assert customer_contacts({}) == []
+
+
+def test_start_attributes_record_normalized_contacts(seed_definition: WorkflowDefinition) -> None:
+    """A flow is findable by its customer's phone and e-mail as replies will spell them."""
+    flow = FlowInput(
+        definition=seed_definition, customer={"id": "c1", "phone": "(212) 555-0123", "email": "Ann@Example.com"}
+    )
+    assert start_attributes(flow).get(CUSTOMER_CONTACT) == ["+12125550123", "ann@example.com"]
+    assert CUSTOMER_CONTACT not in start_attributes(FlowInput(definition=seed_definition, customer={"id": "c2"}))
+
+
+@workflow.defn(name="ContactsProbe")
+class ContactsProbe:
+    """Calls `start_attributes` from workflow code, as `CampaignRunWorkflow` does."""
+
+    @workflow.run
+    async def run(self, flow: FlowInput) -> list[str]:
+        return list(start_attributes(flow).get(CUSTOMER_CONTACT) or [])
+
+
+async def test_start_attributes_in_workflow_sandbox_normalize_phones(
+    ts_env: WorkflowEnvironment, seed_definition: WorkflowDefinition
+) -> None:
+    """phonenumbers imports a region's metadata on first use; in the sandbox that import must be passed through.
+
+    Fiji and Iceland: regions no other test parses, so their metadata is first loaded inside the sandbox.
+    """
+    flows = [
+        FlowInput(definition=seed_definition, customer={"phone": "+679 321 2345"}),
+        FlowInput(definition=seed_definition, customer={"phone": "+354 551 2345", "email": "Bo@Example.is"}),
+    ]
+    queue = f"tq-{uuid.uuid4()}"
+    async with Worker(
+        ts_env.client, task_queue=queue, workflows=[ContactsProbe], workflow_failure_exception_types=[Exception]
+    ):
+        results = [
+            await ts_env.client.execute_workflow(ContactsProbe.run, f, id=f"probe-{uuid.uuid4()}", task_queue=queue)
+            for f in flows
+        ]
+    assert results == [["+6793212345"], ["+3545512345", "bo@example.is"]]
+
+
+@pytest.mark.parametrize(
+    ("contact", "shown"),
+    [("+12125550123", "+12*******23"), ("ann@example.com", "a***@example.com"), ("+1234", "*****")],
+    ids=["phone", "email", "short"],
+)
+def test_redact_hides_the_reachable_part(contact: str, shown: str) -> None:
+    assert redact(contact) == shown
