@@ -5,16 +5,18 @@ Every problem of a file is reported at once, located as `path:line: key: message
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import tomllib
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scheduler.config import ChannelsSettings
 from scheduler.cron import cron_problem
@@ -37,6 +39,8 @@ class CampaignInfo(_Table):
     """Who `notify_creator` tells."""
     enabled: bool = True
     """False: the schedule is kept but paused."""
+    max_starts_per_second: float = Field(50, gt=0, le=10_000)
+    """How fast a run starts flows (the messaging provider's pace)."""
 
 
 class CampaignSchedule(_Table):
@@ -89,14 +93,174 @@ def _aware(moment: datetime, timezone: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
 
 
+AUDIENCE_FIELDS = (
+    "cart.id",
+    "customer.id",
+    "customer.name",
+    "customer.phone",
+    "customer.email",
+    "customer.timezone",
+    "cart.url",
+    "cart.total",
+    "cart.items",
+)
+"""Our fields, the keys `[audience.fields]` may map: only these reach a flow (and Temporal's history)."""
+
+_USED_BY = {"path": ("jsonl", "csv"), "url": ("http", "sql"), "query": ("sql",), "token_env": ("http",)}
+_REQUIRED = {"path", "url", "query"}
+# The bind parameters SQLAlchemy's text() finds (its own pattern), so the check agrees with what runs.
+_SQL_PARAM = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)")
+_SQL_PARAMS = ("since", "until")
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+_TRAILING_LIMIT = re.compile(r"\b(limit|offset|fetch)\b[^()]*$", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _our_field(name: str) -> str:
+    if name not in AUDIENCE_FIELDS:
+        raise ValueError(f"unknown field {name!r} (fields: {', '.join(AUDIENCE_FIELDS)})")
+    return name
+
+
+def _column(name: str) -> str:
+    if not name.strip():
+        raise ValueError("the source's column name is empty")
+    return name
+
+
 class Audience(_Table):
+    """Where a campaign run finds its carts, and how the source's columns become our fields.
+
+    The checks here are pure, because the model is rebuilt inside workflows (from the schedule's
+    input) where neither the file system nor SQLAlchemy may be touched; the ones that need them run
+    at load time in `audience_problems` and, for `validate`, `deep_checks`.
+    """
+
     source: Literal["jsonl", "csv", "http", "sql"]
-    path: str | None = None
-    url: str | None = None
-    query: str | None = None
-    dsn: str | None = None
-    fields: dict[str, str] = Field(default_factory=dict)
-    """Our field name ("cart.id") = the source's column."""
+    path: str | None = Field(default=None, validate_default=True)
+    """jsonl/csv: the file, relative to the campaign file's directory and inside it."""
+    url: str | None = Field(default=None, validate_default=True)
+    """http: the first page (GET); sql: a SQLAlchemy database URL."""
+    query: str | None = Field(default=None, validate_default=True)
+    """sql: a SELECT with an ORDER BY; may use `:since` and `:until`."""
+    token_env: str | None = Field(default=None, validate_default=True)
+    """http: name of the environment variable holding a bearer token (the token never sits in the file)."""
+    lookback: Duration = timedelta(hours=1)
+    """How far back the first run looks (later runs start where the previous successful one stopped)."""
+    fields: dict[Annotated[str, AfterValidator(_our_field)], Annotated[str, AfterValidator(_column)]] = Field(
+        default_factory=dict
+    )
+    """Our field ("cart.id") = the source's column; an unmapped field is read from the column of its own name."""
+
+    @field_validator("path", "url", "query", "token_env")
+    @classmethod
+    def _fits_the_source(cls, v: str | None, info: ValidationInfo) -> str | None:
+        source, key = info.data.get("source"), info.field_name
+        if source is None or key is None:
+            return v  # the source itself is wrong, and reported there
+        used = source in _USED_BY[key]
+        if v is None:
+            if used and key in _REQUIRED:
+                raise ValueError(f"required for source {source!r}")
+            return v
+        if not used:
+            users = " and ".join(_USED_BY[key])
+            raise ValueError(f"not used by source {source!r} (only by {users})")
+        if not v.strip():
+            raise ValueError("must not be empty")
+        check = {"path": _relative_inside, "url": _url_for(source), "query": _sql_query, "token_env": _env_name}[key]
+        check(v)
+        return v
+
+    @field_validator("lookback")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return v
+
+
+def _relative_inside(path: str) -> None:
+    """A campaign file must not read files outside its directory (a shared campaigns repo is not a file server)."""
+    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or path.startswith(("\\", "~")):
+        raise ValueError(f"{path!r} must be relative to the campaign file's directory, not absolute")
+    depth = 0  # worked out by hand: os.path is off limits in the workflow sandbox, where this runs too
+    for part in PurePosixPath(path.replace("\\", "/")).parts:
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            raise ValueError(f"{path!r} leaves the campaigns directory ('..')")
+
+
+def _url_for(source: str) -> Callable[[str], None]:
+    def http(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+
+    def sql(url: str) -> None:
+        if "://" not in url:
+            raise ValueError(f"{url!r} is not a SQLAlchemy URL (dialect+driver://user@host/database)")
+
+    return http if source == "http" else sql
+
+
+def _sql_query(query: str) -> None:
+    unknown = sorted({m for m in _SQL_PARAM.findall(query) if m not in _SQL_PARAMS})
+    if unknown:
+        raise ValueError(f"unknown parameter :{unknown[0]} (a query may use :since and :until)")
+    if not _ORDER_BY.search(query):
+        raise ValueError(
+            "needs an ORDER BY on a unique key (e.g. ORDER BY created_at, id): rows are read in pages"
+            " with LIMIT/OFFSET, and without a stable order pages skip or repeat rows"
+        )
+    if _TRAILING_LIMIT.search(query.rstrip().rstrip(";")):
+        raise ValueError("must not end with LIMIT/OFFSET: the scheduler reads the rows in pages with its own")
+
+
+def _env_name(name: str) -> None:
+    if not _ENV_NAME.fullmatch(name):
+        # The value is not repeated: what is not a variable name may well be the token itself.
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits, '_'), e.g. 'SHOP_API_TOKEN',"
+            " never the token itself"
+        )
+
+
+AudienceIssue = tuple[KeyPath, str, bool]
+"""(key under [audience], message, warning)."""
+_PASSWORD_IN_URL = "the url holds a password, which would be stored in the Temporal schedule: leave it out"
+
+
+def audience_problems(audience: Audience, campaign_dir: Path) -> list[AudienceIssue]:
+    """Load-time checks that need the file system or SQLAlchemy (so they cannot live in the model).
+
+    `campaign_dir` is the campaign file's directory: an audience file must resolve inside it, also
+    through symlinks, so a campaign cannot read (and message) data it was not meant to see.
+    """
+    issues: list[AudienceIssue] = []
+    if audience.path is not None:
+        root = campaign_dir.resolve()
+        target = (root / audience.path).resolve()
+        if not target.is_relative_to(root):
+            issues.append((("path",), f"{audience.path!r} leads outside the campaigns directory (to {target})", False))
+    if audience.source == "sql" and audience.url is not None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(audience.url)
+        except ArgumentError:
+            issues.append((("url",), "not a SQLAlchemy URL (dialect+driver://user@host/database)", False))
+        else:
+            try:
+                url.get_dialect()
+            except ArgumentError:
+                issues.append((("url",), f"unknown database dialect {url.drivername!r}", False))
+            if url.password is not None:
+                issues.append((("url",), _PASSWORD_IN_URL + " (PostgreSQL: PGPASSWORD or ~/.pgpass)", True))
+    if audience.source == "http" and audience.url is not None and urlsplit(audience.url).password is not None:
+        issues.append((("url",), _PASSWORD_IN_URL + " (use token_env)", True))
+    return issues
 
 
 class Campaign(_Table):
@@ -182,9 +346,22 @@ def _build(
             if key and key[-1] == "[key]":
                 key = key[:-1]
             problems.append(problem(key, _message(e)))
+    if (audience := _valid_audience(campaign, data)) is not None:
+        issues = audience_problems(audience, path.parent)
+        problems.extend(problem(("audience", *key), message, warning) for key, message, warning in issues)
     if any(not p.warning for p in problems):
         campaign = None
     return campaign, sorted(problems, key=lambda p: p.line)
+
+
+def _valid_audience(campaign: Campaign | None, data: dict[str, Any]) -> Audience | None:
+    """The audience, also when another part of the file is broken (every problem is reported at once)."""
+    if campaign is not None:
+        return campaign.audience
+    try:
+        return Audience.model_validate(data["audience"]) if isinstance(data.get("audience"), dict) else None
+    except ValidationError:
+        return None  # its errors are reported with the campaign's
 
 
 def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Problem]]:
@@ -266,6 +443,11 @@ def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]
         Problem(shown, line_of(lines, key.split(".")), key, message, warning=True)
         for key, message in (schedule_warnings(campaign.schedule) if campaign.schedule else [])
     ]
+    if campaign.audience is not None:
+        problems.extend(
+            Problem(shown, line_of(lines, ("audience", *key)), ".".join(("audience", *key)), message, warning=True)
+            for key, message in _audience_environment(campaign.audience, campaign.source.parent)
+        )
     for name, step in campaign.workflow.steps.items():
         channel = step.params.get("channel")
         if isinstance(channel, str) and (missing := channels.missing(channel)):
@@ -274,3 +456,40 @@ def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]
                 Problem(shown, line_of(lines, key), ".".join(key), f"channel {channel!r} needs {missing} in the config")
             )
     return problems
+
+
+def _audience_environment(audience: Audience, campaign_dir: Path) -> list[tuple[KeyPath, str]]:
+    """Warnings about this machine rather than the file: a file not there (yet), a CSV header without a
+    mapped column, a database driver not installed. Warnings, because the worker that reads the audience
+    may run elsewhere, and an export may write the file just before the run.
+    """
+    found: list[tuple[KeyPath, str]] = []
+    if audience.path is not None:
+        file = campaign_dir / audience.path
+        if not file.is_file():
+            return [(("path",), f"{audience.path!r} does not exist (yet): runs fail until it does")]
+        if audience.source == "csv":
+            try:
+                with file.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+                    header = {name.strip() for name in next(csv.reader(f), [])}
+            except (OSError, csv.Error) as exc:
+                return [(("path",), f"cannot read {audience.path!r}: {exc}")]
+            if "cart.id" not in audience.fields and "cart.id" not in header:
+                found.append(
+                    (("fields",), f"no column 'cart.id' in {audience.path!r}: map \"cart.id\" to the cart id column")
+                )
+            for field in AUDIENCE_FIELDS:
+                column = audience.fields.get(field)
+                if column is not None and column not in header:
+                    found.append((("fields", field), f"column {column!r} is not in the header of {audience.path!r}"))
+    if audience.source == "sql" and audience.url is not None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(audience.url).get_dialect().import_dbapi()
+        except ImportError as exc:
+            found.append((("url",), f"the database driver is not installed here ({exc})"))
+        except ArgumentError:
+            pass  # a bad URL or dialect is an error of the file, reported when loading
+    return found
