@@ -9,9 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from scheduler.nodes import EventType, get_node, node_names
 
@@ -65,11 +73,38 @@ class StepDefinition(BaseModel):
         return out
 
 
+CART_CONVERTED: Final = "cart-converted"
+"""The signal that tells a flow its customer bought (`POST /webhooks/conversions`)."""
+ExitSignal = Literal["cart-converted"]
+"""Signals a definition may end its flows on (`exit_on`)."""
+EXIT_SIGNALS: tuple[str, ...] = get_args(ExitSignal)
+
+
 class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     start_step: str
     steps: dict[str, StepDefinition]
+    exit_on: list[ExitSignal] = Field(default_factory=list)
+    """Signals that end the flow at once, wherever it waits, with outcome `converted` (no further step runs)."""
+
+    @field_validator("exit_on")
+    @classmethod
+    def _sorted_once(cls, v: list[ExitSignal]) -> list[ExitSignal]:
+        """Order and repetition do not matter, so they do not change the version either."""
+        return sorted(set(v))
+
+    @model_serializer(mode="wrap")
+    def _without_empty_exit_on(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave `exit_on` out of every dump while it is empty, so a definition without it serializes as before.
+
+        The same version and `CampaignSha256`, and flow inputs and schedule actions that workers
+        without the field (which forbid unknown keys) still decode.
+        """
+        data: dict[str, Any] = handler(self)
+        if not self.exit_on:
+            data.pop("exit_on", None)
+        return data
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
@@ -94,7 +129,7 @@ def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[Definit
     try:
         definition = WorkflowDefinition.model_validate(data)
     except ValidationError as exc:
-        return None, [DefinitionProblem(_loc(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+        return None, [_problem(e) for e in exc.errors()]
     problems = validate_definition(definition)
     return (None if any(not p.warning for p in problems) else definition), problems
 
@@ -190,6 +225,15 @@ def reachable_steps(definition: WorkflowDefinition) -> set[str]:
         seen.add(name)
         todo.extend(t for _, t in definition.steps[name].edges())
     return seen
+
+
+def _problem(error: Any) -> DefinitionProblem:
+    loc = error["loc"]
+    if loc and loc[0] == "exit_on" and error["type"] == "literal_error":
+        # ("exit_on", 0): the list is the key a campaign file has a line for.
+        known = ", ".join(EXIT_SIGNALS)
+        return DefinitionProblem("exit_on", f"unknown signal {error['input']!r} (exit_on accepts: {known})")
+    return DefinitionProblem(_loc(loc), _pydantic_message(error))
 
 
 def _known(steps: dict[str, Any]) -> str:

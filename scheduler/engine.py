@@ -2,10 +2,18 @@
 
 Workflow-side code only: deterministic (workflow.now/sleep/wait_condition), side effects go
 through activities called by name.
+
+Exit on conversion: a definition with `exit_on = ["cart-converted"]` runs its steps in a task that
+races a wait for the `cart-converted` signal. The signal cancels the task wherever it is (a timer,
+a `wait_answer`, an activity in flight: Temporal turns the cancellation into cancel commands), and
+no later step starts; the flow ends with outcome `converted`. Without `exit_on` the steps run in
+the workflow's own coroutine, as before: no extra task, timer or command, so existing histories
+replay unchanged and the hot path costs nothing more.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +24,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from scheduler.attributes import (
     CAMPAIGN_ID,
@@ -31,15 +40,23 @@ from scheduler.attributes import (
     reply_key,
 )
 from scheduler.contacts import customer_contacts
-from scheduler.definition import validate_definition
+from scheduler.definition import CART_CONVERTED, validate_definition
 from scheduler.errors import DefinitionError
-from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus, Reply, StepRecord
+from scheduler.models import ActivityInput, ActivityOutcome, Conversion, FlowInput, FlowStatus, Reply, StepRecord
 from scheduler.nodes import NodeParams, get_node
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 REPLY_IDS_PATCH = "reply-ids-attribute"
 """Flows started before `ReplyIds` existed replay without the upsert (their histories have none)."""
+CONVERSION_IDS_PATCH = "conversion-ids-attribute"
+"""A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
+CONVERSION_KEY_PREFIX = "conversion:"
+
+
+def conversion_key(conversion_id: str) -> str:
+    """How a conversion id is kept in `ReplyIds`, apart from reply ids (which are `reply_key`s of their own)."""
+    return reply_key(CONVERSION_KEY_PREFIX + conversion_id)
 
 
 def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSearchAttributes:
@@ -79,6 +96,9 @@ class FlowRun:
         self._answered_at: datetime | None = None
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
+        self.conversion: Conversion | None = None
+        """The first `cart-converted` signal's payload (later ones are ignored)."""
+        self._exit_on_conversion = CART_CONVERTED in flow.definition.exit_on
 
     # Signals and queries
 
@@ -99,6 +119,22 @@ class FlowRun:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
 
+    def add_conversion(self, conversion: Conversion) -> None:
+        """Record that the customer bought; only the first conversion counts.
+
+        Its id is written to `ReplyIds` (as a `conversion_key`) at once, so the API answers a
+        redelivered conversion as the first, also after the flow ended. With `exit_on` the flow
+        then ends (see `run`); without, nothing else changes.
+        """
+        if self.conversion is not None:
+            return
+        if conversion.received_at is None:
+            conversion = conversion.model_copy(update={"received_at": workflow.now()})
+        self.conversion = conversion
+        if conversion.conversion_id is not None and workflow.patched(CONVERSION_IDS_PATCH):
+            self._reply_keys = [*self._reply_keys, conversion_key(conversion.conversion_id)][-MAX_REPLY_IDS:]
+            workflow.upsert_search_attributes([REPLY_IDS.value_set(self._reply_keys)])
+
     def status(self) -> FlowStatus:
         return FlowStatus(
             current_step=self.current_step,
@@ -106,6 +142,7 @@ class FlowRun:
             replies=len(self._replies),
             definition_version=self.version,
             outcome=self.outcome,
+            converted=self.conversion is not None,
         )
 
     # What nodes use (the `nodes.Flow` protocol)
@@ -167,22 +204,51 @@ class FlowRun:
             workflow.upsert_search_attributes(
                 [p.key.value_set(p.value) for p in start_attributes(self.input, version=self.version)]
             )
-        visited: set[str] = set()
-        step_name: str | None = self.definition.start_step
         try:
-            problems = [p for p in validate_definition(self.definition, in_flow=True) if not p.warning]
-            if problems:
-                raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
-            while step_name is not None:
-                if step_name in visited:  # the seed's guard; validation already rejects cycles
-                    raise DefinitionError(f"circular workflow: step {step_name!r} visited twice")
-                visited.add(step_name)
-                step_name = await self._run_step(step_name)
+            converted = await (self._steps_until_converted() if self._exit_on_conversion else self._steps())
         except Exception:
             self._finish("failed")
             raise
-        self._finish("completed")
+        self._finish("converted" if converted else "completed")
         return self.status()
+
+    def _exit_now(self) -> bool:
+        return self._exit_on_conversion and self.conversion is not None
+
+    async def _steps(self) -> bool:
+        """Validate, then run the steps from the start step until one leads nowhere; True if told to exit first."""
+        problems = [p for p in validate_definition(self.definition, in_flow=True) if not p.warning]
+        if problems:
+            raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
+        visited: set[str] = set()
+        step_name: str | None = self.definition.start_step
+        while step_name is not None:
+            if self._exit_now():
+                return True
+            if step_name in visited:  # the seed's guard; validation already rejects cycles
+                raise DefinitionError(f"circular workflow: step {step_name!r} visited twice")
+            visited.add(step_name)
+            step_name = await self._run_step(step_name)
+        return False
+
+    async def _steps_until_converted(self) -> bool:
+        """`_steps`, cut short by a `cart-converted` signal; True if it was.
+
+        The check between steps stops a flow whose signal came with the event that ended a step
+        (both in one workflow task) before the next step starts; the race covers the waits.
+        """
+        steps = asyncio.create_task(self._steps())
+        signal = asyncio.create_task(workflow.wait_condition(lambda: self.conversion is not None))
+        try:
+            await workflow.wait([steps, signal], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the workflow is cancelled: so is its step, as without exit_on
+            await _cancel(steps)
+            raise
+        if steps.done():  # the last step ended (or failed) first, perhaps in the signal's own workflow task
+            signal.cancel()
+            return steps.result()
+        await _cancel(steps)
+        return True
 
     async def _run_step(self, name: str) -> str | None:
         self.current_step = name
@@ -228,3 +294,15 @@ class FlowRun:
     def _finish(self, outcome: str) -> None:
         self.outcome = outcome
         self._write_state(outcome=outcome)
+
+
+async def _cancel(steps: asyncio.Task[bool]) -> None:
+    """Cancel the running step (its timer, its activity) and wait until it has stopped."""
+    steps.cancel()
+    try:
+        await steps
+    except asyncio.CancelledError:
+        pass
+    except ActivityError as exc:  # an activity in flight, cancelled (a late result is dropped)
+        if not is_cancelled_exception(exc):
+            raise

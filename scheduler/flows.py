@@ -13,7 +13,7 @@ from scheduler.campaign import find_campaign
 from scheduler.config import Settings
 from scheduler.engine import start_attributes
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
-from scheduler.models import FlowInput, Reply
+from scheduler.models import Conversion, FlowInput, Reply
 from scheduler.workflows import SIGNALS, AbandonedCartWorkflow
 
 
@@ -63,9 +63,9 @@ async def signal_flow(
     workflow_id: str,
     signal_name: str = "client-answered",
     run_id: str | None = None,
-    reply: Reply | None = None,
+    reply: Reply | Conversion | None = None,
 ) -> None:
-    """Send a known signal to a running flow.
+    """Send a known signal to a running flow, with `reply` as its payload (a `Conversion` for `cart-converted`).
 
     Raises:
         UnknownSignal: flows do not handle `signal_name`.

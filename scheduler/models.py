@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.audience import Window
 from scheduler.campaign import Campaign
 from scheduler.definition import WorkflowDefinition
 from scheduler.nodes.registry import EventType
@@ -36,6 +37,21 @@ class Reply(BaseModel):
     received_at: datetime | None = None
 
 
+class Conversion(BaseModel):
+    """Payload of the `cart-converted` signal (the customer bought); every field optional.
+
+    A flow keeps the first one it gets and ignores any later one.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversion_id: str | None = None
+    """The shop's id of the purchase (or of the webhook message): how a redelivery is recognised."""
+    cart_id: str | None = None
+    customer_id: str | None = None
+    received_at: datetime | None = None
+
+
 class StepRecord(BaseModel):
     """One executed step, as kept in the memo `steps`."""
 
@@ -53,6 +69,9 @@ class FlowStatus(BaseModel):
     replies: int
     definition_version: str
     outcome: str | None = None
+    """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`) or `failed`; None while running."""
+    converted: bool = False
+    """A `cart-converted` signal was received (with or without `exit_on`)."""
 
 
 class ActivityInput(BaseModel):
@@ -84,6 +103,10 @@ class CampaignRunInput(BaseModel):
     """What a campaign's schedule starts `CampaignRunWorkflow` with: the campaign as applied."""
 
     campaign: Campaign
+    progress: CampaignRunResult | None = None
+    """Set by continue-as-new: what the run did so far (and its window)."""
+    cursor: str | None = None
+    """Set by continue-as-new: where in the audience to go on."""
 
 
 class CampaignRunResult(BaseModel):
@@ -97,3 +120,10 @@ class CampaignRunResult(BaseModel):
     skipped_invalid: int = 0
     """Audience rows that could not become a flow (no cart id, bad contact)."""
     failed: int = 0
+    window: Window | None = None
+    """The time span the run's audience covered (None without an audience)."""
+    reasons: dict[str, int] = Field(default_factory=dict)
+    """Why rows were skipped, with how many."""
+
+
+CampaignRunInput.model_rebuild()

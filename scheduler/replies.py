@@ -1,13 +1,16 @@
-"""Where a customer's reply finds its flows: visibility lookups, redelivery detection, one signal per flow.
+"""Where a reply or a purchase finds its flows: visibility lookups, redelivery detection, one signal per flow.
 
 A reply names its flow directly (`workflow_id`: signalled at once, no lookup) or by who sent it: the
 search attribute `CustomerId`, else `CustomerContact` (normalized phones and e-mails, see
-`scheduler.contacts`). Every running `AbandonedCartWorkflow` that matches is signalled.
+`scheduler.contacts`). A conversion (the customer bought) names the cart (`CartId`) or the customer
+(`CustomerId`). Every running `AbandonedCartWorkflow` that matches is signalled: `client-answered`
+with a `Reply` (`route_reply`), `cart-converted` with a `Conversion` (`route_conversion`).
 
-Exactly once: the provider's id is the signal's `reply_id`. A flow ignores an id it has seen, and
-records the ids it handled in the search attribute `ReplyIds`; a reply whose id a matching flow
-already handled is a redelivery, answered with those flows and signalled to none, also after they
-ended. That state lives in Temporal, so API restarts and replicas agree.
+Exactly once: the provider's id is the signal's `reply_id` (`conversion_id`). A flow ignores an id
+it has seen, and records the ids it handled in the search attribute `ReplyIds` (a conversion's as
+`engine.conversion_key`, apart from reply ids); a reply whose id a matching flow already handled is
+a redelivery, answered with those flows and signalled to none, also after they ended. That state
+lives in Temporal, so API restarts and replicas agree.
 
 Visibility is eventually consistent: a flow started a moment ago, or a reply handled a moment ago,
 may not be listed yet. Lookups are therefore retried for a bounded time (`webhooks.route_timeout`)
@@ -27,11 +30,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.attributes import CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
+from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
 from scheduler.contacts import redact
+from scheduler.engine import conversion_key
 from scheduler.errors import FlowNotFound, NoFlowForReply
 from scheduler.flows import signal_flow
-from scheduler.models import Reply
+from scheduler.models import Conversion, Reply
+from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +63,11 @@ def quote(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class ReplyTarget:
-    """Whom a reply is for; the first field set wins: `workflow_id`, then `customer_id`, then `contact`."""
+class FlowTarget:
+    """Whose flows a reply or conversion is for; the first field set wins, in this order."""
 
     workflow_id: str | None = None
+    cart_id: str | None = None
     customer_id: str | None = None
     contact: str | None = None
     """Normalized (`scheduler.contacts.normalize_contact`)."""
@@ -70,12 +76,24 @@ class ReplyTarget:
         """How logs and error messages name it (a contact redacted)."""
         if self.workflow_id is not None:
             return f"workflow {self.workflow_id!r}"
+        if self.cart_id is not None:
+            return f"cart {self.cart_id!r}"
         if self.customer_id is not None:
             return f"customer {self.customer_id!r}"
         return f"contact {redact(self.contact or '')!r}"
 
+    def attribute(self) -> tuple[SearchAttributeKey[Any], str]:
+        """The search attribute and value its flows are listed by (not for a `workflow_id`, which needs no lookup)."""
+        if self.cart_id is not None:
+            return CART_ID, self.cart_id
+        if self.customer_id is not None:
+            return CUSTOMER_ID, self.customer_id
+        if self.contact is not None:
+            return CUSTOMER_CONTACT, self.contact
+        raise ValueError("a FlowTarget needs a workflow_id, cart_id, customer_id or contact")
 
-async def route_reply(client: Client, *, target: ReplyTarget, reply: Reply, timeout: timedelta) -> list[str]:
+
+async def route_reply(client: Client, *, target: FlowTarget, reply: Reply, timeout: timedelta) -> list[str]:
     """Signal `client-answered` with `reply` to every running flow of `target`; their workflow ids, sorted.
 
     A redelivery (a flow of `target` already handled `reply.reply_id`) signals nothing and returns
@@ -85,25 +103,47 @@ async def route_reply(client: Client, *, target: ReplyTarget, reply: Reply, time
         NoFlowForReply: no flow matched within `timeout` (or the named workflow is not running).
     """
     key = reply_key(reply.reply_id) if reply.reply_id is not None else None
-    if target.workflow_id is not None:
-        return await _route_to_workflow(client, target.workflow_id, reply, key)
-    attribute: SearchAttributeKey[Any]
-    if target.customer_id is not None:
-        attribute, value = CUSTOMER_ID, target.customer_id
-    elif target.contact is not None:
-        attribute, value = CUSTOMER_CONTACT, target.contact
-    else:
-        raise ValueError("a ReplyTarget needs a workflow_id, customer_id or contact")
+    return await _route(client, target, CLIENT_ANSWERED_SIGNAL, reply, reply.reply_id, key, timeout)
 
+
+async def route_conversion(
+    client: Client, *, target: FlowTarget, conversion: Conversion, timeout: timedelta
+) -> list[str]:
+    """Signal `cart-converted` with `conversion` to every running flow of `target`; like `route_reply`.
+
+    A redelivery (a flow of `target` already handled `conversion.conversion_id`) signals nothing and
+    returns the flows that handled it, also when they ended because of it (`exit_on`).
+
+    Raises:
+        NoFlowForReply: no flow matched within `timeout`.
+    """
+    cid = conversion.conversion_id
+    key = conversion_key(cid) if cid is not None else None
+    return await _route(client, target, CART_CONVERTED_SIGNAL, conversion, cid, key, timeout)
+
+
+async def _route(
+    client: Client,
+    target: FlowTarget,
+    signal_name: str,
+    payload: Reply | Conversion,
+    payload_id: str | None,
+    key: str | None,
+    timeout: timedelta,
+) -> list[str]:
+    """Look up the running flows of `target` (retrying while visibility lags) and signal each; see `route_reply`."""
+    if target.workflow_id is not None:
+        return await _route_to_workflow(client, target.workflow_id, signal_name, payload, key)
+    attribute, value = target.attribute()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds()
     pause = _FIRST_PAUSE
     while True:
         handled, running = await _lookup(client, attribute, value, key)
         if handled:
-            log.info("reply %s for %s is a redelivery, handled by %s", reply.reply_id, target, ", ".join(handled))
+            log.info("%s %s for %s is a redelivery, handled by %s", signal_name, payload_id, target, ", ".join(handled))
             return handled
-        if running and (signaled := await _signal_each(client, running, reply)):
+        if running and (signaled := await _signal_each(client, running, signal_name, payload)):
             return signaled
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -112,10 +152,12 @@ async def route_reply(client: Client, *, target: ReplyTarget, reply: Reply, time
         pause = min(pause * 2, _MAX_PAUSE)
 
 
-async def _route_to_workflow(client: Client, workflow_id: str, reply: Reply, key: str | None) -> list[str]:
-    """One signal; only if it finds no running flow, ask whether that flow already handled this reply."""
+async def _route_to_workflow(
+    client: Client, workflow_id: str, signal_name: str, payload: Reply | Conversion, key: str | None
+) -> list[str]:
+    """One signal; only if it finds no running flow, ask whether that flow already handled this id."""
     try:
-        await signal_flow(client, workflow_id=workflow_id, reply=reply)
+        await signal_flow(client, workflow_id=workflow_id, signal_name=signal_name, reply=payload)
     except FlowNotFound:
         if key is not None and await _handled_by(client, workflow_id, key):
             return [workflow_id]
@@ -160,12 +202,14 @@ async def _lookup(
     return sorted(handled), sorted(running)
 
 
-async def _signal_each(client: Client, workflow_ids: Sequence[str], reply: Reply) -> list[str]:
+async def _signal_each(
+    client: Client, workflow_ids: Sequence[str], signal_name: str, payload: Reply | Conversion
+) -> list[str]:
     """Signal all at once; the ones that ended since they were listed are left out."""
 
     async def signal(workflow_id: str) -> bool:
         try:
-            await signal_flow(client, workflow_id=workflow_id, reply=reply)
+            await signal_flow(client, workflow_id=workflow_id, signal_name=signal_name, reply=payload)
         except FlowNotFound:
             return False
         return True

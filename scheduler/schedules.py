@@ -319,6 +319,8 @@ class RunStatus(BaseModel):
     skipped_duplicate: int = 0
     skipped_invalid: int = 0
     failed: int = 0
+    window: dict[str, datetime] | None = None
+    """The audience time span the run covered: {since, until}."""
 
 
 class ScheduleStatus(BaseModel):
@@ -374,13 +376,17 @@ async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | 
     )
 
 
-async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, dict[str, int]]]:
+async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """Status and counts of the campaign's recent runs, from one visibility query."""
-    out: dict[str, tuple[str, dict[str, int]]] = {}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
     query = f"WorkflowType = 'CampaignRunWorkflow' AND CampaignId = '{campaign_id}'"
     async for execution in client.list_workflows(query, limit=20):
         memo = await execution.memo()
-        counts = {k: int(memo[k]) for k in ("started", "skipped_duplicate", "skipped_invalid", "failed") if k in memo}
+        counts: dict[str, Any] = {
+            k: int(memo[k]) for k in ("started", "skipped_duplicate", "skipped_invalid", "failed") if k in memo
+        }
+        if memo.get("window"):
+            counts["window"] = memo["window"]
         status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
         out[execution.id] = (status, counts)
     return out

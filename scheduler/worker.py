@@ -1,4 +1,4 @@
-"""The worker: runs the flow workflow and its activities on the task queue."""
+"""The worker: runs the flow and campaign-run workflows and their activities on the task queue."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from temporalio.worker import Worker
 
 from scheduler.activities import Activities
 from scheduler.config import Settings
+from scheduler.fanout import FanoutActivities
 from scheduler.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
 WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
@@ -23,11 +24,12 @@ def make_worker(
     workflows: Sequence[type] = WORKFLOWS,
     **options: Any,
 ) -> Worker:
-    activities = Activities(settings.channels)
+    task_queue = task_queue or settings.temporal.task_queue
+    fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue)
     return Worker(
         client,
-        task_queue=task_queue or settings.temporal.task_queue,
+        task_queue=task_queue,
         workflows=list(workflows),
-        activities=activities.all(),
+        activities=[*Activities(settings.channels).all(), *fanout.all()],
         **options,
     )

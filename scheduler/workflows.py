@@ -6,11 +6,14 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from scheduler.attributes import CAMPAIGN_ID
-    from scheduler.engine import FlowRun, start_attributes
+    from scheduler.definition import CART_CONVERTED
+    from scheduler.engine import FlowRun
     from scheduler.errors import DefinitionError
-    from scheduler.models import CampaignRunInput, CampaignRunResult, FlowInput, FlowStatus, Reply
+    from scheduler.fanout import run_campaign
+    from scheduler.models import CampaignRunInput, CampaignRunResult, Conversion, FlowInput, FlowStatus, Reply
 
 CLIENT_ANSWERED_SIGNAL = "client-answered"
+CART_CONVERTED_SIGNAL = CART_CONVERTED
 STATUS_QUERY = "status"
 
 
@@ -19,10 +22,13 @@ class AbandonedCartWorkflow:
     """Runs the definition it was started with, step by step (so a run is pinned to it).
 
     Signal `client-answered` (optional `Reply` payload; a repeated `reply_id` is ignored) feeds
-    `wait_answer` steps. Query `status` gives the current step, the path so far, the number of
-    distinct replies, the definition version and, at the end, the outcome. The memo `steps` and the
-    search attribute `CurrentStep` are brought up to date before every step that waits (a timer, a
-    signal, webhook retries) and when the flow ends.
+    `wait_answer` steps. Signal `cart-converted` (optional `Conversion` payload; only the first
+    counts) says the customer bought: a definition with `exit_on = ["cart-converted"]` ends at once
+    with outcome `converted`, any other records it and carries on. Query `status` gives the current
+    step, the path so far, the number of distinct replies, the definition version, whether a
+    conversion came and, at the end, the outcome. The memo `steps` and the search attribute
+    `CurrentStep` are brought up to date before every step that waits (a timer, a signal, webhook
+    retries) and when the flow ends.
     """
 
     @workflow.init
@@ -37,6 +43,10 @@ class AbandonedCartWorkflow:
     def client_answered(self, reply: Reply | None = None) -> None:
         self._flow.add_reply(reply or Reply())
 
+    @workflow.signal(name=CART_CONVERTED_SIGNAL)
+    def cart_converted(self, conversion: Conversion | None = None) -> None:
+        self._flow.add_conversion(conversion or Conversion())
+
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> FlowStatus:
         return self._flow.status()
@@ -46,33 +56,16 @@ class AbandonedCartWorkflow:
 class CampaignRunWorkflow:
     """One firing of a campaign's schedule: starts the campaign's flows and records what it started.
 
-    Without an `[audience]` it starts one flow, like the seed. Flows are children that outlive the
-    run (parent close policy ABANDON), so a run ends as soon as its flows have started.
+    Without an `[audience]` it starts one flow, like the seed; with one, a flow per cart of the window
+    since the previous successful run (see `fanout`). Its result and memo hold the counts.
     """
 
     @workflow.run
     async def run(self, run: CampaignRunInput) -> CampaignRunResult:
-        campaign = run.campaign
         if CAMPAIGN_ID not in workflow.info().typed_search_attributes:
-            workflow.upsert_search_attributes([CAMPAIGN_ID.value_set(campaign.id)])
-        flow = FlowInput(
-            definition=campaign.workflow,
-            campaign_id=campaign.id,
-            campaign_name=campaign.campaign.name,
-            owner=campaign.campaign.owner,
-        )
-        flow_id = f"{campaign.id}-{workflow.uuid4()}"
-        await workflow.start_child_workflow(
-            AbandonedCartWorkflow.run,
-            flow,
-            id=flow_id,
-            search_attributes=start_attributes(flow),
-            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-        )
-        result = CampaignRunResult(flows=[flow_id], started=1)
-        workflow.upsert_memo(result.model_dump(exclude={"flows"}))
-        return result
+            workflow.upsert_search_attributes([CAMPAIGN_ID.value_set(run.campaign.id)])
+        return await run_campaign(run)
 
 
-SIGNALS = frozenset({CLIENT_ANSWERED_SIGNAL})
+SIGNALS = frozenset({CLIENT_ANSWERED_SIGNAL, CART_CONVERTED_SIGNAL})
 """Signal names the API accepts for `/send-signal`."""

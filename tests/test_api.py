@@ -185,7 +185,7 @@ async def test_send_signal_unknown_signal_name_is_400(api: Api) -> None:
     response = await api.signal("anything", signal_name="client-shouted")
     assert response.status_code == 400
     assert response.json() == {
-        "detail": "unknown signal name 'client-shouted' (flows handle: client-answered)",
+        "detail": "unknown signal name 'client-shouted' (flows handle: cart-converted, client-answered)",
     }
 
 

@@ -7,12 +7,14 @@ import json
 import re
 from collections import deque
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.campaign import load_campaign
 from scheduler.definition import (
     DefinitionProblem,
     WorkflowDefinition,
@@ -386,3 +388,58 @@ def test_find_cycles_reports_only_real_reachable_loops(data: dict[str, Any]) -> 
         if edge.startswith("condition."):
             target = data["steps"][closing_step]["condition"][edge.removeprefix("condition.")]
         assert target == loop[0]
+
+
+# exit_on
+
+
+SEED_VERSION = "cf4d3c3f18db"
+"""The seed's version before `exit_on` existed: flows and schedules already carry it (`DefinitionVersion`)."""
+
+
+def test_definition_exit_on_default_keeps_older_versions() -> None:
+    assert WorkflowDefinition.model_validate(SEED).version == SEED_VERSION
+    assert WorkflowDefinition.model_validate({**SEED, "exit_on": []}).version == SEED_VERSION
+
+
+def test_definition_exit_on_changes_the_version_and_ignores_order_and_repeats() -> None:
+    once = WorkflowDefinition.model_validate({**SEED, "exit_on": ["cart-converted"]})
+    twice = WorkflowDefinition.model_validate({**SEED, "exit_on": ["cart-converted", "cart-converted"]})
+    assert once.exit_on == ["cart-converted"]
+    assert once.version == twice.version != SEED_VERSION
+    assert parse_definition({**SEED, "exit_on": ["cart-converted"]})[1] == []
+
+
+@pytest.mark.parametrize(
+    ("exit_on", "message"),
+    [
+        (["cart-converted", "cart-bought"], "unknown signal 'cart-bought' (exit_on accepts: cart-converted)"),
+        (["client-answered"], "unknown signal 'client-answered' (exit_on accepts: cart-converted)"),
+        ("cart-converted", "Input should be a valid list"),
+    ],
+    ids=["unknown", "not-an-exit-signal", "not-a-list"],
+)
+def test_definition_exit_on_unknown_signal_is_an_error(exit_on: Any, message: str) -> None:
+    assert errors({**SEED, "exit_on": exit_on}) == [DefinitionProblem("exit_on", message)]
+
+
+def test_campaign_exit_on_error_is_located_under_workflow(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[campaign]\nid = "c"\n\n[schedule]\ncron = ["0 * * * *"]\n\n'
+        '[workflow]\nstart_step = "a"\nexit_on = ["cart-bought"]\n\n[workflow.steps.a]\nnode = "send_message"\n',
+        encoding="utf-8",
+    )
+    campaign, problems = load_campaign(path)
+    assert campaign is None
+    assert [(p.line, p.key, p.message) for p in problems] == [
+        (9, "workflow.exit_on", "unknown signal 'cart-bought' (exit_on accepts: cart-converted)")
+    ]
+
+
+def test_definition_without_exit_on_serializes_as_before() -> None:
+    """No `exit_on` key while empty: flow inputs and schedule actions stay readable by workers without the field,
+    and `CampaignSha256` (a hash of the dump) does not change for campaigns that do not use it."""
+    assert "exit_on" not in WorkflowDefinition.model_validate(SEED).model_dump(mode="json")
+    with_exit = WorkflowDefinition.model_validate({**SEED, "exit_on": ["cart-converted"]})
+    assert with_exit.model_dump(mode="json")["exit_on"] == ["cart-converted"]

@@ -45,7 +45,16 @@ FIELDS = {
     "definition_version",
     "source",
 }
-RUN_FIELDS = {"workflow_id", "scheduled_at", "status", "started", "skipped_duplicate", "skipped_invalid", "failed"}
+RUN_FIELDS = {
+    "workflow_id",
+    "scheduled_at",
+    "status",
+    "started",
+    "skipped_duplicate",
+    "skipped_invalid",
+    "failed",
+    "window",  # null without an [audience]
+}
 
 
 @dataclass
@@ -219,6 +228,7 @@ async def test_trigger_through_api_shows_run_and_running_flow(api: Api) -> None:
             assert set(run) == RUN_FIELDS
             assert run["workflow_id"].startswith(f"campaign-run-{c.id('a')}-")
             assert (run["started"], run["skipped_duplicate"], run["skipped_invalid"], run["failed"]) == (1, 0, 0, 0)
+            assert run["window"] is None
             assert entry["running_flows"] == 1
             assert (await api.listed("a"))[1][c.id("a")]["recent_runs"] == [run]
         finally:

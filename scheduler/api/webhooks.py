@@ -1,10 +1,11 @@
-"""Where a reply becomes a signal: `/webhooks/replies` (JSON, Standard Webhooks) and `/webhooks/twilio` (inbound SMS).
+"""Where a reply or a purchase becomes a signal: `/webhooks/replies` (JSON, Standard Webhooks),
+`/webhooks/twilio` (inbound SMS) and `/webhooks/conversions` (JSON, Standard Webhooks).
 
 Each request is checked in this order, so nothing unauthenticated is parsed: content type (415),
 size (413, at most 64 KiB, counted while reading), signature when a secret is configured
-(401 / 403), fields (422). Then `scheduler.replies.route_reply` finds and signals the flows.
-A reply that matches no flow is logged (contact redacted) and answered 404, or, to Twilio, with an
-empty TwiML answer: Twilio has nobody to tell.
+(401 / 403), fields (422). Then `scheduler.replies.route_reply` (`route_conversion`) finds and
+signals the flows. A reply or conversion that matches no flow is logged (contact redacted) and
+answered 404, or, to Twilio, with an empty TwiML answer: Twilio has nobody to tell.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from scheduler.errors import (
     UnsupportedMediaType,
     WebhookSignatureInvalid,
 )
-from scheduler.models import Reply
-from scheduler.replies import ReplyTarget, route_reply
+from scheduler.models import Conversion, Reply
+from scheduler.replies import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,26 @@ class ReplyRequest(BaseModel):
         return self
 
 
-class RepliesResponse(BaseModel):
+class ConversionRequest(BaseModel):
+    """A purchase: the flows of `cart_id`, else of `customer_id`, get `cart-converted`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cart_id: str | None = Field(None, min_length=1, max_length=1000)
+    customer_id: str | None = Field(None, min_length=1, max_length=1000)
+    conversion_id: str | None = Field(None, min_length=1, max_length=1000)
+    """The shop's id of the purchase; default: the `webhook-id` header. A repeated id changes nothing."""
+
+    @model_validator(mode="after")
+    def _has_target(self) -> ConversionRequest:
+        if self.cart_id is None and self.customer_id is None:
+            raise ValueError("one of cart_id or customer_id is required")
+        return self
+
+
+class SignaledResponse(BaseModel):
     signaled: list[str]
-    """Workflow ids of the flows the reply went to (for a redelivery: the flows that got it the first time)."""
+    """Workflow ids of the flows the signal went to (for a redelivery: the flows that got it the first time)."""
 
 
 class TwilioMessage(BaseModel):
@@ -88,24 +106,11 @@ class TwilioMessage(BaseModel):
     responses={401: {}, 404: {}, 413: {}, 415: {}, 422: {}},
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": ReplyRequest.model_json_schema()}}}},
 )
-async def replies(request: Request, client: ClientDep, settings: SettingsDep) -> RepliesResponse:
+async def replies(request: Request, client: ClientDep, settings: SettingsDep) -> SignaledResponse:
     """A customer's reply from any provider that posts JSON; Standard Webhooks signed when `webhooks.secret` is set."""
-    body = await read_body(request, JSON)
-    msg_id = request.headers.get("webhook-id")
-    if settings.webhooks.secret:
-        try:
-            verify_webhook(
-                webhook_key(settings.webhooks.secret),
-                body=body,
-                msg_id=msg_id,
-                timestamp=request.headers.get("webhook-timestamp"),
-                signature=request.headers.get("webhook-signature"),
-            )
-        except SignatureError as exc:
-            log.warning("rejected /webhooks/replies: %s", exc)
-            raise WebhookSignatureInvalid(str(exc)) from None
+    body, msg_id = await read_signed_json(request, settings.webhooks.secret)
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
-    target = ReplyTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
+    target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
     try:
         signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
@@ -113,7 +118,41 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep) ->
         log.warning("reply %s for %s matched no running flow", reply.reply_id, target)
         raise
     log.info("reply %s for %s went to %s", reply.reply_id, target, ", ".join(signaled))
-    return RepliesResponse(signaled=signaled)
+    return SignaledResponse(signaled=signaled)
+
+
+@router.post(
+    "/conversions",
+    status_code=202,
+    responses={401: {}, 404: {}, 413: {}, 415: {}, 422: {}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {JSON: {"schema": ConversionRequest.model_json_schema()}}}
+    },
+)
+async def conversions(request: Request, client: ClientDep, settings: SettingsDep) -> SignaledResponse:
+    """The customer bought: signal `cart-converted` to the running flows of the cart (or customer).
+
+    Flows whose campaign has `exit_on = ["cart-converted"]` end at once with outcome `converted`;
+    others record it. Signed like `/webhooks/replies`.
+    """
+    body, msg_id = await read_signed_json(request, settings.webhooks.secret)
+    data = _validate(lambda: ConversionRequest.model_validate_json(body))
+    target = FlowTarget(cart_id=data.cart_id, customer_id=data.customer_id)
+    conversion = Conversion(
+        conversion_id=data.conversion_id or msg_id,
+        cart_id=data.cart_id,
+        customer_id=data.customer_id,
+        received_at=datetime.now(UTC),
+    )
+    try:
+        signaled = await route_conversion(
+            client, target=target, conversion=conversion, timeout=settings.webhooks.route_timeout
+        )
+    except NoFlowForReply:
+        log.warning("conversion %s for %s matched no running flow", conversion.conversion_id, target)
+        raise
+    log.info("conversion %s for %s went to %s", conversion.conversion_id, target, ", ".join(signaled))
+    return SignaledResponse(signaled=signaled)
 
 
 @router.post(
@@ -145,7 +184,7 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> 
     message = _validate(lambda: TwilioMessage.model_validate(dict(params)))
     reply = Reply(reply_id=message.MessageSid, text=message.Body, channel="sms", received_at=datetime.now(UTC))
     try:
-        target = ReplyTarget(contact=normalize_contact(message.From))
+        target = FlowTarget(contact=normalize_contact(message.From))
     except InvalidContact:
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
         return _twiml()
@@ -177,6 +216,30 @@ async def read_body(request: Request, media_type: str) -> bytes:
         if len(body) > MAX_BODY:
             raise BodyTooLarge(MAX_BODY)
     return bytes(body)
+
+
+async def read_signed_json(request: Request, secret: str) -> tuple[bytes, str | None]:
+    """The JSON body (`read_body`) and its `webhook-id`, the Standard Webhooks signature checked when `secret` is set.
+
+    Raises:
+        UnsupportedMediaType, BodyTooLarge: see `read_body`.
+        WebhookSignatureInvalid: missing or wrong signature headers, or an old timestamp.
+    """
+    body = await read_body(request, JSON)
+    msg_id = request.headers.get("webhook-id")
+    if secret:
+        try:
+            verify_webhook(
+                webhook_key(secret),
+                body=body,
+                msg_id=msg_id,
+                timestamp=request.headers.get("webhook-timestamp"),
+                signature=request.headers.get("webhook-signature"),
+            )
+        except SignatureError as exc:
+            log.warning("rejected %s: %s", request.url.path, exc)
+            raise WebhookSignatureInvalid(str(exc)) from None
+    return body, msg_id
 
 
 def signed_url(request: Request, public_url: str) -> str:

@@ -1,0 +1,161 @@
+"""Campaign runs over a real audience on the dev server: one flow per cart, never twice, windows that chain."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from scheduler.attributes import CART_ID, CUSTOMER_CONTACT
+from scheduler.schedules import schedule_status
+from scheduler.worker import make_worker
+from tests.conftest import eventually
+from tests.test_schedules import Campaigns, campaigns, terminate_flows  # noqa: F401 (fixture)
+
+WAIT_LONG = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1h" }
+"""
+JSONL_AUDIENCE = """\
+[audience]
+source = "jsonl"
+path = "carts.jsonl"
+
+[audience.fields]
+"cart.id" = "cart_ref"
+"customer.phone" = "mobile"
+"customer.name" = "name"
+
+"""
+
+
+def write_carts(c: Campaigns) -> None:
+    """300 rows: 292 distinct carts, 5 repeats of earlier carts, 2 without a cart id, 1 with a bad phone."""
+    rows: list[dict[str, Any]] = [
+        {"cart_ref": f"k{i}", "mobile": f"+1 212 555 {i:04d}", "name": f"C{i}"} for i in range(292)
+    ]
+    rows += [{"cart_ref": f"k{i}", "mobile": "+12125550000", "name": "again"} for i in range(5)]
+    rows += [{"mobile": "+12125550001", "name": "no cart"}, {"cart_ref": "", "name": "empty cart"}]
+    rows += [{"cart_ref": "k-bad", "mobile": "not a phone", "name": "bad phone"}]
+    (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+async def run_and_wait(c: Campaigns, name: str, runs_before: int) -> dict[str, Any]:
+    """Trigger the schedule and return the memo of the run it started, once that run completed."""
+    client = c.client
+    await client.get_schedule_handle(c.sid(name)).trigger()
+
+    async def completed() -> dict[str, Any]:
+        recent = (await c.describe(name)).info.recent_actions
+        assert len(recent) == runs_before + 1
+        run = await client.get_workflow_handle(getattr(recent[-1].action, "workflow_id", "")).describe()
+        assert run.status == WorkflowExecutionStatus.COMPLETED
+        return dict(await run.memo())
+
+    return await eventually(completed, timeout=60)
+
+
+async def flows_of(client: Client, campaign_id: str) -> list[Any]:
+    query = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{campaign_id}'"
+    return [w async for w in client.list_workflows(query)]
+
+
+async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns) -> None:  # noqa: F811
+    c = campaigns
+    write_carts(c)
+    c.write("a", workflow=JSONL_AUDIENCE + WAIT_LONG)
+    (c.dir / "a.toml").write_text(
+        (c.dir / "a.toml").read_text().replace("enabled = true", "enabled = true\nmax_starts_per_second = 1000"),
+        encoding="utf-8",
+    )
+    await c.sync()
+    try:
+        async with make_worker(c.client, c.settings):
+            first = await run_and_wait(c, "a", 0)
+            assert (first["started"], first["skipped_duplicate"], first["skipped_invalid"]) == (292, 5, 3)
+
+            async def all_flows() -> list[Any]:
+                flows = await flows_of(c.client, c.id("a"))
+                assert len(flows) == 292
+                return flows
+
+            flows = await eventually(all_flows, timeout=30)
+            assert {f.id for f in flows} == {f"{c.id('a')}-k{i}" for i in range(292)}
+            k7 = next(f for f in flows if f.id == f"{c.id('a')}-k7")
+            assert k7.typed_search_attributes.get(CART_ID) == "k7"
+            assert k7.typed_search_attributes.get(CUSTOMER_CONTACT) == ["+12125550007"]
+
+            second = await run_and_wait(c, "a", 1)
+            assert (second["started"], second["skipped_duplicate"], second["skipped_invalid"]) == (0, 297, 3)
+            assert second["window"]["since"] == first["window"]["until"]
+
+            async def shown_in_status() -> None:
+                status = await schedule_status(c.client, c.id("a"))
+                assert status is not None
+                newest = status.recent_runs[0]
+                assert (newest.status, newest.started, newest.skipped_duplicate) == ("Completed", 0, 297)
+                assert newest.window is not None and newest.window["since"].isoformat().startswith(
+                    first["window"]["until"][:19]
+                )
+
+            await eventually(shown_in_status)
+    finally:
+        await terminate_flows(c.client, c.id("a"))
+
+
+async def test_sql_audience_window_covers_each_row_once_across_runs(campaigns: Campaigns) -> None:  # noqa: F811
+    c = campaigns
+    db = c.dir / "shop.db"
+    now = datetime.now(UTC)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE carts (ref TEXT, phone TEXT, abandoned_at TEXT)")
+        conn.execute("INSERT INTO carts VALUES ('old', '+12125550100', ?)", (_db_time(now - timedelta(days=2)),))
+        conn.execute("INSERT INTO carts VALUES ('s1', '+12125550101', ?)", (_db_time(now - timedelta(minutes=10)),))
+    audience = f"""\
+[audience]
+source = "sql"
+url = "sqlite:///{db}"
+query = "SELECT ref, phone FROM carts WHERE abandoned_at >= :since AND abandoned_at < :until ORDER BY ref"
+
+[audience.fields]
+"cart.id" = "ref"
+"customer.phone" = "phone"
+
+"""
+    c.write("s", workflow=audience + WAIT_LONG)
+    await c.sync()
+    try:
+        async with make_worker(c.client, c.settings):
+            first = await run_and_wait(c, "s", 0)
+            assert (first["started"], first["skipped_duplicate"]) == (1, 0)  # 'old' is outside the 1h lookback
+            with sqlite3.connect(db) as conn:
+                conn.execute("INSERT INTO carts VALUES ('s2', '+12125550102', ?)", (_db_time(datetime.now(UTC)),))
+            second = await run_and_wait(c, "s", 1)
+            assert (second["started"], second["skipped_duplicate"]) == (1, 0)  # only the new row: s1 is not re-read
+            assert second["window"]["since"] == first["window"]["until"]
+            ids = {f.id for f in await eventually(lambda: _n_flows(c, "s", 2))}
+            assert ids == {f"{c.id('s')}-s1", f"{c.id('s')}-s2"}
+    finally:
+        await terminate_flows(c.client, c.id("s"))
+
+
+def _db_time(moment: datetime) -> str:
+    """UTC as SQLAlchemy writes a DateTime to SQLite, so the window's bound parameters compare as text."""
+    return str(moment.astimezone(UTC).replace(tzinfo=None))
+
+
+async def _n_flows(c: Campaigns, name: str, n: int) -> list[Any]:
+    flows = await flows_of(c.client, c.id(name))
+    assert len(flows) == n
+    return flows
