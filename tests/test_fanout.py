@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from scheduler.attributes import CART_ID, CUSTOMER_CONTACT
+from scheduler.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
 from tests.conftest import eventually
@@ -159,3 +162,93 @@ async def _n_flows(c: Campaigns, name: str, n: int) -> list[Any]:
     flows = await flows_of(c.client, c.id(name))
     assert len(flows) == n
     return flows
+
+
+def write_paced_audience(c: Campaigns, name: str, carts: int, rate: int) -> None:
+    """Campaign `name` over `carts` distinct carts k0..k<carts-1>, started at `rate` flows/s."""
+    rows = [{"cart_ref": f"k{i}", "mobile": f"+1 212 555 {i:04d}", "name": f"C{i}"} for i in range(carts)]
+    (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path = c.write(name, workflow=JSONL_AUDIENCE + WAIT_LONG)
+    path.write_text(
+        path.read_text().replace("enabled = true", f"enabled = true\nmax_starts_per_second = {rate}"),
+        encoding="utf-8",
+    )
+
+
+async def triggered_run(c: Campaigns, name: str) -> str:
+    """Trigger the schedule; the id of the run it started."""
+    await c.client.get_schedule_handle(c.sid(name)).trigger()
+
+    async def run_id() -> str:
+        recent = (await c.describe(name)).info.recent_actions
+        assert len(recent) == 1
+        return str(getattr(recent[-1].action, "workflow_id", ""))
+
+    return await eventually(run_id)
+
+
+async def test_worker_stopped_mid_fanout_leaves_every_cart_exactly_one_flow(campaigns: Campaigns) -> None:  # noqa: F811
+    c = campaigns
+    carts = 120
+    write_paced_audience(c, "r", carts, rate=20)  # one page of 120 takes ~6 s
+    await c.sync()
+    cid = c.id("r")
+    query = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{cid}'"
+    try:
+        async with make_worker(c.client, c.settings):
+            run_id = await triggered_run(c, "r")
+
+            async def some_started() -> None:
+                assert (await c.client.count_workflows(query)).count > 10
+
+            await eventually(some_started, timeout=30, interval=0.05)
+        stopped = time.monotonic()
+        partial = (await c.client.count_workflows(query)).count
+        assert partial < carts, "worker A finished the page before it was stopped: nothing was resumed"
+
+        async with make_worker(c.client, c.settings):
+            handle = c.client.get_workflow_handle(run_id, result_type=CampaignRunResult)
+            result = await asyncio.wait_for(handle.result(), timeout=120)
+            resumed_in = time.monotonic() - stopped
+        d = await handle.describe()
+        assert d.status == WorkflowExecutionStatus.COMPLETED
+        attempts = [
+            e.activity_task_started_event_attributes.attempt
+            for e in (await handle.fetch_history()).events
+            if e.HasField("activity_task_started_event_attributes")
+        ]
+        assert attempts and max(attempts) >= 2  # the page was retried on worker B, not finished by A
+        assert result.skipped_invalid == 0 and result.failed == 0
+        assert result.started >= 1
+        assert result.started + result.skipped_duplicate == carts
+        # A graceful shutdown fails the attempt at once: the retry must not wait for the 1-minute heartbeat timeout.
+        assert resumed_in < 30, f"the page resumed {resumed_in:.0f}s after worker A stopped"
+
+        async def all_flows() -> list[Any]:
+            flows = await flows_of(c.client, cid)
+            assert len(flows) == carts
+            return flows
+
+        flows = await eventually(all_flows, timeout=30)
+        ids = [f.id for f in flows]
+        assert len(set(ids)) == len(ids)
+        assert set(ids) == {f"{cid}-k{i}" for i in range(carts)}
+    finally:
+        await terminate_flows(c.client, cid)
+
+
+async def test_run_paces_starts_at_max_starts_per_second(campaigns: Campaigns) -> None:  # noqa: F811
+    c = campaigns
+    write_paced_audience(c, "p", 30, rate=10)  # 30 starts 0.1 s apart: at least 2.9 s
+    await c.sync()
+    try:
+        async with make_worker(c.client, c.settings):
+            run_id = await triggered_run(c, "p")
+            handle = c.client.get_workflow_handle(run_id, result_type=CampaignRunResult)
+            result = await asyncio.wait_for(handle.result(), timeout=60)
+            d = await handle.describe()
+        assert result.started == 30
+        assert d.status == WorkflowExecutionStatus.COMPLETED and d.close_time is not None
+        assert (d.close_time - d.start_time).total_seconds() >= 2.5
+    finally:
+        await terminate_flows(c.client, c.id("p"))
