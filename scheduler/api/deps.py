@@ -1,4 +1,7 @@
-"""FastAPI dependencies, as `Annotated` aliases so tests can override them."""
+"""FastAPI dependencies, as `Annotated` aliases so tests can override them.
+
+Async on purpose: FastAPI runs plain functions in its thread pool, two round trips per request.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from temporalio.client import Client
 from scheduler.config import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_client(request: Request) -> Client:
+async def get_client(request: Request) -> Client:
     return request.app.state.client  # type: ignore[no-any-return]
 
 
