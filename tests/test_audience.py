@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from scheduler.audience import AudienceError, Page, Skip, Target, Window, map_row, next_window, read_page
 from scheduler.campaign import AUDIENCE_FIELDS, Audience, Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
+from tests.conftest import QuietHandler, http_server
 
 WINDOW = Window(since=datetime(2030, 1, 2, 3, 0, tzinfo=UTC), until=datetime(2030, 1, 2, 4, 0, tzinfo=UTC))
 UNIQUE = 292
@@ -435,41 +435,24 @@ class Api:
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+    with contextlib.ExitStack() as servers:
 
-    def start(api: Api) -> Api:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                auth = self.headers.get("Authorization")
-                api.requests.append({"path": parts.path, "query": parse_qs(parts.query), "auth": auth})
-                if api.token is not None and auth != f"Bearer {api.token}":
-                    status, body = 401, {"detail": "unauthorized"}
-                else:
-                    status, body = api.pages.get(parts.path, (404, {"detail": "no such page"}))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+        def start(api: Api) -> Api:
+            class Handler(QuietHandler):
+                def do_GET(self) -> None:
+                    parts = urlsplit(self.path)
+                    auth = self.headers.get("Authorization")
+                    api.requests.append({"path": parts.path, "query": parse_qs(parts.query), "auth": auth})
+                    if api.token is not None and auth != f"Bearer {api.token}":
+                        status, body = 401, {"detail": "unauthorized"}
+                    else:
+                        status, body = api.pages.get(parts.path, (404, {"detail": "no such page"}))
+                    self.send_json(status, json.dumps(body).encode())
 
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
+            api.base = servers.enter_context(http_server(Handler))
+            return api
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        api.base = f"http://127.0.0.1:{server.server_address[1]}"
-        return api
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        yield start
 
 
 def item(n: int, **extra: Any) -> dict[str, Any]:

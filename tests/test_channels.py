@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from scheduler.errors import ConfigError
 from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
-from tests.conftest import free_ports
+from tests.conftest import QuietHandler, free_ports, http_server
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
@@ -58,33 +57,17 @@ def gateway() -> Iterator[Gateway]:
     state = Gateway()
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
                 state.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
                 status = state.statuses[min(len(state.requests), len(state.statuses)) - 1]
-            payload = b'{"error": "invalid number"}' if status >= 400 else b'{"id": "msg-1"}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_json(status, b'{"error": "invalid number"}' if status >= 400 else b'{"id": "msg-1"}')
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1/messages"
-    try:
+    with http_server(Handler) as base:
+        state.url = f"{base}/v1/messages"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass

@@ -8,7 +8,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from scheduler.engine import start_attributes
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import AbandonedCartWorkflow
+from tests.conftest import QuietHandler, http_server
 
 CUSTOMER = {"id": "c1", "phone": "+15550001", "name": "Ada"}
 CART = {"id": "cart-7", "url": "https://shop.example/cart/7", "total": 42.5}
@@ -44,7 +44,7 @@ def hook() -> Iterator[Hook]:
     state = Hook()
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
@@ -52,27 +52,11 @@ def hook() -> Iterator[Hook]:
                     {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"null")}
                 )
                 status = state.next_status()
-            payload = b'{"ok": true}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_json(status, b'{"ok": true}')
 
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/cart"
-    try:
+    with http_server(Handler) as base:
+        state.url = f"{base}/hooks/cart"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def webhook_flow(**params: Any) -> WorkflowDefinition:
