@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.audience import PAGE_SIZE, AudienceError, Window, next_window, read_page
     from scheduler.campaign import Campaign
     from scheduler.engine import start_attributes
-    from scheduler.models import CampaignRunInput, CampaignRunResult, FlowInput
+    from scheduler.models import CampaignRunInput, CampaignRunResult, FlowInput, RunCounts
 
 PAGES_PER_RUN = 50
 """Pages before continue-as-new, which keeps every run's history bounded."""
@@ -42,14 +42,9 @@ class PageInput(BaseModel):
     limit: int = PAGE_SIZE
 
 
-class PageResult(BaseModel):
-    flows: list[str] = Field(default_factory=list)
-    started: int = 0
-    skipped_duplicate: int = 0
-    skipped_invalid: int = 0
-    failed: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict)
-    """Why rows were skipped, with how many (reasons never contain a contact)."""
+class PageResult(RunCounts):
+    """What one page of the audience did, and where the next page starts."""
+
     next_cursor: str | None = None
 
 
@@ -89,7 +84,7 @@ async def run_campaign(run: CampaignRunInput) -> CampaignRunResult:
             retry_policy=RetryPolicy(maximum_attempts=10, non_retryable_error_types=["AudienceError"]),
             summary=f"page of {campaign.id}'s audience",
         )
-        result = _add(result, page)
+        result = result.model_copy(update=result.plus(page, keep=FLOWS_KEPT))
         cursor = page.next_cursor
         if cursor is None:
             workflow.upsert_memo(_memo(result))
@@ -101,18 +96,6 @@ def _previous_until() -> Any:
     """Where the previous successful run of this schedule stopped (Temporal hands its result over)."""
     last = workflow.get_last_completion_result(CampaignRunResult)
     return last.window.until if isinstance(last, CampaignRunResult) and last.window else None
-
-
-def _add(result: CampaignRunResult, page: PageResult) -> CampaignRunResult:
-    reasons = Counter(result.reasons) + Counter(page.reasons)
-    return result.model_copy(update={
-        "flows": (result.flows + page.flows)[:FLOWS_KEPT],
-        "started": result.started + page.started,
-        "skipped_duplicate": result.skipped_duplicate + page.skipped_duplicate,
-        "skipped_invalid": result.skipped_invalid + page.skipped_invalid,
-        "failed": result.failed + page.failed,
-        "reasons": dict(reasons),
-    })  # fmt: skip
 
 
 def _memo(result: CampaignRunResult) -> dict[str, Any]:

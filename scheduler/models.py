@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -109,21 +110,37 @@ class CampaignRunInput(BaseModel):
     """Set by continue-as-new: where in the audience to go on."""
 
 
-class CampaignRunResult(BaseModel):
-    """What one campaign run did (also its memo, so `GET /schedules` reads it from one list call)."""
+class RunCounts(BaseModel):
+    """What starting flows for a campaign did: a whole run, or one page of its audience."""
 
     flows: list[str] = Field(default_factory=list)
-    """Workflow ids of the flows it started."""
+    """Workflow ids of the flows it started (the first `FLOWS_KEPT`; the counts cover them all)."""
     started: int = 0
     skipped_duplicate: int = 0
     """Carts whose flow of this campaign was already running."""
     skipped_invalid: int = 0
     """Audience rows that could not become a flow (no cart id, bad contact)."""
     failed: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+    """Why rows were skipped, with how many (reasons never contain a contact)."""
+
+    def plus(self, other: RunCounts, *, keep: int) -> dict[str, Any]:
+        """The sums of both, as fields to `model_copy` into either kind (ids capped at `keep`)."""
+        return {
+            "flows": (self.flows + other.flows)[:keep],
+            "started": self.started + other.started,
+            "skipped_duplicate": self.skipped_duplicate + other.skipped_duplicate,
+            "skipped_invalid": self.skipped_invalid + other.skipped_invalid,
+            "failed": self.failed + other.failed,
+            "reasons": dict(Counter(self.reasons) + Counter(other.reasons)),
+        }
+
+
+class CampaignRunResult(RunCounts):
+    """What one campaign run did (also its memo, so `GET /schedules` reads it from one list call)."""
+
     window: Window | None = None
     """The time span the run's audience covered (None without an audience)."""
-    reasons: dict[str, int] = Field(default_factory=dict)
-    """Why rows were skipped, with how many."""
 
 
 CampaignRunInput.model_rebuild()
