@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +16,8 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import SEED, eventually, free_ports
+from tests.conftest import ROOT, SEED, Run, eventually, free_ports, scheduler
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEDULER = Path(sys.executable).parent / "scheduler"
 # Line numbers matter: the tests assert that problems point at them.
 BROKEN_CAMPAIGN = """\
 schedule = { cron = "0 * * * *" }
@@ -41,35 +36,6 @@ node = "send_message"
 go_to = "zzz"
 """
 T = TypeVar("T")
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-async def scheduler(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run the console script with a clean SCHEDULER_* environment; kill it if it hangs."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
-    proc = await asyncio.create_subprocess_exec(
-        SCHEDULER,
-        *map(str, args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        cwd=cwd or ROOT,
-        env={**environ, **(env or {})},
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
 
 
 def write_config(path: Path, *, address: str, task_queue: str, dev_port: int | None = None) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
 from scheduler.schedules import Action
 from scheduler.temporal import SEARCH_ATTRIBUTES
-from tests.conftest import BIN
+from tests.conftest import BIN, Run, scheduler
 from tests.test_schedules import (
     BROKEN_LINE,
     Campaigns,
@@ -36,15 +34,6 @@ from tests.test_schedules import (
     wait_listed,
 )
 
-SCHEDULER = Path(sys.executable).parent / "scheduler"
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
 
 @dataclass
 class Cli:
@@ -53,26 +42,7 @@ class Cli:
 
     async def __call__(self, *args: str) -> Run:
         """`scheduler <args> --config <this test's config>`, run from the config's directory."""
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
-        proc = await asyncio.create_subprocess_exec(
-            SCHEDULER,
-            *args,
-            "--config",
-            str(self.config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-            cwd=self.config.parent,
-            env=environ,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return Run(proc.returncode, out.decode(), err.decode())
+        return await scheduler(*args, "--config", self.config, cwd=self.config.parent)
 
 
 def write_config(path: Path, *, client: Client, settings: Settings) -> Path:

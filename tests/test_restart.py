@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,10 +31,8 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import SEED, eventually, free_ports
+from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEDULER = Path(sys.executable).parent / "scheduler"
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
 
