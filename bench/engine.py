@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
     import asyncio
     import json
     import statistics
-    import sys
     import tempfile
     import time
     import uuid
@@ -28,17 +27,15 @@ with workflow.unsafe.imports_passed_through():
 
     from temporalio.client import Client
     from temporalio.common import RetryPolicy
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
 
     from scheduler.config import load_settings
     from scheduler.definition import WorkflowDefinition, validate_definition
+    from scheduler.devserver import local_environment
     from scheduler.engine import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, start_attributes
     from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
     from scheduler.nodes.notify_creator import NotifyCreatorParams
     from scheduler.nodes.send_message import SendMessageParams
     from scheduler.nodes.webhook import WebhookParams
-    from scheduler.temporal import SEARCH_ATTRIBUTES
     from scheduler.worker import make_worker
     from scheduler.workflows import AbandonedCartWorkflow
 
@@ -160,12 +157,7 @@ async def bench(workdir: Path) -> dict[str, list[tuple[float, float]]]:
         cart={"id": "cart-1", "url": "https://shop.example/cart/1"},
     )
     results: dict[str, list[tuple[float, float]]] = {"engine": [], "baseline": []}
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await local_environment()
     try:
         client = env.client
         engine_tq, baseline_tq = f"bench-engine-{uuid.uuid4()}", f"bench-baseline-{uuid.uuid4()}"

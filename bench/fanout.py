@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -36,19 +35,17 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from scheduler.audience import Target, next_window, read_page
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import load_settings
+from scheduler.devserver import local_environment
 from scheduler.engine import start_attributes
 from scheduler.fanout import FanoutActivities, flow_input
 from scheduler.models import CampaignRunResult
 from scheduler.reconcile import sync
 from scheduler.schedules import schedule_id
-from scheduler.temporal import SEARCH_ATTRIBUTES
 from scheduler.workflows import CampaignRunWorkflow
 
 CARTS = 2_000
@@ -178,12 +175,7 @@ async def bench(workdir: Path) -> dict[str, float]:
     settings.temporal.task_queue = f"bench-fanout-runs-{uuid.uuid4()}"
     task_queue = f"bench-fanout-flows-{uuid.uuid4()}"
     """Where the run's activity and the baseline start flows: no worker polls it."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await local_environment()
     try:
         client = env.client
         outcome = await sync(client, settings)

