@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -286,13 +287,23 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, [Problem(shown, 1, "", f"cannot read file: {exc.strerror or exc}")]
+    campaign, problems = _parse(path, shown, text)
+    return campaign, list(problems)
+
+
+@lru_cache(maxsize=1024)
+def _parse(path: Path, shown: str, text: str) -> tuple[Campaign | None, tuple[Problem, ...]]:
+    """Parse and validate, once per file content: `/start-workflow` and the reconcile loop load the
+    whole directory each time, and files rarely change. The campaign returned is shared: read only."""
     if path.suffix == ".json":
-        return _from_json(path, shown, text)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return None, [Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}")]
-    return _build(path, shown, data, lambda: toml_key_lines(text))
+        campaign, problems = _from_json(path, shown, text)
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            return None, (Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}"),)
+        campaign, problems = _build(path, shown, data, lambda: toml_key_lines(text))
+    return campaign, tuple(problems)
 
 
 def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list[Problem]]:
