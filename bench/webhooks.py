@@ -11,10 +11,9 @@ worker, in ABBA order over the rounds. Each phase has its own flows: a reply end
 definition is a single `wait_answer` step).
 
 Three processes besides the dev server, all started and stopped here: this one (the API, or the SDK
-loop), the worker, and the provider posting the webhooks (an `httpx.AsyncClient` per reply in flight,
-requests signed beforehand with the reference `standardwebhooks` package). Run in this process, the
-worker's workflow tasks and httpx would compete for its event loop with the path being measured: httpx
-alone used more of it than the whole endpoint.
+loop), the worker, and the provider posting the webhooks (one keep-alive HTTP/1.1 connection per reply in
+flight, requests signed beforehand with the reference `standardwebhooks` package). Run in this process, the
+worker's workflow tasks and the sender would compete for its event loop with the path being measured.
 
 Correctness: every request answered 202 naming its flow, every flow ended with exactly one reply (its
 result), and a sample answers the `status` query with one reply. CPU per reply is counted per process
@@ -35,9 +34,7 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -48,8 +45,9 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
+import h11
 import uvicorn
 from standardwebhooks import Webhook
 from temporalio.client import Client, WorkflowHandle
@@ -252,35 +250,71 @@ async def _run_worker(target_host: str, namespace: str, task_queue: str, outbox:
 
 def sender_main(url: str, conn: Connection) -> None:
     """The sender process: post each batch of requests it is sent, answer a `Sent`."""
-    # httpcore tries `import sniffio` whenever it makes a lock or event (several times a request); it is
-    # not installed here, and every failed import searches sys.path again: a quarter of httpx's CPU.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[assignment]
     asyncio.run(_send_batches(url, conn))
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection: h11 (the parser under httpx and uvicorn) over asyncio streams.
+
+    Why not httpx: a provider posts from its own machines, but this sender shares the benchmark's cores with
+    the path it measures, so it should cost as little CPU as a load generator can. httpx cost about 0.9 ms
+    per request here, as much as the endpoint itself; this costs about a fifth of that.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, url: str) -> HttpConnection:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc)
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Status and body of the answer to one POST."""
+        fields = [("host", self.host), ("content-length", str(len(body))), *headers.items()]
+        request = h11.Request(method="POST", target=path, headers=fields)
+        events = (request, h11.Data(data=body), h11.EndOfMessage())
+        self.writer.write(b"".join(self.h11.send(event) or b"" for event in events))  # one write, one packet
+        status, answer = 0, bytearray()
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(await self.reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                answer += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                self.h11.start_next_cycle()
+                return status, bytes(answer)
+            else:
+                raise SystemExit(f"unexpected HTTP event from the API: {event!r}")
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def _send_batches(url: str, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
-    async with contextlib.AsyncExitStack() as stack:
-        # One client (one keep-alive connection) per request in flight: httpcore's pool scans all its
-        # connections for every request, which with 32 of them costs more CPU than the request.
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=1), timeout=30, trust_env=False)
-            )
-            for _ in range(CONCURRENCY)
-        ]
-        with contextlib.suppress(EOFError):
-            while (batch := await loop.run_in_executor(None, conn.recv)) is not None:
-                conn.send(await _send_batch(clients, batch))
+    with contextlib.suppress(EOFError):
+        while (batch := await loop.run_in_executor(None, conn.recv)) is not None:
+            # New connections per batch: uvicorn closes idle keep-alive connections after 5 s.
+            connections = [await HttpConnection.open(url) for _ in range(CONCURRENCY)]
+            try:
+                conn.send(await _send_batch(connections, batch))
+            finally:
+                for connection in connections:
+                    connection.close()
 
 
-async def _send_batch(clients: list[httpx.AsyncClient], batch: list[SignedRequest]) -> Sent:
+async def _send_batch(connections: list[HttpConnection], batch: list[SignedRequest]) -> Sent:
     answers: list[tuple[int, bytes]] = [(0, b"")] * len(batch)
 
     async def post(slot: int, index: int) -> None:
         body, headers = batch[index]
-        response = await clients[slot].post(PATH, content=body, headers=headers)
-        answers[index] = (response.status_code, response.content)
+        answers[index] = await connections[slot].post(PATH, body, headers)
 
     start = time.perf_counter()
     latencies = await each(list(range(len(batch))), post, CONCURRENCY)
@@ -297,24 +331,29 @@ class ApiServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, client: Client) -> AsyncIterator[str]:
-    """The API on a free 127.0.0.1 port, in this event loop (as `scheduler up` runs it); its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, client=client), log_level="warning", access_log=False)
+    """The API on a free 127.0.0.1 port, in this event loop, bound by uvicorn as `scheduler up` binds it; its URL.
+
+    uvicorn binds the port itself (port 0: the kernel picks one), so its sockets are IPPROTO_TCP ones, on
+    which asyncio turns Nagle's algorithm off. On a socket made here with `socket.socket(AF_INET,
+    SOCK_STREAM)` (protocol 0) asyncio leaves it on, and every response, written as headers then body,
+    waits for the client's delayed ACK: 40 ms per request on Linux, which this benchmark once measured.
+    """
+    config = uvicorn.Config(
+        create_app(settings, client=client), host="127.0.0.1", port=0, log_level="warning", access_log=False
+    )
     server = ApiServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(server.serve())
     try:
         deadline = time.perf_counter() + PHASE_TIMEOUT
         while not server.started:
             if task.done() or time.perf_counter() > deadline:
                 raise SystemExit(f"uvicorn did not start: {task.exception() if task.done() else 'timeout'}")
             await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await bounded(task)
-        sock.close()
 
 
 class Bench:
