@@ -18,6 +18,7 @@ from scheduler.nodes import EventType
 from scheduler.nodes.notify_creator import NotifyCreatorParams
 from scheduler.nodes.send_message import SendMessageParams
 from scheduler.nodes.webhook import WebhookParams
+from scheduler.outbound import http_client
 from scheduler.templates import TemplateRenderError, render
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Activities:
             return ActivityOutcome(detail="no url: payload recorded in the outbox")
         url = str(params.url)
         try:
-            async with httpx.AsyncClient(follow_redirects=False) as http:  # webhooks are rare: no pool to close
+            async with http_client(follow_redirects=False) as http:
                 response = await http.post(
                     url, json=body, headers=params.headers, timeout=params.timeout.total_seconds()
                 )

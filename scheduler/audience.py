@@ -37,6 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from scheduler.campaign import AUDIENCE_FIELDS, Audience
 from scheduler.contacts import InvalidContact, normalize_contact
 from scheduler.errors import SchedulerError
+from scheduler.outbound import http_client
 
 PAGE_SIZE = 500
 """Rows per `read_page` call the activity is expected to use: small enough to heartbeat often."""
@@ -440,7 +441,7 @@ async def _read_http(audience: Audience, window: Window, cursor: str | None, lim
         headers["Authorization"] = f"Bearer {token}"
     try:
         # httpx drops Authorization on a redirect to another origin.
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=True) as client:
+        async with http_client(timeout=HTTP_TIMEOUT, follow_redirects=True) as client:
             response = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise AudienceError(f"GET {_shown(url)} failed: {exc!r}", retryable=True) from None

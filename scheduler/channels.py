@@ -27,6 +27,7 @@ import httpx
 
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
 from scheduler.errors import SchedulerError
+from scheduler.outbound import http_client
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,7 @@ class HttpChannel(Channel):
             headers["Authorization"] = f"Bearer {token}"
         body = {k: v for k, v in self._record(message).items() if k != "channel"}
         try:
-            # Sends are seconds apart per flow; a client per message keeps nothing open between them.
-            async with httpx.AsyncClient(follow_redirects=False) as http:
+            async with http_client(follow_redirects=False) as http:
                 response = await http.post(
                     url, json=body, headers=headers, timeout=self.settings.timeout.total_seconds()
                 )

@@ -8,11 +8,12 @@ import asyncio
 import email
 import email.policy
 import json
+import ssl
 import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import DeliveryError, Message, Outbox, SmtpChannel, idempotency_key
-from scheduler.config import Settings, SmtpChannelSettings, load_settings
+from scheduler.channels import DeliveryError, HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
+from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
 from scheduler.definition import WorkflowDefinition
 from scheduler.engine import start_attributes
 from scheduler.errors import ConfigError
 from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
 from tests.conftest import QuietHandler, free_ports, http_server
@@ -129,8 +131,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_mailbox(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
     """An SMTP server that refuses mail and login before STARTTLS; the client trusts its certificate."""
-    import ssl
-
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -264,6 +264,42 @@ async def test_http_channel_posts_json_with_idempotency_key_and_token(
     assert [(line["channel"], line["to"], line["step"], line["text"]) for line in lines] == [
         ("http", r["json"]["to"], r["json"]["step"], r["json"]["text"]) for r in gateway.requests
     ]
+
+
+async def test_http_channel_verifies_the_gateway_certificate_with_one_shared_context(
+    tmp_path: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every outbound client shares one TLS context, built once per process (not per message), and it verifies.
+
+    An untrusted certificate is refused (retryably: the gateway may fix it); trusted through
+    `SSL_CERT_FILE`, read when the context is built, the gateway gets the messages.
+    """
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    texts: list[str] = []
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            texts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
+            self.send_json(200, b"{}")
+
+    tls_context.cache_clear()
+    try:
+        with http_server(Handler, tls=server_tls) as url:
+            channel = HttpChannel(Outbox(tmp_path / "outbox.jsonl"), HttpChannelSettings(url=url))
+            with pytest.raises(DeliveryError) as refused:
+                await channel.send(message())
+            assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+            assert refused.value.retryable
+            tls_context.cache_clear()
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            for text in ("first", "second", "third"):
+                await channel.send(replace(message(), text=text))
+        assert texts == ["first", "second", "third"]
+        assert tls_context.cache_info().misses == 1  # one context for the three clients
+    finally:
+        tls_context.cache_clear()
 
 
 def test_idempotency_key_is_stable_per_run_and_step() -> None:
