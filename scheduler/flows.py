@@ -13,6 +13,7 @@ from scheduler.campaign import find_campaign
 from scheduler.config import Settings
 from scheduler.engine import start_attributes
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
+from scheduler.metrics import FLOW_SIGNALS
 from scheduler.models import Conversion, FlowInput, Reply
 from scheduler.workflows import SIGNALS, AbandonedCartWorkflow
 
@@ -82,3 +83,4 @@ async def signal_flow(
         if exc.status == RPCStatusCode.INVALID_ARGUMENT and run_id:
             raise FlowNotFound(workflow_id, f"invalid run id {run_id!r}") from None
         raise
+    FLOW_SIGNALS.labels(signal_name).inc()

@@ -21,7 +21,7 @@ from scheduler.config import Settings
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY
-from tests.conftest import BIN, eventually
+from tests.conftest import BIN, eventually, metric
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
@@ -207,6 +207,57 @@ async def test_send_signal_bad_run_id_is_404(api: Api) -> None:
         assert response.json()["detail"] == f"workflow {workflow_id!r}: invalid run id 'not-a-run-id'"
     finally:
         await _terminate(api.client, workflow_id)
+
+
+async def test_metrics_count_requests_by_route_template_and_status_and_signals(api: Api) -> None:
+    """A request is counted under its route's template (no ids in labels) and status; a signal when a flow got it."""
+    schedule_404 = {"method": "GET", "route": "/schedules/{campaign_id}", "status": "404"}
+    signal_200 = {"method": "POST", "route": "/send-signal", "status": "200"}
+    signal_404 = {**signal_200, "status": "404"}
+    no_route = {"method": "GET", "route": "unmatched", "status": "404"}
+
+    async def counts() -> list[float]:
+        requests = [
+            await metric(api.http, "scheduler_http_requests_total", **labels)
+            for labels in (schedule_404, signal_200, signal_404, no_route)
+        ]
+        return [*requests, await metric(api.http, "scheduler_flow_signals_total", signal="client-answered")]
+
+    before = await counts()
+    for campaign_id in ("nope-1", "nope-2"):
+        assert (await api.http.get(f"/schedules/{campaign_id}")).status_code == 404
+    assert (await api.http.get(f"/no/such/{uuid.uuid4()}")).status_code == 404
+    workflow_id = (await api.start()).json()["workflow_id"]
+    try:
+        assert (await api.signal(workflow_id)).status_code == 200
+        assert (await api.signal(f"missing-{uuid.uuid4()}")).status_code == 404
+    finally:
+        await _terminate(api.client, workflow_id)
+
+    assert [a - b for a, b in zip(await counts(), before, strict=True)] == [2, 1, 1, 1, 1]
+    timed = await metric(
+        api.http, "scheduler_http_request_duration_seconds_count", method="GET", route="/schedules/{campaign_id}"
+    )
+    assert timed >= 2
+    text = (await api.http.get("/metrics")).text
+    assert "nope-1" not in text
+    assert "_created" not in text
+
+
+async def test_metrics_count_an_unexpected_error_as_the_500_it_becomes(settings: Settings) -> None:
+    app = create_app(settings, client=None)
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/boom", boom)
+    labels = {"method": "GET", "route": "/boom", "status": "500"}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        before = await metric(http, "scheduler_http_requests_total", **labels)
+        response = await http.get("/boom")
+        assert (response.status_code, response.json()) == (500, {"detail": "internal error: RuntimeError"})
+        assert await metric(http, "scheduler_http_requests_total", **labels) == before + 1
 
 
 async def test_healthz_reports_temporal_ok(api: Api, dev_env: WorkflowEnvironment) -> None:

@@ -37,7 +37,7 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.replies import quote
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import eventually
+from tests.conftest import eventually, metric
 
 SECRET = "whsec_" + base64.b64encode(b"test-secret-for-replies-0123456").decode()
 TOKEN = "twilio-auth-token-for-tests"
@@ -375,11 +375,14 @@ async def test_replies_bad_signature_is_401_and_signals_nothing(
     if change.get("tamper"):
         content = content.replace(phone.encode(), e164(new_phone()).encode())
 
+    rejected = {"method": "POST", "route": "/webhooks/replies", "status": "401"}
+    before = await metric(hooks.http, "scheduler_http_requests_total", **rejected)
     response = await hooks.http.post("/webhooks/replies", content=content, headers=headers)
 
     assert response.status_code == 401
     assert response.json() == {"detail": f"invalid webhook signature: {reason}"}
     assert (await hooks.status(workflow_id)).replies == 0
+    assert await metric(hooks.http, "scheduler_http_requests_total", **rejected) == before + 1
 
 
 async def test_replies_without_secret_need_no_signature(hooks: Hooks) -> None:
@@ -448,9 +451,12 @@ async def test_replies_no_flow_is_404_logged_with_contact_redacted(
 ) -> None:
     hooks.settings.webhooks.route_timeout = timedelta(milliseconds=300)
     phone = e164(new_phone())
+    unmatched = [f"scheduler_webhook_unmatched_total{{endpoint={e!r}}}" for e in ("replies", "twilio")]
+    before = [await metric(hooks.http, "scheduler_webhook_unmatched_total", endpoint=e) for e in ("replies", "twilio")]
     with caplog.at_level(logging.WARNING, logger="scheduler"):
         response = await hooks.reply({"contact": phone}, msg_id="msg_nobody")
         sms = await hooks.sms(sms_form(phone, sid="SMnobody"))
+    after = [await metric(hooks.http, "scheduler_webhook_unmatched_total", endpoint=e) for e in ("replies", "twilio")]
 
     redacted = f"{phone[:3]}{'*' * (len(phone) - 5)}{phone[-2:]}"
     assert response.status_code == 404
@@ -460,6 +466,10 @@ async def test_replies_no_flow_is_404_logged_with_contact_redacted(
     assert len(messages) == 2, caplog.text
     assert all(redacted in m for m in messages)
     assert phone not in caplog.text
+    # Counted too, the Twilio one although it was answered 200.
+    assert dict(zip(unmatched, [a - b for a, b in zip(after, before, strict=True)], strict=True)) == dict.fromkeys(
+        unmatched, 1
+    )
 
 
 async def test_replies_ended_flow_is_not_signaled(hooks: Hooks) -> None:

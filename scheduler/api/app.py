@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, schedules, webhooks, workflows
+from scheduler.api import health, metrics, schedules, webhooks, workflows
 from scheduler.config import Settings
 from scheduler.errors import (
     BodyTooLarge,
@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, client: Client | None = None, reconcile: b
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.RequestMetrics)
 
     @app.exception_handler(SchedulerError)
     async def scheduler_error(request: Request, exc: SchedulerError) -> JSONResponse:

@@ -29,6 +29,7 @@ from scheduler.errors import (
     UnsupportedMediaType,
     WebhookSignatureInvalid,
 )
+from scheduler.metrics import UNMATCHED
 from scheduler.models import Conversion, Reply
 from scheduler.replies import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
@@ -116,6 +117,7 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep) ->
         signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     except NoFlowForReply:
         log.warning("reply %s for %s matched no running flow", reply.reply_id, target)
+        UNMATCHED.labels("replies").inc()
         raise
     log.info("reply %s for %s went to %s", reply.reply_id, target, ", ".join(signaled))
     return SignaledResponse(signaled=signaled)
@@ -150,6 +152,7 @@ async def conversions(request: Request, client: ClientDep, settings: SettingsDep
         )
     except NoFlowForReply:
         log.warning("conversion %s for %s matched no running flow", conversion.conversion_id, target)
+        UNMATCHED.labels("conversions").inc()
         raise
     log.info("conversion %s for %s went to %s", conversion.conversion_id, target, ", ".join(signaled))
     return SignaledResponse(signaled=signaled)
@@ -187,11 +190,13 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> 
         target = FlowTarget(contact=normalize_contact(message.From))
     except InvalidContact:
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
+        UNMATCHED.labels("twilio").inc()
         return _twiml()
     try:
         signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     except NoFlowForReply:
         log.warning("SMS %s from %s matched no running flow", message.MessageSid, target)
+        UNMATCHED.labels("twilio").inc()
     else:
         log.info("SMS %s from %s went to %s", message.MessageSid, target, ", ".join(signaled))
     return _twiml()
