@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -12,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,6 +141,36 @@ def http_server(handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | 
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@dataclass
+class ScriptedServer:
+    """A local HTTP endpoint answering POSTs with scripted status codes (the last one repeats)."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    """Each POST: its `path`, `headers` and `json` body."""
+    url: str = ""
+
+
+@contextlib.contextmanager
+def scripted_server(path: str) -> Iterator[ScriptedServer]:
+    """A `ScriptedServer` at `path`; a 4xx/5xx answer says `{"error": "invalid number"}`, as an SMS gateway would."""
+    state = ScriptedServer()
+    lock = threading.Lock()
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                request = {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"null")}
+                state.requests.append(request)
+                status = state.statuses[min(len(state.requests), len(state.statuses)) - 1]
+            self.send_json(status, b'{"error": "invalid number"}' if status >= 400 else b'{"ok": true}')
+
+    with http_server(Handler) as base:
+        state.url = f"{base}{path}"
+        yield state
 
 
 SCHEDULER = BIN / "scheduler"

@@ -112,6 +112,15 @@ def write_jsonl(directory: Path, rows: list[Any], name: str = "carts.jsonl") -> 
     return path
 
 
+def write_source(directory: Path, source: str, rows: list[Any]) -> tuple[Audience, list[int]]:
+    """The rows as a `jsonl` or `csv` audience file: its `Audience`, and the line each record starts on."""
+    if source == "jsonl":
+        write_jsonl(directory, rows)
+        return Audience(source="jsonl", path="carts.jsonl"), list(range(1, len(rows) + 1))
+    _, lines = write_csv(directory, rows)
+    return FLAT, lines
+
+
 def write_csv(directory: Path, rows: list[Any], name: str = "carts.csv") -> tuple[Path, list[int]]:
     """The rows as CSV; row 7's name holds a comma and a newline (a quoted record over two lines).
 
@@ -153,13 +162,7 @@ async def read_all(audience: Audience, base_dir: Path, limit: int, window: Windo
 async def test_read_page_file_gives_every_valid_row_with_duplicates_and_skips_the_invalid(
     campaigns: Path, source: str
 ) -> None:
-    rows = carts()
-    if source == "jsonl":
-        write_jsonl(campaigns, rows)
-        audience, lines = Audience(source="jsonl", path="carts.jsonl"), list(range(1, 301))
-    else:
-        _, lines = write_csv(campaigns, rows)
-        audience = FLAT
+    audience, lines = write_source(campaigns, source, carts())
     no_cart = f"no cart.id (column {'cart.id' if source == 'jsonl' else 'cart_ref'!r} is missing or empty)"
     page = await read_page(audience, base_dir=campaigns, window=WINDOW, cursor=None, limit=500)
     assert page.next_cursor is None
@@ -188,13 +191,7 @@ async def test_read_page_file_gives_every_valid_row_with_duplicates_and_skips_th
 @pytest.mark.parametrize("source", ["jsonl", "csv"])
 @pytest.mark.parametrize("limit", [1, 7, 100, 299, 300])
 async def test_read_page_file_pages_give_every_row_exactly_once(campaigns: Path, source: str, limit: int) -> None:
-    rows = carts()
-    if source == "jsonl":
-        write_jsonl(campaigns, rows)
-        audience, lines = Audience(source="jsonl", path="carts.jsonl"), list(range(1, 301))
-    else:
-        _, lines = write_csv(campaigns, rows)
-        audience = FLAT
+    audience, lines = write_source(campaigns, source, carts())
     total, calls = await read_all(audience, campaigns, limit)
     assert calls == -(-300 // limit)
     assert sorted([t.row_number for t in total.targets] + [s.row_number for s in total.skipped]) == lines

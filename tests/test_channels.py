@@ -10,7 +10,6 @@ import email.policy
 import json
 import ssl
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,7 @@ from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
-from tests.conftest import QuietHandler, free_ports, http_server
+from tests.conftest import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
@@ -45,31 +44,10 @@ CART = {"id": "k1", "url": "https://shop.example/cart/k1"}
 # Servers
 
 
-@dataclass
-class Gateway:
-    """A local SMS gateway answering POSTs with scripted status codes (the last one repeats)."""
-
-    statuses: list[int] = field(default_factory=lambda: [200])
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    state = Gateway()
-    lock = threading.Lock()
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with lock:
-                state.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
-                status = state.statuses[min(len(state.requests), len(state.statuses)) - 1]
-            self.send_json(status, b'{"error": "invalid number"}' if status >= 400 else b'{"id": "msg-1"}')
-
-    with http_server(Handler) as base:
-        state.url = f"{base}/v1/messages"
-        yield state
+def gateway() -> Iterator[ScriptedServer]:
+    with scripted_server("/v1/messages") as server:
+        yield server
 
 
 @dataclass
@@ -217,7 +195,7 @@ async def outcome_of(handle: WorkflowHandle[Any, Any]) -> str:
 
 
 async def test_http_channel_posts_json_with_idempotency_key_and_token(
-    ts_env, settings: Settings, task_queue: str, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+    ts_env, settings: Settings, task_queue: str, gateway: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_GATEWAY_TOKEN", "tok-123")
     settings.channels.http.url = gateway.url
@@ -316,7 +294,7 @@ def test_idempotency_key_is_stable_per_run_and_step() -> None:
 
 
 async def test_http_channel_5xx_is_retried_with_the_same_key(
-    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+    ts_env, settings: Settings, task_queue: str, gateway: ScriptedServer
 ) -> None:
     gateway.statuses = [503, 500, 202]
     settings.channels.http.url = gateway.url
@@ -329,7 +307,7 @@ async def test_http_channel_5xx_is_retried_with_the_same_key(
 
 
 async def test_http_channel_failing_gateway_fails_the_flow_after_max_attempts(
-    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+    ts_env, settings: Settings, task_queue: str, gateway: ScriptedServer
 ) -> None:
     gateway.statuses = [500]
     settings.channels.http.url = gateway.url
@@ -344,7 +322,7 @@ async def test_http_channel_failing_gateway_fails_the_flow_after_max_attempts(
 
 
 async def test_http_channel_4xx_fails_the_flow_without_retry(
-    ts_env, settings: Settings, task_queue: str, gateway: Gateway
+    ts_env, settings: Settings, task_queue: str, gateway: ScriptedServer
 ) -> None:
     gateway.statuses = [400, 200]
     settings.channels.http.url = gateway.url
@@ -371,7 +349,7 @@ async def test_channel_that_cannot_deliver_fails_the_flow_at_once(
     ts_env,
     settings: Settings,
     task_queue: str,
-    gateway: Gateway,
+    gateway: ScriptedServer,
     params: dict[str, Any],
     customer: dict[str, Any],
     kind: str,

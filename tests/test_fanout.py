@@ -16,20 +16,8 @@ from scheduler.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
 from tests.conftest import eventually
-from tests.test_schedules import Campaigns, campaigns, terminate_flows  # noqa: F401 (fixture)
+from tests.test_schedules import WAITING, Campaigns, campaigns, terminate_flows  # noqa: F401 (fixture)
 
-WAIT_LONG = """\
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-go_to = "wait"
-
-[workflow.steps.wait]
-node = "wait_answer"
-params = { timeout = "1h" }
-"""
 JSONL_AUDIENCE = """\
 [audience]
 source = "jsonl"
@@ -77,7 +65,7 @@ async def flows_of(client: Client, campaign_id: str) -> list[Any]:
 async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns) -> None:  # noqa: F811
     c = campaigns
     write_carts(c)
-    c.write("a", workflow=JSONL_AUDIENCE + WAIT_LONG)
+    c.write("a", workflow=JSONL_AUDIENCE + WAITING)
     (c.dir / "a.toml").write_text(
         (c.dir / "a.toml").read_text().replace("enabled = true", "enabled = true\nmax_starts_per_second = 1000"),
         encoding="utf-8",
@@ -136,7 +124,7 @@ query = "SELECT ref, phone FROM carts WHERE abandoned_at >= :since AND abandoned
 "customer.phone" = "phone"
 
 """
-    c.write("s", workflow=audience + WAIT_LONG)
+    c.write("s", workflow=audience + WAITING)
     await c.sync()
     try:
         async with make_worker(c.client, c.settings):
@@ -168,7 +156,7 @@ def write_paced_audience(c: Campaigns, name: str, carts: int, rate: int) -> None
     """Campaign `name` over `carts` distinct carts k0..k<carts-1>, started at `rate` flows/s."""
     rows = [{"cart_ref": f"k{i}", "mobile": f"+1 212 555 {i:04d}", "name": f"C{i}"} for i in range(carts)]
     (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    path = c.write(name, workflow=JSONL_AUDIENCE + WAIT_LONG)
+    path = c.write(name, workflow=JSONL_AUDIENCE + WAITING)
     path.write_text(
         path.read_text().replace("enabled = true", f"enabled = true\nmax_starts_per_second = {rate}"),
         encoding="utf-8",

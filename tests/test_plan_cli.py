@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
-from scheduler.schedules import Action
+from scheduler.schedules import Action, describe
 from scheduler.temporal import SEARCH_ATTRIBUTES
 from tests.conftest import BIN, Run, scheduler
 from tests.test_schedules import (
@@ -29,7 +29,6 @@ from tests.test_schedules import (
     Campaigns,
     changes_of,
     create_foreign_schedule,
-    describe_or_none,
     own_campaigns,
     wait_listed,
 )
@@ -86,7 +85,7 @@ async def test_plan_apply_plan_exit_codes_and_output(cli: Cli) -> None:
     planned = await cli("plan")
     assert planned.code == 2, planned
     assert planned.stdout.splitlines() == [f"create {c.id('a')}", "plan: 1 create"]
-    assert await describe_or_none(c.client, c.sid("a")) is None
+    assert await describe(c.client, c.sid("a")) is None
 
     applied = await cli("apply")
     assert applied.code == 0, applied
@@ -137,7 +136,7 @@ async def test_plan_and_apply_broken_file_exit_1_and_change_nothing(cli: Cli) ->
         assert lines[0].startswith(expected), run.stderr
         assert lines[-1] == "1 error(s): nothing was changed"
     assert (await c.describe("a")).typed_search_attributes.get(CAMPAIGN_SHA256) == sha
-    assert await describe_or_none(c.client, c.sid("b")) is None
+    assert await describe(c.client, c.sid("b")) is None
 
 
 async def test_status_table_one_campaign_and_unknown(cli: Cli) -> None:
@@ -205,8 +204,8 @@ async def test_apply_prune_deletes_schedule_whose_file_is_gone(
                 "applied: 1 delete, 1 unchanged",
             ]
 
-            assert await describe_or_none(c.client, c.sid("gone")) is None
-            assert await describe_or_none(c.client, c.sid("kept")) is not None
-            assert await describe_or_none(c.client, c.sid("foreign")) is not None
+            assert await describe(c.client, c.sid("gone")) is None
+            assert await describe(c.client, c.sid("kept")) is not None
+            assert await describe(c.client, c.sid("foreign")) is not None
     finally:
         await env.shutdown()

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
 from scheduler.reconcile import Reconciler, sync
-from scheduler.schedules import Action
+from scheduler.schedules import Action, describe
 from tests.conftest import eventually
 from tests.test_schedules import (
     BROKEN_LINE,
@@ -24,7 +24,6 @@ from tests.test_schedules import (
     campaign_toml,
     changes_of,
     create_foreign_schedule,
-    describe_or_none,
     listed_sha_is,
     own_campaigns,
     sha_is,
@@ -82,9 +81,9 @@ async def test_reconciler_prunes_only_campaigns_it_loaded(campaigns: Campaigns, 
     outcome = await reconciler.run_once()
 
     assert changes_of(outcome) == [(Action.UNCHANGED, c.id("kept")), (Action.DELETE, c.id("mine"))]
-    assert await describe_or_none(c.client, c.sid("mine")) is None
-    assert await describe_or_none(c.client, c.sid("kept")) is not None
-    assert await describe_or_none(c.client, c.sid("other")) is not None
+    assert await describe(c.client, c.sid("mine")) is None
+    assert await describe(c.client, c.sid("kept")) is not None
+    assert await describe(c.client, c.sid("other")) is not None
 
 
 async def test_reconciler_broken_file_keeps_last_good_state_and_prunes_nothing(campaigns: Campaigns) -> None:
@@ -112,7 +111,7 @@ async def test_reconciler_broken_file_keeps_last_good_state_and_prunes_nothing(c
     broken = await c.describe("broken")
     assert broken.typed_search_attributes.get(CAMPAIGN_SHA256) == broken_sha
     assert [[(r.start, r.end) for r in cal.hour] for cal in broken.schedule.spec.calendars] == [[(9, 9)]]
-    assert await describe_or_none(c.client, c.sid("gone")) is not None
+    assert await describe(c.client, c.sid("gone")) is not None
 
     # Fixed: the loop prunes again.
     c.write("broken", cron=["0 9 * * *"])
@@ -123,7 +122,7 @@ async def test_reconciler_broken_file_keeps_last_good_state_and_prunes_nothing(c
         (Action.DELETE, c.id("gone")),
         (Action.UNCHANGED, c.id("good")),
     ]
-    assert await describe_or_none(c.client, c.sid("gone")) is None
+    assert await describe(c.client, c.sid("gone")) is None
 
 
 async def test_reconciler_start_picks_up_new_file(campaigns: Campaigns) -> None:
@@ -136,13 +135,13 @@ async def test_reconciler_start_picks_up_new_file(campaigns: Campaigns) -> None:
 
         async def ran_once() -> None:
             assert reconciler.last is not None
-            assert await describe_or_none(c.client, c.sid("first")) is not None
+            assert await describe(c.client, c.sid("first")) is not None
 
         await eventually(ran_once, timeout=5)
         c.write("second", cron=["0 6 * * *"])
 
         async def created() -> None:
-            assert await describe_or_none(c.client, c.sid("second")) is not None
+            assert await describe(c.client, c.sid("second")) is not None
 
         await eventually(created, timeout=5)
     finally:
@@ -164,6 +163,6 @@ async def test_reconciler_schedule_id_taken_by_someone_else_does_not_hold_back_o
     line = taken.read_text(encoding="utf-8").splitlines().index(f'id = "{c.id("taken")}"') + 1
     assert (Path(error.path), error.line, error.key) == (taken, line, "campaign.id")
     assert f"schedule {c.sid('taken')!r} exists but was not created by this tool" in error.message
-    assert await describe_or_none(c.client, c.sid("free")) is not None
+    assert await describe(c.client, c.sid("free")) is not None
     foreign = await c.describe("taken")
     assert (foreign.schedule.state.note, await foreign.memo()) == ("made by hand", {})

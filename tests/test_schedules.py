@@ -38,7 +38,7 @@ from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import Settings
 from scheduler.reconcile import Outcome, sync
-from scheduler.schedules import Action, UnmanagedSchedule
+from scheduler.schedules import Action, UnmanagedSchedule, describe
 from scheduler.worker import make_worker
 from tests.conftest import eventually
 
@@ -59,7 +59,7 @@ go_to = "wait"
 
 [workflow.steps.wait]
 node = "wait_answer"
-params = { timeout = "1m" }
+params = { timeout = "1h" }
 """
 BROKEN = """\
 [campaign]
@@ -129,15 +129,6 @@ async def terminate_flows(client: Client, campaign_id: str) -> None:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-
-
-async def describe_or_none(client: Client, sid: str) -> ScheduleDescription | None:
-    try:
-        return await client.get_schedule_handle(sid).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
 
 
 async def wait_listed(client: Client, *sids: str) -> None:
@@ -438,8 +429,8 @@ async def test_prune_deletes_managed_schedule_whose_file_is_gone(campaigns: Camp
     assert changes_of(await c.sync(dry_run=True)) == [(Action.UNCHANGED, c.id("b"))]
     await c.sync(prune=["a"])
 
-    assert await describe_or_none(c.client, c.sid("a")) is None
-    assert await describe_or_none(c.client, c.sid("b")) is not None
+    assert await describe(c.client, c.sid("a")) is None
+    assert await describe(c.client, c.sid("b")) is not None
 
 
 async def test_prune_never_deletes_unmanaged_schedule(campaigns: Campaigns) -> None:
@@ -493,8 +484,8 @@ async def test_sync_broken_file_changes_nothing(campaigns: Campaigns) -> None:
     d = await c.describe("a")
     assert d.typed_search_attributes.get(CAMPAIGN_SHA256) == sha_a
     assert [_ranges(cal.hour) for cal in d.schedule.spec.calendars] == [[(9, 9, 1)]]
-    assert await describe_or_none(c.client, c.sid("b")) is not None
-    assert await describe_or_none(c.client, c.sid("broken")) is None
+    assert await describe(c.client, c.sid("b")) is not None
+    assert await describe(c.client, c.sid("broken")) is None
 
 
 async def test_apply_keeps_hand_pause_until_file_changes(campaigns: Campaigns) -> None:

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
 from scheduler.config import Settings
+from scheduler.schedules import describe
 from scheduler.worker import make_worker
 from tests.conftest import eventually
 from tests.test_schedules import (
@@ -27,7 +28,6 @@ from tests.test_schedules import (
     WAITING,
     Campaigns,
     create_foreign_schedule,
-    describe_or_none,
     own_campaigns,
     terminate_flows,
 )
@@ -199,7 +199,7 @@ async def test_pause_unpause_trigger_unknown_or_unmanaged_404(api: Api) -> None:
         assert_not_found(await api.http.post(f"/schedules/{quote('Bad Id!')}/{verb}"))
         assert_not_found(await api.http.post(f"/schedules/{c.id('foreign')}/{verb}"))
 
-    assert await describe_or_none(c.client, c.sid("missing")) is None
+    assert await describe(c.client, c.sid("missing")) is None
     foreign = await c.describe("foreign")
     assert (foreign.schedule.state.paused, foreign.schedule.state.note) == (True, "made by hand")
     assert foreign.info.recent_actions == []
@@ -252,7 +252,7 @@ async def test_app_reconcile_creates_schedules_and_reports_its_last_errors(
 
             async def created() -> None:
                 assert app.state.reconciler.last is not None
-                assert await describe_or_none(c.client, c.sid("a")) is not None
+                assert await describe(c.client, c.sid("a")) is not None
 
             await eventually(created)
             # Fixed on disk after the run: GET /schedules still says what the loop last found.
@@ -260,4 +260,4 @@ async def test_app_reconcile_creates_schedules_and_reports_its_last_errors(
             body, _ = await api.listed("a")
             (error,) = body["errors"]
             assert (Path(error["source"]), error["line"]) == (broken, BROKEN_LINE)
-        assert await describe_or_none(c.client, c.sid("broken")) is None
+        assert await describe(c.client, c.sid("broken")) is None

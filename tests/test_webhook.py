@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,42 +18,16 @@ from scheduler.engine import start_attributes
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
 from scheduler.workflows import AbandonedCartWorkflow
-from tests.conftest import QuietHandler, http_server
+from tests.conftest import ScriptedServer, scripted_server
 
 CUSTOMER = {"id": "c1", "phone": "+15550001", "name": "Ada"}
 CART = {"id": "cart-7", "url": "https://shop.example/cart/7", "total": 42.5}
 
 
-@dataclass
-class Hook:
-    """A local HTTP endpoint answering POSTs with scripted status codes (the last one repeats)."""
-
-    statuses: list[int] = field(default_factory=lambda: [200])
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    def next_status(self) -> int:
-        return self.statuses[min(len(self.requests), len(self.statuses)) - 1]
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    state = Hook()
-    lock = threading.Lock()
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with lock:
-                state.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"null")}
-                )
-                status = state.next_status()
-            self.send_json(status, b'{"ok": true}')
-
-    with http_server(Handler) as base:
-        state.url = f"{base}/hooks/cart"
-        yield state
+def hook() -> Iterator[ScriptedServer]:
+    with scripted_server("/hooks/cart") as server:
+        yield server
 
 
 def webhook_flow(**params: Any) -> WorkflowDefinition:
@@ -91,7 +62,9 @@ async def run_flow(
         return handle, await handle.result()
 
 
-async def test_webhook_2xx_takes_satisfied_edge(ts_env, settings: Settings, task_queue: str, hook: Hook) -> None:
+async def test_webhook_2xx_takes_satisfied_edge(
+    ts_env, settings: Settings, task_queue: str, hook: ScriptedServer
+) -> None:
     hook.statuses = [201]
     handle, result = await run_flow(
         ts_env, webhook_flow(url=hook.url, headers={"X-Campaign": "camp-hook"}), settings, task_queue
@@ -114,7 +87,7 @@ async def test_webhook_2xx_takes_satisfied_edge(ts_env, settings: Settings, task
 
 @pytest.mark.parametrize("status", [404, 302], ids=["client-error", "redirect"])
 async def test_webhook_refusal_takes_not_satisfied_edge_without_retry(
-    ts_env, settings: Settings, task_queue: str, hook: Hook, status: int
+    ts_env, settings: Settings, task_queue: str, hook: ScriptedServer, status: int
 ) -> None:
     hook.statuses = [status, 200]
     _, result = await run_flow(ts_env, webhook_flow(url=hook.url), settings, task_queue)
@@ -123,7 +96,7 @@ async def test_webhook_refusal_takes_not_satisfied_edge_without_retry(
     assert [line["text"] for line in Outbox(settings.channels.outbox).read()] == ["webhook refused"]
 
 
-async def test_webhook_429_is_retried(ts_env, settings: Settings, task_queue: str, hook: Hook) -> None:
+async def test_webhook_429_is_retried(ts_env, settings: Settings, task_queue: str, hook: ScriptedServer) -> None:
     hook.statuses = [429, 200]
     _, result = await run_flow(ts_env, webhook_flow(url=hook.url), settings, task_queue)
     assert result.path == ["step_1", "step_2"]
@@ -131,7 +104,7 @@ async def test_webhook_429_is_retried(ts_env, settings: Settings, task_queue: st
 
 
 async def test_webhook_5xx_then_2xx_retries_to_satisfied(
-    ts_env, settings: Settings, task_queue: str, hook: Hook
+    ts_env, settings: Settings, task_queue: str, hook: ScriptedServer
 ) -> None:
     hook.statuses = [500, 200]
     _, result = await run_flow(ts_env, webhook_flow(url=hook.url), settings, task_queue)
@@ -140,7 +113,7 @@ async def test_webhook_5xx_then_2xx_retries_to_satisfied(
 
 
 async def test_webhook_always_5xx_takes_not_satisfied_after_max_attempts(
-    ts_env, settings: Settings, task_queue: str, hook: Hook
+    ts_env, settings: Settings, task_queue: str, hook: ScriptedServer
 ) -> None:
     hook.statuses = [500]
     _, result = await run_flow(ts_env, webhook_flow(url=hook.url, max_attempts=2), settings, task_queue)

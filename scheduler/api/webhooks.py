@@ -11,7 +11,7 @@ answered 404, or, to Twilio, with an empty TwiML answer: Twilio has nobody to te
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -113,13 +113,9 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep) ->
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
     target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
-    try:
-        signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
-    except NoFlowForReply:
-        log.warning("reply %s for %s matched no running flow", reply.reply_id, target)
-        UNMATCHED.labels("replies").inc()
-        raise
-    log.info("reply %s for %s went to %s", reply.reply_id, target, ", ".join(signaled))
+    routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
+    if (signaled := await _routed("replies", f"reply {reply.reply_id}", target, routing)) is None:
+        raise NoFlowForReply(str(target))
     return SignaledResponse(signaled=signaled)
 
 
@@ -146,15 +142,9 @@ async def conversions(request: Request, client: ClientDep, settings: SettingsDep
         customer_id=data.customer_id,
         received_at=datetime.now(UTC),
     )
-    try:
-        signaled = await route_conversion(
-            client, target=target, conversion=conversion, timeout=settings.webhooks.route_timeout
-        )
-    except NoFlowForReply:
-        log.warning("conversion %s for %s matched no running flow", conversion.conversion_id, target)
-        UNMATCHED.labels("conversions").inc()
-        raise
-    log.info("conversion %s for %s went to %s", conversion.conversion_id, target, ", ".join(signaled))
+    routing = route_conversion(client, target=target, conversion=conversion, timeout=settings.webhooks.route_timeout)
+    if (signaled := await _routed("conversions", f"conversion {conversion.conversion_id}", target, routing)) is None:
+        raise NoFlowForReply(str(target))
     return SignaledResponse(signaled=signaled)
 
 
@@ -192,14 +182,21 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> 
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
         UNMATCHED.labels("twilio").inc()
         return _twiml()
-    try:
-        signaled = await route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
-    except NoFlowForReply:
-        log.warning("SMS %s from %s matched no running flow", message.MessageSid, target)
-        UNMATCHED.labels("twilio").inc()
-    else:
-        log.info("SMS %s from %s went to %s", message.MessageSid, target, ", ".join(signaled))
+    routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
+    await _routed("twilio", f"SMS {message.MessageSid}", target, routing)  # Twilio has nobody to tell
     return _twiml()
+
+
+async def _routed(endpoint: str, what: str, target: FlowTarget, routing: Awaitable[list[str]]) -> list[str] | None:
+    """The flows `routing` signalled, logged; None when it matched none, logged (contact redacted) and counted."""
+    try:
+        signaled = await routing
+    except NoFlowForReply:
+        log.warning("%s for %s matched no running flow", what, target)
+        UNMATCHED.labels(endpoint).inc()
+        return None
+    log.info("%s for %s went to %s", what, target, ", ".join(signaled))
+    return signaled
 
 
 async def read_body(request: Request, media_type: str) -> bytes:
