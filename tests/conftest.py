@@ -16,19 +16,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import local_environment
+from scheduler.engine import start_attributes
+from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import ensure_search_attributes
+from scheduler.workflows import AbandonedCartWorkflow
+
+if TYPE_CHECKING:
+    from tests.test_schedules import Campaigns
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,3 +222,29 @@ async def metric(http: httpx.AsyncClient, sample: str, **labels: str) -> float:
             if found.name == sample and found.labels == labels:
                 return found.value
     return 0.0
+
+
+async def start_flow_input(
+    client: Client, flow: FlowInput, task_queue: str, **options: Any
+) -> WorkflowHandle[Any, FlowStatus]:
+    """Start an `AbandonedCartWorkflow` of `flow` with its search attributes, as the API and fan-out do."""
+    return await client.start_workflow(
+        AbandonedCartWorkflow.run,
+        flow,
+        id=f"abandoned_cart-{uuid.uuid4()}",
+        task_queue=task_queue,
+        search_attributes=start_attributes(flow),
+        result_type=FlowStatus,
+        **options,
+    )
+
+
+@pytest_asyncio.fixture
+async def campaigns(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
+) -> AsyncIterator[Campaigns]:
+    """This test's own campaigns directory and task queue on the shared dev server (`tests.test_schedules`)."""
+    from tests.test_schedules import own_campaigns  # a test module importing conftest: imported late
+
+    async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
+        yield c

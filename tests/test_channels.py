@@ -27,13 +27,12 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.channels import DeliveryError, HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.engine import start_attributes
 from scheduler.errors import ConfigError
 from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
-from tests.conftest import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
+from tests.conftest import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server, start_flow_input
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
@@ -164,13 +163,7 @@ async def run_flow(
         cart=CART,
     )
     async with make_worker(env.client, settings, task_queue=task_queue):
-        handle = await env.client.start_workflow(
-            AbandonedCartWorkflow.run,
-            flow,
-            id=f"abandoned_cart-{uuid.uuid4()}",
-            task_queue=task_queue,
-            search_attributes=start_attributes(flow),
-        )
+        handle = await start_flow_input(env.client, flow, task_queue)
         if reply is not None:
             await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
         try:

@@ -31,7 +31,7 @@ from scheduler.attributes import REPLY_IDS
 from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.engine import conversion_key, start_attributes
+from scheduler.engine import conversion_key
 from scheduler.models import Conversion, FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
 from scheduler.workflows import (
@@ -41,7 +41,7 @@ from scheduler.workflows import (
     STATUS_QUERY,
     AbandonedCartWorkflow,
 )
-from tests.conftest import eventually
+from tests.conftest import eventually, start_flow_input
 from tests.test_webhooks_api import SECRET, signed_headers, terminate
 
 PHONE = "+15550001"
@@ -84,18 +84,6 @@ def flow_input(data: WorkflowDefinition, *, cart_id: str = "cart-1", customer_id
     )
 
 
-async def start(client: Client, flow: FlowInput, task_queue: str, **options: Any) -> WorkflowHandle[Any, FlowStatus]:
-    return await client.start_workflow(
-        AbandonedCartWorkflow.run,
-        flow,
-        id=f"abandoned_cart-{uuid.uuid4()}",
-        task_queue=task_queue,
-        search_attributes=start_attributes(flow),
-        result_type=FlowStatus,
-        **options,
-    )
-
-
 async def status(handle: WorkflowHandle[Any, Any]) -> FlowStatus:
     return await handle.query(STATUS_QUERY, result_type=FlowStatus)
 
@@ -130,7 +118,7 @@ async def test_conversion_during_explicit_wait_ends_the_flow(
     ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
 ) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(NAP, **EXIT)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(NAP, **EXIT)), task_queue)
         await reaches(handle, "nap")
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion(conversion_id="order-1", cart_id="cart-1"))
         result = await handle.result()
@@ -154,7 +142,7 @@ async def test_conversion_during_wait_answer_ends_the_flow(
     ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
 ) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(ASK, **EXIT)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(ASK, **EXIT)), task_queue)
         await reaches(handle, "ask")
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion())
         result = await handle.result()
@@ -184,7 +172,7 @@ async def test_conversion_during_an_activity_in_flight_ends_the_flow(
         },
     }
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(data, **EXIT)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(data, **EXIT)), task_queue)
         await reaches(handle, "post")
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion())
         result = await handle.result()
@@ -196,7 +184,7 @@ async def test_conversion_before_the_first_step_sends_nothing(
     ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
 ) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(
+        handle = await start_flow_input(
             ts_env.client,
             flow_input(definition(NAP, **EXIT)),
             task_queue,
@@ -213,7 +201,7 @@ async def test_conversion_flow_with_exit_on_cancelled_cancels_its_timer(
 ) -> None:
     """Cancelling the workflow still reaches the step running in its own task, as without exit_on."""
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(NAP, **EXIT)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(NAP, **EXIT)), task_queue)
         await reaches(handle, "nap")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as info:
@@ -228,7 +216,7 @@ async def test_conversion_without_exit_on_is_recorded_and_the_flow_carries_on(
     ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
 ) -> None:
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(NAP)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(NAP)), task_queue)
         await reaches(handle, "nap")
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion(conversion_id="order-2"))
         assert (await status(handle)).converted is True
@@ -243,7 +231,7 @@ async def test_conversion_second_signal_and_replies_after_it_change_nothing(
 ) -> None:
     """Without exit_on: only the first conversion is kept (and recorded in ReplyIds); replies still count."""
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
-        handle = await start(ts_env.client, flow_input(definition(ASK)), task_queue)
+        handle = await start_flow_input(ts_env.client, flow_input(definition(ASK)), task_queue)
         await reaches(handle, "ask")
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion(conversion_id="first"))
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion(conversion_id="second"))
@@ -271,7 +259,7 @@ class Shop:
 
     async def start(self, data: dict[str, Any] = NAP, *, exit_on: bool = True, **ids: str) -> str:
         flow = flow_input(definition(data, **(EXIT if exit_on else {})), **ids)
-        handle = await start(self.client, flow, self.settings.temporal.task_queue)
+        handle = await start_flow_input(self.client, flow, self.settings.temporal.task_queue)
         self.started.append(handle.id)
         await reaches(handle, "nap")  # sent the first message, now waiting an hour (for real)
         return handle.id

@@ -16,7 +16,7 @@ from scheduler.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
 from tests.conftest import eventually
-from tests.test_schedules import WAITING, Campaigns, campaigns, terminate_flows  # noqa: F401 (fixture)
+from tests.test_schedules import WAITING, Campaigns, terminate_flows
 
 JSONL_AUDIENCE = """\
 [audience]
@@ -62,7 +62,7 @@ async def flows_of(client: Client, campaign_id: str) -> list[Any]:
     return [w async for w in client.list_workflows(query)]
 
 
-async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns) -> None:  # noqa: F811
+async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns) -> None:
     c = campaigns
     write_carts(c)
     c.write("a", workflow=JSONL_AUDIENCE + WAITING)
@@ -105,7 +105,7 @@ async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns
         await terminate_flows(c.client, c.id("a"))
 
 
-async def test_sql_audience_window_covers_each_row_once_across_runs(campaigns: Campaigns) -> None:  # noqa: F811
+async def test_sql_audience_window_covers_each_row_once_across_runs(campaigns: Campaigns) -> None:
     c = campaigns
     db = c.dir / "shop.db"
     now = datetime.now(UTC)
@@ -175,7 +175,7 @@ async def triggered_run(c: Campaigns, name: str) -> str:
     return await eventually(run_id)
 
 
-async def test_worker_stopped_mid_fanout_leaves_every_cart_exactly_one_flow(campaigns: Campaigns) -> None:  # noqa: F811
+async def test_worker_stopped_mid_fanout_leaves_every_cart_exactly_one_flow(campaigns: Campaigns) -> None:
     c = campaigns
     carts = 120
     write_paced_audience(c, "r", carts, rate=20)  # one page of 120 takes ~6 s
@@ -225,7 +225,7 @@ async def test_worker_stopped_mid_fanout_leaves_every_cart_exactly_one_flow(camp
         await terminate_flows(c.client, cid)
 
 
-async def test_run_paces_starts_at_max_starts_per_second(campaigns: Campaigns) -> None:  # noqa: F811
+async def test_run_paces_starts_at_max_starts_per_second(campaigns: Campaigns) -> None:
     c = campaigns
     write_paced_audience(c, "p", 30, rate=10)  # 30 starts 0.1 s apart: at least 2.9 s
     await c.sync()

@@ -6,15 +6,10 @@ before are pruned. Campaign ids, directory and task queue are the test's own (se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
-
 from scheduler.attributes import CAMPAIGN_SHA256
-from scheduler.config import Settings
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
 from tests.conftest import eventually
@@ -25,18 +20,9 @@ from tests.test_schedules import (
     changes_of,
     create_foreign_schedule,
     listed_sha_is,
-    own_campaigns,
     sha_is,
     wait_listed,
 )
-
-
-@pytest_asyncio.fixture
-async def campaigns(
-    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
-) -> AsyncIterator[Campaigns]:
-    async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
-        yield c
 
 
 async def test_reconciler_run_once_creates_then_updates(campaigns: Campaigns) -> None:

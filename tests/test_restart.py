@@ -24,14 +24,13 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import DevServer, port_in_use
-from scheduler.engine import start_attributes
 from scheduler.errors import DevServerError
 from scheduler.flows import signal_flow, start_flow
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY
+from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports, start_flow_input
 
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
@@ -63,14 +62,7 @@ async def test_worker_restart_flow_continues_on_new_worker(
     client = dev_env.client
     settings.temporal.task_queue = task_queue
     flow = FlowInput(definition=long_wait_definition(), customer={"id": "c1", "phone": "+15550111"})
-    handle = await client.start_workflow(
-        AbandonedCartWorkflow.run,
-        flow,
-        id=f"abandoned_cart-{uuid.uuid4()}",
-        task_queue=task_queue,
-        search_attributes=start_attributes(flow),
-        result_type=FlowStatus,
-    )
+    handle = await start_flow_input(client, flow, task_queue)
     try:
         async with make_worker(client, settings):
             await wait_for_step(client, handle.id, "step_2")

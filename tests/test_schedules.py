@@ -19,7 +19,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import pytest_asyncio
 from temporalio.client import (
     Client,
     Schedule,
@@ -31,7 +30,6 @@ from temporalio.client import (
     WorkflowExecutionStatus,
 )
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.testing import WorkflowEnvironment
 
 from scheduler import schedules
 from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
@@ -219,14 +217,6 @@ async def own_campaigns(
         yield c
     finally:
         await delete_schedules(client, c.owned)
-
-
-@pytest_asyncio.fixture
-async def campaigns(
-    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
-) -> AsyncIterator[Campaigns]:
-    async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
-        yield c
 
 
 async def sha_is(c: Campaigns, name: str, sha: str) -> None:

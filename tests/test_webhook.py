@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +13,9 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.engine import start_attributes
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
-from scheduler.workflows import AbandonedCartWorkflow
-from tests.conftest import ScriptedServer, scripted_server
+from tests.conftest import ScriptedServer, scripted_server, start_flow_input
 
 CUSTOMER = {"id": "c1", "phone": "+15550001", "name": "Ada"}
 CART = {"id": "cart-7", "url": "https://shop.example/cart/7", "total": 42.5}
@@ -52,13 +49,7 @@ async def run_flow(
 ) -> tuple[WorkflowHandle, FlowStatus]:
     flow = FlowInput(definition=definition, campaign_id="camp-hook", customer=CUSTOMER, cart=CART)
     async with make_worker(env.client, settings, task_queue=task_queue):
-        handle = await env.client.start_workflow(
-            AbandonedCartWorkflow.run,
-            flow,
-            id=f"abandoned_cart-{uuid.uuid4()}",
-            task_queue=task_queue,
-            search_attributes=start_attributes(flow),
-        )
+        handle = await start_flow_input(env.client, flow, task_queue)
         return handle, await handle.result()
 
 

@@ -31,13 +31,12 @@ from scheduler.api import create_app
 from scheduler.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.config import Settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.engine import start_attributes
 from scheduler.flows import start_flow
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.replies import quote
 from scheduler.worker import make_worker
 from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import eventually, metric
+from tests.conftest import eventually, metric, start_flow_input
 
 SECRET = "whsec_" + base64.b64encode(b"test-secret-for-replies-0123456").decode()
 TOKEN = "twilio-auth-token-for-tests"
@@ -318,13 +317,7 @@ async def test_reply_ids_keep_the_last_20_within_the_attribute_size_limit(
         {"start_step": "nap", "steps": {"nap": {"node": "explicit_wait", "params": {"duration": "1h"}}}}
     )
     flow = FlowInput(definition=sleepy, customer={"phone": new_phone()})
-    handle = await dev_env.client.start_workflow(
-        AbandonedCartWorkflow.run,
-        flow,
-        id=f"abandoned_cart-{uuid.uuid4()}",
-        task_queue=hooks.settings.temporal.task_queue,
-        search_attributes=start_attributes(flow),
-    )
+    handle = await start_flow_input(dev_env.client, flow, hooks.settings.temporal.task_queue)
     hooks.started.append(handle.id)
     ids = [f"{n:02d}-" + "x" * 61 for n in range(20)] + [f"long {n} " + "y" * 200 for n in range(5)]
 

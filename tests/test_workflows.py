@@ -23,11 +23,11 @@ from scheduler.engine import (
     CURRENT_STEP,
     CUSTOMER_ID,
     DEFINITION_VERSION,
-    start_attributes,
 )
 from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
+from tests.conftest import start_flow_input
 
 OWNER = "owner@example.com"
 PHONE = "+15550001"
@@ -79,13 +79,7 @@ def definition(data: dict[str, Any]) -> WorkflowDefinition:
 
 async def start(env: WorkflowEnvironment, definition: WorkflowDefinition, task_queue: str) -> WorkflowHandle:
     flow = FlowInput(definition=definition, owner=OWNER, customer={"id": "c1", "phone": PHONE})
-    return await env.client.start_workflow(
-        AbandonedCartWorkflow.run,
-        flow,
-        id=f"abandoned_cart-{uuid.uuid4()}",
-        task_queue=task_queue,
-        search_attributes=start_attributes(flow),
-    )
+    return await start_flow_input(env.client, flow, task_queue)
 
 
 async def status(handle: WorkflowHandle) -> FlowStatus:
