@@ -13,8 +13,9 @@ from scheduler.campaign import find_campaign
 from scheduler.config import Settings
 from scheduler.engine import start_attributes
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
+from scheduler.fanout import flow_input
 from scheduler.metrics import FLOW_SIGNALS
-from scheduler.models import Conversion, FlowInput, Reply
+from scheduler.models import Conversion, Reply
 from scheduler.workflows import SIGNALS, AbandonedCartWorkflow
 
 
@@ -38,13 +39,7 @@ async def start_flow(
         FlowAlreadyRunning: a flow with `workflow_id` is running.
     """
     campaign = find_campaign(settings.campaigns.dir, campaign_id or settings.campaigns.default)
-    flow = FlowInput(
-        definition=campaign.workflow,
-        campaign_id=campaign.id,
-        owner=campaign.campaign.owner,
-        customer=customer or {},
-        cart=cart or {},
-    )
+    flow = flow_input(campaign, customer=customer, cart=cart)
     workflow_id = workflow_id or new_workflow_id()
     try:
         return await client.start_workflow(

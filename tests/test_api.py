@@ -81,6 +81,9 @@ async def test_start_workflow_then_signal_completes_satisfied_branch(api: Api) -
     assert result.path == ["step_1", "step_2", "step_3"]
     assert result.outcome == "completed"
     assert result.replies == 1
+    # The owner's note names the campaign as scheduled runs do (the flow carries campaign.name).
+    note = [r for r in Outbox(api.settings.channels.outbox).read() if r["workflow_id"] == body["workflow_id"]][-1]
+    assert (note["step"], note["text"].split(":")[0]) == ("step_3", "Abandoned cart nudge")
 
 
 async def test_send_signal_stop_text_ends_flow_after_wait(api: Api) -> None:
