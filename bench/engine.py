@@ -31,10 +31,10 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.config import load_settings
     from scheduler.definition import WorkflowDefinition, validate_definition
     from scheduler.devserver import local_environment
-    from scheduler.engine import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, start_attributes
+    from scheduler.engine import ACTIVITY_TIMEOUT, start_attributes
     from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
     from scheduler.nodes.notify_creator import NotifyCreatorParams
-    from scheduler.nodes.send_message import SendMessageParams
+    from scheduler.nodes.send_message import SendMessageParams, send_retry
     from scheduler.nodes.webhook import WebhookParams
     from scheduler.worker import make_worker
     from scheduler.workflows import AbandonedCartWorkflow
@@ -67,12 +67,12 @@ BASELINE_STEPS = (
     ("step_5", "notify_creator"),
 )
 """The same path, written out by hand."""
-_WEBHOOK = WebhookParams()
+_SEND, _NOTIFY, _WEBHOOK = SendMessageParams(), NotifyCreatorParams(), WebhookParams()
 # What the engine sends each activity for a step with empty params, and the timeout and retry policy
-# it uses (the `webhook` node sets its own, see scheduler/nodes/webhook.py).
+# its node passes (see scheduler/nodes/send_message.py and webhook.py).
 BASELINE_CALLS: dict[str, tuple[dict[str, Any], timedelta, RetryPolicy]] = {
-    "send_message": (SendMessageParams().model_dump(mode="json"), ACTIVITY_TIMEOUT, ACTIVITY_RETRY),
-    "notify_creator": (NotifyCreatorParams().model_dump(mode="json"), ACTIVITY_TIMEOUT, ACTIVITY_RETRY),
+    "send_message": (_SEND.model_dump(mode="json"), ACTIVITY_TIMEOUT, send_retry(_SEND.max_attempts)),
+    "notify_creator": (_NOTIFY.model_dump(mode="json"), ACTIVITY_TIMEOUT, send_retry(_NOTIFY.max_attempts)),
     "webhook": (
         _WEBHOOK.model_dump(mode="json"),
         _WEBHOOK.timeout + timedelta(seconds=5),

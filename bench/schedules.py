@@ -34,7 +34,7 @@ from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.config import Settings, load_settings
 from scheduler.devserver import local_environment
 from scheduler.reconcile import sync
-from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, campaign_sha256, schedule_id
+from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, schedule_id
 
 CAMPAIGNS = 500
 ROUNDS = 3
@@ -213,7 +213,7 @@ async def create_loop(client: Client, settings: Settings, campaigns: list[Campai
             f"baseline-{c.id}",
             build_schedule(c, settings),
             {"managed_by": MANAGED_BY, "source": str(c.source or "")},
-            TypedSearchAttributes([SearchAttributePair(CAMPAIGN_SHA256, campaign_sha256(c))]),
+            TypedSearchAttributes([SearchAttributePair(CAMPAIGN_SHA256, c.sha256)]),
         )
         for c in campaigns
     ]
@@ -256,7 +256,7 @@ async def bench(workdir: Path) -> Results:
     results.load_s = time.perf_counter() - start
     if problems or len(campaigns) != CAMPAIGNS:
         raise SystemExit(f"the bench campaigns do not load: {problems[:5]}")
-    expected = {schedule_id(c.id): campaign_sha256(c) for c in campaigns.values()}
+    expected = {schedule_id(c.id): c.sha256 for c in campaigns.values()}
     env = await local_environment()
     try:
         client = env.client

@@ -51,7 +51,6 @@ import h11
 import uvicorn
 from standardwebhooks import Webhook
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from scheduler.api import create_app
 from scheduler.config import Settings, load_settings
@@ -59,6 +58,7 @@ from scheduler.definition import WorkflowDefinition, validate_definition
 from scheduler.devserver import local_environment
 from scheduler.engine import start_attributes
 from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
 
@@ -241,7 +241,8 @@ def worker_main(target_host: str, namespace: str, task_queue: str, outbox: str, 
 async def _run_worker(target_host: str, namespace: str, task_queue: str, outbox: str, conn: Connection) -> None:
     settings = load_settings()
     settings.channels.outbox = Path(outbox)
-    client = await Client.connect(target_host, namespace=namespace, data_converter=pydantic_data_converter)
+    settings.temporal.address, settings.temporal.namespace = target_host, namespace
+    client = await connect(settings)
     async with make_worker(client, settings, task_queue=task_queue):
         conn.send("ready")
         with contextlib.suppress(EOFError):

@@ -12,18 +12,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, DeliveryError, Message, Outbox, idempotency_key, make_channels
-from scheduler.config import ChannelsSettings
+from scheduler.config import ChannelsSettings, env_var
 from scheduler.models import ActivityInput, ActivityOutcome
 from scheduler.nodes import EventType
 from scheduler.nodes.notify_creator import NotifyCreatorParams
 from scheduler.nodes.send_message import SendMessageParams
 from scheduler.nodes.webhook import WebhookParams
-from scheduler.outbound import http_client
+from scheduler.outbound import http_client, retryable_status
 from scheduler.templates import TemplateRenderError, render
 
 log = logging.getLogger(__name__)
-
-RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 class Activities:
@@ -71,8 +69,7 @@ class Activities:
         if channel is not None:
             return channel
         if key := self.settings.missing(name):
-            env = "SCHEDULER_" + "__".join(key.upper().split("."))
-            message = f"channel {name!r} is not configured: set {key} in the service config (or {env})"
+            message = f"channel {name!r} is not configured: set {key} in the service config (or {env_var(key)})"
             raise ApplicationError(message, type="ChannelNotConfigured", non_retryable=True)
         raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
 
@@ -122,7 +119,7 @@ class Activities:
         status = response.status_code
         if 200 <= status < 300:
             return ActivityOutcome(detail=f"POST {url}: HTTP {status}")
-        if 300 <= status < 500 and status not in RETRYABLE_4XX:  # a redirect will not go away by retrying
+        if status >= 300 and not retryable_status(status):  # a redirect will not go away by retrying
             log.warning("webhook %s answered HTTP %s: taking the not_satisfied edge", url, status)
             return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=f"POST {url}: HTTP {status}")
         raise ApplicationError(f"POST {url}: HTTP {status}", type="WebhookServerError")

@@ -37,13 +37,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from scheduler.campaign import AUDIENCE_FIELDS, Audience
 from scheduler.contacts import InvalidContact, normalize_contact
 from scheduler.errors import SchedulerError
-from scheduler.outbound import http_client
+from scheduler.outbound import http_client, retryable_status
 
 PAGE_SIZE = 500
 """Rows per `read_page` call the activity is expected to use: small enough to heartbeat often."""
 HTTP_TIMEOUT = 30.0
 """Seconds for one page of an http source (connect, read): a slow API fails the attempt, not the worker."""
-_RETRY_STATUSES = frozenset({408, 425, 429})
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -447,8 +446,7 @@ async def _read_http(audience: Audience, window: Window, cursor: str | None, lim
         raise AudienceError(f"GET {_shown(url)} failed: {exc!r}", retryable=True) from None
     status = response.status_code
     if not 200 <= status < 300:
-        retryable = status >= 500 or status in _RETRY_STATUSES
-        raise AudienceError(f"GET {_shown(url)} answered {status}", retryable=retryable)
+        raise AudienceError(f"GET {_shown(url)} answered {status}", retryable=retryable_status(status))
     try:
         body = response.json()
     except ValueError:

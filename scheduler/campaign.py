@@ -6,12 +6,14 @@ Every problem of a file is reported at once, located as `path:line: key: message
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import re
 import tomllib
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scheduler.config import ChannelsSettings
-from scheduler.cron import cron_problem
+from scheduler.cron import aware, cron_problem
 from scheduler.definition import WorkflowDefinition, parse_definition
 from scheduler.durations import Duration
 from scheduler.errors import Problem, UnknownCampaign
@@ -33,8 +35,12 @@ class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""A campaign id: it names the schedule, and flow ids start with it."""
+
+
 class CampaignInfo(_Table):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    id: str = Field(pattern=CAMPAIGN_ID_PATTERN)
     name: str = ""
     owner: str = ""
     """Who `notify_creator` tells."""
@@ -84,14 +90,9 @@ class CampaignSchedule(_Table):
     @classmethod
     def _after_start(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
         start, timezone = info.data.get("start_at"), info.data.get("timezone", "UTC")
-        if v and start and _aware(v, timezone) <= _aware(start, timezone):
+        if v and start and aware(v, timezone) <= aware(start, timezone):
             raise ValueError("end_at must be after start_at")
         return v
-
-
-def _aware(moment: datetime, timezone: str) -> datetime:
-    """A TOML local datetime is read in the campaign's timezone."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
 
 
 AUDIENCE_FIELDS = (
@@ -276,25 +277,35 @@ class Campaign(_Table):
     def id(self) -> str:
         return self.campaign.id
 
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the canonical content (comments and formatting do not count), worked out once: loaded
+        campaigns are cached and read only, and the reconcile loop compares every hash on every tick."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
 
 def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
     """Read one campaign file (`.toml`) or seed-shaped definition (`.json`): (campaign or None, problems).
 
     A JSON definition becomes a campaign whose id is the file's stem, without a schedule.
     """
-    shown = _shown(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        return None, [Problem(shown, 1, "", f"cannot read file: {exc.strerror or exc}")]
-    campaign, problems = _parse(path, shown, text)
+        return None, [Problem(_shown(path), 1, "", f"cannot read file: {exc.strerror or exc}")]
+    campaign, problems = _parse(path, os.getcwd(), text)
     return campaign, list(problems)
 
 
 @lru_cache(maxsize=1024)
-def _parse(path: Path, shown: str, text: str) -> tuple[Campaign | None, tuple[Problem, ...]]:
+def _parse(path: Path, cwd: str, text: str) -> tuple[Campaign | None, tuple[Problem, ...]]:
     """Parse and validate, once per file content: `/start-workflow` and the reconcile loop load the
-    whole directory each time, and files rarely change. The campaign returned is shared: read only."""
+    whole directory each time, and files rarely change. The campaign returned is shared: read only.
+
+    `cwd` is part of the key because problems name the file relative to it (`_shown`, slow enough to
+    be worth caching too)."""
+    shown = _shown(path)
     if path.suffix == ".json":
         campaign, problems = _from_json(path, shown, text)
     else:
@@ -302,7 +313,7 @@ def _parse(path: Path, shown: str, text: str) -> tuple[Campaign | None, tuple[Pr
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             return None, (Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}"),)
-        campaign, problems = _build(path, shown, data, lambda: toml_key_lines(text))
+        campaign, problems = _build(path, shown, data, text)
     return campaign, tuple(problems)
 
 
@@ -311,29 +322,39 @@ def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(shown, exc.lineno, "", f"invalid JSON: {exc.msg} (column {exc.colno})")]
-
-    def lines() -> dict[KeyPath, int]:
-        found = json_key_lines(text)
-        return {("workflow", *k): v for k, v in found.items()} if seed_shape else found
-
-    seed_shape = isinstance(data, dict) and "workflow" not in data  # the definition itself
-    if seed_shape:
+    if _seed_shaped(data):
         data = {"workflow": data}
     if isinstance(data, dict) and "campaign" not in data:
         data["campaign"] = {"id": re.sub(r"[^a-z0-9_-]", "-", path.stem.lower()) or "definition"}
-    return _build(path, shown, data, lines)
+    return _build(path, shown, data, text)
 
 
-def _build(
-    path: Path, shown: str, data: Any, key_lines: Callable[[], dict[KeyPath, int]]
-) -> tuple[Campaign | None, list[Problem]]:
+def _seed_shaped(data: Any) -> bool:
+    """A JSON file that is the definition itself (as the seed's), not a campaign with a `workflow`."""
+    return isinstance(data, dict) and "workflow" not in data
+
+
+def _key_lines(path: Path, text: str) -> dict[KeyPath, int]:
+    """The line of every key of a campaign file, in its own format (a seed-shaped JSON's keys under `workflow`)."""
+    if path.suffix != ".json":
+        return toml_key_lines(text)
+    found = json_key_lines(text)
+    return {("workflow", *k): v for k, v in found.items()} if _seed_shaped(json.loads(text)) else found
+
+
+def key_line(path: Path, key: KeyPath) -> int:
+    """The line of `key` in a campaign file (read again: lines are only worked out for a problem to place)."""
+    return line_of(_key_lines(path, path.read_text(encoding="utf-8")), key)
+
+
+def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | None, list[Problem]]:
     """Validate; key lines are only worked out when there is a problem to place (most loads have none)."""
     lines: dict[KeyPath, int] | None = None
 
     def problem(key: tuple[Any, ...], message: str, warning: bool = False) -> Problem:
         nonlocal lines
         if lines is None:
-            lines = key_lines()
+            lines = _key_lines(path, text)
         return Problem(shown, line_of(lines, key), ".".join(str(k) for k in key), message, warning)
 
     if not isinstance(data, dict):
@@ -391,7 +412,7 @@ def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Proble
             problems.append(
                 Problem(
                     _shown(path),
-                    line_of(toml_key_lines(path.read_text(encoding="utf-8")), ("campaign", "id")),
+                    key_line(path, ("campaign", "id")),
                     "campaign.id",
                     f"duplicate campaign id {campaign.id!r}: also used by {_shown(first) if first else '?'}",
                 )
@@ -446,27 +467,28 @@ def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]
     """
     from scheduler.cron import schedule_warnings
 
-    if campaign.source is None:
+    source = campaign.source
+    if source is None:
         return []
-    lines = toml_key_lines(campaign.source.read_text(encoding="utf-8"))
-    shown = _shown(campaign.source)
-    problems = [
-        Problem(shown, line_of(lines, key.split(".")), key, message, warning=True)
+    found: list[tuple[KeyPath, str, bool]] = [  # (key, message, warning)
+        (tuple(key.split(".")), message, True)
         for key, message in (schedule_warnings(campaign.schedule) if campaign.schedule else [])
     ]
     if campaign.audience is not None:
-        problems.extend(
-            Problem(shown, line_of(lines, ("audience", *key)), ".".join(("audience", *key)), message, warning=True)
-            for key, message in _audience_environment(campaign.audience, campaign.source.parent)
+        found.extend(
+            (("audience", *key), message, True)
+            for key, message in _audience_environment(campaign.audience, source.parent)
         )
     for name, step in campaign.workflow.steps.items():
         channel = step.params.get("channel")
         if isinstance(channel, str) and (missing := channels.missing(channel)):
             key = ("workflow", "steps", name, "params", "channel")
-            problems.append(
-                Problem(shown, line_of(lines, key), ".".join(key), f"channel {channel!r} needs {missing} in the config")
-            )
-    return problems
+            found.append((key, f"channel {channel!r} needs {missing} in the config", False))
+    if not found:
+        return []
+    lines = _key_lines(source, source.read_text(encoding="utf-8"))
+    shown = _shown(source)
+    return [Problem(shown, line_of(lines, key), ".".join(key), message, warning) for key, message, warning in found]
 
 
 def _audience_environment(audience: Audience, campaign_dir: Path) -> list[tuple[KeyPath, str]]:

@@ -27,12 +27,9 @@ import httpx
 
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
 from scheduler.errors import SchedulerError
-from scheduler.outbound import http_client
+from scheduler.outbound import http_client, retryable_status
 
 log = logging.getLogger(__name__)
-
-RETRYABLE_HTTP = frozenset({408, 425, 429})
-"""4xx answers that mean "later", not "never"."""
 
 
 class DeliveryError(SchedulerError):
@@ -77,8 +74,12 @@ class Outbox:
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps({"at": datetime.now(UTC).isoformat(), **record}, ensure_ascii=False, default=str)
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
+            try:
+                f = self.path.open("a", encoding="utf-8")
+            except FileNotFoundError:  # no directory yet: made here, not checked before every message
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                f = self.path.open("a", encoding="utf-8")
+            with f:
                 f.write(line + "\n")
 
     def read(self) -> list[dict[str, Any]]:
@@ -166,14 +167,7 @@ class HttpChannel(Channel):
         url = self.settings.url
         headers = {"Idempotency-Key": message.idempotency_key}
         if self.settings.token_env:
-            token = os.environ.get(self.settings.token_env)
-            if not token:
-                raise DeliveryError(
-                    f"channels.http.token_env names {self.settings.token_env!r}, which is not set",
-                    kind="ChannelNotConfigured",
-                    retryable=False,
-                )
-            headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"Bearer {_secret('channels.http.token_env', self.settings.token_env)}"
         body = {k: v for k, v in self._record(message).items() if k != "channel"}
         try:
             async with http_client(follow_redirects=False) as http:
@@ -186,7 +180,7 @@ class HttpChannel(Channel):
         if 200 <= status < 300:
             return
         answer = f"POST {url}: HTTP {status} {response.text[:200]!r}"
-        if status >= 500 or status in RETRYABLE_HTTP:
+        if retryable_status(status):
             raise DeliveryError(answer, kind="GatewayUnavailable", retryable=True)
         raise DeliveryError(answer, kind="GatewayRejected", retryable=False)
 
@@ -208,18 +202,10 @@ class SmtpChannel(Channel):
     async def _deliver(self, message: Message) -> None:
         password = ""
         if self.settings.username and self.settings.password_env:
-            password = os.environ.get(self.settings.password_env, "")
-            if not password:
-                raise DeliveryError(
-                    f"channels.smtp.password_env names {self.settings.password_env!r}, which is not set",
-                    kind="ChannelNotConfigured",
-                    retryable=False,
-                )
+            password = _secret("channels.smtp.password_env", self.settings.password_env)
         email = self._email(message)
         try:
             await asyncio.to_thread(self._send, email, password)
-        except DeliveryError:
-            raise
         except Exception as exc:
             raise _smtp_error(exc, self.settings) from None
 
@@ -247,6 +233,14 @@ class SmtpChannel(Channel):
 
     def _record(self, message: Message) -> dict[str, Any]:
         return {**super()._record(message), "subject": message.subject}
+
+
+def _secret(key: str, env_name: str) -> str:
+    """The value of `env_name`, the variable config `key` names; unset or empty is a config error no retry mends."""
+    value = os.environ.get(env_name)
+    if not value:
+        raise DeliveryError(f"{key} names {env_name!r}, which is not set", kind="ChannelNotConfigured", retryable=False)
+    return value
 
 
 def _smtp_error(exc: Exception, settings: SmtpChannelSettings) -> DeliveryError:

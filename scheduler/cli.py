@@ -15,7 +15,7 @@ import typer
 
 from scheduler.campaign import deep_checks, load_campaign
 from scheduler.config import Settings, load_settings
-from scheduler.errors import Problem, SchedulerError
+from scheduler.errors import NoSchedule, Problem, SchedulerError
 
 app = typer.Typer(
     help="Marketing campaigns as durable Temporal workflows.",
@@ -157,19 +157,17 @@ def status(
     config: ConfigOpt = None,
 ) -> None:
     """Every schedule's state, next run and recent runs, as a table (like GET /schedules)."""
-    from scheduler.schedules import list_managed, schedule_status
+    from scheduler.schedules import schedule_statuses
     from scheduler.temporal import connect
 
     settings = _settings(config)
 
     async def go() -> list[Any]:
-        client = await connect(settings)
-        ids = [campaign_id] if campaign_id else await list_managed(client)
-        return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
+        return await schedule_statuses(await connect(settings), [campaign_id] if campaign_id else None)
 
     statuses = _run(go())
     if campaign_id and statuses[0] is None:
-        _fail(f"no schedule for campaign {campaign_id!r}")
+        _fail(str(NoSchedule(campaign_id)))
     rows = [("CAMPAIGN", "STATE", "CRON", "TIMEZONE", "NEXT RUN (UTC)", "LAST RUN", "RUNNING FLOWS", "VERSION")]
     for s in filter(None, statuses):
         last = s.recent_runs[0] if s.recent_runs else None
@@ -307,7 +305,7 @@ def start(
     config: ConfigOpt = None,
 ) -> None:
     """Start one flow (like POST /start-workflow) and print its ids as JSON."""
-    from scheduler.flows import start_flow
+    from scheduler.flows import STARTED, start_flow
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -321,7 +319,7 @@ def start(
         return {
             "workflow_id": handle.id,
             "run_id": handle.result_run_id or "",
-            "message": "Workflow started successfully",
+            "message": STARTED,
         }
 
     typer.echo(json.dumps(_run(go())))
@@ -338,7 +336,7 @@ def signal(
     config: ConfigOpt = None,
 ) -> None:
     """Send a signal to a running flow (like POST /send-signal)."""
-    from scheduler.flows import signal_flow
+    from scheduler.flows import signal_flow, signal_sent
     from scheduler.models import Reply
     from scheduler.temporal import connect
 
@@ -350,7 +348,7 @@ def signal(
         await signal_flow(client, workflow_id=workflow_id, run_id=run_id, signal_name=name, reply=reply)
 
     _run(go())
-    typer.echo(json.dumps({"message": f"Successfully sent '{name}' signal to workflow: {workflow_id}"}))
+    typer.echo(json.dumps({"message": signal_sent(name, workflow_id)}))
     _exit(0)
 
 

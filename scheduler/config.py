@@ -22,6 +22,13 @@ from scheduler.signatures import webhook_key
 
 DEFAULT_CONFIG = Path("config/scheduler.toml")
 TASK_QUEUE = "primary-workflow-task-queue"
+ENV_PREFIX = "SCHEDULER_"
+ENV_NESTED_DELIMITER = "__"
+
+
+def env_var(key: str) -> str:
+    """The environment variable that overrides config `key`: "channels.http.url" → SCHEDULER_CHANNELS__HTTP__URL."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(key.upper().split("."))
 
 
 class _Section(BaseModel):
@@ -137,7 +144,7 @@ class ChannelsSettings(_Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SCHEDULER_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER, extra="forbid")
 
     temporal: TemporalSettings = TemporalSettings()
     dev_server: DevServerSettings = DevServerSettings()
@@ -179,7 +186,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
     explicit = path is not None or "SCHEDULER_CONFIG" in os.environ
     file = Path(path if path is not None else os.environ.get("SCHEDULER_CONFIG", DEFAULT_CONFIG))
     data: dict[str, Any] = {}
-    if file.is_file():
+    found = file.is_file()
+    if found:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -190,8 +198,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_where(file, e) for e in exc.errors())) from None
-    base = file.parent.resolve() if file.is_file() else Path.cwd()
-    settings.source = file.resolve() if file.is_file() else None
+    base = file.parent.resolve() if found else Path.cwd()
+    settings.source = file.resolve() if found else None
     settings.dev_server.db_file = (base / settings.dev_server.db_file).resolve()
     settings.campaigns.dir = (base / settings.campaigns.dir).resolve()
     settings.channels.outbox = (base / settings.channels.outbox).resolve()
@@ -200,15 +208,13 @@ def load_settings(path: str | Path | None = None) -> Settings:
 
 def _where(file: Path, error: Any) -> str:
     """Blame the environment variable when one set the bad value, else the file."""
-    loc = [str(p) for p in error["loc"]]
-    env = "SCHEDULER_" + "__".join(p.upper() for p in loc)
+    key = ".".join(str(p) for p in error["loc"])
+    env = env_var(key)
     source = env if env in os.environ else str(file)
-    return f"{source}: {'.'.join(loc)}: {error['msg']}"
+    return f"{source}: {key}: {error['msg']}"
 
 
 def config_hint(settings: Settings, key: str) -> str:
     """How a user changes `key` ("api.port"): in their config file or by environment."""
-    section, name = key.split(".")
-    env = f"SCHEDULER_{section.upper()}__{name.upper()}"
     where = f"in {settings.source}" if settings.source else "in the config file"
-    return f"set {key} {where} or {env}"
+    return f"set {key} {where} or {env_var(key)}"

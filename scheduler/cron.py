@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -365,9 +365,11 @@ class _Spec:
     end_at: float | None
 
     @classmethod
-    def of(cls, schedule: CampaignSchedule, only: list[str] | None = None) -> _Spec:
-        compiled = [_compile(expr) for expr in (schedule.cron if only is None else only)]
-        start, end = _instant(schedule.start_at, schedule.timezone), _instant(schedule.end_at, schedule.timezone)
+    def of(cls, schedule: CampaignSchedule, compiled: Sequence[_Calendar | _Interval] | None = None) -> _Spec:
+        """`compiled`: the expressions to walk, when not all of the schedule's."""
+        if compiled is None:
+            compiled = [_compile(expr) for expr in schedule.cron]
+        start, end = aware(schedule.start_at, schedule.timezone), aware(schedule.end_at, schedule.timezone)
         return cls(
             tuple(c for c in compiled if isinstance(c, _Calendar)),
             tuple(c for c in compiled if isinstance(c, _Interval)),
@@ -399,8 +401,8 @@ class _Spec:
         return out
 
 
-def _instant(moment: datetime | None, timezone: str) -> datetime | None:
-    """A TOML local datetime is read in the campaign's timezone (as schedules.schedule_spec sends it)."""
+def aware(moment: datetime | None, timezone: str) -> datetime | None:
+    """A TOML local datetime is read in the campaign's timezone: when validating, sending it to Temporal, and here."""
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
@@ -421,7 +423,7 @@ def preview(schedule: CampaignSchedule, *, count: int = 10, start: datetime | No
     Raises:
         CronError: an expression cron_problem refuses (only possible for a schedule built without validation).
     """
-    after = _instant(start, schedule.timezone) or datetime.now(UTC)
+    after = aware(start, schedule.timezone) or datetime.now(UTC)
     return [_utc(t) for t in _Spec.of(schedule).times(math.floor(after.timestamp()), count)]
 
 
@@ -440,7 +442,7 @@ def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None
     key = "schedule.cron"
     tz = ZoneInfo(schedule.timezone)
     now_unix = math.floor((now or datetime.now(UTC)).timestamp())
-    start_at, end_at = _instant(schedule.start_at, schedule.timezone), _instant(schedule.end_at, schedule.timezone)
+    start_at, end_at = aware(schedule.start_at, schedule.timezone), aware(schedule.end_at, schedule.timezone)
     end = end_at.timestamp() if end_at else None
     if end is not None and end < now_unix:
         when = _wall(schedule.end_at, tz)
@@ -457,7 +459,7 @@ def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None
             compiled = _compile(text)
         except CronError:
             continue  # cron_problem reports it as an error
-        one = _Spec.of(schedule, only=[expr])
+        one = _Spec.of(schedule, [compiled])
         if isinstance(compiled, _Calendar) and compiled.fields[2][0] != "*" and compiled.fields[4][0] != "*":
             dom, dow = compiled.fields[2], compiled.fields[4]
             out.append(
@@ -484,7 +486,7 @@ def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None
         if len(compiled.hour) == 24:
             continue  # runs every hour: DST only takes away or adds an hour of runs, as on any clock
         for at, before, after in transitions:
-            message = _dst_message(text, compiled, one, tz, schedule.timezone, at, before, after)
+            message = _dst_message(text, compiled, one, at, before, after)
             if message:
                 out.append((key, message))
     return out
@@ -492,7 +494,7 @@ def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None
 
 def _never_message(text: str, schedule: CampaignSchedule, one: _Spec, now: int, lower: int) -> str:
     """Why an expression has no fire time: no date matches it at all, or none before end_at."""
-    following = _Spec(one.calendars, one.intervals, one.tz, None, None).next(lower)
+    following = replace(one, start_at=None, end_at=None).next(lower)
     if following is None:
         return f"{text!r} never fires: no date up to {_MAX_YEAR} matches it"
     begin = f"start_at {_wall(schedule.start_at, one.tz)}" if lower > now else "now"
@@ -536,9 +538,7 @@ def _matches_wall(cal: _Calendar, wall: datetime) -> bool:
     )
 
 
-def _dst_message(
-    text: str, cal: _Calendar, one: _Spec, tz: ZoneInfo, zone: str, at: int, before: int, after: int
-) -> str | None:
+def _dst_message(text: str, cal: _Calendar, one: _Spec, at: int, before: int, after: int) -> str | None:
     """The warning for one DST transition, or None when it changes nothing for the expression.
 
     What Temporal does is read off the ported walk, not assumed: around a repeat it may fire at one or both
@@ -546,6 +546,7 @@ def _dst_message(
     can add the repeated hour twice and fire at a time the expression does not match (Berlin '*/20 2 * * *'
     fires at 02:00 CET and 03:20 CET on the fall-back day; the dev server agrees).
     """
+    tz = one.tz
     old_wall = datetime(1970, 1, 1) + timedelta(seconds=at + before)  # the clock just before it changes
     new_wall = datetime(1970, 1, 1) + timedelta(seconds=at + after)  # the clock just after
     lo, hi = min(old_wall, new_wall), max(old_wall, new_wall)
@@ -565,7 +566,7 @@ def _dst_message(
         shown = ", ".join(f"{_local(tz, t):%H:%M %Z} ({_utc(t):%H:%M} UTC)" for t in strays[:4])
         stray = f"; it also fires at {shown}, which the expression does not match"
     many = len(affected) != 1
-    where = f"{text!r} in {zone}: {lo:%Y-%m-%d}"
+    where = f"{text!r} in {tz.key}: {lo:%Y-%m-%d}"
     if after > before:
         what = f"{_times(affected)} {'do' if many else 'does'} not exist" if affected else "clocks skip"
         skipped = ("them (no runs instead)" if many else "it (no run in its place)") if affected else ""

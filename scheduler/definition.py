@@ -23,6 +23,14 @@ from pydantic import (
 
 from scheduler.nodes import EventType, get_node, node_names
 
+_CONDITION_EVENTS = {
+    "satisfied": EventType.SATISFIED,
+    "not_satisfied": EventType.NOT_SATISFIED,
+    "timeout": EventType.TIMEOUT,
+}
+"""The event type each `Condition` field is the target for."""
+_CONDITION_FIELDS = {event: key for key, event in _CONDITION_EVENTS.items()}
+
 
 class Condition(BaseModel):
     """Maps the event type a node gave to the next step."""
@@ -34,18 +42,7 @@ class Condition(BaseModel):
     timeout: str | None = None
 
     def next_step(self, event: EventType) -> str | None:
-        return {
-            EventType.SATISFIED: self.satisfied,
-            EventType.NOT_SATISFIED: self.not_satisfied,
-            EventType.TIMEOUT: self.timeout,
-        }[event] or None
-
-
-_CONDITION_EVENTS = {
-    "satisfied": EventType.SATISFIED,
-    "not_satisfied": EventType.NOT_SATISFIED,
-    "timeout": EventType.TIMEOUT,
-}
+        return getattr(self, _CONDITION_FIELDS[event]) or None
 
 
 class StepDefinition(BaseModel):

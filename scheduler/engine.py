@@ -45,8 +45,9 @@ from scheduler.errors import DefinitionError
 from scheduler.models import ActivityInput, ActivityOutcome, Conversion, FlowInput, FlowStatus, Reply, StepRecord
 from scheduler.nodes import NodeParams, get_node
 
+FLOW_TYPE = "AbandonedCartWorkflow"
+"""The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 REPLY_IDS_PATCH = "reply-ids-attribute"
 """Flows started before `ReplyIds` existed replay without the upsert (their histories have none)."""
 CONVERSION_IDS_PATCH = "conversion-ids-attribute"
@@ -113,8 +114,7 @@ class FlowRun:
                 return
             self._reply_ids.add(reply.reply_id)
             if workflow.patched(REPLY_IDS_PATCH):
-                self._reply_keys = [*self._reply_keys, reply_key(reply.reply_id)][-MAX_REPLY_IDS:]
-                workflow.upsert_search_attributes([REPLY_IDS.value_set(self._reply_keys)])
+                self._record_key(reply_key(reply.reply_id))
         if reply.received_at is None:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
@@ -132,8 +132,12 @@ class FlowRun:
             conversion = conversion.model_copy(update={"received_at": workflow.now()})
         self.conversion = conversion
         if conversion.conversion_id is not None and workflow.patched(CONVERSION_IDS_PATCH):
-            self._reply_keys = [*self._reply_keys, conversion_key(conversion.conversion_id)][-MAX_REPLY_IDS:]
-            workflow.upsert_search_attributes([REPLY_IDS.value_set(self._reply_keys)])
+            self._record_key(conversion_key(conversion.conversion_id))
+
+    def _record_key(self, key: str) -> None:
+        """Add `key` to `ReplyIds` now (keeping the newest `MAX_REPLY_IDS`): the API looks there for repeats."""
+        self._reply_keys = [*self._reply_keys, key][-MAX_REPLY_IDS:]
+        workflow.upsert_search_attributes([REPLY_IDS.value_set(self._reply_keys)])
 
     def status(self) -> FlowStatus:
         return FlowStatus(
@@ -171,7 +175,7 @@ class FlowRun:
         params: NodeParams,
         *,
         timeout: timedelta = ACTIVITY_TIMEOUT,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy,
     ) -> ActivityOutcome:
         info = workflow.info()
         previous = self.records[-1] if self.records else None
@@ -193,7 +197,7 @@ class FlowRun:
             ),
             result_type=ActivityOutcome,
             start_to_close_timeout=timeout,
-            retry_policy=retry or ACTIVITY_RETRY,
+            retry_policy=retry,
             summary=f"{self.current_step}: {name}",
         )
 
@@ -220,14 +224,10 @@ class FlowRun:
         problems = [p for p in validate_definition(self.definition, in_flow=True) if not p.warning]
         if problems:
             raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
-        visited: set[str] = set()
         step_name: str | None = self.definition.start_step
         while step_name is not None:
             if self._exit_now():
                 return True
-            if step_name in visited:  # the seed's guard; validation already rejects cycles
-                raise DefinitionError(f"circular workflow: step {step_name!r} visited twice")
-            visited.add(step_name)
             step_name = await self._run_step(step_name)
         return False
 
@@ -254,8 +254,7 @@ class FlowRun:
         self.current_step = name
         step = self.definition.steps[name]
         node = get_node(step.node)
-        if node is None:
-            raise DefinitionError(f"step {name!r}: unknown node {step.node!r}")
+        assert node is not None  # `_steps` validated the definition, which rejects unknown nodes
         params = node.Params.model_validate(step.params, context={"in_flow": True})
         if node.waits:
             self._write_state()

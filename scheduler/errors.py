@@ -57,6 +57,13 @@ class UnknownCampaign(SchedulerError):
         super().__init__(f"unknown campaign {campaign_id!r}: no valid campaign file in {directory!r} has that id{hint}")
 
 
+class NoSchedule(SchedulerError):
+    """No schedule this tool manages exists for the campaign (it may have a file, not yet applied)."""
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"no schedule for campaign {campaign_id!r}")
+
+
 class DevServerError(SchedulerError):
     pass
 

@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from scheduler.audience import PAGE_SIZE, AudienceError, Window, next_window, read_page
     from scheduler.campaign import Campaign
-    from scheduler.engine import start_attributes
+    from scheduler.engine import FLOW_TYPE, start_attributes
     from scheduler.models import CampaignRunInput, CampaignRunResult, FlowInput, RunCounts
 
 PAGES_PER_RUN = 50
@@ -106,7 +106,7 @@ async def _start_one(campaign: Campaign) -> CampaignRunResult:
     flow = flow_input(campaign)
     flow_id = f"{campaign.id}-{workflow.uuid4()}"
     await workflow.start_child_workflow(
-        "AbandonedCartWorkflow",
+        FLOW_TYPE,
         flow,
         id=flow_id,
         search_attributes=start_attributes(flow),
@@ -142,15 +142,11 @@ class FanoutActivities:
             )
         except AudienceError as exc:
             raise ApplicationError(str(exc), type="AudienceError", non_retryable=not exc.retryable) from None
-        done = PageResult(next_cursor=page.next_cursor)
-        details = activity.info().heartbeat_details
-        if details:  # a retried page: carry on after the flows the crashed attempt already started
+        if details := activity.info().heartbeat_details:  # a retried page: carry on after the flows already started
             done = PageResult.model_validate(details[0])
-        reasons = Counter(done.reasons)
-        if not details:
-            done.skipped_invalid = len(page.skipped)
-            reasons.update(skip.reason for skip in page.skipped)
-            done.reasons = dict(reasons)
+        else:
+            reasons = Counter(skip.reason for skip in page.skipped)
+            done = PageResult(next_cursor=page.next_cursor, skipped_invalid=len(page.skipped), reasons=dict(reasons))
         interval = 1 / campaign.campaign.max_starts_per_second
         next_at = time.monotonic()
         handled = done.started + done.skipped_duplicate + done.failed
@@ -162,7 +158,7 @@ class FanoutActivities:
             flow_id = f"{campaign.id}-{target.cart['id']}"
             try:
                 await self.client.start_workflow(
-                    "AbandonedCartWorkflow",
+                    FLOW_TYPE,
                     flow,
                     id=flow_id,
                     task_queue=self.task_queue,

@@ -16,7 +16,15 @@ from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
 from scheduler.fanout import flow_input
 from scheduler.metrics import FLOW_SIGNALS
 from scheduler.models import Conversion, Reply
-from scheduler.workflows import SIGNALS, AbandonedCartWorkflow
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
+
+STARTED = "Workflow started successfully"
+"""What `/start-workflow` and `scheduler start` answer (the seed's words)."""
+
+
+def signal_sent(signal_name: str, workflow_id: str) -> str:
+    """What `/send-signal` and `scheduler signal` answer (the seed's words)."""
+    return f"Successfully sent '{signal_name}' signal to workflow: {workflow_id}"
 
 
 def new_workflow_id() -> str:
@@ -57,7 +65,7 @@ async def signal_flow(
     client: Client,
     *,
     workflow_id: str,
-    signal_name: str = "client-answered",
+    signal_name: str = CLIENT_ANSWERED_SIGNAL,
     run_id: str | None = None,
     reply: Reply | Conversion | None = None,
 ) -> None:

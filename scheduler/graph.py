@@ -20,10 +20,9 @@ def mermaid(definition: WorkflowDefinition) -> str:
     for name, step in definition.steps.items():
         node = get_node(step.node)
         events = node.events if node else frozenset(EventType)
-        routed = {e for e in EventType if step.condition and step.condition.next_step(e)}
-        for event in sorted(routed, key=list(EventType).index):
-            out.append(f"    {ids[name]} -->|{event.value}| {_target(ids, step.condition.next_step(event))}")  # type: ignore[union-attr]
-        rest = sorted(events - routed, key=list(EventType).index)
+        routed = {e: target for e in EventType if step.condition and (target := step.condition.next_step(e))}
+        out += [f"    {ids[name]} -->|{event.value}| {_target(ids, target)}" for event, target in routed.items()]
+        rest = [e for e in EventType if e in events and e not in routed]
         if not rest:
             continue
         label = "" if not routed else f"|{'<br/>'.join(e.value for e in rest)}|"

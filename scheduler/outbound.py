@@ -26,3 +26,12 @@ def tls_context() -> ssl.SSLContext:
 def http_client(**options: Any) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` with `options`, verifying TLS through the shared context."""
     return httpx.AsyncClient(verify=tls_context(), **options)
+
+
+RETRYABLE_4XX = frozenset({408, 425, 429})
+"""4xx answers that mean "later", not "never"."""
+
+
+def retryable_status(status: int) -> bool:
+    """An HTTP answer another attempt may turn into a success: a 5xx or one of `RETRYABLE_4XX`."""
+    return status >= 500 or status in RETRYABLE_4XX

@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from temporalio.client import Client
 
-from scheduler.campaign import Campaign, _shown, load_campaign_dir
+from scheduler.campaign import Campaign, _shown, key_line, load_campaign_dir
 from scheduler.config import Settings
 from scheduler.errors import Problem
-from scheduler.locate import line_of, toml_key_lines
 from scheduler.schedules import Action, Change, UnmanagedSchedule, apply, campaign_id_of, plan
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,6 @@ log = logging.getLogger(__name__)
 class Outcome:
     changes: list[Change] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def errors(self) -> list[Problem]:
@@ -90,16 +88,15 @@ class Reconciler:
 
         Like a broken file, such a campaign must not hold back the others.
         """
-        while True:
-            try:
-                return await plan(self.client, campaigns.values(), prune=prune)
-            except UnmanagedSchedule as exc:
-                campaign = campaigns.pop(campaign_id_of(exc.schedule_id))
-                source = campaign.source
-                line = line_of(toml_key_lines(source.read_text(encoding="utf-8")), ("campaign", "id")) if source else 0
-                problem = Problem(_shown(source) if source else "", line, "campaign.id", str(exc))
-                log.error("reconcile: %s", problem)
-                outcome.problems.append(problem)
+        unmanaged: list[UnmanagedSchedule] = []
+        changes = await plan(self.client, campaigns.values(), prune=prune, unmanaged=unmanaged)
+        for exc in unmanaged:
+            source = campaigns.pop(campaign_id_of(exc.schedule_id)).source
+            line = key_line(source, ("campaign", "id")) if source else 0
+            problem = Problem(_shown(source) if source else "", line, "campaign.id", str(exc))
+            log.error("reconcile: %s", problem)
+            outcome.problems.append(problem)
+        return changes
 
     def start(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)

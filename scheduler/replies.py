@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
 from scheduler.contacts import redact
-from scheduler.engine import conversion_key
+from scheduler.engine import FLOW_TYPE, conversion_key
 from scheduler.errors import FlowNotFound, NoFlowForReply
 from scheduler.flows import signal_flow
 from scheduler.models import Conversion, Reply
@@ -40,7 +40,6 @@ from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
 
 log = logging.getLogger(__name__)
 
-FLOW_TYPE = "AbandonedCartWorkflow"
 MAX_FLOWS = 100
 """At most this many flows are signalled for one reply (a contact in more flows than that is a mistake)."""
 _FIRST_PAUSE, _MAX_PAUSE = 0.05, 1.0
@@ -156,13 +155,20 @@ async def _route_to_workflow(
     client: Client, workflow_id: str, signal_name: str, payload: Reply | Conversion, key: str | None
 ) -> list[str]:
     """One signal; only if it finds no running flow, ask whether that flow already handled this id."""
+    if await _signaled(client, workflow_id, signal_name, payload) or (
+        key is not None and await _handled_by(client, workflow_id, key)
+    ):
+        return [workflow_id]
+    raise NoFlowForReply(f"workflow {workflow_id!r}")
+
+
+async def _signaled(client: Client, workflow_id: str, signal_name: str, payload: Reply | Conversion) -> bool:
+    """Signal the flow; False if it is not running (it ended, perhaps since it was listed)."""
     try:
         await signal_flow(client, workflow_id=workflow_id, signal_name=signal_name, reply=payload)
     except FlowNotFound:
-        if key is not None and await _handled_by(client, workflow_id, key):
-            return [workflow_id]
-        raise NoFlowForReply(f"workflow {workflow_id!r}") from None
-    return [workflow_id]
+        return False
+    return True
 
 
 async def _handled_by(client: Client, workflow_id: str, key: str) -> bool:
@@ -206,13 +212,5 @@ async def _signal_each(
     client: Client, workflow_ids: Sequence[str], signal_name: str, payload: Reply | Conversion
 ) -> list[str]:
     """Signal all at once; the ones that ended since they were listed are left out."""
-
-    async def signal(workflow_id: str) -> bool:
-        try:
-            await signal_flow(client, workflow_id=workflow_id, signal_name=signal_name, reply=payload)
-        except FlowNotFound:
-            return False
-        return True
-
-    results = await asyncio.gather(*(signal(w) for w in workflow_ids))
+    results = await asyncio.gather(*(_signaled(client, w, signal_name, payload) for w in workflow_ids))
     return [w for w, ok in zip(workflow_ids, results, strict=True) if ok]

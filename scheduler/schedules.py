@@ -9,15 +9,12 @@ stale is confirmed with `describe` before anything is changed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -39,6 +36,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, CampaignSchedule
 from scheduler.config import Settings
+from scheduler.cron import aware
+from scheduler.engine import FLOW_TYPE
 from scheduler.errors import SchedulerError
 from scheduler.models import CampaignRunInput
 from scheduler.workflows import CampaignRunWorkflow
@@ -101,28 +100,15 @@ def campaign_id_of(sid: str) -> str:
     return sid.removeprefix("campaign-")
 
 
-def campaign_sha256(campaign: Campaign) -> str:
-    """Hash of the campaign's canonical content: comments and formatting do not count."""
-    canonical = json.dumps(campaign.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _utc(moment: datetime | None, timezone: str) -> datetime | None:
-    """A TOML local datetime is read in the campaign's timezone; Temporal wants an aware instant."""
-    if moment is None:
-        return None
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
-    return aware.astimezone(UTC)
-
-
 def schedule_spec(schedule: CampaignSchedule) -> ScheduleSpec:
     """The Temporal spec of a campaign's `[schedule]` (cron strings as written; the server parses them)."""
+    start_at, end_at = aware(schedule.start_at, schedule.timezone), aware(schedule.end_at, schedule.timezone)
     return ScheduleSpec(
         cron_expressions=list(schedule.cron),
         time_zone_name=schedule.timezone,
         jitter=schedule.jitter or None,
-        start_at=_utc(schedule.start_at, schedule.timezone),
-        end_at=_utc(schedule.end_at, schedule.timezone),
+        start_at=start_at.astimezone(UTC) if start_at else None,
+        end_at=end_at.astimezone(UTC) if end_at else None,
     )
 
 
@@ -153,7 +139,7 @@ def build_schedule(campaign: Campaign, settings: Settings) -> Schedule:
 
 
 def _sha_attributes(campaign: Campaign) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(CAMPAIGN_SHA256, campaign_sha256(campaign))])
+    return TypedSearchAttributes([SearchAttributePair(CAMPAIGN_SHA256, campaign.sha256)])
 
 
 # Plan
@@ -200,7 +186,7 @@ async def applied_campaign(client: Client, description: ScheduleDescription) -> 
 
 
 async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) -> Change:
-    want = campaign_sha256(campaign)
+    want = campaign.sha256
     sid = schedule_id(campaign.id)
     if listed is not None and listed.managed and listed.sha == want and _applied.get(sid, want) == want:
         return Change(Action.UNCHANGED, campaign.id, campaign)
@@ -213,7 +199,7 @@ async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) 
     # The action's input is the campaign the schedule runs now; `describe` shows an update's search
     # attributes a moment after its action, so the hash there can be stale too.
     old = await applied_campaign(client, description)
-    current = campaign_sha256(old) if old is not None else description.typed_search_attributes.get(CAMPAIGN_SHA256)
+    current = old.sha256 if old is not None else description.typed_search_attributes.get(CAMPAIGN_SHA256)
     if current == want:
         return Change(Action.UNCHANGED, campaign.id, campaign)
     enabled = campaign.campaign.enabled
@@ -228,26 +214,42 @@ def _without_enabled(campaign: Campaign) -> dict[str, Any]:
     return data
 
 
-async def plan(client: Client, campaigns: Iterable[Campaign], *, prune: bool | Collection[str] = False) -> list[Change]:
+async def plan(
+    client: Client,
+    campaigns: Iterable[Campaign],
+    *,
+    prune: bool | Collection[str] = False,
+    unmanaged: list[UnmanagedSchedule] | None = None,
+) -> list[Change]:
     """What `apply` would do, one change per campaign (and per schedule to delete), sorted by campaign id.
 
     `prune`: True deletes every managed schedule without a campaign; a collection limits that to
     those campaign ids (the reconcile loop prunes only campaigns it loaded before).
+    `unmanaged`: where a campaign whose schedule id someone else uses goes (it gets no change), so
+    it does not hold back the others; without it, such a campaign raises `UnmanagedSchedule`.
     """
     listed = await _list_schedules(client)
     wanted = {c.id: c for c in campaigns}
     semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
 
-    async def one(campaign: Campaign) -> Change:
+    async def one(campaign: Campaign) -> Change | None:
         async with semaphore:
-            return await _plan_one(client, campaign, listed.get(schedule_id(campaign.id)))
+            try:
+                return await _plan_one(client, campaign, listed.get(schedule_id(campaign.id)))
+            except UnmanagedSchedule as exc:
+                if unmanaged is None:
+                    raise
+                unmanaged.append(exc)
+                return None
 
-    changes = list(await asyncio.gather(*(one(c) for c in wanted.values())))
+    changes = [c for c in await asyncio.gather(*(one(c) for c in wanted.values())) if c is not None]
     if prune:
         for sid, entry in listed.items():
             cid = campaign_id_of(sid)
             if entry.managed and cid not in wanted and (prune is True or cid in prune):
                 changes.append(Change(Action.DELETE, cid))
+    if unmanaged:
+        unmanaged.sort(key=lambda exc: exc.schedule_id)
     return sorted(changes, key=lambda c: c.campaign_id)
 
 
@@ -287,7 +289,7 @@ async def _apply_one(client: Client, settings: Settings, change: Change) -> None
                 memo={"managed_by": MANAGED_BY, "source": str(campaign.source or "")},
                 search_attributes=_sha_attributes(campaign),
             )
-            _applied[change.schedule_id] = campaign_sha256(campaign)
+            _applied[change.schedule_id] = campaign.sha256
             return
         except ScheduleAlreadyRunningError:
             pass  # created meanwhile (another apply): update it to this file instead
@@ -297,7 +299,7 @@ async def _apply_one(client: Client, settings: Settings, change: Change) -> None
         return ScheduleUpdate(schedule=schedule, search_attributes=_sha_attributes(campaign))
 
     await handle.update(updated)
-    _applied[change.schedule_id] = campaign_sha256(campaign)
+    _applied[change.schedule_id] = campaign.sha256
 
 
 async def set_paused(client: Client, campaign_id: str, *, paused: bool, note: str) -> None:
@@ -311,6 +313,8 @@ async def set_paused(client: Client, campaign_id: str, *, paused: bool, note: st
 
 
 class RunStatus(BaseModel):
+    """A run as its schedule and its memo (`CampaignRunResult` without the flow ids) tell it."""
+
     workflow_id: str
     scheduled_at: datetime
     status: str
@@ -342,23 +346,42 @@ async def list_managed(client: Client) -> list[str]:
     return sorted(campaign_id_of(sid) for sid, entry in (await _list_schedules(client)).items() if entry.managed)
 
 
-async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
-    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
+async def managed_schedule(client: Client, campaign_id: str) -> tuple[ScheduleDescription, Mapping[str, Any]] | None:
+    """The campaign's schedule and its memo; None if there is none, or it is not one this tool manages."""
     description = await describe(client, schedule_id(campaign_id))
     if description is None or (memo := await description.memo()).get("managed_by") != MANAGED_BY:
         return None
+    return description, memo
+
+
+async def schedule_statuses(client: Client, ids: Sequence[str] | None = None) -> list[ScheduleStatus | None]:
+    """`schedule_status` of each campaign id (None: every managed schedule), concurrently."""
+    if ids is None:
+        ids = await list_managed(client)
+    return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
+
+
+async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
+    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
+    if (managed := await managed_schedule(client, campaign_id)) is None:
+        return None
+    description, memo = managed
     campaign = await applied_campaign(client, description)
     runs, running = await asyncio.gather(
         _runs_by_id(client, campaign_id),
         client.count_workflows(
-            f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+            f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
         ),
     )
     recent = []
     for action in reversed(description.info.recent_actions):  # newest first
         workflow_id = getattr(action.action, "workflow_id", "")
-        status, result = runs.get(workflow_id, ("Running", {}))  # visibility lags just-started runs
-        recent.append(RunStatus(workflow_id=workflow_id, scheduled_at=action.scheduled_at, status=status, **result))
+        status, run_memo = runs.get(workflow_id, ("Running", {}))  # visibility lags just-started runs
+        recent.append(
+            RunStatus.model_validate(
+                {**run_memo, "workflow_id": workflow_id, "scheduled_at": action.scheduled_at, "status": status}
+            )
+        )
     state = description.schedule.state
     schedule = campaign.schedule if campaign else None
     return ScheduleStatus(
@@ -376,17 +399,11 @@ async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | 
     )
 
 
-async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Status and counts of the campaign's recent runs, from one visibility query."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
+async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """Status and memo (counts and window) of the campaign's recent runs, from one visibility query."""
+    out: dict[str, tuple[str, Mapping[str, Any]]] = {}
     query = f"WorkflowType = 'CampaignRunWorkflow' AND CampaignId = '{campaign_id}'"
     async for execution in client.list_workflows(query, limit=20):
-        memo = await execution.memo()
-        counts: dict[str, Any] = {
-            k: int(memo[k]) for k in ("started", "skipped_duplicate", "skipped_invalid", "failed") if k in memo
-        }
-        if memo.get("window"):
-            counts["window"] = memo["window"]
         status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
-        out[execution.id] = (status, counts)
+        out[execution.id] = (status, await execution.memo())
     return out

@@ -69,8 +69,9 @@ def compile_template(text: str) -> Any:
         ValueError: a syntax error (with the template's line) or a variable other than `VARIABLES`.
     """
     try:
-        unknown = sorted(meta.find_undeclared_variables(_env.parse(text)) - VARIABLES)
-        template = _env.from_string(text)
+        ast = _env.parse(text)
+        unknown = sorted(meta.find_undeclared_variables(ast) - VARIABLES)
+        template = _env.from_string(ast)
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error on template line {exc.lineno}: {exc.message}") from None
     if unknown:

@@ -29,13 +29,13 @@ _TYPE_NAMES = {
     SearchAttributeIndexedValueType.INT: "Int",
     SearchAttributeIndexedValueType.DOUBLE: "Double",
 }
-_REFUSED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.UNIMPLEMENTED)
+_DENIED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED)
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = attributes.ALL
 
 
-async def connect(settings: Settings, *, address: str | None = None) -> Client:
+async def connect(settings: Settings) -> Client:
     """Connect to the configured cluster, or to the embedded dev server when `temporal.address` is empty."""
-    target = address or settings.temporal_address
+    target = settings.temporal_address
     try:
         return await Client.connect(
             target,
@@ -50,9 +50,13 @@ async def connect(settings: Settings, *, address: str | None = None) -> Client:
         raise TemporalUnavailable(f"cannot reach Temporal at {target}: {reason} ({hint})") from None
 
 
-def search_attribute_flags(keys: Iterable[SearchAttributeKey[Any]] = SEARCH_ATTRIBUTES) -> list[str]:
+def search_attribute_flags() -> list[str]:
     """`--search-attribute Name=Type` arguments for `temporal server start-dev`."""
-    return [arg for key in keys for arg in ("--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}")]
+    return [
+        arg
+        for key in SEARCH_ATTRIBUTES
+        for arg in ("--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}")
+    ]
 
 
 def search_attribute_commands(namespace: str, keys: Iterable[SearchAttributeKey[Any]]) -> str:
@@ -75,7 +79,7 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         existing = await svc.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
         known = {*existing.custom_attributes, *existing.system_attributes}
     except RPCError as exc:
-        if exc.status in _REFUSED and exc.status != RPCStatusCode.UNIMPLEMENTED:
+        if exc.status in _DENIED:
             # We may not look, so we cannot know: say what flows need and go on.
             log.warning(
                 "cannot list search attributes (%s); flows need these, registered:\n%s",
@@ -96,7 +100,7 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     try:
         await svc.add_search_attributes(request)
     except RPCError as exc:
-        if exc.status not in _REFUSED:
+        if exc.status not in (*_DENIED, RPCStatusCode.UNIMPLEMENTED):
             raise
         raise SchedulerError(
             f"the server refused to register search attributes ({exc.message}); run:\n"

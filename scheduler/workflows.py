@@ -7,7 +7,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from scheduler.attributes import CAMPAIGN_ID
     from scheduler.definition import CART_CONVERTED
-    from scheduler.engine import FlowRun
+    from scheduler.engine import FLOW_TYPE, FlowRun
     from scheduler.errors import DefinitionError
     from scheduler.fanout import run_campaign
     from scheduler.models import CampaignRunInput, CampaignRunResult, Conversion, FlowInput, FlowStatus, Reply
@@ -17,7 +17,7 @@ CART_CONVERTED_SIGNAL = CART_CONVERTED
 STATUS_QUERY = "status"
 
 
-@workflow.defn(name="AbandonedCartWorkflow", failure_exception_types=[DefinitionError])
+@workflow.defn(name=FLOW_TYPE, failure_exception_types=[DefinitionError])
 class AbandonedCartWorkflow:
     """Runs the definition it was started with, step by step (so a run is pinned to it).
 

@@ -193,7 +193,7 @@ class Campaigns:
         return campaign
 
     def sha(self, name: str) -> str:
-        return schedules.campaign_sha256(self.campaign(name))
+        return self.campaign(name).sha256
 
     async def sync(self, *, dry_run: bool = False, prune: Iterable[str] = ()) -> Outcome:
         """`sync` pruning at most the given names of this test (never the whole shared server)."""
@@ -372,6 +372,7 @@ async def test_apply_cron_edit_updates_and_comment_edit_is_unchanged(campaigns: 
     d = await c.describe("a")
     (calendar,) = d.schedule.spec.calendars
     assert (_ranges(calendar.hour), _ranges(calendar.minute)) == ([(10, 10, 1)], [(15, 15, 1)])
+    assert d.info.next_action_times
     assert all((t.hour, t.minute) == (10, 15) for t in d.info.next_action_times)
     assert c.sha("a") != old_sha
     await eventually(lambda: sha_is(c, "a", c.sha("a")))

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from scheduler.api.deps import ClientDep, SettingsDep
-from scheduler.campaign import load_campaign_dir
-from scheduler.errors import Problem
-from scheduler.schedules import ScheduleStatus, list_managed, schedule_id, schedule_status, set_paused
+from scheduler.api.workflows import MessageResponse
+from scheduler.campaign import CAMPAIGN_ID_PATTERN, load_campaign_dir
+from scheduler.errors import NoSchedule, Problem
+from scheduler.schedules import (
+    ScheduleStatus,
+    managed_schedule,
+    schedule_id,
+    schedule_status,
+    schedule_statuses,
+    set_paused,
+)
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
-_CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 
 
 class LoadError(BaseModel):
@@ -30,13 +37,9 @@ class ScheduleList(BaseModel):
     """Campaign files the last reconcile could not load."""
 
 
-class MessageResponse(BaseModel):
-    message: str
-
-
 def _known_id(campaign_id: str) -> str:
     if not _CAMPAIGN_ID.match(campaign_id):
-        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+        raise NoSchedule(campaign_id)
     return campaign_id
 
 
@@ -44,7 +47,7 @@ CampaignId = Annotated[str, Depends(_known_id)]
 
 
 def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
-    reconciler = getattr(request.app.state, "reconciler", None)
+    reconciler = request.app.state.reconciler
     if reconciler is not None and reconciler.last is not None:
         problems: list[Problem] = reconciler.last.problems
     else:  # an API replica that does not reconcile: what loading the directory now reports
@@ -58,8 +61,7 @@ def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
 
 @router.get("")
 async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
-    ids = await list_managed(client)
-    statuses = await asyncio.gather(*(schedule_status(client, cid) for cid in ids))
+    statuses = await schedule_statuses(client)
     return ScheduleList(schedules=[s for s in statuses if s is not None], errors=_errors(request, settings))
 
 
@@ -67,13 +69,13 @@ async def list_schedules(request: Request, client: ClientDep, settings: Settings
 async def get_schedule(campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
     status = await schedule_status(client, campaign_id)
     if status is None:
-        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+        raise NoSchedule(campaign_id)
     return status
 
 
 async def _require(client: ClientDep, campaign_id: str) -> None:
-    if await schedule_status(client, campaign_id) is None:
-        raise HTTPException(404, f"no schedule for campaign {campaign_id!r}")
+    if await managed_schedule(client, campaign_id) is None:
+        raise NoSchedule(campaign_id)
 
 
 @router.post("/{campaign_id}/pause", responses={404: {}})

@@ -249,7 +249,7 @@ def signed_url(request: Request, public_url: str) -> str:
     if not public_url:
         return str(request.url)
     query = request.url.query
-    return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+    return public_url + request.url.path + (f"?{query}" if query else "")
 
 
 def _validate(parse: Callable[[], M]) -> M:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.deps import ClientDep, SettingsDep
-from scheduler.flows import signal_flow, start_flow
+from scheduler.flows import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.models import Reply
 
 router = APIRouter(tags=["workflows"])
@@ -27,7 +27,7 @@ class StartRequest(BaseModel):
 class StartResponse(BaseModel):
     workflow_id: str
     run_id: str
-    message: str = "Workflow started successfully"
+    message: str = STARTED
 
 
 class SignalRequest(BaseModel):
@@ -68,4 +68,4 @@ async def send_signal(body: SignalRequest, client: ClientDep) -> MessageResponse
         signal_name=body.signal_name,
         reply=Reply(reply_id=body.reply_id, text=body.text, channel="api"),
     )
-    return MessageResponse(message=f"Successfully sent '{body.signal_name}' signal to workflow: {body.workflow_id}")
+    return MessageResponse(message=signal_sent(body.signal_name, body.workflow_id))

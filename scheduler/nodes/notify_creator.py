@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
-from scheduler.nodes.send_message import ChannelName, check_template, send_retry
+from scheduler.nodes.registry import register
+from scheduler.nodes.send_message import MessageNode, MessageParams
 
 DEFAULT_TEMPLATE = (
     "{{ campaign.name | default(campaign.id, true) }}: customer"
@@ -15,22 +13,15 @@ DEFAULT_TEMPLATE = (
 DEFAULT_SUBJECT = "[{{ campaign.id }}] {{ step.outcome | truncate(60) }}"
 
 
-class NotifyCreatorParams(NodeParams):
+class NotifyCreatorParams(MessageParams):
     template: str = DEFAULT_TEMPLATE
     """Jinja2 like `send_message`'s; `step.outcome` says what happened (e.g. "the customer answered: yes")."""
     subject: str = DEFAULT_SUBJECT
     to: str = ""
     """Empty: the campaign's `owner`."""
-    channel: ChannelName = ""
-    max_attempts: int = Field(5, ge=1, le=100)
-
-    _check_template = field_validator("template", "subject")(check_template)
 
 
 @register
-class NotifyCreator(Node):
+class NotifyCreator(MessageNode):
     name = "notify_creator"
     Params = NotifyCreatorParams
-
-    async def run(self, flow: Flow, params: NotifyCreatorParams) -> EventType:
-        return (await flow.call_activity(self.name, params, retry=send_retry(params.max_attempts))).event

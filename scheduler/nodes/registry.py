@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from temporalio.common import RetryPolicy
+
     from scheduler.models import ActivityOutcome, Reply
 
 
@@ -38,7 +40,7 @@ class Flow(Protocol):
         params: NodeParams,
         *,
         timeout: timedelta = ...,
-        retry: Any = None,
+        retry: RetryPolicy,
     ) -> ActivityOutcome: ...
 
     async def wait_for_replies(self, timeout: timedelta) -> list[Reply] | None: ...

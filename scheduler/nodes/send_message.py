@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from temporalio.common import RetryPolicy
 
+from scheduler import config
 from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 DEFAULT_TEMPLATE = (
@@ -16,7 +18,11 @@ DEFAULT_TEMPLATE = (
 )
 DEFAULT_SUBJECT = "{{ campaign.name | default('Your cart is waiting', true) }}"
 
-ChannelName = Literal["", "console", "http", "smtp"]
+ChannelName = Literal["", config.ChannelName]
+"""A configured channel, or empty for the service's default."""
+
+MESSAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+"""The backoff of message deliveries; `send_retry` bounds its attempts."""
 
 
 def check_template(text: str, info: ValidationInfo) -> str:
@@ -38,15 +44,14 @@ def send_retry(max_attempts: int) -> RetryPolicy:
     Five attempts back off 1+2+4+8s: short enough that the node need not write the flow's state
     before it like nodes that wait do (`Node.waits`).
     """
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=max_attempts
-    )
+    return dataclasses.replace(MESSAGE_RETRY, maximum_attempts=max_attempts)
 
 
-class SendMessageParams(NodeParams):
-    template: str = DEFAULT_TEMPLATE
-    """Jinja2 (sandboxed) with `customer`, `cart`, `campaign`, `step`."""
-    subject: str = DEFAULT_SUBJECT
+class MessageParams(NodeParams):
+    """What every message node takes; subclasses give `template` and `subject` their defaults."""
+
+    template: str
+    subject: str
     """The e-mail subject (smtp only), a template like `template`."""
     channel: ChannelName = ""
     """Empty: `channels.default` of the service config."""
@@ -56,10 +61,20 @@ class SendMessageParams(NodeParams):
     _check_template = field_validator("template", "subject")(check_template)
 
 
+class MessageNode(Node):
+    """Base of nodes whose activity (named like the node) delivers one message, with `send_retry`."""
+
+    async def run(self, flow: Flow, params: MessageParams) -> EventType:
+        return (await flow.call_activity(self.name, params, retry=send_retry(params.max_attempts))).event
+
+
+class SendMessageParams(MessageParams):
+    template: str = DEFAULT_TEMPLATE
+    """Jinja2 (sandboxed) with `customer`, `cart`, `campaign`, `step`."""
+    subject: str = DEFAULT_SUBJECT
+
+
 @register
-class SendMessage(Node):
+class SendMessage(MessageNode):
     name = "send_message"
     Params = SendMessageParams
-
-    async def run(self, flow: Flow, params: SendMessageParams) -> EventType:
-        return (await flow.call_activity(self.name, params, retry=send_retry(params.max_attempts))).event
