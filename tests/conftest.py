@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +24,8 @@ import httpx
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client, WorkflowHandle
+from standardwebhooks import Webhook
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,9 +33,10 @@ from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import local_environment
 from scheduler.engine import start_attributes
+from scheduler.flows import new_workflow_id
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import ensure_search_attributes
-from scheduler.workflows import AbandonedCartWorkflow
+from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
 
 if TYPE_CHECKING:
     from tests.test_schedules import Campaigns
@@ -231,12 +235,55 @@ async def start_flow_input(
     return await client.start_workflow(
         AbandonedCartWorkflow.run,
         flow,
-        id=f"abandoned_cart-{uuid.uuid4()}",
+        id=new_workflow_id(),
         task_queue=task_queue,
         search_attributes=start_attributes(flow),
         result_type=FlowStatus,
         **options,
     )
+
+
+async def status(handle: WorkflowHandle[Any, Any]) -> FlowStatus:
+    """A flow's `status` query."""
+    return await handle.query(STATUS_QUERY, result_type=FlowStatus)
+
+
+async def reaches(handle: WorkflowHandle[Any, Any], step: str) -> None:
+    """Until the flow is in `step` (on the time-skipping server, time stands still outside `result()`)."""
+
+    async def check() -> None:
+        assert (await status(handle)).current_step == step
+
+    await eventually(check)
+
+
+async def outcome_of(handle: WorkflowHandle[Any, Any]) -> str:
+    """The `outcome` a flow recorded in its memo."""
+    return await (await handle.describe()).memo_value("outcome", type_hint=str)
+
+
+async def terminate(client: Client, *workflow_ids: str) -> None:
+    """Cleanup: terminate those of the flows still running."""
+    for workflow_id in workflow_ids:
+        handle = client.get_workflow_handle(workflow_id)
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test cleanup")
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-secret-for-replies-0123456").decode()
+"""The Standard Webhooks secret the API fixtures configure."""
+
+
+def signed_headers(
+    content: bytes, *, msg_id: str, secret: str = WEBHOOK_SECRET, at: datetime | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers for `content`, signed by the reference implementation (`at`: now)."""
+    at = at or datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id=msg_id, timestamp=at, data=content.decode()),
+    }
 
 
 @pytest_asyncio.fixture

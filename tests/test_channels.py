@@ -32,7 +32,15 @@ from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
-from tests.conftest import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server, start_flow_input
+from tests.conftest import (
+    QuietHandler,
+    ScriptedServer,
+    free_ports,
+    http_server,
+    outcome_of,
+    scripted_server,
+    start_flow_input,
+)
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
@@ -178,10 +186,6 @@ def failure_of(result: FlowStatus | WorkflowFailureError) -> ApplicationError:
     assert isinstance(result.cause, ActivityError)
     assert isinstance(result.cause.cause, ApplicationError)
     return result.cause.cause
-
-
-async def outcome_of(handle: WorkflowHandle[Any, Any]) -> str:
-    return str(await (await handle.describe()).memo_value("outcome"))
 
 
 # http

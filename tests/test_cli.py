@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
@@ -150,12 +151,14 @@ async def test_signal_unknown_signal_name_fails(cli: Cli) -> None:
 
 
 async def test_start_unknown_campaign_fails(cli: Cli) -> None:
-    run = await scheduler("start", "--campaign", "nope", "--config", cli.config)
+    workflow_id = f"abandoned_cart-cli-unknown-{cli.settings.temporal.task_queue}"
+    run = await scheduler("start", "--campaign", "nope", "--workflow-id", workflow_id, "--config", cli.config)
     assert_one_line_error(run, "unknown campaign 'nope'")
     assert run.stdout == ""
-    # Nothing was started on the queue.
-    count = await cli.env.client.count_workflows(f"TaskQueue = '{cli.settings.temporal.task_queue}'")
-    assert count.count == 0
+    # Nothing was started (describe reads the workflow itself, not eventually consistent visibility).
+    with pytest.raises(RPCError) as raised:
+        await cli.env.client.get_workflow_handle(workflow_id).describe()
+    assert raised.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def test_start_duplicate_workflow_id_fails(cli: Cli) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from temporalio import workflow
@@ -72,7 +73,7 @@ def test_normalize_contact_gives_one_form(raw: str, normal: str) -> None:
     ids=["empty", "word", "too-short", "incomplete", "no-domain", "no-local", "no-tld", "dquote", "backslash", "space"],
 )
 def test_normalize_contact_rejects_what_is_neither(raw: str) -> None:
-    with pytest.raises(InvalidContact, match="'"):
+    with pytest.raises(InvalidContact, match=f"^{re.escape(repr(raw))}"):
         normalize_contact(raw)
 
 
@@ -118,7 +119,7 @@ class ContactsProbe:
 
 
 async def test_start_attributes_in_workflow_sandbox_normalize_phones(
-    ts_env: WorkflowEnvironment, seed_definition: WorkflowDefinition
+    ts_env: WorkflowEnvironment, seed_definition: WorkflowDefinition, task_queue: str
 ) -> None:
     """phonenumbers imports a region's metadata on first use; in the sandbox that import must be passed through.
 
@@ -128,12 +129,13 @@ async def test_start_attributes_in_workflow_sandbox_normalize_phones(
         FlowInput(definition=seed_definition, customer={"phone": "+679 321 2345"}),
         FlowInput(definition=seed_definition, customer={"phone": "+354 551 2345", "email": "Bo@Example.is"}),
     ]
-    queue = f"tq-{uuid.uuid4()}"
     async with Worker(
-        ts_env.client, task_queue=queue, workflows=[ContactsProbe], workflow_failure_exception_types=[Exception]
+        ts_env.client, task_queue=task_queue, workflows=[ContactsProbe], workflow_failure_exception_types=[Exception]
     ):
         results = [
-            await ts_env.client.execute_workflow(ContactsProbe.run, f, id=f"probe-{uuid.uuid4()}", task_queue=queue)
+            await ts_env.client.execute_workflow(
+                ContactsProbe.run, f, id=f"probe-{uuid.uuid4()}", task_queue=task_queue
+            )
             for f in flows
         ]
     assert results == [["+6793212345"], ["+3545512345", "bo@example.is"]]

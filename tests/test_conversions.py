@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -34,15 +33,17 @@ from scheduler.definition import WorkflowDefinition
 from scheduler.engine import conversion_key
 from scheduler.models import Conversion, FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
-from scheduler.workflows import (
-    CART_CONVERTED_SIGNAL,
-    CLIENT_ANSWERED_SIGNAL,
-    SIGNALS,
-    STATUS_QUERY,
-    AbandonedCartWorkflow,
+from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    free_ports,
+    outcome_of,
+    reaches,
+    signed_headers,
+    start_flow_input,
+    status,
+    terminate,
 )
-from tests.conftest import eventually, start_flow_input
-from tests.test_webhooks_api import SECRET, signed_headers, terminate
 
 PHONE = "+15550001"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"not-the-shop-secret-0123456789").decode()
@@ -84,26 +85,8 @@ def flow_input(data: WorkflowDefinition, *, cart_id: str = "cart-1", customer_id
     )
 
 
-async def status(handle: WorkflowHandle[Any, Any]) -> FlowStatus:
-    return await handle.query(STATUS_QUERY, result_type=FlowStatus)
-
-
-async def reaches(handle: WorkflowHandle[Any, Any], step: str) -> None:
-    """Until the flow is in `step` (on the time-skipping server, time stands still outside `result()`)."""
-
-    async def check() -> None:
-        assert (await status(handle)).current_step == step
-
-    await eventually(check, timeout=10)
-
-
 def sent_steps(settings: Settings, workflow_id: str) -> list[str]:
     return [line["step"] for line in Outbox(settings.channels.outbox).read() if line["workflow_id"] == workflow_id]
-
-
-async def memo_outcome(handle: WorkflowHandle[Any, Any]) -> str:
-    outcome: str = await (await handle.describe()).memo_value("outcome")
-    return outcome
 
 
 def timer_events(history: WorkflowHistory) -> list[str]:
@@ -125,7 +108,7 @@ async def test_conversion_during_explicit_wait_ends_the_flow(
         history = await handle.fetch_history()
 
     assert (result.outcome, result.converted, result.path, result.current_step) == ("converted", True, ["send"], "nap")
-    assert await memo_outcome(handle) == "converted"
+    assert await outcome_of(handle) == "converted"
     assert sent_steps(settings, handle.id) == ["send"]  # no later send_message
     desc = await handle.describe()
     assert desc.close_time is not None
@@ -147,7 +130,7 @@ async def test_conversion_during_wait_answer_ends_the_flow(
         await handle.signal(CART_CONVERTED_SIGNAL, Conversion())
         result = await handle.result()
     assert (result.outcome, result.converted, result.path) == ("converted", True, ["send"])
-    assert await memo_outcome(handle) == "converted"
+    assert await outcome_of(handle) == "converted"
     assert sent_steps(settings, handle.id) == ["send"]
     steps = await (await handle.describe()).memo_value("steps")
     assert [s["step"] for s in steps] == ["send"]
@@ -157,9 +140,7 @@ async def test_conversion_during_an_activity_in_flight_ends_the_flow(
     ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
 ) -> None:
     """A webhook retrying an unreachable endpoint (hours between attempts) is cancelled; the next step never runs."""
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_ports(1)[0]  # a port nobody listens on
     data = {
         "start_step": "post",
         "steps": {
@@ -222,7 +203,7 @@ async def test_conversion_without_exit_on_is_recorded_and_the_flow_carries_on(
         assert (await status(handle)).converted is True
         result = await handle.result()
     assert (result.outcome, result.converted, result.path) == ("completed", True, ["send", "nap", "again"])
-    assert await memo_outcome(handle) == "completed"
+    assert await outcome_of(handle) == "completed"
     assert sent_steps(settings, handle.id) == ["send", "again"]
 
 
@@ -287,7 +268,7 @@ class Shop:
 @pytest_asyncio.fixture
 async def shop(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str) -> AsyncIterator[Shop]:
     settings.temporal.task_queue = task_queue
-    settings.webhooks.secret = SECRET
+    settings.webhooks.secret = WEBHOOK_SECRET
     settings.webhooks.route_timeout = timedelta(seconds=5)
     app = create_app(settings, client=dev_env.client)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
@@ -296,7 +277,7 @@ async def shop(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str
         async with make_worker(dev_env.client, settings), shop.http:
             yield shop
     finally:
-        await terminate(dev_env.client, shop.started)
+        await terminate(dev_env.client, *shop.started)
 
 
 def new_id(kind: str) -> str:
@@ -314,7 +295,7 @@ async def test_conversions_by_cart_id_end_that_cart_s_flow(shop: Shop) -> None:
     assert (response.status_code, response.json()) == (202, {"signaled": [flow]})
     result = await shop.result(flow)
     assert (result.outcome, result.path) == ("converted", ["send"])
-    assert await memo_outcome(shop.client.get_workflow_handle(flow)) == "converted"
+    assert await outcome_of(shop.client.get_workflow_handle(flow)) == "converted"
     assert sent_steps(shop.settings, flow) == ["send"]
     assert await shop.running(other_flow)
     assert (await shop.status(other_flow)).converted is False
@@ -393,7 +374,7 @@ async def test_conversions_bad_signature_is_401_and_converts_nothing(shop: Shop,
     content = httpx.Request("POST", "http://x", json={"cart_id": cart}).content
     headers = {"content-type": "application/json"}
     if how != "unsigned":
-        secret = OTHER_SECRET if how == "wrong-secret" else SECRET
+        secret = OTHER_SECRET if how == "wrong-secret" else WEBHOOK_SECRET
         signed = content
         if how == "tampered":  # signed for another cart
             signed = httpx.Request("POST", "http://x", json={"cart_id": new_id("cart")}).content

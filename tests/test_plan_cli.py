@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
+from scheduler.devserver import local_environment
 from scheduler.schedules import Action, describe
-from scheduler.temporal import SEARCH_ATTRIBUTES
-from tests.conftest import BIN, Run, scheduler
+from tests.conftest import Run, scheduler
 from tests.test_schedules import (
     BROKEN_LINE,
     Campaigns,
@@ -170,11 +169,7 @@ async def test_status_table_one_campaign_and_unknown(cli: Cli) -> None:
 async def test_apply_prune_deletes_schedule_whose_file_is_gone(
     settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(BIN / "temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
-    )
+    env = await local_environment()
     try:
         async with cli_for(env.client, settings, task_queue, tmp_path) as cli:
             c = cli.c

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
@@ -29,8 +29,8 @@ from scheduler.flows import signal_flow, start_flow
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY
-from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports, start_flow_input
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
+from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports, reaches, start_flow_input, terminate
 
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
@@ -40,17 +40,6 @@ def long_wait_definition() -> WorkflowDefinition:
     data = copy.deepcopy(SEED)
     data["steps"]["step_2"]["params"] = {"timeout": "10m"}
     return WorkflowDefinition.model_validate(data)
-
-
-async def status(client: Client, workflow_id: str) -> FlowStatus:
-    return await client.get_workflow_handle(workflow_id).query(STATUS_QUERY, result_type=FlowStatus)
-
-
-async def wait_for_step(client: Client, workflow_id: str, step: str) -> None:
-    async def at_step() -> None:
-        assert (await status(client, workflow_id)).current_step == step
-
-    await eventually(at_step)
 
 
 # Worker restart
@@ -65,7 +54,7 @@ async def test_worker_restart_flow_continues_on_new_worker(
     handle = await start_flow_input(client, flow, task_queue)
     try:
         async with make_worker(client, settings):
-            await wait_for_step(client, handle.id, "step_2")
+            await reaches(handle, "step_2")
         # Worker A is gone: the flow waits durably on the server.
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
 
@@ -73,8 +62,7 @@ async def test_worker_restart_flow_continues_on_new_worker(
             await handle.signal(CLIENT_ANSWERED_SIGNAL)
             result = await asyncio.wait_for(handle.result(), timeout=30)
     finally:
-        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate("test cleanup")
+        await terminate(client, handle.id)
     assert result.path == SATISFIED_PATH
     assert result.outcome == "completed"
     # step_1 ran once (on worker A), not again on worker B.
@@ -111,7 +99,7 @@ async def test_dev_server_restart_same_db_keeps_running_flow(tmp_path: Path, tas
         client = await connect(settings)
         handle = await start_flow(client, settings, customer={"id": "c2", "phone": "+15550122"})
         async with make_worker(client, settings):
-            await wait_for_step(client, handle.id, "step_2")
+            await reaches(handle, "step_2")
     assert first.process is not None and first.process.returncode is not None
     assert not port_in_use("127.0.0.1", settings.dev_server.port)
 
@@ -281,6 +269,7 @@ async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_p
             assert await stop_with_sigint(proc, spawned, log) == 0
             assert not port_in_use("127.0.0.1", settings.dev_server.port)
             assert not port_in_use("127.0.0.1", settings.api.port)
+            assert spawned, "no child process of `up` (its dev server) was seen"
             assert not any(alive(pid) for pid in spawned), "the dev server outlived `up`"
 
     with scheduler_up(config, log) as (proc, spawned):

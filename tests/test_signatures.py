@@ -16,6 +16,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from twilio.request_validator import RequestValidator
 
 from scheduler.signatures import SignatureError, twilio_signature, verify_twilio, verify_webhook, webhook_key
+from tests.conftest import signed_headers
 
 SECRET = "whsec_" + base64.b64encode(b"reply-secret-0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"someone-else-0123456789abcdef").decode()
@@ -33,11 +34,7 @@ class Signed:
 
 def sign(*, secret: str = SECRET, body: bytes = BODY, at: datetime | None = None, msg_id: str = "msg_1") -> Signed:
     """A request signed by the reference implementation."""
-    at = at or datetime.now(UTC)
-    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=at, data=body.decode())
-    return Signed(
-        body, {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signature}
-    )
+    return Signed(body, signed_headers(body, msg_id=msg_id, secret=secret, at=at))
 
 
 def ours(request: Signed, secret: str = SECRET) -> bool:

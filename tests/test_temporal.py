@@ -23,6 +23,7 @@ async def test_ensure_search_attributes_registers_missing_ones_on_a_bare_server(
         registered = (await svc.list_search_attributes(request)).custom_attributes
         assert {k.name for k in SEARCH_ATTRIBUTES} <= set(registered)
         await ensure_search_attributes(env.client, env.client.namespace)  # idempotent: nothing left to add
+        assert dict((await svc.list_search_attributes(request)).custom_attributes) == dict(registered)
     finally:
         await env.shutdown()
 

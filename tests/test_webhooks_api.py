@@ -20,8 +20,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import pytest_asyncio
-from standardwebhooks import Webhook
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -30,15 +29,15 @@ from twilio.request_validator import RequestValidator
 from scheduler.api import create_app
 from scheduler.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.config import Settings
+from scheduler.contacts import redact
 from scheduler.definition import WorkflowDefinition
 from scheduler.flows import start_flow
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.replies import quote
 from scheduler.worker import make_worker
-from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import eventually, metric, start_flow_input
+from scheduler.workflows import AbandonedCartWorkflow
+from tests.conftest import WEBHOOK_SECRET, eventually, metric, signed_headers, start_flow_input, status, terminate
 
-SECRET = "whsec_" + base64.b64encode(b"test-secret-for-replies-0123456").decode()
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC_URL = "https://hooks.example.com"
 TWIML = "<Response/>"
@@ -86,19 +85,10 @@ class Hooks:
         )
 
     async def status(self, workflow_id: str) -> FlowStatus:
-        return await self.client.get_workflow_handle(workflow_id).query(STATUS_QUERY, result_type=FlowStatus)
+        return await status(self.client.get_workflow_handle(workflow_id))
 
     async def result(self, workflow_id: str) -> FlowStatus:
         return await self.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
-
-
-def signed_headers(content: bytes, *, msg_id: str, secret: str = SECRET, at: datetime | None = None) -> dict[str, str]:
-    at = at or datetime.now(UTC)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id=msg_id, timestamp=at, data=content.decode()),
-    }
 
 
 def sms_form(from_: str, *, sid: str | None = None, body: str = "Yes please") -> dict[str, str]:
@@ -116,7 +106,7 @@ def sms_form(from_: str, *, sid: str | None = None, body: str = "Yes please") ->
 async def hooks(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str) -> AsyncIterator[Hooks]:
     """The app with both secrets set, and a worker on a fresh queue; flows it started are ended afterwards."""
     settings.temporal.task_queue = task_queue
-    settings.webhooks.secret = SECRET
+    settings.webhooks.secret = WEBHOOK_SECRET
     settings.webhooks.twilio_auth_token = TOKEN
     settings.webhooks.public_url = PUBLIC_URL
     settings.webhooks.route_timeout = timedelta(seconds=5)
@@ -128,14 +118,7 @@ async def hooks(dev_env: WorkflowEnvironment, settings: Settings, task_queue: st
         async with make_worker(dev_env.client, settings), hooks.http:
             yield hooks
     finally:
-        await terminate(dev_env.client, hooks.started)
-
-
-async def terminate(client: Client, workflow_ids: list[str]) -> None:
-    for workflow_id in workflow_ids:
-        handle = client.get_workflow_handle(workflow_id)
-        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate("test cleanup")
+        await terminate(dev_env.client, *hooks.started)
 
 
 # Routing
@@ -451,7 +434,7 @@ async def test_replies_no_flow_is_404_logged_with_contact_redacted(
         sms = await hooks.sms(sms_form(phone, sid="SMnobody"))
     after = [await metric(hooks.http, "scheduler_webhook_unmatched_total", endpoint=e) for e in ("replies", "twilio")]
 
-    redacted = f"{phone[:3]}{'*' * (len(phone) - 5)}{phone[-2:]}"
+    redacted = redact(phone)
     assert response.status_code == 404
     assert response.json() == {"detail": f"no running flow for contact {redacted!r}"}
     assert (sms.status_code, sms.text) == (200, TWIML)

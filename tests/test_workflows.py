@@ -4,7 +4,6 @@ search attributes, outbox, and invalid definitions."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,10 +23,11 @@ from scheduler.engine import (
     CUSTOMER_ID,
     DEFINITION_VERSION,
 )
-from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.flows import new_workflow_id
+from scheduler.models import FlowInput, Reply
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
-from tests.conftest import start_flow_input
+from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
+from tests.conftest import start_flow_input, status
 
 OWNER = "owner@example.com"
 PHONE = "+15550001"
@@ -80,10 +80,6 @@ def definition(data: dict[str, Any]) -> WorkflowDefinition:
 async def start(env: WorkflowEnvironment, definition: WorkflowDefinition, task_queue: str) -> WorkflowHandle:
     flow = FlowInput(definition=definition, owner=OWNER, customer={"id": "c1", "phone": PHONE})
     return await start_flow_input(env.client, flow, task_queue)
-
-
-async def status(handle: WorkflowHandle) -> FlowStatus:
-    return await handle.query(STATUS_QUERY, result_type=FlowStatus)
 
 
 # Branches
@@ -243,7 +239,7 @@ async def test_flow_started_without_search_attributes_upserts_them(
     flow = FlowInput(definition=seed_definition, campaign_id="camp-9", customer={"id": "c9"})
     async with make_worker(ts_env.client, settings, task_queue=task_queue):
         handle = await ts_env.client.start_workflow(
-            AbandonedCartWorkflow.run, flow, id=f"abandoned_cart-{uuid.uuid4()}", task_queue=task_queue
+            AbandonedCartWorkflow.run, flow, id=new_workflow_id(), task_queue=task_queue
         )
         await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply())
         await handle.result()
