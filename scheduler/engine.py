@@ -60,8 +60,14 @@ def conversion_key(conversion_id: str) -> str:
     return reply_key(CONVERSION_KEY_PREFIX + conversion_id)
 
 
-def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSearchAttributes:
-    """Search attributes a flow starts with, so it is findable before its first step ends."""
+def start_attributes(
+    flow: FlowInput, *, version: str | None = None, contacts: list[str] | None = None
+) -> TypedSearchAttributes:
+    """Search attributes a flow starts with, so it is findable before its first step ends.
+
+    `version` and `contacts` (the customer's normalized contacts), when the caller has them already,
+    spare hashing the definition and normalizing the contacts again: fan-out starts thousands of flows.
+    """
     pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(CAMPAIGN_ID, flow.campaign_id),
         SearchAttributePair(DEFINITION_VERSION, version or flow.definition.version),
@@ -72,8 +78,9 @@ def start_attributes(flow: FlowInput, *, version: str | None = None) -> TypedSea
             pairs.append(SearchAttributePair(key, str(value)))
     # phonenumbers imports a region's metadata on first use; inside the sandbox (CampaignRunWorkflow)
     # that import must reach the real module, or the metadata lands in a sandbox copy (and fails there).
-    with workflow.unsafe.imports_passed_through():
-        contacts = customer_contacts(flow.customer)
+    if contacts is None:
+        with workflow.unsafe.imports_passed_through():
+            contacts = customer_contacts(flow.customer)
     if contacts:
         pairs.append(SearchAttributePair(CUSTOMER_CONTACT, contacts))
     return TypedSearchAttributes(pairs)

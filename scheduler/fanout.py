@@ -150,6 +150,7 @@ class FanoutActivities:
         interval = 1 / campaign.campaign.max_starts_per_second
         next_at = time.monotonic()
         handled = done.started + done.skipped_duplicate + done.failed
+        version = campaign.workflow.version
         for target in page.targets[handled:]:
             if (wait := next_at - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
@@ -162,7 +163,7 @@ class FanoutActivities:
                     flow,
                     id=flow_id,
                     task_queue=self.task_queue,
-                    search_attributes=start_attributes(flow),
+                    search_attributes=start_attributes(flow, version=version, contacts=target.contacts),
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 )
                 done.started += 1

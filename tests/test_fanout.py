@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from scheduler.attributes import CART_ID, CUSTOMER_CONTACT
+from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
 from scheduler.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
@@ -86,6 +86,7 @@ async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns
             k7 = next(f for f in flows if f.id == f"{c.id('a')}-k7")
             assert k7.typed_search_attributes.get(CART_ID) == "k7"
             assert k7.typed_search_attributes.get(CUSTOMER_CONTACT) == ["+12125550007"]
+            assert k7.typed_search_attributes.get(DEFINITION_VERSION) == c.campaign("a").workflow.version
 
             second = await run_and_wait(c, "a", 1)
             assert (second["started"], second["skipped_duplicate"], second["skipped_invalid"]) == (0, 297, 3)
