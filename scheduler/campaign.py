@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 import tomllib
@@ -23,10 +24,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from scheduler.config import ChannelsSettings
 from scheduler.cron import aware, cron_problem
-from scheduler.definition import WorkflowDefinition, parse_definition
+from scheduler.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.durations import Duration
 from scheduler.errors import Problem, UnknownCampaign
-from scheduler.locate import KeyPath, json_key_lines, line_of, toml_key_lines
+from scheduler.locate import KeyPath, json_key_lines, line_of, toml_key_lines, toml_shape_problem
+
+log = logging.getLogger(__name__)
 
 Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"]
 
@@ -39,10 +42,14 @@ CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """A campaign id: it names the schedule, and flow ids start with it."""
 
 
+MAX_CRONS = 50
+"""Cron expressions a schedule may have: each is checked and previewed, and Temporal stores each as a spec."""
+
+
 class CampaignInfo(_Table):
     id: str = Field(pattern=CAMPAIGN_ID_PATTERN)
-    name: str = ""
-    owner: str = ""
+    name: str = Field("", max_length=200)
+    owner: str = Field("", max_length=320)
     """Who `notify_creator` tells."""
     enabled: bool = True
     """False: the schedule is kept but paused."""
@@ -51,7 +58,7 @@ class CampaignInfo(_Table):
 
 
 class CampaignSchedule(_Table):
-    cron: list[str] = Field(min_length=1)
+    cron: list[str] = Field(min_length=1, max_length=MAX_CRONS)
     timezone: str = "UTC"
     jitter: Duration = timedelta(0)
     overlap: Overlap = "skip"
@@ -77,8 +84,8 @@ class CampaignSchedule(_Table):
     def _iana(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {v!r}: use an IANA name such as 'Europe/Berlin'") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
+            raise ValueError(f"unknown timezone {v[:64]!r}: use an IANA name such as 'Europe/Berlin'") from None
         return v
 
     @field_validator("start_at", "end_at", mode="before")
@@ -285,17 +292,52 @@ class Campaign(_Table):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+MAX_FILE_BYTES = 1_000_000
+"""A campaign file is a few kilobytes; a bigger one is a mistake or an attack, refused before it is read."""
+MAX_NESTING = 32
+"""Arrays and inline tables nested deeper than this are refused before parsing (tomllib recurses)."""
+MAX_KEY_PARTS = 64
+"""Dotted keys with more parts are refused before parsing (tomllib is quadratic in them)."""
+MAX_PROBLEMS = 50
+"""Problems reported per file; the rest are counted."""
+
+
 def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
     """Read one campaign file (`.toml`) or seed-shaped definition (`.json`): (campaign or None, problems).
 
-    A JSON definition becomes a campaign whose id is the file's stem, without a schedule.
+    A JSON definition becomes a campaign whose id is the file's stem. Whatever a file holds, the
+    outcome is a campaign or problems of that file: a broken file never fails its directory.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, [Problem(_shown(path), 1, "", f"cannot read file: {exc.strerror or exc}")]
-    campaign, problems = _parse(path, os.getcwd(), text)
+    if len(data) > MAX_FILE_BYTES:
+        size = max(len(data), _size(path))
+        return None, [Problem(_shown(path), 1, "", f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, [Problem(_shown(path), line, "", f"not UTF-8 text (byte {exc.start})")]
+    try:
+        campaign, problems = _parse(path, os.getcwd(), text)
+    except Exception as exc:  # a bug of ours, met by one file: that file's problem, never the directory's
+        log.exception("cannot load %s", path)
+        return None, [Problem(_shown(path), 1, "", f"cannot load: {type(exc).__name__}: {_clip(str(exc))}")]
     return campaign, list(problems)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @lru_cache(maxsize=1024)
@@ -309,11 +351,17 @@ def _parse(path: Path, cwd: str, text: str) -> tuple[Campaign | None, tuple[Prob
     if path.suffix == ".json":
         campaign, problems = _from_json(path, shown, text)
     else:
+        if shape := toml_shape_problem(text, max_depth=MAX_NESTING, max_key_parts=MAX_KEY_PARTS):
+            return None, (Problem(shown, shape[0], "", f"refused before parsing: {shape[1]}"),)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             return None, (Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}"),)
+        except ValueError:  # an integer over Python's 4300-digit limit for int(str)
+            return None, (Problem(shown, _long_number_line(text), "", f"invalid TOML: {_LONG_NUMBER}"),)
         campaign, problems = _build(path, shown, data, text)
+    if campaign is not None:
+        _ = campaign.sha256  # worked out here, in the loading thread, not later on the event loop
     return campaign, tuple(problems)
 
 
@@ -322,11 +370,23 @@ def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(shown, exc.lineno, "", f"invalid JSON: {exc.msg} (column {exc.colno})")]
+    except RecursionError:
+        return None, [Problem(shown, 1, "", "invalid JSON: nested too deeply")]
+    except ValueError:  # an integer over Python's 4300-digit limit for int(str)
+        return None, [Problem(shown, _long_number_line(text), "", f"invalid JSON: {_LONG_NUMBER}")]
     if _seed_shaped(data):
         data = {"workflow": data}
     if isinstance(data, dict) and "campaign" not in data:
         data["campaign"] = {"id": re.sub(r"[^a-z0-9_-]", "-", path.stem.lower()) or "definition"}
     return _build(path, shown, data, text)
+
+
+_LONG_NUMBER = "a number of more than 4300 digits"
+
+
+def _long_number_line(text: str) -> int:
+    m = re.search(r"\d{4300}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else 1
 
 
 def _seed_shaped(data: Any) -> bool:
@@ -355,7 +415,7 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
         nonlocal lines
         if lines is None:
             lines = _key_lines(path, text)
-        return Problem(shown, line_of(lines, key), ".".join(str(k) for k in key), message, warning)
+        return Problem(shown, line_of(lines, key), _clip(".".join(str(k) for k in key)), _clip(message), warning)
 
     if not isinstance(data, dict):
         return None, [Problem(shown, 1, "", "expected a table of campaign settings")]
@@ -364,6 +424,8 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
         problems.append(problem(("schedule",), "required table [schedule] is missing (cron and timezone)"))
     if "workflow" not in data:
         problems.append(problem(("workflow",), "required table [workflow] is missing"))
+    elif oversized := too_many_steps(data["workflow"]):  # validating the rest would take seconds
+        return None, [problem(("workflow", oversized.key), oversized.message)]
     else:
         _, def_problems = parse_definition(data["workflow"])
         problems.extend(problem(("workflow", *p.key.split(".")), p.message, p.warning) for p in def_problems)
@@ -383,7 +445,20 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
         problems.extend(problem(("audience", *key), message, warning) for key, message, warning in issues)
     if any(not p.warning for p in problems):
         campaign = None
-    return campaign, sorted(problems, key=lambda p: p.line)
+    return campaign, _at_most(MAX_PROBLEMS, sorted(problems, key=lambda p: p.line))
+
+
+def _at_most(limit: int, problems: list[Problem]) -> list[Problem]:
+    """The first `limit` problems, and one that counts the rest: a generated file can have thousands."""
+    if len(problems) <= limit:
+        return problems
+    last = problems[limit - 1]
+    rest = len(problems) - limit
+    warning = all(p.warning for p in problems[limit:])
+    return [
+        *problems[:limit],
+        Problem(last.path, last.line, "", f"… and {rest} more problem(s) after this line", warning),
+    ]
 
 
 def _valid_audience(campaign: Campaign | None, data: dict[str, Any]) -> Audience | None:

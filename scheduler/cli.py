@@ -156,16 +156,22 @@ def status(
     campaign_id: Annotated[str | None, typer.Argument(help="One campaign id [default: all]")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Every schedule's state, next run and recent runs, as a table (like GET /schedules)."""
+    """Every schedule's state, next run and recent runs, as a table (like GET /schedules), then the campaign
+    files that do not load (their schedules keep their last good state)."""
+    from scheduler.reconcile import load_campaigns
     from scheduler.schedules import schedule_statuses
     from scheduler.temporal import connect
 
     settings = _settings(config)
 
-    async def go() -> list[Any]:
-        return await schedule_statuses(await connect(settings), [campaign_id] if campaign_id else None)
+    async def go() -> tuple[list[Any], list[Problem]]:
+        client = await connect(settings)
+        statuses, (_, problems) = await asyncio.gather(
+            schedule_statuses(client, [campaign_id] if campaign_id else None), load_campaigns(settings)
+        )
+        return statuses, [p for p in problems if not p.warning]
 
-    statuses = _run(go())
+    statuses, errors = _run(go())
     if campaign_id and statuses[0] is None:
         _fail(str(NoSchedule(campaign_id)))
     rows = [("CAMPAIGN", "STATE", "CRON", "TIMEZONE", "NEXT RUN (UTC)", "LAST RUN", "RUNNING FLOWS", "VERSION")]
@@ -187,6 +193,10 @@ def status(
     for s in filter(None, statuses):
         if s.note:
             typer.echo(f"{s.campaign_id}: {s.note}")
+    if errors:
+        typer.echo(f"\n{len(errors)} error(s) in campaign files (their schedules keep their last good state):")
+        for p in errors:
+            typer.echo(f"  {p}")
     _exit(0)
 
 

@@ -121,8 +121,27 @@ class DefinitionProblem:
     warning: bool = False
 
 
+MAX_STEPS = 1000
+"""Steps a definition may have. Each step adds history events, and Temporal ends a flow whose history
+passes 51,200 events; checked before the steps are validated, which for a huge table takes seconds."""
+MAX_STEP_NAME = 100
+"""A step's name is the `CurrentStep` search attribute's value (Temporal's limit: 2 KiB) and is in every memo entry."""
+_CYCLE_SHOWN = 6
+"""Steps a cycle message names at each end; the rest are counted."""
+
+
+def too_many_steps(data: Any) -> DefinitionProblem | None:
+    """The `MAX_STEPS` rule, on raw data: a definition over it is refused before anything else is validated."""
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if isinstance(steps, dict) and len(steps) > MAX_STEPS:
+        return DefinitionProblem("steps", f"{len(steps):,} steps: a definition may have at most {MAX_STEPS:,}")
+    return None
+
+
 def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
     """Build and validate a definition from raw data; the definition is None when it has errors."""
+    if problem := too_many_steps(data):
+        return None, [problem]
     try:
         definition = WorkflowDefinition.model_validate(data)
     except ValidationError as exc:
@@ -146,6 +165,10 @@ def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False
     elif definition.start_step not in steps:
         problems.append(DefinitionProblem("start_step", f"unknown step {definition.start_step!r}{_known(steps)}"))
     for name, step in steps.items():
+        if not name.isprintable() or len(name) > MAX_STEP_NAME:
+            shown = name if len(name) <= MAX_STEP_NAME else name[:20] + "…"
+            message = f"step name {shown!r}: at most {MAX_STEP_NAME} characters, none of them control characters"
+            problems.append(DefinitionProblem(f"steps.{name}", message))
         problems.extend(_step_problems(name, step, steps, in_flow=in_flow))
     if definition.start_step in steps:
         problems.extend(DefinitionProblem(key, message) for key, message in find_cycles(definition))
@@ -189,27 +212,43 @@ def _step_problems(
 
 
 def find_cycles(definition: WorkflowDefinition) -> list[tuple[str, str]]:
-    """DFS from the start step; one (key of the closing edge, "a → b → a") per cycle found."""
+    """DFS from the start step; one (key of the closing edge, "a → b → a") per cycle found.
+
+    Iterative (a stack of edge iterators), so a chain of thousands of steps cannot exhaust Python's stack.
+    """
     steps = definition.steps
-    on_path: list[str] = []
+    on_path: list[str] = [definition.start_step]
+    on_path_set = {definition.start_step}
+    pending = [iter(steps[definition.start_step].edges())]
     done: set[str] = set()
     cycles: list[tuple[str, str]] = []
-
-    def visit(name: str) -> None:
-        on_path.append(name)
-        for key, target in steps[name].edges():
-            if target not in steps or target in done:
-                continue
-            if target in on_path:
-                loop = [*on_path[on_path.index(target) :], target]
-                cycles.append((f"steps.{name}.{key}", "cycle: " + " → ".join(loop)))
-            else:
-                visit(target)
-        on_path.pop()
-        done.add(name)
-
-    visit(definition.start_step)
+    while pending:
+        name = on_path[-1]
+        edge = next(pending[-1], None)
+        if edge is None:
+            pending.pop()
+            on_path_set.discard(on_path.pop())
+            done.add(name)
+            continue
+        key, target = edge
+        if target not in steps or target in done:
+            continue
+        if target in on_path_set:
+            loop = [*on_path[on_path.index(target) :], target]
+            cycles.append((f"steps.{name}.{key}", "cycle: " + _shorten(loop)))
+        else:
+            on_path.append(target)
+            on_path_set.add(target)
+            pending.append(iter(steps[target].edges()))
     return cycles
+
+
+def _shorten(loop: list[str]) -> str:
+    """`a → b → a`, with the middle of a long loop counted instead of named (a message must stay short)."""
+    if len(loop) <= 2 * _CYCLE_SHOWN + 1:
+        return " → ".join(loop)
+    left = len(loop) - 2 * _CYCLE_SHOWN
+    return " → ".join([*loop[:_CYCLE_SHOWN], f"… ({left} more) …", *loop[-_CYCLE_SHOWN:]])
 
 
 def reachable_steps(definition: WorkflowDefinition) -> set[str]:

@@ -9,6 +9,7 @@ SchedulerError
 ├── UnknownSignal      a signal name flows do not handle
 ├── TemporalUnavailable Temporal cannot be reached
 ├── DevServerError     the embedded Temporal dev server could not start
+├── ApplyFailed        Temporal refused some campaigns' schedules (the others were applied)
 ├── NoFlowForReply     a reply matched no running flow (404)
 └── WebhookRejected    a webhook request refused before it is read as a reply
     ├── BodyTooLarge           over the size limit (413)
@@ -66,6 +67,16 @@ class NoSchedule(SchedulerError):
 
 class DevServerError(SchedulerError):
     pass
+
+
+class ApplyFailed(SchedulerError):
+    """Some schedule changes failed; every other change was still carried out."""
+
+    def __init__(self, failures: dict[str, Exception]) -> None:
+        self.failures = failures
+        """By campaign id, what went wrong."""
+        listed = "; ".join(f"campaign {cid!r}: {exc}" for cid, exc in sorted(failures.items()))
+        super().__init__(f"could not apply {len(failures)} campaign(s): {listed}")
 
 
 class FlowAlreadyRunning(SchedulerError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -46,7 +47,8 @@ async def start_flow(
         UnknownCampaign: no valid campaign file has that id.
         FlowAlreadyRunning: a flow with `workflow_id` is running.
     """
-    campaign = find_campaign(settings.campaigns.dir, campaign_id or settings.campaigns.default)
+    # In a thread: parsing a changed campaign file may take a second, which the event loop must not wait for.
+    campaign = await asyncio.to_thread(find_campaign, settings.campaigns.dir, campaign_id or settings.campaigns.default)
     flow = flow_input(campaign, customer=customer, cart=cart)
     workflow_id = workflow_id or new_workflow_id()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from temporalio.client import Client
 
 from scheduler.campaign import Campaign, _shown, key_line, load_campaign_dir
 from scheduler.config import Settings
-from scheduler.errors import Problem
+from scheduler.errors import ApplyFailed, Problem
 from scheduler.schedules import Action, Change, UnmanagedSchedule, apply, campaign_id_of, plan
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ class Outcome:
         return [c for c in self.changes if c.action != Action.UNCHANGED]
 
 
+async def load_campaigns(settings: Settings) -> tuple[dict[str, Campaign], list[Problem]]:
+    """`load_campaign_dir` in a thread: parsing a big file takes a second, which the event loop (the API,
+    the worker's flows) must not wait for."""
+    return await asyncio.to_thread(load_campaign_dir, settings.campaigns.dir)
+
+
 async def sync(
     client: Client, settings: Settings, *, prune: bool | Collection[str] = False, dry_run: bool = False
 ) -> Outcome:
@@ -39,7 +46,7 @@ async def sync(
 
     `prune`: as for `plan` (True: every managed schedule without a file; a collection: those campaign ids).
     """
-    campaigns, problems = load_campaign_dir(settings.campaigns.dir)
+    campaigns, problems = await load_campaigns(settings)
     outcome = Outcome(problems=problems)
     if outcome.errors:
         return outcome
@@ -62,26 +69,44 @@ class Reconciler:
         self.settings = settings
         self.loaded: set[str] = set()
         self.last: Outcome | None = None
+        self._logged: set[Problem] = set()
+        """The errors logged so far: each is logged once, when it appears, not on every tick."""
         self._scheduler: AsyncIOScheduler | None = None
 
     async def run_once(self) -> Outcome:
-        campaigns, problems = load_campaign_dir(self.settings.campaigns.dir)
+        campaigns, problems = await load_campaigns(self.settings)
         outcome = Outcome(problems=problems)
-        for p in outcome.errors:
-            log.error("reconcile: %s (the schedule keeps its last good state)", p)
         prune = set() if outcome.errors else self.loaded - set(campaigns)
         try:
             outcome.changes = await self._plan(campaigns, prune, outcome)
-            await apply(self.client, self.settings, outcome.changes)
+            try:
+                await apply(self.client, self.settings, outcome.changes)
+            except ApplyFailed as exc:  # those campaigns' problems: the others were applied
+                outcome.problems += [
+                    _problem(campaigns.get(cid), f"Temporal refused: {e}") for cid, e in exc.failures.items()
+                ]
         except Exception as exc:
-            log.exception("reconcile failed")
-            outcome.problems.append(Problem(str(self.settings.campaigns.dir), 0, "", f"reconcile failed: {exc}"))
+            failure = Problem(str(self.settings.campaigns.dir), 0, "", f"reconcile failed: {exc}")
+            if failure not in self._logged:  # with its traceback, once
+                log.exception("reconcile failed")
+                self._logged.add(failure)
+            outcome.problems.append(failure)
         else:
             self.loaded |= set(campaigns)
             for change in outcome.pending:
                 log.info("reconcile: %s", change)
+        self._log_changes(outcome.errors)
         self.last = outcome
         return outcome
+
+    def _log_changes(self, errors: list[Problem]) -> None:
+        """Log an error when it appears and when it is gone, not on every tick: the loop runs every few seconds."""
+        for p in errors:
+            if p not in self._logged:
+                log.error("reconcile: %s (the schedule keeps its last good state)", p)
+        for p in self._logged.difference(errors):
+            log.info("reconcile: fixed: %s", p)
+        self._logged = set(errors)
 
     async def _plan(self, campaigns: dict[str, Campaign], prune: set[str], outcome: Outcome) -> list[Change]:
         """`plan`, leaving out a campaign whose schedule id someone else uses (a problem of its file).
@@ -91,11 +116,7 @@ class Reconciler:
         unmanaged: list[UnmanagedSchedule] = []
         changes = await plan(self.client, campaigns.values(), prune=prune, unmanaged=unmanaged)
         for exc in unmanaged:
-            source = campaigns.pop(campaign_id_of(exc.schedule_id)).source
-            line = key_line(source, ("campaign", "id")) if source else 0
-            problem = Problem(_shown(source) if source else "", line, "campaign.id", str(exc))
-            log.error("reconcile: %s", problem)
-            outcome.problems.append(problem)
+            outcome.problems.append(_problem(campaigns.pop(campaign_id_of(exc.schedule_id)), str(exc)))
         return changes
 
     def start(self) -> None:
@@ -115,3 +136,11 @@ class Reconciler:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+def _problem(campaign: Campaign | None, message: str) -> Problem:
+    """A problem of a campaign that loaded but could not be applied, placed at its `campaign.id`."""
+    source = campaign.source if campaign else None
+    if source is None:
+        return Problem("", 0, "campaign.id", message)
+    return Problem(_shown(source), key_line(source, ("campaign", "id")), "campaign.id", message)

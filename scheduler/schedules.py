@@ -38,7 +38,7 @@ from scheduler.campaign import Campaign, CampaignSchedule
 from scheduler.config import Settings
 from scheduler.cron import aware
 from scheduler.engine import FLOW_TYPE
-from scheduler.errors import SchedulerError
+from scheduler.errors import ApplyFailed, SchedulerError
 from scheduler.models import CampaignRunInput
 from scheduler.workflows import CampaignRunWorkflow
 
@@ -257,7 +257,12 @@ async def plan(
 
 
 async def apply(client: Client, settings: Settings, changes: Iterable[Change]) -> list[Change]:
-    """Carry out planned changes (concurrently across schedules, serially per schedule)."""
+    """Carry out planned changes (concurrently across schedules, serially per schedule).
+
+    Raises:
+        ApplyFailed: Temporal refused some changes (e.g. a payload over its size limit); the others are
+            carried out all the same, so one campaign never holds back the rest.
+    """
     semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
 
     async def one(change: Change) -> Change:
@@ -265,7 +270,12 @@ async def apply(client: Client, settings: Settings, changes: Iterable[Change]) -
             await _apply_one(client, settings, change)
         return change
 
-    return list(await asyncio.gather(*(one(c) for c in changes if c.action != Action.UNCHANGED)))
+    todo = [c for c in changes if c.action != Action.UNCHANGED]
+    results = await asyncio.gather(*(one(c) for c in todo), return_exceptions=True)
+    failures = {c.campaign_id: r for c, r in zip(todo, results, strict=True) if isinstance(r, Exception)}
+    if failures:
+        raise ApplyFailed(failures)
+    return todo
 
 
 async def _apply_one(client: Client, settings: Settings, change: Change) -> None:

@@ -166,6 +166,24 @@ async def test_status_table_one_campaign_and_unknown(cli: Cli) -> None:
     assert unknown.stderr.splitlines() == [f"error: no schedule for campaign {c.id('no')!r}"]
 
 
+async def test_status_lists_campaign_files_that_do_not_load(cli: Cli) -> None:
+    c = cli.c
+    c.write("on")
+    await c.sync()
+    await wait_listed(c.client, c.sid("on"))
+    broken = c.write_broken("broken")
+
+    run = await cli("status")
+
+    assert run.code == 0, run
+    assert_clean(run)
+    lines = run.stdout.splitlines()
+    assert lines[1].split()[:2] == [c.id("on"), "active"]
+    heading = lines.index("1 error(s) in campaign files (their schedules keep their last good state):")
+    where = broken.relative_to(cli.config.parent)
+    assert lines[heading + 1].startswith(f"  {where}:{BROKEN_LINE}: workflow.steps.a.node: unknown node 'nope'")
+
+
 async def test_apply_prune_deletes_schedule_whose_file_is_gone(
     settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:

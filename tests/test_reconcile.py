@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from scheduler.attributes import CAMPAIGN_SHA256
+from scheduler.campaign import Campaign, load_campaign_dir
+from scheduler.errors import Problem
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
 from tests.conftest import eventually
@@ -152,3 +156,27 @@ async def test_reconciler_schedule_id_taken_by_someone_else_does_not_hold_back_o
     assert await describe(c.client, c.sid("free")) is not None
     foreign = await c.describe("taken")
     assert (foreign.schedule.state.note, await foreign.memo()) == ("made by hand", {})
+
+
+async def test_reconciler_campaign_temporal_refuses_does_not_hold_back_others(
+    campaigns: Campaigns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = campaigns
+    c.write("good")
+    c.write("huge")
+    loaded, _ = load_campaign_dir(c.settings.campaigns.dir)
+    huge = loaded[c.id("huge")]
+    # Over Temporal's 2 MB payload limit: no file can do this (files are capped at 1 MB), a bug might.
+    loaded[huge.id] = huge.model_copy(update={"campaign": huge.campaign.model_copy(update={"name": "x" * 3_000_000})})
+
+    async def load(settings: object) -> tuple[dict[str, Campaign], list[Problem]]:
+        return loaded, []
+
+    monkeypatch.setattr("scheduler.reconcile.load_campaigns", load)
+    outcome = await Reconciler(c.client, c.settings).run_once()
+
+    (error,) = outcome.errors
+    assert (Path(error.path).name, error.key) == ("huge.toml", "campaign.id")
+    assert error.message.startswith("Temporal refused: ")
+    assert await describe(c.client, c.sid("good")) is not None
+    assert await describe(c.client, c.sid("huge")) is None

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.workflows import MessageResponse
-from scheduler.campaign import CAMPAIGN_ID_PATTERN, load_campaign_dir
+from scheduler.campaign import CAMPAIGN_ID_PATTERN
 from scheduler.errors import NoSchedule, Problem
+from scheduler.reconcile import load_campaigns
 from scheduler.schedules import (
     ScheduleStatus,
     managed_schedule,
@@ -46,12 +47,12 @@ def _known_id(campaign_id: str) -> str:
 CampaignId = Annotated[str, Depends(_known_id)]
 
 
-def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
+async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
     reconciler = request.app.state.reconciler
     if reconciler is not None and reconciler.last is not None:
         problems: list[Problem] = reconciler.last.problems
     else:  # an API replica that does not reconcile: what loading the directory now reports
-        problems = load_campaign_dir(settings.campaigns.dir)[1]
+        problems = (await load_campaigns(settings))[1]
     return [
         LoadError(source=p.path, line=p.line, message=f"{p.key}: {p.message}" if p.key else p.message)
         for p in problems
@@ -62,7 +63,7 @@ def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
 @router.get("")
 async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
     statuses = await schedule_statuses(client)
-    return ScheduleList(schedules=[s for s in statuses if s is not None], errors=_errors(request, settings))
+    return ScheduleList(schedules=[s for s in statuses if s is not None], errors=await _errors(request, settings))
 
 
 @router.get("/{campaign_id}", responses={404: {}})
