@@ -261,3 +261,36 @@ async def test_app_reconcile_creates_schedules_and_reports_its_last_errors(
             (error,) = body["errors"]
             assert (Path(error["source"]), error["line"]) == (broken, BROKEN_LINE)
         assert await describe(c.client, c.sid("broken")) is None
+
+
+async def test_app_reconcile_with_bomb_files_serves_the_good_campaign(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
+) -> None:
+    """Files that once raised out of the loader (and so failed every reconcile and `/start-workflow`)."""
+    from tests.test_campaign_limits import BOMBS
+
+    async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
+        c.write("a")
+        bombs = {"nesting-5000", "integer-5000-digits", "duration-99999999999999w", "not-utf8"}
+        for key in bombs:
+            content = BOMBS[key][1]
+            (c.dir / f"{key}.toml").write_bytes(content.encode() if isinstance(content, str) else content)
+        settings.campaigns.reconcile_every = timedelta(hours=1)  # one run, at start
+        app = create_app(settings, client=dev_env.client, reconcile=True)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+        ):
+            api = Api(http, c)
+
+            async def created() -> None:
+                assert app.state.reconciler.last is not None
+                assert await describe(c.client, c.sid("a")) is not None
+
+            await eventually(created)
+            body, _ = await api.listed("a")
+            assert {Path(e["source"]).stem for e in body["errors"]} == bombs
+            started = await http.post("/start-workflow", json={"campaign": c.id("a")})
+            assert started.status_code == 200, started.text
+            await c.client.get_workflow_handle(started.json()["workflow_id"]).terminate()
