@@ -52,6 +52,8 @@ REPLY_IDS_PATCH = "reply-ids-attribute"
 """Flows started before `ReplyIds` existed replay without the upsert (their histories have none)."""
 CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 """A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
+OPTED_OUT_PATCH = "opted-out-outcome"
+"""Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 CONVERSION_KEY_PREFIX = "conversion:"
 
 
@@ -102,6 +104,8 @@ class FlowRun:
         """The `ReplyIds` search attribute as last written."""
         self._consumed = 0
         self._answered_at: datetime | None = None
+        self.opted_out = False
+        """A `wait_answer` got an opt-out reply: the flow ends `opted_out`, and it does not count as answered."""
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
         self.conversion: Conversion | None = None
@@ -176,6 +180,12 @@ class FlowRun:
         """Set `ClientAnswered`/`ClientAnsweredAt`, upserted with the step's other attributes."""
         self._answered_at = workflow.now()
 
+    def mark_opted_out(self) -> None:
+        if workflow.patched(OPTED_OUT_PATCH):
+            self.opted_out = True
+        else:
+            self.mark_answered()
+
     async def call_activity(
         self,
         name: str,
@@ -220,7 +230,7 @@ class FlowRun:
         except Exception:
             self._finish("failed")
             raise
-        self._finish("converted" if converted else "completed")
+        self._finish("converted" if converted else "opted_out" if self.opted_out else "completed")
         return self.status()
 
     def _exit_now(self) -> bool:

@@ -70,7 +70,8 @@ class FlowStatus(BaseModel):
     replies: int
     definition_version: str
     outcome: str | None = None
-    """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`) or `failed`; None while running."""
+    """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`), `opted_out` (a `wait_answer`
+    got an opt-out reply such as STOP) or `failed`; None while running."""
     converted: bool = False
     """A `cart-converted` signal was received (with or without `exit_on`)."""
 

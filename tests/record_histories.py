@@ -1,7 +1,8 @@
-"""Record the seed flow's histories for the replay tests: `.venv/bin/python tests/record_histories.py`.
+"""Record the seed flow's histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
 
-Runs `conftest.SEED` on a time-skipping test server for both branches (a reply → step_3; no reply →
-the timeout branch) and writes `tests/histories/<name>.json`. Re-record only on purpose: a history
+Runs `conftest.SEED` on a time-skipping test server for each branch (a reply → step_3; no reply →
+the timeout branch; STOP → the flow ends) and writes `tests/histories/<name>.json` (all, or the
+names given). Re-record only on purpose: a history
 that no longer replays means running flows would break when the new code is deployed.
 """
 
@@ -34,6 +35,7 @@ FLOWS = {
     # name: (workflow id, reply or None)
     "satisfied": ("abandoned_cart-replay-satisfied", Reply(reply_id="r1", text="yes please", channel="sms")),
     "timeout": ("abandoned_cart-replay-timeout", None),
+    "opt-out": ("abandoned_cart-replay-opt-out", Reply(reply_id="r1", text="STOP", channel="sms")),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
 
@@ -66,7 +68,7 @@ async def record(env: WorkflowEnvironment, name: str, workflow_id: str, reply: R
     return path
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=str(BIN / "temporal-test-server")
@@ -78,10 +80,12 @@ async def main() -> None:
             settings.channels.outbox = Path(tmp) / "outbox.jsonl"  # don't touch the real outbox
             async with make_worker(env.client, settings, task_queue=TASK_QUEUE):
                 for name, (workflow_id, reply) in FLOWS.items():
+                    if names and name not in names:
+                        continue
                     print(f"wrote {(await record(env, name, workflow_id, reply)).relative_to(ROOT)}")
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

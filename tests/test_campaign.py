@@ -85,6 +85,7 @@ def test_load_campaign_shipped_file_is_valid() -> None:
     assert campaign.audience is None
     workflow = campaign.workflow
     assert workflow.start_step == "step_1"
+    assert workflow.exit_on == ["cart-converted"]
     assert list(workflow.steps) == ["step_1", "step_2", "step_3", "step_4", "step_5", "step_6"]
     assert [s.node for s in workflow.steps.values()] == [
         "send_message",
@@ -443,8 +444,9 @@ def test_load_campaign_dir_duplicate_ids_name_both_files() -> None:
     campaigns, problems = load_campaign_dir(directory)
     assert list(campaigns) == ["abandoned-cart"]
     assert campaigns["abandoned-cart"].source == directory / "a.toml"
+    line = SHIPPED.read_text(encoding="utf-8").splitlines().index('id = "abandoned-cart"') + 1
     assert [str(p) for p in problems] == [
-        "campaigns/b.toml:5: campaign.id: duplicate campaign id 'abandoned-cart': also used by campaigns/a.toml"
+        f"campaigns/b.toml:{line}: campaign.id: duplicate campaign id 'abandoned-cart': also used by campaigns/a.toml"
     ]
 
 

@@ -116,8 +116,14 @@ async def test_wait_answer_opt_out_takes_not_satisfied_edge(
         await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text=text))
         result = await handle.result()
     assert result.path == ["step_1", "step_2", "step_7"]
-    steps = await (await handle.describe()).memo_value("steps")
+    assert result.outcome == "opted_out"
+    desc = await handle.describe()
+    steps = await desc.memo_value("steps")
     assert [s["event"] for s in steps] == ["condition_satisfied", "condition_not_satisfied", "condition_satisfied"]
+    assert await desc.memo_value("outcome") == "opted_out"
+    # An opt-out is not an answer: searches for answered flows must not count it.
+    assert CLIENT_ANSWERED not in desc.typed_search_attributes
+    assert CLIENT_ANSWERED_AT not in desc.typed_search_attributes
 
 
 async def test_wait_answer_non_keyword_reply_is_satisfied(ts_env, settings: Settings, task_queue: str) -> None:
@@ -127,6 +133,8 @@ async def test_wait_answer_non_keyword_reply_is_satisfied(ts_env, settings: Sett
         await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="please don't stop, what's the price?"))
         result = await handle.result()
     assert result.path == ["step_1", "step_2", "step_3"]
+    assert result.outcome == "completed"
+    assert (await handle.describe()).typed_search_attributes.get(CLIENT_ANSWERED) is True
 
 
 # Replies

@@ -47,6 +47,8 @@ class Flow(Protocol):
 
     def mark_answered(self) -> None: ...
 
+    def mark_opted_out(self) -> None: ...
+
 
 class Node:
     """Base class of nodes. Subclasses set `name`, `Params`, `events` and implement `run`."""

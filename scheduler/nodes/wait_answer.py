@@ -32,7 +32,8 @@ class WaitAnswer(Node):
         replies = await flow.wait_for_replies(params.timeout)
         if replies is None:
             return EventType.TIMEOUT
-        flow.mark_answered()
         if any(is_opt_out(r.text, params.opt_out_keywords) for r in replies):
+            flow.mark_opted_out()
             return EventType.NOT_SATISFIED
+        flow.mark_answered()
         return EventType.SATISFIED
