@@ -307,7 +307,10 @@ def graph(
 @app.command()
 def start(
     campaign: Annotated[str | None, typer.Option(help="Campaign id [default: campaigns.default]")] = None,
-    workflow_id: Annotated[str | None, typer.Option("--workflow-id", help="[default: abandoned_cart-<uuid>]")] = None,
+    workflow_id: Annotated[
+        str | None,
+        typer.Option("--workflow-id", help="[default: <campaign id>-<uuid>; abandoned-cart: abandoned_cart-<uuid>]"),
+    ] = None,
     customer: Annotated[
         str | None, typer.Option(help='Customer as JSON, e.g. \'{"id": "c1", "phone": "+1555"}\'')
     ] = None,

@@ -28,8 +28,17 @@ def signal_sent(signal_name: str, workflow_id: str) -> str:
     return f"Successfully sent '{signal_name}' signal to workflow: {workflow_id}"
 
 
-def new_workflow_id() -> str:
-    return f"abandoned_cart-{uuid.uuid4()}"
+SEED_CAMPAIGN = "abandoned-cart"
+"""The seed's campaign: flows started for it by hand keep the seed's `abandoned_cart-<uuid>` ids."""
+
+
+def new_workflow_id(campaign_id: str = SEED_CAMPAIGN) -> str:
+    """`<campaign id>-<uuid>`, so a flow started by hand says whose it is (the seed's campaign: `abandoned_cart-`).
+
+    A campaign run names its flows `<campaign id>-<cart id>` instead (see `fanout`).
+    """
+    prefix = "abandoned_cart" if campaign_id == SEED_CAMPAIGN else campaign_id
+    return f"{prefix}-{uuid.uuid4()}"
 
 
 async def start_flow(
@@ -50,7 +59,7 @@ async def start_flow(
     # In a thread: parsing a changed campaign file may take a second, which the event loop must not wait for.
     campaign = await asyncio.to_thread(find_campaign, settings.campaigns.dir, campaign_id or settings.campaigns.default)
     flow = flow_input(campaign, customer=customer, cart=cart)
-    workflow_id = workflow_id or new_workflow_id()
+    workflow_id = workflow_id or new_workflow_id(campaign.id)
     try:
         return await client.start_workflow(
             AbandonedCartWorkflow.run,

@@ -26,9 +26,9 @@ class AbandonedCartWorkflow:
     counts) says the customer bought: a definition with `exit_on = ["cart-converted"]` ends at once
     with outcome `converted`, any other records it and carries on. Query `status` gives the current
     step, the path so far, the number of distinct replies, the definition version, whether a
-    conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out` or `failed`). The memo `steps` and the search attribute
-    `CurrentStep` are brought up to date before every step that waits (a timer, a signal, webhook
-    retries) and when the flow ends.
+    conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out` or `failed`).
+    The memo `steps` and the search attribute `CurrentStep` are brought up to date before every step
+    that waits (a timer, a signal, webhook retries) and when the flow ends.
     """
 
     @workflow.init

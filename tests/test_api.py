@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -20,7 +22,7 @@ from scheduler.config import Settings
 from scheduler.devserver import local_environment
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import eventually, metric, status, terminate
+from tests.conftest import ROOT, eventually, metric, status, terminate
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
@@ -132,6 +134,21 @@ async def test_start_workflow_duplicate_running_id_is_409(api: Api) -> None:
         assert second.json() == {"detail": f"workflow {workflow_id!r} is already running"}
     finally:
         await terminate(api.client, workflow_id)
+
+
+async def test_start_workflow_names_the_flow_after_its_campaign(api: Api, tmp_path: Path) -> None:
+    shipped = (ROOT / "campaigns" / "abandoned_cart.toml").read_text(encoding="utf-8")
+    api.settings.campaigns.dir = tmp_path
+    (tmp_path / "seed.toml").write_text(shipped, encoding="utf-8")
+    (tmp_path / "promo.toml").write_text(shipped.replace('id = "abandoned-cart"', 'id = "promo"'), encoding="utf-8")
+
+    promo, seed = await api.start(campaign="promo"), await api.start(campaign="abandoned-cart")
+
+    assert promo.status_code == 200, promo.text
+    assert re.fullmatch(r"promo-[0-9a-f-]{36}", promo.json()["workflow_id"])
+    assert re.fullmatch(r"abandoned_cart-[0-9a-f-]{36}", seed.json()["workflow_id"])  # the seed's ids
+    for started in (promo, seed):
+        await api.client.get_workflow_handle(started.json()["workflow_id"]).terminate()
 
 
 async def test_start_workflow_unknown_campaign_is_404(api: Api) -> None:
