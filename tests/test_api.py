@@ -90,7 +90,7 @@ async def test_send_signal_stop_text_ends_flow_after_wait(api: Api) -> None:
     result = await api.result(workflow_id)
     # The default campaign has no not_satisfied edge on step_2 (and no go_to): the flow ends there.
     assert result.path == ["step_1", "step_2"]
-    assert result.outcome == "completed"
+    assert result.outcome == "opted_out"
     assert (await status(api.client.get_workflow_handle(workflow_id))).path == ["step_1", "step_2"]
 
 
