@@ -39,14 +39,16 @@ def _stop_event() -> asyncio.Event:
 async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, reconcile: bool = False) -> None:
     """Run the chosen parts until SIGINT/SIGTERM."""
     stop = _stop_event()
-    ports = {"api.port": settings.api.port} if api else {}
-    check_ports(settings, ports)
     server = DevServer(settings) if dev_server and settings.embedded else None
     async with contextlib.AsyncExitStack() as stack:
         if server:
+            stack.callback(server.stop)  # registered first: the server stops last, after the worker
+            # Before any port check: a busy port may be another server on this db file.
+            server.claim()
+        check_ports(settings, {"api.port": settings.api.port} if api else {})
+        if server:
             log.info("starting the Temporal dev server (db %s)", settings.dev_server.db_file)
             await server.start()
-            stack.callback(server.stop)
         client = await connect(settings)
         await ensure_search_attributes(client, settings.temporal.namespace)
         if worker:
