@@ -6,6 +6,7 @@ whatever directory it is started from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from datetime import timedelta
@@ -53,6 +54,16 @@ class DevServerSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
+
+    @property
+    def on_loopback(self) -> bool:
+        """Only this machine can reach the API ("localhost", 127.0.0.0/8, ::1)."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:  # another host name: assume it is reachable from elsewhere
+            return False
 
 
 class CampaignsSettings(_Section):

@@ -8,7 +8,7 @@ SchedulerError
 ├── FlowNotFound       no running flow with that workflow id
 ├── UnknownSignal      a signal name flows do not handle
 ├── TemporalUnavailable Temporal cannot be reached
-├── DevServerError     the embedded Temporal dev server could not start
+├── DevServerError     the embedded Temporal dev server could not start (busy port, db file in use)
 ├── ApplyFailed        Temporal refused some campaigns' schedules (the others were applied)
 ├── NoFlowForReply     a reply matched no running flow (404)
 └── WebhookRejected    a webhook request refused before it is read as a reply

@@ -36,17 +36,34 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def warn_if_exposed(settings: Settings) -> None:
+    """Say loudly that the unsigned routes are open to anyone who can reach a non-loopback `api.host`."""
+    if not settings.api.on_loopback:
+        log.warning(
+            "api.host is %r, not a loopback address: POST /start-workflow, /send-signal and"
+            " /schedules/{id}/pause|unpause|trigger are unauthenticated, so anyone who can reach port %d can"
+            " start flows, forge customer replies and opt-outs, and stop campaigns; keep api.host on"
+            " 127.0.0.1 or put an authenticating proxy in front",
+            settings.api.host,
+            settings.api.port,
+        )
+
+
 async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, reconcile: bool = False) -> None:
     """Run the chosen parts until SIGINT/SIGTERM."""
     stop = _stop_event()
-    ports = {"api.port": settings.api.port} if api else {}
-    check_ports(settings, ports)
+    if api:
+        warn_if_exposed(settings)
     server = DevServer(settings) if dev_server and settings.embedded else None
     async with contextlib.AsyncExitStack() as stack:
         if server:
+            stack.callback(server.stop)  # registered first: the server stops last, after the worker
+            # Before any port check: a busy port may be another server on this db file.
+            server.claim()
+        check_ports(settings, {"api.port": settings.api.port} if api else {})
+        if server:
             log.info("starting the Temporal dev server (db %s)", settings.dev_server.db_file)
             await server.start()
-            stack.callback(server.stop)
         client = await connect(settings)
         await ensure_search_attributes(client, settings.temporal.namespace)
         if worker:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import TASK_QUEUE, config_hint, load_settings
+from scheduler.config import TASK_QUEUE, ApiSettings, config_hint, load_settings
 from scheduler.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -213,3 +213,23 @@ def test_load_settings_bad_env_value_names_the_variable(monkeypatch: pytest.Monk
         load_settings(SHIPPED)
     assert "SCHEDULER_API__PORT" in str(exc.value)
     assert str(SHIPPED) not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("api.example.com", False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_api_settings_on_loopback(host: str, loopback: bool) -> None:
+    assert ApiSettings(host=host).on_loopback is loopback

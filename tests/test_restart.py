@@ -30,7 +30,18 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
-from tests.conftest import ROOT, SCHEDULER, SEED, eventually, free_ports, reaches, start_flow_input, terminate
+from tests.conftest import (
+    ROOT,
+    SCHEDULER,
+    SEED,
+    eventually,
+    free_ports,
+    reaches,
+    scheduler,
+    start_flow_input,
+    status,
+    terminate,
+)
 
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
@@ -150,7 +161,7 @@ async def test_dev_server_start_bound_not_listening_port_names_port_and_key(tmp_
 # `scheduler up` as a subprocess
 
 
-def write_up_config(tmp_path: Path) -> tuple[Path, Settings]:
+def write_up_config(tmp_path: Path, *, campaigns: Path = ROOT / "campaigns") -> tuple[Path, Settings]:
     dev_port, ui_port, api_port = free_ports(3)
     config = tmp_path / "scheduler.toml"
     config.write_text(
@@ -168,7 +179,7 @@ db_file = "state/temporal.db"
 port = {api_port}
 
 [campaigns]
-dir = "{ROOT / "campaigns"}"
+dir = "{campaigns}"
 
 [channels]
 outbox = "state/outbox.jsonl"
@@ -183,7 +194,12 @@ def tail(log: Path) -> str:
 
 
 def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """Running (a zombie nobody reaped is not: its port and files are released)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def children(pid: int) -> list[int]:
@@ -196,8 +212,13 @@ def children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def scheduler_up(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], set[int]]]:
-    """`scheduler up --config X` in the background; killed (with its dev server) if still running at the end."""
+def scheduler_up(
+    config: Path, log: Path, *, new_session: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], set[int]]]:
+    """`scheduler up --config X` in the background; killed (with its dev server) if still running at the end.
+
+    `new_session`: in a process group of its own, as a terminal or a service manager would start it.
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -207,6 +228,7 @@ def scheduler_up(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[byt
             stdin=subprocess.DEVNULL,
             cwd=config.parent,
             env=environ,
+            start_new_session=new_session,
         )
     spawned: set[int] = set()
     try:
@@ -214,7 +236,11 @@ def scheduler_up(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[byt
     finally:
         if proc.poll() is None:
             spawned.update(children(proc.pid))
-            proc.kill()
+            if new_session:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             proc.wait(timeout=10)
         for pid in spawned:
             with contextlib.suppress(ProcessLookupError):
@@ -282,3 +308,81 @@ async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_p
             assert result.path == SATISFIED_PATH
             assert await stop_with_sigint(proc, spawned, log) == 0
     assert not port_in_use("127.0.0.1", settings.dev_server.port)
+
+
+def long_wait_campaigns(tmp_path: Path) -> Path:
+    """The shipped campaigns with the default one waiting 10 minutes for a reply (outlasting restarts)."""
+    directory = tmp_path / "campaigns"
+    directory.mkdir()
+    shipped = (ROOT / "campaigns" / "abandoned_cart.toml").read_text(encoding="utf-8")
+    waiting = shipped.replace('params = { timeout = "1m" }', 'params = { timeout = "10m" }')
+    assert waiting != shipped
+    (directory / "abandoned_cart.toml").write_text(waiting, encoding="utf-8")
+    return directory
+
+
+async def test_scheduler_up_killed_takes_its_dev_server_and_next_up_finds_waiting_flow(tmp_path: Path) -> None:
+    config, settings = write_up_config(tmp_path, campaigns=long_wait_campaigns(tmp_path))
+    log = tmp_path / "up.log"
+    base_url = f"http://127.0.0.1:{settings.api.port}"
+    with scheduler_up(config, log, new_session=True) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            started = await http.post("/start-workflow", json={"customer": {"id": "c4", "phone": "+15550144"}})
+            assert started.status_code == 200, started.text
+            workflow_id = started.json()["workflow_id"]
+            await reaches((await connect(settings)).get_workflow_handle(workflow_id), "step_2")
+
+        spawned.update(children(proc.pid))
+        assert spawned, "no child process of `up` (its dev server) was seen"
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: `up` gets no chance to stop anything
+        proc.wait(timeout=10)
+
+        async def server_gone() -> None:
+            assert not any(alive(pid) for pid in spawned), "the dev server outlived a killed `up`"
+            assert not port_in_use("127.0.0.1", settings.dev_server.port)
+
+        await eventually(server_gone, timeout=5)
+
+    with scheduler_up(config, log, new_session=True) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            client = await connect(settings)
+            handle = client.get_workflow_handle(workflow_id, result_type=FlowStatus)
+            assert (await status(handle)).current_step == "step_2"
+            signalled = await http.post(
+                "/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"}
+            )
+            assert signalled.status_code == 200, signalled.text
+            result = await asyncio.wait_for(handle.result(), timeout=30)
+            assert result.path == SATISFIED_PATH
+            assert await stop_with_sigint(proc, spawned, log) == 0
+
+
+async def test_second_up_on_same_db_with_moved_ports_is_refused_naming_pid(tmp_path: Path) -> None:
+    config, settings = write_up_config(tmp_path)
+    log = tmp_path / "up.log"
+    base_url = f"http://127.0.0.1:{settings.api.port}"
+    with scheduler_up(config, log) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            dev_port, ui_port, api_port = free_ports(3)
+            moved = {
+                "SCHEDULER_DEV_SERVER__PORT": str(dev_port),
+                "SCHEDULER_DEV_SERVER__UI_PORT": str(ui_port),
+                "SCHEDULER_API__PORT": str(api_port),
+            }
+            second = await scheduler("up", "--config", config, cwd=tmp_path, env=moved)
+
+            assert second.code == 1, second.stderr
+            error = second.stderr.strip().splitlines()[-1]
+            assert error.startswith("error: ")
+            assert f"pid {proc.pid}" in error
+            assert str(settings.dev_server.db_file) in error
+            assert "starting the Temporal dev server" not in second.stderr
+            assert not any(port_in_use("127.0.0.1", p) for p in (dev_port, ui_port, api_port))
+            # The first one is unharmed: it still serves flows.
+            started = await http.post("/start-workflow", json={"customer": {"id": "c5", "phone": "+15550155"}})
+            assert started.status_code == 200, started.text
+            assert (await http.get("/healthz")).status_code == 200
+            assert await stop_with_sigint(proc, spawned, log) == 0
