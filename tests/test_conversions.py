@@ -415,3 +415,20 @@ async def test_send_signal_accepts_cart_converted(shop: Shop) -> None:
     assert response.status_code == 200, response.text
     result = await shop.result(flow)
     assert (result.outcome, result.converted) == ("converted", True)
+
+
+async def test_readme_purchases_example_ends_the_shipped_campaign_s_flow(shop: Shop) -> None:
+    """The README's *Purchases* commands on a fresh install: the shipped campaign, started by hand, unsigned."""
+    shop.settings.webhooks.secret = ""
+    cart = new_id("cart")  # the README's cart-7, unique here: the dev server is shared
+    started = await shop.http.post("/start-workflow", json={"customer": {"id": new_id("c")}, "cart": {"id": cart}})
+    assert started.status_code == 200, started.text
+    flow = started.json()["workflow_id"]
+    shop.started.append(flow)
+    await reaches(shop.client.get_workflow_handle(flow), "step_2")
+
+    response = await shop.convert({"cart_id": cart, "conversion_id": "order-1001"}, msg_id=None)
+
+    assert (response.status_code, response.json()) == (202, {"signaled": [flow]})
+    result = await shop.result(flow)
+    assert (result.outcome, result.path) == ("converted", ["step_1"])
