@@ -17,6 +17,7 @@ from scheduler.errors import (
     BodyTooLarge,
     FlowAlreadyRunning,
     FlowNotFound,
+    InvalidValue,
     NoFlowForReply,
     NoSchedule,
     SchedulerError,
@@ -44,6 +45,7 @@ _STATUS: dict[type[SchedulerError], int] = {
     TwilioSignatureInvalid: 403,
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
+    InvalidValue: 422,
 }
 
 
