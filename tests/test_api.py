@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -424,6 +426,24 @@ async def test_start_workflow_as_the_readme_curl_sends_it_starts(api: Api) -> No
 
 
 # The interactive docs and the OpenAPI schema
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_pages_load_only_local_assets(api: Api, page: str) -> None:
+    """Swagger UI and ReDoc come from this service, not a CDN: the pages work without the internet."""
+    response = await api.http.get(page)
+    assert response.status_code == 200
+    html = response.text
+    assert "http://" not in html and "https://" not in html, html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(a.endswith(".js") for a in assets), assets
+    kinds = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        served = await api.http.get(asset)
+        assert served.status_code == 200, asset
+        assert kinds[Path(asset).suffix] in served.headers["content-type"], (asset, served.headers["content-type"])
+        assert len(served.content) > 1000, asset
 
 
 async def test_openapi_documents_each_error_of_the_seed_endpoints_with_its_schema(api: Api) -> None:
