@@ -36,7 +36,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from scheduler.campaign import AUDIENCE_FIELDS, Audience
 from scheduler.contacts import InvalidContact, normalize_contact
-from scheduler.errors import SchedulerError
+from scheduler.errors import InvalidValue, SchedulerError
+from scheduler.limits import check_id, check_record
 from scheduler.outbound import http_client, retryable_status
 
 PAGE_SIZE = 500
@@ -206,6 +207,11 @@ def map_row(audience: Audience, row: Mapping[str, Any], row_number: int) -> Targ
     for field, value in values.items():
         table, _, name = field.partition(".")
         (cart if table == "cart" else customer)[name] = _plain(value)
+    try:  # e.g. a cart's items too many or too deep for a flow's input
+        check_record(cart, what="cart")
+        check_record(customer, what="customer")
+    except InvalidValue as exc:
+        return Skip(reason=str(exc), row_number=row_number)
     return Target(cart=cart, customer=customer, contacts=contacts, row_number=row_number)
 
 
@@ -221,16 +227,22 @@ def _pick(row: Mapping[str, Any], column: str) -> Any:
 
 
 def _identifier(field: str, value: Any) -> str:
-    """Ids become text: they end up in a workflow id and in Keyword search attributes."""
+    """Ids become text that follows the id rule (`scheduler.limits`): they end up in a workflow id and in
+    Keyword search attributes, where a NUL or an oversize id would fail the start (and the page) or stall the flow."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
-        return str(int(value))
-    if isinstance(value, UUID):
-        return str(value)
-    raise _Invalid(f"{field} must be text or a whole number, not {type(value).__name__}")
+        text = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
+        text = str(int(value))
+    elif isinstance(value, UUID):
+        text = str(value)
+    else:
+        raise _Invalid(f"{field} must be text or a whole number, not {type(value).__name__}")
+    try:
+        return check_id(text, what=field)
+    except InvalidValue as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _contact(field: str, value: Any) -> str:

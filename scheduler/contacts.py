@@ -14,6 +14,8 @@ from typing import Any
 
 import phonenumbers
 
+from scheduler.limits import id_problem
+
 DEFAULT_REGION = "US"
 """Region of phone numbers written without a country code (`(212) 555-0123`).
 
@@ -33,10 +35,16 @@ class InvalidContact(ValueError):
 def normalize_contact(value: str) -> str:
     """The normal form of a phone number (E.164) or e-mail address (lower case).
 
+    A contact must also be a valid id (`scheduler.limits`): it is a search attribute value and is
+    looked up in visibility queries, which a NUL breaks.
+
     Raises:
         InvalidContact: `value` is neither (the message says why, naming the value).
     """
     text = value.strip()
+    if text and (problem := id_problem(text)):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise InvalidContact(f"{shown!r} {problem}")
     for scheme in _SCHEMES:
         if text.lower().startswith(scheme):
             text = text[len(scheme) :].strip()

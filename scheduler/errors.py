@@ -11,11 +11,13 @@ SchedulerError
 ├── DevServerError     the embedded Temporal dev server could not start (busy port, db file in use)
 ├── ApplyFailed        Temporal refused some campaigns' schedules (the others were applied)
 ├── NoFlowForReply     a reply matched no running flow (404)
-└── WebhookRejected    a webhook request refused before it is read as a reply
-    ├── BodyTooLarge           over the size limit (413)
+├── InvalidValue       an id or a customer/cart record Temporal would refuse or choke on (422)
+└── RequestRejected    an HTTP request refused before its body is parsed
+    ├── BodyTooLarge           over the endpoint's size limit (413)
     ├── UnsupportedMediaType   not the content type the endpoint reads (415)
-    ├── WebhookSignatureInvalid    Standard Webhooks signature missing or wrong (401)
-    └── TwilioSignatureInvalid     X-Twilio-Signature missing or wrong (403)
+    └── WebhookRejected        a webhook whose sender is not who it claims
+        ├── WebhookSignatureInvalid    Standard Webhooks signature missing or wrong (401)
+        └── TwilioSignatureInvalid     X-Twilio-Signature missing or wrong (403)
 """
 
 from __future__ import annotations
@@ -106,18 +108,29 @@ class NoFlowForReply(SchedulerError):
         super().__init__(f"no running flow for {target}")
 
 
-class WebhookRejected(SchedulerError):
+class InvalidValue(SchedulerError, ValueError):
+    """A value that must not reach Temporal (see `scheduler.limits`).
+
+    Also a `ValueError`, so a pydantic validator raising it gives a field-located 422.
+    """
+
+
+class RequestRejected(SchedulerError):
     pass
 
 
-class BodyTooLarge(WebhookRejected):
+class BodyTooLarge(RequestRejected):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body larger than {limit} bytes")
 
 
-class UnsupportedMediaType(WebhookRejected):
+class UnsupportedMediaType(RequestRejected):
     def __init__(self, given: str, expected: str) -> None:
         super().__init__(f"unsupported content type {given!r}: this endpoint reads {expected}")
+
+
+class WebhookRejected(RequestRejected):
+    pass
 
 
 class WebhookSignatureInvalid(WebhookRejected):

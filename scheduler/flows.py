@@ -15,6 +15,7 @@ from scheduler.config import Settings
 from scheduler.engine import start_attributes
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
 from scheduler.fanout import flow_input
+from scheduler.limits import check_customer, check_id, check_record
 from scheduler.metrics import FLOW_SIGNALS
 from scheduler.models import Conversion, Reply
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
@@ -53,9 +54,14 @@ async def start_flow(
     """Start one `AbandonedCartWorkflow` running the campaign's current definition.
 
     Raises:
+        InvalidValue: `workflow_id`, `customer` or `cart` breaks `scheduler.limits` (checked before any call).
         UnknownCampaign: no valid campaign file has that id.
         FlowAlreadyRunning: a flow with `workflow_id` is running.
     """
+    if workflow_id is not None:
+        check_id(workflow_id, what="workflow_id")
+    customer = check_customer(customer or {})
+    cart = check_record(cart or {}, what="cart")
     # In a thread: parsing a changed campaign file may take a second, which the event loop must not wait for.
     campaign = await asyncio.to_thread(find_campaign, settings.campaigns.dir, campaign_id or settings.campaigns.default)
     flow = flow_input(campaign, customer=customer, cart=cart)
@@ -84,10 +90,18 @@ async def signal_flow(
 
     Raises:
         UnknownSignal: flows do not handle `signal_name`.
+        InvalidValue: `workflow_id`, `run_id` or the payload's id breaks `scheduler.limits` (checked before any call).
         FlowNotFound: no running workflow has that id (or run id).
     """
     if signal_name not in SIGNALS:
         raise UnknownSignal(signal_name, sorted(SIGNALS))
+    check_id(workflow_id, what="workflow_id")
+    if run_id is not None:
+        check_id(run_id, what="run_id")
+    if isinstance(reply, Reply) and reply.reply_id is not None:
+        check_id(reply.reply_id, what="reply_id")
+    if isinstance(reply, Conversion) and reply.conversion_id is not None:
+        check_id(reply.conversion_id, what="conversion_id")
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         await handle.signal(signal_name, reply or Reply())

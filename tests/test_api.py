@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
@@ -306,3 +308,196 @@ async def test_temporal_down_is_503_not_500(settings: Settings) -> None:
     assert health.json()["status"] == "degraded"
     assert start.status_code == 503
     assert start.json()["detail"].startswith("Temporal is unavailable")
+
+
+# Limits: what Temporal would refuse (or choke on) is refused first, and nothing reaches Temporal.
+
+
+async def not_started(client: Client, workflow_id: str) -> bool:
+    """No workflow has that id (describe reads the workflow itself, not eventually consistent visibility)."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return True
+        raise
+    await terminate(client, workflow_id)  # it should not exist: end it, and fail the test
+    return False
+
+
+def nested(depth: int) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        record = {"x": record}
+    return record
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"workflow_id": "nul\x00"}, "workflow_id", "workflow_id contains a control character (U+0000)"),
+        ({"workflow_id": "é" * 128}, "workflow_id", "workflow_id is longer than 255 bytes (UTF-8)"),
+        ({"customer": {"id": "c\x001"}}, "customer", "customer.id contains a control character (U+0000)"),
+        ({"customer": {"id": {"nested": 1}}}, "customer", "customer.id must be text or a whole number, not dict"),
+        ({"cart": {"id": "k" * 3000}}, "cart", "cart.id is longer than 255 bytes (UTF-8)"),
+        ({"customer": {"email": "ann\x00@example.com"}}, "customer", "customer.email contains a control character"),
+        ({"customer": {"phone": "5" * 300}}, "customer", "customer.phone is longer than 255 bytes (UTF-8)"),
+        ({"customer": nested(250)}, "customer", "customer is nested deeper than 32 levels"),
+        ({"cart": {"notes": "n" * 70_000}}, "cart", "cart is larger than 65536 bytes as JSON"),
+    ],
+    ids=[
+        "nul-workflow-id",
+        "workflow-id-over-255-bytes",
+        "nul-customer-id",
+        "customer-id-object",
+        "cart-id-over-2kib",
+        "nul-email",
+        "long-phone",
+        "customer-250-deep",
+        "cart-over-64kib",
+    ],
+)
+async def test_start_workflow_id_or_record_temporal_cannot_take_is_422_and_starts_nothing(
+    api: Api, body: dict[str, Any], field: str, message: str
+) -> None:
+    """A NUL, an oversize id or record, a record nested too deeply for the workers' JSON parser: 422 up front.
+
+    Before, such a start was a 502 (an id over Temporal's limits), or worse, accepted: a flow whose
+    NUL breaks visibility queries, or whose input its worker cannot decode.
+    """
+    workflow_id = body.get("workflow_id", f"abandoned_cart-limits-{uuid.uuid4()}")
+    response = await api.start(**{"workflow_id": workflow_id, **body})
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", field]
+    assert message in error["msg"]
+    assert await not_started(api.client, workflow_id)
+
+
+async def test_send_signal_ids_temporal_cannot_take_are_422_and_signal_nothing(api: Api) -> None:
+    workflow_id = (await api.start()).json()["workflow_id"]
+    handle = api.client.get_workflow_handle(workflow_id)
+    try:
+        answers = [
+            await api.signal(f"{workflow_id}\x00"),
+            await api.signal(workflow_id, run_id="r" * 300),
+            await api.signal(workflow_id, reply_id="r\x01"),
+        ]
+
+        assert [(a.status_code, [e["loc"] for e in a.json()["detail"]]) for a in answers] == [
+            (422, [["body", "workflow_id"]]),
+            (422, [["body", "run_id"]]),
+            (422, [["body", "reply_id"]]),
+        ]
+        assert (await status(handle)).replies == 0
+    finally:
+        await terminate(api.client, workflow_id)
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/start-workflow", 256 * 1024), ("/send-signal", 64 * 1024)])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_endpoints_body_over_the_limit_is_413_before_temporal(
+    api: Api, path: str, limit: int, declared: bool
+) -> None:
+    """Before, a body of any size went to Temporal (10 MB: a 502 from gRPC)."""
+    workflow_id = f"abandoned_cart-big-{uuid.uuid4()}"
+    if path == "/start-workflow":
+        big: dict[str, Any] = {"customer": {"notes": "n" * limit}}
+    else:
+        big = {"signal_name": "client-answered", "text": "t" * limit}
+    body = json.dumps({"workflow_id": workflow_id, **big}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 16 * 1024):
+            yield body[i : i + 16 * 1024]
+
+    response = await api.http.post(
+        path, content=body if declared else chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json() == {"detail": f"request body larger than {limit} bytes"}
+    assert await not_started(api.client, workflow_id)
+
+
+@pytest.mark.parametrize("path", ["/start-workflow", "/send-signal"])
+@pytest.mark.parametrize(
+    "kind", ["", "application/x-www-form-urlencoded", "text/plain"], ids=["none", "curl-default-form", "text"]
+)
+async def test_endpoints_without_json_content_type_are_415(api: Api, path: str, kind: str) -> None:
+    """`curl -d '{}'` without `-H 'Content-Type: application/json'` sends a form: say so, not a 422 about `body`."""
+    response = await api.http.post(path, content=b"{}", headers={"content-type": kind} if kind else {})
+    assert response.status_code == 415
+    assert response.json() == {"detail": f"unsupported content type {kind!r}: this endpoint reads application/json"}
+
+
+async def test_start_workflow_as_the_readme_curl_sends_it_starts(api: Api) -> None:
+    """`curl -X POST …/start-workflow -H 'Content-Type: application/json' -d '{}'`, and with a charset."""
+    for kind in ("application/json", "application/json; charset=utf-8"):
+        response = await api.http.post("/start-workflow", content=b"{}", headers={"Content-Type": kind})
+        assert response.status_code == 200, response.text
+        await terminate(api.client, response.json()["workflow_id"])
+
+
+# The interactive docs and the OpenAPI schema
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_pages_load_only_local_assets(api: Api, page: str) -> None:
+    """Swagger UI and ReDoc come from this service, not a CDN: the pages work without the internet."""
+    response = await api.http.get(page)
+    assert response.status_code == 200
+    html = response.text
+    assert "http://" not in html and "https://" not in html, html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(a.endswith(".js") for a in assets), assets
+    kinds = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        served = await api.http.get(asset)
+        assert served.status_code == 200, asset
+        assert kinds[Path(asset).suffix] in served.headers["content-type"], (asset, served.headers["content-type"])
+        assert len(served.content) > 1000, asset
+
+
+async def test_openapi_documents_each_error_of_the_seed_endpoints_with_its_schema(api: Api) -> None:
+    schema = (await api.http.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+
+    def documented(path: str) -> dict[str, str]:
+        """Status → the name of its body's schema."""
+        found = {}
+        for status_code, answer in schema["paths"][path]["post"]["responses"].items():
+            ref = answer["content"]["application/json"]["schema"]["$ref"]
+            found[status_code] = ref.rsplit("/", 1)[-1]
+            assert found[status_code] in components
+        return found
+
+    errors = {"413": "ErrorMessage", "415": "ErrorMessage", "422": "HTTPValidationError", "503": "ErrorMessage"}
+    assert documented("/start-workflow") == {
+        "200": "StartResponse",
+        "400": "ErrorMessage",
+        "404": "ErrorMessage",
+        "409": "ErrorMessage",
+        **errors,
+    }
+    assert documented("/send-signal") == {
+        "200": "MessageResponse",
+        "400": "ErrorMessage",
+        "404": "ErrorMessage",
+        **errors,
+    }
+    assert components["ErrorMessage"]["properties"] == {"detail": {"title": "Detail", "type": "string"}}
+    # The 400 is FastAPI's answer to a body it cannot parse (here: not UTF-8), as documented.
+    unreadable = await api.http.post(
+        "/start-workflow", content=b'{"customer": {"name": "\xff"}}', headers={"content-type": "application/json"}
+    )
+    assert (unreadable.status_code, unreadable.json()) == (400, {"detail": "There was an error parsing the body"})
+
+
+async def test_openapi_send_signal_names_are_an_enum_and_an_unknown_one_stays_400(api: Api) -> None:
+    schema = (await api.http.get("/openapi.json")).json()
+    signal_name = schema["components"]["schemas"]["SignalRequest"]["properties"]["signal_name"]
+    assert signal_name["enum"] == ["cart-converted", "client-answered"]
+    assert (await api.signal("anything", signal_name="client-shouted")).status_code == 400

@@ -312,6 +312,41 @@ def test_map_row_bad_phone_is_skipped_without_repeating_it(raw: object) -> None:
     assert skip == Skip(reason="customer.phone is not a valid phone number", row_number=4)
 
 
+def lists_in_lists(levels: int) -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(levels - 1):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"cart.id": "k\x00"}, "cart.id contains a control character (U+0000)"),
+        ({"cart.id": "k" * 256}, "cart.id is longer than 255 bytes (UTF-8)"),
+        ({"cart.id": "k" * 3000}, "cart.id is longer than 255 bytes (UTF-8)"),
+        ({"cart.id": "k", "customer.id": "c\x1b"}, "customer.id contains a control character (U+001B)"),
+        ({"cart.id": "k", "customer.id": "ü" * 128}, "customer.id is longer than 255 bytes (UTF-8)"),
+        ({"cart.id": "k", "customer.email": "ann\x00@example.com"}, "customer.email is not a valid e-mail address"),
+        ({"cart.id": "k", "cart.items": lists_in_lists(32)}, "cart is nested deeper than 32 levels"),
+    ],
+    ids=["nul-cart", "cart-256", "cart-3000", "escape-customer", "customer-256-bytes", "nul-email", "deep-items"],
+)
+def test_map_row_id_temporal_would_refuse_is_skipped_without_repeating_it(row: dict[str, Any], reason: str) -> None:
+    """A NUL breaks visibility queries; an id over 255 bytes could push the flow id or a search attribute over
+    Temporal's limits (a failed page, a stalled flow): the row is skipped, its reason free of the value."""
+    skip = map_row(Audience(source="http", url="https://x.example/"), row, 7)
+    assert skip == Skip(reason=reason, row_number=7)
+
+
+def test_map_row_id_of_255_bytes_is_kept() -> None:
+    target = map_row(
+        Audience(source="http", url="https://x.example/"), {"cart.id": "k" * 255, "customer.id": "é" * 127}, 1
+    )
+    assert isinstance(target, Target)
+    assert (target.cart["id"], target.customer["id"]) == ("k" * 255, "é" * 127)
+
+
 def test_map_row_same_contact_twice_is_one_contact_and_only_our_fields_are_kept() -> None:
     audience = Audience(source="http", url="https://x.example/", fields={"customer.phone": "contact.sms"})
     row = {

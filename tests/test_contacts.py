@@ -77,6 +77,22 @@ def test_normalize_contact_rejects_what_is_neither(raw: str) -> None:
         normalize_contact(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("ann\x00@example.com", "'ann\\x00@example.com' contains a control character (U+0000)"),
+        ("+1 212 555\x000123", "'+1 212 555\\x000123' contains a control character (U+0000)"),
+        ("a" * 300 + "@example.com", "'" + "a" * 40 + "…' is longer than 255 bytes (UTF-8)"),
+    ],
+    ids=["nul-email", "nul-phone", "long-email"],
+)
+def test_normalize_contact_rejects_what_no_search_attribute_may_hold(raw: str, problem: str) -> None:
+    """A NUL would reach `CustomerContact` and the visibility queries that look a reply's sender up."""
+    with pytest.raises(InvalidContact) as raised:
+        normalize_contact(raw)
+    assert str(raised.value) == problem
+
+
 @given(area=st.integers(201, 989), exchange=st.integers(200, 999), line=st.integers(0, 9999))
 def test_normalize_contact_every_spelling_of_a_number_is_one_contact(area: int, exchange: int, line: int) -> None:
     """However a number is written (national, international, E.164, RFC 3966), it is one contact."""

@@ -241,3 +241,35 @@ async def test_run_paces_starts_at_max_starts_per_second(campaigns: Campaigns) -
         assert (d.close_time - d.start_time).total_seconds() >= 2.5
     finally:
         await terminate_flows(c.client, c.id("p"))
+
+
+async def test_run_skips_rows_whose_ids_temporal_would_refuse(campaigns: Campaigns) -> None:
+    """A NUL or an oversize cart or customer id is a skipped row with its reason; the other carts get their flows.
+
+    Before, a 3,000-byte cart id made a flow id over Temporal's limit: the page failed on every retry.
+    """
+    c = campaigns
+    rows = [
+        {"cart_ref": "k1", "name": "fine"},
+        {"cart_ref": "k\x002", "name": "nul"},
+        {"cart_ref": "k" * 3000, "name": "long cart"},
+        {"cart_ref": "k4", "customer": {"id": "c" * 300}, "name": "long customer"},
+        {"cart_ref": "k5", "name": "fine too"},
+    ]
+    (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    c.write("v", workflow=JSONL_AUDIENCE + WAITING)
+    await c.sync()
+    try:
+        async with make_worker(c.client, c.settings):
+            run_id = await triggered_run(c, "v")
+            handle = c.client.get_workflow_handle(run_id, result_type=CampaignRunResult)
+            result = await asyncio.wait_for(handle.result(), timeout=60)
+        assert (result.started, result.skipped_invalid, result.failed) == (2, 3, 0)
+        assert sorted(result.flows) == [f"{c.id('v')}-k1", f"{c.id('v')}-k5"]
+        assert result.reasons == {
+            "cart.id contains a control character (U+0000)": 1,
+            "cart.id is longer than 255 bytes (UTF-8)": 1,
+            "customer.id is longer than 255 bytes (UTF-8)": 1,
+        }
+    finally:
+        await terminate_flows(c.client, c.id("v"))

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -614,3 +615,61 @@ async def test_flow_that_recorded_a_reply_id_replays(hooks: Hooks) -> None:
 
     replayer = Replayer(workflows=[AbandonedCartWorkflow], data_converter=pydantic_data_converter)
     assert (await replayer.replay_workflow(history)).replay_failure is None
+
+
+# Ids Temporal cannot take
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "msg_id", "loc"),
+    [
+        ("/webhooks/replies", {"customer_id": "c\x00"}, None, ["body", "customer_id"]),
+        ("/webhooks/replies", {"contact": "ann\x00@example.com"}, None, ["body", "contact"]),
+        ("/webhooks/replies", {"workflow_id": "w\x00"}, None, ["body", "workflow_id"]),
+        ("/webhooks/replies", {"customer_id": "c" * 256}, None, ["body", "customer_id"]),
+        ("/webhooks/replies", {"customer_id": "c1", "reply_id": "r\x1f"}, None, ["body", "reply_id"]),
+        ("/webhooks/replies", {"customer_id": "c1"}, "m" * 300, ["header", "webhook-id"]),
+        ("/webhooks/conversions", {"cart_id": "k\x00"}, None, ["body", "cart_id"]),
+        ("/webhooks/conversions", {"customer_id": "ü" * 128}, None, ["body", "customer_id"]),
+        ("/webhooks/conversions", {"cart_id": "k1", "conversion_id": "o\x7f"}, None, ["body", "conversion_id"]),
+    ],
+    ids=[
+        "nul-customer-id",
+        "nul-contact",
+        "nul-workflow-id",
+        "customer-id-over-255",
+        "control-reply-id",
+        "long-webhook-id",
+        "nul-cart-id",
+        "customer-id-over-255-bytes",
+        "control-conversion-id",
+    ],
+)
+async def test_webhooks_ids_temporal_cannot_take_are_422_at_once(
+    hooks: Hooks, path: str, body: dict[str, Any], msg_id: str | None, loc: list[str]
+) -> None:
+    """Before, a NUL reached the visibility query (503 "Temporal is unavailable" after 7 s) or an id over
+    Temporal's limits was looked up until `route_timeout`; now nothing is looked up or signalled."""
+    content = httpx.Request("POST", "http://x", json=body).content
+    headers = {"content-type": "application/json", **signed_headers(content, msg_id=msg_id or f"msg_{uuid.uuid4()}")}
+    started = time.monotonic()
+
+    response = await hooks.http.post(path, content=content, headers=headers)
+
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [loc]
+    assert time.monotonic() - started < 1  # no lookup: routing retries for `route_timeout` (5 s) before a 404
+
+
+async def test_openapi_webhook_bodies_say_which_target_is_required(hooks: Hooks) -> None:
+    """The models' "one of" rules, in the schema: at least one target, given as a string."""
+    paths = (await hooks.http.get("/openapi.json")).json()["paths"]
+
+    def one_of(path: str) -> list[tuple[str, Any]]:
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        return [(alt["required"][0], alt["properties"][alt["required"][0]]) for alt in schema["anyOf"]]
+
+    assert one_of("/webhooks/replies") == [(f, {"type": "string"}) for f in ("workflow_id", "customer_id", "contact")]
+    assert one_of("/webhooks/conversions") == [(f, {"type": "string"}) for f in ("cart_id", "customer_id")]
+    responses = paths["/webhooks/replies"]["post"]["responses"]
+    assert {status for status, answer in responses.items() if answer["content"]} >= {"401", "404", "413", "415", "422"}

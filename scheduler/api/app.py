@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -17,6 +18,7 @@ from scheduler.errors import (
     BodyTooLarge,
     FlowAlreadyRunning,
     FlowNotFound,
+    InvalidValue,
     NoFlowForReply,
     NoSchedule,
     SchedulerError,
@@ -44,6 +46,7 @@ _STATUS: dict[type[SchedulerError], int] = {
     TwilioSignatureInvalid: 403,
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
+    InvalidValue: 422,
 }
 
 
@@ -67,7 +70,8 @@ def create_app(settings: Settings, *, client: Client | None = None, reconcile: b
             if reconcile:
                 app.state.reconciler.stop()
 
-    app = FastAPI(title="Campaign scheduler", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc served from the package's files, not a CDN: they work offline.
+    app = FastAPIOffline(title="Campaign scheduler", lifespan=lifespan)
     app.state.settings = settings
     app.state.client = client
     app.state.reconciler = None

@@ -20,15 +20,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scheduler.api.bodies import FORM, JSON, read_body
 from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.responses import errors
 from scheduler.contacts import InvalidContact, normalize_contact, redact
-from scheduler.errors import (
-    BodyTooLarge,
-    NoFlowForReply,
-    TwilioSignatureInvalid,
-    UnsupportedMediaType,
-    WebhookSignatureInvalid,
-)
+from scheduler.errors import NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
+from scheduler.limits import Id, id_problem
 from scheduler.metrics import UNMATCHED
 from scheduler.models import Conversion, Reply
 from scheduler.replies import FlowTarget, route_conversion, route_reply
@@ -37,24 +34,30 @@ from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-MAX_BODY = 64 * 1024
-JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = "<Response/>"
 M = TypeVar("M", bound=BaseModel)
 
 
+def _one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of `fields` is given, as a string" (the model's `_has_target` rule)."""
+    return {"anyOf": [{"required": [f], "properties": {f: {"type": "string"}}} for f in fields]}
+
+
 class ReplyRequest(BaseModel):
-    """A reply to route: by `workflow_id`, else `customer_id`, else `contact` (phone or e-mail)."""
+    """A reply to route: by `workflow_id`, else `customer_id`, else `contact` (phone or e-mail); one is required."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra=_one_of("workflow_id", "customer_id", "contact"),
+    )
 
-    workflow_id: str | None = Field(None, min_length=1, max_length=1000)
-    customer_id: str | None = Field(None, min_length=1, max_length=1000)
+    workflow_id: Id | None = None
+    customer_id: Id | None = None
     contact: str | None = Field(None, min_length=1, max_length=320)
     """Any common spelling: `+1 (212) 555-0123`, `2125550123`, `Ann@Example.com`."""
     text: str | None = None
-    reply_id: str | None = Field(None, min_length=1, max_length=1000)
+    reply_id: Id | None = None
     """The provider's id of the reply; default: the `webhook-id` header. A repeated id changes nothing."""
 
     @field_validator("contact")
@@ -70,13 +73,15 @@ class ReplyRequest(BaseModel):
 
 
 class ConversionRequest(BaseModel):
-    """A purchase: the flows of `cart_id`, else of `customer_id`, get `cart-converted`."""
+    """A purchase: the flows of `cart_id`, else of `customer_id`, get `cart-converted`; one is required."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, json_schema_extra=_one_of("cart_id", "customer_id")
+    )
 
-    cart_id: str | None = Field(None, min_length=1, max_length=1000)
-    customer_id: str | None = Field(None, min_length=1, max_length=1000)
-    conversion_id: str | None = Field(None, min_length=1, max_length=1000)
+    cart_id: Id | None = None
+    customer_id: Id | None = None
+    conversion_id: Id | None = None
     """The shop's id of the purchase; default: the `webhook-id` header. A repeated id changes nothing."""
 
     @model_validator(mode="after")
@@ -97,14 +102,24 @@ class TwilioMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     From: str = Field(min_length=1)
-    MessageSid: str = Field(min_length=1)
+    MessageSid: Id
     Body: str = ""
+
+
+_JSON_ERRORS = {
+    401: "a missing or wrong signature, when `webhooks.secret` is set",
+    404: "no running flow matched",
+    413: "the body is over 64 KiB",
+    415: "the body is not `application/json`",
+    422: "the body is no such JSON object",
+    503: "Temporal is unavailable",
+}
 
 
 @router.post(
     "/replies",
     status_code=202,
-    responses={401: {}, 404: {}, 413: {}, 415: {}, 422: {}},
+    responses=errors(_JSON_ERRORS),
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": ReplyRequest.model_json_schema()}}}},
 )
 async def replies(request: Request, client: ClientDep, settings: SettingsDep) -> SignaledResponse:
@@ -122,7 +137,7 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep) ->
 @router.post(
     "/conversions",
     status_code=202,
-    responses={401: {}, 404: {}, 413: {}, 415: {}, 422: {}},
+    responses=errors(_JSON_ERRORS),
     openapi_extra={
         "requestBody": {"required": True, "content": {JSON: {"schema": ConversionRequest.model_json_schema()}}}
     },
@@ -151,7 +166,18 @@ async def conversions(request: Request, client: ClientDep, settings: SettingsDep
 @router.post(
     "/twilio",
     response_class=Response,
-    responses={200: {"content": {"text/xml": {}}}, 403: {}, 413: {}, 415: {}, 422: {}},
+    responses={
+        200: {"content": {"text/xml": {}}},
+        **errors(
+            {
+                403: "a missing or wrong `X-Twilio-Signature`, when `webhooks.twilio_auth_token` is set",
+                413: "the body is over 64 KiB",
+                415: "the body is not form-encoded",
+                422: "no `From` or `MessageSid`",
+                503: "Temporal is unavailable",
+            }
+        ),
+    },
     openapi_extra={"requestBody": {"required": True, "content": {FORM: {"schema": TwilioMessage.model_json_schema()}}}},
 )
 async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> Response:
@@ -199,33 +225,13 @@ async def _routed(endpoint: str, what: str, target: FlowTarget, routing: Awaitab
     return signaled
 
 
-async def read_body(request: Request, media_type: str) -> bytes:
-    """The body, if it has `media_type` and at most `MAX_BODY` bytes (a lying or absent Content-Length included).
-
-    Raises:
-        UnsupportedMediaType: another content type.
-        BodyTooLarge: more than `MAX_BODY` bytes, declared or sent.
-    """
-    given = request.headers.get("content-type", "")
-    if given.partition(";")[0].strip().lower() != media_type:
-        raise UnsupportedMediaType(given, media_type)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise BodyTooLarge(MAX_BODY)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BodyTooLarge(MAX_BODY)
-    return bytes(body)
-
-
 async def read_signed_json(request: Request, secret: str) -> tuple[bytes, str | None]:
     """The JSON body (`read_body`) and its `webhook-id`, the Standard Webhooks signature checked when `secret` is set.
 
     Raises:
         UnsupportedMediaType, BodyTooLarge: see `read_body`.
         WebhookSignatureInvalid: missing or wrong signature headers, or an old timestamp.
+        RequestValidationError: a `webhook-id` that is no id (it may become the reply's id).
     """
     body = await read_body(request, JSON)
     msg_id = request.headers.get("webhook-id")
@@ -241,6 +247,8 @@ async def read_signed_json(request: Request, secret: str) -> tuple[bytes, str | 
         except SignatureError as exc:
             log.warning("rejected %s: %s", request.url.path, exc)
             raise WebhookSignatureInvalid(str(exc)) from None
+    if msg_id is not None and (problem := id_problem(msg_id)):
+        raise RequestValidationError([_error(("header", "webhook-id"), f"webhook-id {problem}", "value_error")])
     return body, msg_id
 
 

@@ -1,27 +1,42 @@
-"""The seed's endpoints: `/start-workflow` and `/send-signal`."""
+"""The seed's endpoints: `/start-workflow` and `/send-signal`.
+
+Both read JSON only (415 otherwise) up to a size limit (413), and refuse ids and records that
+`scheduler.limits` refuses (422), all before any call to Temporal.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.responses import errors
 from scheduler.flows import STARTED, signal_flow, signal_sent, start_flow
+from scheduler.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.models import Reply
+from scheduler.workflows import SIGNALS
 
 router = APIRouter(tags=["workflows"])
 
+START_BODY = 4 * MAX_RECORD_BYTES
+"""`/start-workflow`'s body limit: room for a customer and a cart of the largest size, and their JSON escapes."""
+_UNREADABLE = "the body cannot be parsed (not UTF-8, or nested too deeply); JSON with a syntax error is a 422"
+_COMMON = {415: "the body is not `application/json`", 503: "Temporal is unavailable"}
+
 
 class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    workflow_id: str | None = Field(None, min_length=1, max_length=255)
+    workflow_id: Id | None = None
+    """Default `abandoned_cart-<uuid>`."""
     campaign: str | None = None
     """Campaign id; default `campaigns.default`."""
-    customer: dict[str, Any] = Field(default_factory=dict)
-    cart: dict[str, Any] = Field(default_factory=dict)
+    customer: Customer = Field(default_factory=dict)
+    """`id`, `name`, `phone`, `email`, … for templates; `id`, `phone`, `email` are ids (`workflow_id`'s rule).
+    At most 64 KiB as JSON, 32 levels deep."""
+    cart: Cart = Field(default_factory=dict)
+    """`id`, `url`, `items`, … for templates; `id` is an id. At most 64 KiB as JSON, 32 levels deep."""
 
 
 class StartResponse(BaseModel):
@@ -31,14 +46,15 @@ class StartResponse(BaseModel):
 
 
 class SignalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    workflow_id: str = Field(min_length=1)
-    run_id: str | None = None
-    signal_name: str
+    workflow_id: Id
+    run_id: Id | None = None
+    # Documented as an enum, checked at run time: an unknown name is the contract's 400, not a 422.
+    signal_name: str = Field(json_schema_extra={"enum": sorted(SIGNALS)})
     text: str | None = None
     """Optional reply text (an opt-out keyword such as STOP takes the not_satisfied edge)."""
-    reply_id: str | None = None
+    reply_id: Id | None = None
     """Optional id: a repeated one is ignored by the flow."""
 
 
@@ -46,8 +62,22 @@ class MessageResponse(BaseModel):
     message: str
 
 
-@router.post("/start-workflow", responses={404: {}, 409: {}})
+@post_json(
+    router,
+    "/start-workflow",
+    limit=START_BODY,
+    responses=errors(
+        {
+            400: _UNREADABLE,
+            404: "unknown campaign",
+            409: "a flow with that id is running",
+            413: f"the body is over {START_BODY // 1024} KiB",
+            **_COMMON,
+        }
+    ),
+)
 async def start_workflow(body: StartRequest, client: ClientDep, settings: SettingsDep) -> StartResponse:
+    """Start one flow of a campaign (default `campaigns.default`)."""
     handle = await start_flow(
         client,
         settings,
@@ -59,8 +89,20 @@ async def start_workflow(body: StartRequest, client: ClientDep, settings: Settin
     return StartResponse(workflow_id=handle.id, run_id=handle.result_run_id or "")
 
 
-@router.post("/send-signal", responses={400: {}, 404: {}})
+@post_json(
+    router,
+    "/send-signal",
+    responses=errors(
+        {
+            400: f"unknown signal name; or {_UNREADABLE}",
+            404: "no such running flow",
+            413: f"the body is over {MAX_BODY // 1024} KiB",
+            **_COMMON,
+        }
+    ),
+)
 async def send_signal(body: SignalRequest, client: ClientDep) -> MessageResponse:
+    """Send `client-answered` (a reply) or `cart-converted` to a running flow."""
     await signal_flow(
         client,
         workflow_id=body.workflow_id,
