@@ -382,4 +382,5 @@ async def test_reconciler_reads_files_off_the_event_loop(campaigns: Campaigns) -
     assert sorted(p.key for p in outcome.errors) == ["junk", f"workflow.steps.s{MAX_STEPS - 1}.go_to"]
     assert await c.describe("good") is not None
     assert took > 0.5, "the file loaded too fast for this test to mean anything"
-    assert max(gaps) < min(0.5, took / 2), (max(gaps), took)
+    # Loaded on the event loop, the loop would stand still for the whole load; relative, as machines are noisy.
+    assert max(gaps) < took / 3, (max(gaps), took)
