@@ -29,7 +29,7 @@ class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     workflow_id: Id | None = None
-    """Default `abandoned_cart-<uuid>`."""
+    """Default `<campaign id>-<uuid>` (the seed's campaign `abandoned-cart`: `abandoned_cart-<uuid>`)."""
     campaign: str | None = None
     """Campaign id; default `campaigns.default`."""
     customer: Customer = Field(default_factory=dict)
