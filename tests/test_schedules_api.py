@@ -7,6 +7,7 @@ campaigns out of it (see test_schedules for the per-test ids, directory and task
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,26 +236,31 @@ async def test_trigger_through_api_shows_run_and_running_flow(api: Api) -> None:
             await terminate_flows(c.client, c.id("a"))
 
 
+@asynccontextmanager
+async def reconciling_api(c: Campaigns, *, created: str) -> AsyncIterator[Api]:
+    """The app with its reconcile loop (one run, at start), once that run has created campaign `created`."""
+    c.settings.campaigns.reconcile_every = timedelta(hours=1)
+    app = create_app(c.settings, client=c.client, reconcile=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+
+        async def ran() -> None:
+            assert app.state.reconciler.last is not None
+            assert await describe(c.client, c.sid(created)) is not None
+
+        await eventually(ran)
+        yield Api(http, c)
+
+
 async def test_app_reconcile_creates_schedules_and_reports_its_last_errors(
     dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:
     async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
         c.write("a")
         broken = c.write_broken("broken")
-        settings.campaigns.reconcile_every = timedelta(hours=1)  # one run, at start
-        app = create_app(settings, client=dev_env.client, reconcile=True)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-        ):
-            api = Api(http, c)
-
-            async def created() -> None:
-                assert app.state.reconciler.last is not None
-                assert await describe(c.client, c.sid("a")) is not None
-
-            await eventually(created)
+        async with reconciling_api(c, created="a") as api:
             # Fixed on disk after the run: GET /schedules still says what the loop last found.
             c.write("broken")
             body, _ = await api.listed("a")
@@ -275,22 +281,9 @@ async def test_app_reconcile_with_bomb_files_serves_the_good_campaign(
         for key in bombs:
             content = BOMBS[key][1]
             (c.dir / f"{key}.toml").write_bytes(content.encode() if isinstance(content, str) else content)
-        settings.campaigns.reconcile_every = timedelta(hours=1)  # one run, at start
-        app = create_app(settings, client=dev_env.client, reconcile=True)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-        ):
-            api = Api(http, c)
-
-            async def created() -> None:
-                assert app.state.reconciler.last is not None
-                assert await describe(c.client, c.sid("a")) is not None
-
-            await eventually(created)
+        async with reconciling_api(c, created="a") as api:
             body, _ = await api.listed("a")
             assert {Path(e["source"]).stem for e in body["errors"]} == bombs
-            started = await http.post("/start-workflow", json={"campaign": c.id("a")})
+            started = await api.http.post("/start-workflow", json={"campaign": c.id("a")})
             assert started.status_code == 200, started.text
             await c.client.get_workflow_handle(started.json()["workflow_id"]).terminate()
