@@ -75,11 +75,11 @@ class Activities:
 
     async def _send(self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str) -> None:
         context = template_context(inp)
-        try:
-            text = render(template, context)
-            subject = render(subject, context) if channel.name == "smtp" else ""
-        except TemplateRenderError as exc:
-            raise ApplicationError(f"step {inp.step!r}: {exc}", type="TemplateError", non_retryable=True) from None
+        text = self._render(inp, channel, "template", template, context, channel.max_length)
+        if channel.max_subject_length:
+            subject = self._render(inp, channel, "subject", subject, context, channel.max_subject_length)
+        else:
+            subject = ""
         info = activity.info()
         message = Message(
             to=to,
@@ -92,6 +92,16 @@ class Activities:
         )
         with _delivery_errors():
             await channel.send(message)
+
+    def _render(
+        self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int
+    ) -> str:
+        """The rendered text, at most `max_length` characters (the channel's); a failure is final."""
+        try:
+            return render(template, context, max_length=max_length)
+        except TemplateRenderError as exc:
+            message = f"step {inp.step!r} ({what}, channel {channel.name!r}): {exc}"
+            raise ApplicationError(message, type="TemplateError", non_retryable=True) from None
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
