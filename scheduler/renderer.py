@@ -183,8 +183,8 @@ def _serve(cpu_seconds: float, memory_bytes: int) -> None:
             answer = {"text": render(request["template"], request["context"], max_length=request["max_length"])}
         except TemplateRenderError as exc:
             answer = {"error": str(exc)}
-        except MemoryError:
-            answer = {"error": "template failed to render: it needs too much memory"}
+        except Exception as exc:  # a request the worker should not have sent: say so, and live on
+            answer = {"error": f"template renderer: {exc!r}"[:500]}
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
         out.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")

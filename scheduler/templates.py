@@ -38,7 +38,7 @@ from inspect import isroutine, signature
 from types import ModuleType
 from typing import Any
 
-from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -560,12 +560,17 @@ def render(text: str, context: dict[str, Any], *, max_length: int = MAX_VALUE_LE
                 raise TemplateLimitError(f"the text is longer than {max_length:,} characters")
             pieces.append(piece)
         return "".join(pieces)
-    except (TemplateError, TypeError, ValueError, ArithmeticError, RecursionError, MemoryError) as exc:
-        message = "it needs too much memory" if isinstance(exc, MemoryError) else str(exc)
+    except Exception as exc:  # whatever it is (a KeyError of str.format, a RecursionError), the template caused it
+        message = "it needs too much memory" if isinstance(exc, MemoryError) else str(exc) or type(exc).__name__
+        if len(message) > _MAX_MESSAGE:  # it may quote the data, and it goes to Temporal and the logs
+            message = message[:_MAX_MESSAGE] + "…"
         error = TemplateLimitError if isinstance(exc, TemplateLimitError | MemoryError) else TemplateRenderError
         raise error(f"template failed to render{_line(exc)}: {message}") from None
     finally:
         _budget.reset(budget)
+
+
+_MAX_MESSAGE = 500
 
 
 def _line(exc: BaseException) -> str:

@@ -74,7 +74,11 @@ async def test_renderer_renders_in_a_child_and_passes_errors_on() -> None:
         with pytest.raises(TemplateRenderError) as caught:
             await renderer.render("{{ 'x' * 101 }}", CONTEXT, max_length=100)
         assert str(caught.value) == "template failed to render: the text is longer than 100 characters"
-        assert len(renderer_pids() - before) == 1  # one child served both
+        with pytest.raises(TemplateRenderError) as caught:  # a KeyError in the child
+            await renderer.render("{{ '{missing}'.format() }}", CONTEXT, max_length=100)
+        assert str(caught.value) == "template failed to render (template line 1): 'missing'"
+        assert await renderer.render("Bye", CONTEXT, max_length=100) == "Bye"
+        assert len(renderer_pids() - before) == 1  # one child served them all
     assert renderer_pids() == before  # and ended with the renderer
 
 

@@ -379,6 +379,17 @@ def test_render_refuses_printing_python_objects(template: str, message: str) -> 
     assert str(caught.value) == f"template failed to render {message} (a customer would see its Python repr)"
 
 
+def test_render_any_error_of_the_template_is_a_render_error_and_short() -> None:
+    """Also a KeyError (`str.format` of a missing field), and the data it quotes is cut."""
+    data = {**EMPTY, "cart": {"fmt": "{missing}", "long": "{" + "k" * 10_000 + "}"}}
+    with pytest.raises(TemplateRenderError) as caught:
+        render("Hi\n{{ cart.fmt.format() }}", data)
+    assert str(caught.value) == "template failed to render (template line 2): 'missing'"
+    with pytest.raises(TemplateRenderError) as caught:
+        render("{{ cart.long.format() }}", data)
+    assert str(caught.value) == "template failed to render (template line 1): '" + "k" * 499 + "…"
+
+
 def test_render_data_prints_as_before() -> None:
     template = "{{ cart.items }} {{ cart.n }} {{ customer }} {{ cart.items | reverse | list }} {{ 'Hi ' ~ 3 }}"
     assert render(template, BOMB_DATA) == "['mug', 'tea'] 100000000 {'name': 'Ann'} ['tea', 'mug'] Hi 3"
