@@ -19,18 +19,23 @@ from scheduler.nodes.notify_creator import NotifyCreatorParams
 from scheduler.nodes.send_message import SendMessageParams
 from scheduler.nodes.webhook import WebhookParams
 from scheduler.outbound import http_client, retryable_status
-from scheduler.templates import TemplateRenderError, render
+from scheduler.renderer import Renderer
+from scheduler.templates import TemplateRenderError
 
 log = logging.getLogger(__name__)
 
 
 class Activities:
-    """Holds what activities share (the outbox and channels); register `.all()` on a worker."""
+    """Holds what activities share (the outbox, channels, template renderer); register `.all()` on a worker.
+
+    Templates render in the renderer's child processes: run the worker inside `renderer.running()`.
+    """
 
     def __init__(self, settings: ChannelsSettings) -> None:
         self.settings = settings
         self.outbox = Outbox(settings.outbox)
         self.channels = make_channels(settings, self.outbox)
+        self.renderer = Renderer()
 
     def all(self) -> list[Any]:
         return [self.send_message, self.notify_creator, self.webhook]
@@ -75,11 +80,11 @@ class Activities:
 
     async def _send(self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str) -> None:
         context = template_context(inp)
-        try:
-            text = render(template, context)
-            subject = render(subject, context) if channel.name == "smtp" else ""
-        except TemplateRenderError as exc:
-            raise ApplicationError(f"step {inp.step!r}: {exc}", type="TemplateError", non_retryable=True) from None
+        text = await self._render(inp, channel, "template", template, context, channel.max_length)
+        if channel.max_subject_length:
+            subject = await self._render(inp, channel, "subject", subject, context, channel.max_subject_length)
+        else:
+            subject = ""
         info = activity.info()
         message = Message(
             to=to,
@@ -92,6 +97,16 @@ class Activities:
         )
         with _delivery_errors():
             await channel.send(message)
+
+    async def _render(
+        self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int
+    ) -> str:
+        """The rendered text, at most `max_length` characters (the channel's); a failure is final."""
+        try:
+            return await self.renderer.render(template, context, max_length=max_length)
+        except TemplateRenderError as exc:
+            message = f"step {inp.step!r} ({what}, channel {channel.name!r}): {exc}"
+            raise ApplicationError(message, type="TemplateError", non_retryable=True) from None
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:

@@ -94,6 +94,10 @@ class Channel:
     name: ClassVar[str]
     contact: ClassVar[str]
     """The customer field a message goes to."""
+    max_length: ClassVar[int] = 1_600
+    """Characters of text it sends at most: ten SMS segments, what SMS gateways (Twilio) accept."""
+    max_subject_length: ClassVar[int] = 0
+    """Characters of subject; 0: it sends none."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
@@ -194,6 +198,9 @@ class SmtpChannel(Channel):
 
     name = "smtp"
     contact = "email"
+    max_length = 100_000
+    max_subject_length = 998
+    """RFC 5322's line limit."""
 
     def __init__(self, outbox: Outbox, settings: SmtpChannelSettings) -> None:
         super().__init__(outbox)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from scheduler.activities import Activities
@@ -26,10 +27,13 @@ def make_worker(
 ) -> Worker:
     task_queue = task_queue or settings.temporal.task_queue
     fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue)
+    activities = Activities(settings.channels)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
-        activities=[*Activities(settings.channels).all(), *fanout.all()],
+        activities=[*activities.all(), *fanout.all()],
+        # The template renderer's child processes end with the worker's run.
+        plugins=[SimplePlugin("scheduler.renderer", run_context=activities.renderer.running)],
         **options,
     )

@@ -362,6 +362,75 @@ async def test_channel_that_cannot_deliver_fails_the_flow_at_once(
     assert await outcome_of(handle) == "failed"
 
 
+# Length limits
+
+
+@pytest.mark.parametrize(
+    ("channel", "params", "message"),
+    [
+        ("console", {"template": "{{ 'x' * 1601 }}"}, "(template, channel 'console'): {} 1,600 characters"),
+        ("http", {"template": "{{ 'x' * 1601 }}"}, "(template, channel 'http'): {} 1,600 characters"),
+        (
+            "smtp",
+            {"template": "{% for i in range(11) %}{{ 'x' * 10000 }}{% endfor %}"},
+            "(template, channel 'smtp'): {} 100,000 characters",
+        ),
+        ("smtp", {"subject": "{{ 'x' * 999 }}"}, "(subject, channel 'smtp'): {} 998 characters"),
+    ],
+    ids=["console", "http", "smtp", "smtp-subject"],
+)
+async def test_channel_text_over_its_limit_fails_the_step_at_once(
+    ts_env,
+    settings: Settings,
+    task_queue: str,
+    gateway: ScriptedServer,
+    mailbox: Mailbox,
+    channel: str,
+    params: dict[str, Any],
+    message: str,
+) -> None:
+    """An SMS gateway takes 1,600 characters, an e-mail gets 100,000: more fails the step, naming the limit."""
+    settings.channels.http.url = gateway.url
+    use_smtp(settings, mailbox)
+    handle, result = await run_flow(ts_env, one_step(channel=channel, **params), settings, task_queue)
+    error = failure_of(result)
+    assert (error.type, error.non_retryable) == ("TemplateError", True)
+    assert error.message == "step 'step_1' " + message.format("template failed to render: the text is longer than")
+    assert (gateway.requests, mailbox.messages, Outbox(settings.channels.outbox).read()) == ([], [], [])
+    assert await outcome_of(handle) == "failed"
+
+
+async def test_channel_text_at_its_limit_is_sent(
+    ts_env, settings: Settings, task_queue: str, gateway: ScriptedServer, mailbox: Mailbox
+) -> None:
+    settings.channels.http.url = gateway.url
+    use_smtp(settings, mailbox)
+    email = {
+        "channel": "smtp",
+        "template": "{% for i in range(10) %}{{ 'x' * 10000 }}{% endfor %}",
+        "subject": "{{ ('word ' * 200)[:998] }}",
+    }
+    definition = WorkflowDefinition.model_validate(
+        {
+            "start_step": "sms",
+            "steps": {
+                "sms": {
+                    "node": "send_message",
+                    "go_to": "email",
+                    "params": {"channel": "http", "template": "{{ 'x' * 1600 }}"},
+                },
+                "email": {"node": "send_message", "params": email},
+            },
+        }
+    )
+    _, result = await run_flow(ts_env, definition, settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    sms, email_line = Outbox(settings.channels.outbox).read()
+    assert (len(sms["text"]), len(email_line["text"]), len(email_line["subject"])) == (1_600, 100_000, 998)
+    [(_, _, message)] = mailbox.messages
+    assert len(message.get_content().strip()) == 100_000
+
+
 # smtp
 
 
