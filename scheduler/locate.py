@@ -81,6 +81,8 @@ def toml_shape_problem(source: str, *, max_depth: int, max_key_parts: int) -> tu
     that end a key (`= , [ ] { }` and newlines), so a float such as `1.5` counts as two parts: harmless
     at any sane limit.
     """
+    if source.count(".") < max_key_parts and source.count("[") + source.count("{") <= max_depth:
+        return None  # most files: too few dots and brackets to break either limit, wherever they are
     depth, dots, line, i = 0, 0, 1, 0
     while (m := _TOML_SIGNIFICANT.search(source, i)) is not None:
         c, i = m.group(), m.end()

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from scheduler.locate import json_key_lines, line_of, toml_key_lines
+from scheduler.locate import json_key_lines, line_of, toml_key_lines, toml_shape_problem
 
 TOML = """\
 # [not.a.table] a comment with brackets
@@ -249,3 +249,48 @@ def test_json_key_lines_array_items_point_at_their_key(json_lines: dict[tuple[st
 def test_json_key_lines_compact_nested_objects_share_lines() -> None:
     source = '{\n  "a": "x",\n\n  "b": {"c": [1, {"e": 2}]},\n  "d": 1\n}'
     assert json_key_lines(source) == {("a",): 2, ("b",): 4, ("b", "c"): 4, ("b", "c", "e"): 4, ("d",): 5}
+
+
+PADDING = "[t]\n" + "".join(f"k{i} = [1.5, {{ a = 2 }}]\n" for i in range(40))
+"""Enough dots and brackets that the full scan runs, none of them over a limit."""
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("a.b.c = 1\n", None),
+        ("a" + ".a" * 3 + " = 1\n", (1, "a dotted key of more than 3 parts")),
+        ('"a"."b".\'c\'.d = 1\n', (1, "a dotted key of more than 3 parts")),
+        ("x = 1\n[a . b . c . d]\n", (2, "a dotted key of more than 3 parts")),
+        ("x = [1.5, 2.5, 3.5, 4.5]\n", None),
+        ('x = "a.b.c.d.e" # f.g.h.i\n', None),
+        ('x = """\n.......\n"""\n', None),
+        ("x = [[[1]]]\n", None),
+        ("x = [[[[1]]]]\n", (1, "arrays or inline tables nested more than 3 levels deep")),
+        ("x = { a = { b = { c = { d = 1 } } } }\n", (1, "arrays or inline tables nested more than 3 levels deep")),
+        ("x = '[[[['\ny = \"{{{{\"\n# [[[[\n", None),
+        ('x = """\n\n"""\ny = [[[[1]]]]\n', (4, "arrays or inline tables nested more than 3 levels deep")),
+    ],
+    ids=[
+        "three-parts",
+        "four-parts",
+        "quoted-parts",
+        "table-header",
+        "floats",
+        "string-and-comment",
+        "multi-line-string",
+        "three-deep",
+        "four-deep",
+        "inline-tables",
+        "brackets-in-strings",
+        "line-after-multi-line-string",
+    ],
+)
+@pytest.mark.parametrize("padded", [False, True], ids=["short", "padded"])
+def test_toml_shape_problem_finds_what_tomllib_cannot_take(
+    source: str, expected: tuple[int, str] | None, padded: bool
+) -> None:
+    """Short files take the fast path (too few dots and brackets to break a limit); padded ones the full scan."""
+    lines = PADDING.count("\n") if padded else 0
+    found = toml_shape_problem((PADDING if padded else "") + source, max_depth=3, max_key_parts=3)
+    assert found == (None if expected is None else (expected[0] + lines, expected[1]))
