@@ -321,11 +321,7 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         return None, [Problem(_shown(path), line, "", f"not UTF-8 text (byte {exc.start})")]
-    try:
-        campaign, problems = _parse(path, os.getcwd(), text)
-    except Exception as exc:  # a bug of ours, met by one file: that file's problem, never the directory's
-        log.exception("cannot load %s", path)
-        return None, [Problem(_shown(path), 1, "", f"cannot load: {type(exc).__name__}: {_clip(str(exc))}")]
+    campaign, problems = _parse(path, os.getcwd(), text)
     return campaign, list(problems)
 
 
@@ -348,6 +344,14 @@ def _parse(path: Path, cwd: str, text: str) -> tuple[Campaign | None, tuple[Prob
     `cwd` is part of the key because problems name the file relative to it (`_shown`, slow enough to
     be worth caching too)."""
     shown = _shown(path)
+    try:
+        return _parse_text(path, shown, text)
+    except Exception as exc:  # a bug of ours, met by one file: that file's problem (logged once), never the directory's
+        log.exception("cannot load %s", path)
+        return None, (Problem(shown, 1, "", f"cannot load: {type(exc).__name__}: {_clip(str(exc))}"),)
+
+
+def _parse_text(path: Path, shown: str, text: str) -> tuple[Campaign | None, tuple[Problem, ...]]:
     if path.suffix == ".json":
         campaign, problems = _from_json(path, shown, text)
     else:

@@ -384,3 +384,21 @@ async def test_reconciler_reads_files_off_the_event_loop(campaigns: Campaigns) -
     assert took > 0.5, "the file loaded too fast for this test to mean anything"
     # Loaded on the event loop, the loop would stand still for the whole load; relative, as machines are noisy.
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+def test_load_campaign_unexpected_error_is_the_file_s_problem_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours that one file meets (here: the validation raises) must not escape, nor flood the log."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("scheduler.campaign._build", broken)
+    path = _write("c.toml", BASE + f"# {time.time_ns()}\n")  # content no other test has parsed (and cached)
+
+    with caplog.at_level(logging.ERROR, logger="scheduler.campaign"):
+        first, second = load_campaign(path), load_campaign(path)
+
+    assert first == second == (None, [Problem("c.toml", 1, "", "cannot load: RuntimeError: boom")])
+    assert [r.getMessage() for r in caplog.records] == [f"cannot load {path}"]
