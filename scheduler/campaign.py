@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -26,8 +27,8 @@ from scheduler.config import ChannelsSettings
 from scheduler.cron import aware, cron_problem
 from scheduler.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.durations import Duration
-from scheduler.errors import Problem, UnknownCampaign
-from scheduler.locate import KeyPath, json_key_lines, line_of, toml_key_lines, toml_shape_problem
+from scheduler.errors import Problem, UnknownCampaign, clip
+from scheduler.locate import KeyPath, json_key_lines, line_of, long_number_line, toml_key_lines, toml_shape_problem
 
 log = logging.getLogger(__name__)
 
@@ -311,10 +312,11 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         return None, [Problem(_shown(path), 1, "", f"cannot read file: {exc.strerror or exc}")]
     if len(data) > MAX_FILE_BYTES:
-        size = max(len(data), _size(path))
+        size = max(size, len(data))  # a file still being written may have grown since
         return None, [Problem(_shown(path), 1, "", f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")]
     try:
         text = data.decode("utf-8")
@@ -323,17 +325,6 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
         return None, [Problem(_shown(path), line, "", f"not UTF-8 text (byte {exc.start})")]
     campaign, problems = _parse(path, os.getcwd(), text)
     return campaign, list(problems)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @lru_cache(maxsize=1024)
@@ -348,7 +339,7 @@ def _parse(path: Path, cwd: str, text: str) -> tuple[Campaign | None, tuple[Prob
         return _parse_text(path, shown, text)
     except Exception as exc:  # a bug of ours, met by one file: that file's problem (logged once), never the directory's
         log.exception("cannot load %s", path)
-        return None, (Problem(shown, 1, "", f"cannot load: {type(exc).__name__}: {_clip(str(exc))}"),)
+        return None, (Problem(shown, 1, "", f"cannot load: {type(exc).__name__}: {clip(str(exc), 200)}"),)
 
 
 def _parse_text(path: Path, shown: str, text: str) -> tuple[Campaign | None, tuple[Problem, ...]]:
@@ -362,7 +353,7 @@ def _parse_text(path: Path, shown: str, text: str) -> tuple[Campaign | None, tup
         except tomllib.TOMLDecodeError as exc:
             return None, (Problem(shown, _toml_error_line(exc), "", f"invalid TOML: {exc}"),)
         except ValueError:  # an integer over Python's 4300-digit limit for int(str)
-            return None, (Problem(shown, _long_number_line(text), "", f"invalid TOML: {_LONG_NUMBER}"),)
+            return None, (Problem(shown, long_number_line(text) or 1, "", f"invalid TOML: {_LONG_NUMBER}"),)
         campaign, problems = _build(path, shown, data, text)
     if campaign is not None:
         _ = campaign.sha256  # worked out here, in the loading thread, not later on the event loop
@@ -377,7 +368,7 @@ def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list
     except RecursionError:
         return None, [Problem(shown, 1, "", "invalid JSON: nested too deeply")]
     except ValueError:  # an integer over Python's 4300-digit limit for int(str)
-        return None, [Problem(shown, _long_number_line(text), "", f"invalid JSON: {_LONG_NUMBER}")]
+        return None, [Problem(shown, long_number_line(text) or 1, "", f"invalid JSON: {_LONG_NUMBER}")]
     if _seed_shaped(data):
         data = {"workflow": data}
     if isinstance(data, dict) and "campaign" not in data:
@@ -385,12 +376,7 @@ def _from_json(path: Path, shown: str, text: str) -> tuple[Campaign | None, list
     return _build(path, shown, data, text)
 
 
-_LONG_NUMBER = "a number of more than 4300 digits"
-
-
-def _long_number_line(text: str) -> int:
-    m = re.search(r"\d{4300}", text)
-    return text.count("\n", 0, m.start()) + 1 if m else 1
+_LONG_NUMBER = f"a number of more than {sys.get_int_max_str_digits()} digits"
 
 
 def _seed_shaped(data: Any) -> bool:
@@ -419,7 +405,9 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
         nonlocal lines
         if lines is None:
             lines = _key_lines(path, text)
-        return Problem(shown, line_of(lines, key), _clip(".".join(str(k) for k in key)), _clip(message), warning)
+        return Problem(
+            shown, line_of(lines, key), clip(".".join(str(k) for k in key), 200), clip(message, 200), warning
+        )
 
     if not isinstance(data, dict):
         return None, [Problem(shown, 1, "", "expected a table of campaign settings")]

@@ -14,6 +14,7 @@ from typing import Any
 
 import phonenumbers
 
+from scheduler.errors import clip
 from scheduler.limits import id_problem
 
 DEFAULT_REGION = "US"
@@ -43,8 +44,7 @@ def normalize_contact(value: str) -> str:
     """
     text = value.strip()
     if text and (problem := id_problem(text)):
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise InvalidContact(f"{shown!r} {problem}")
+        raise InvalidContact(f"{clip(value, 40)!r} {problem}")
     for scheme in _SCHEMES:
         if text.lower().startswith(scheme):
             text = text[len(scheme) :].strip()

@@ -21,6 +21,7 @@ from pydantic import (
     model_serializer,
 )
 
+from scheduler.errors import clip
 from scheduler.nodes import EventType, get_node, node_names
 
 _CONDITION_EVENTS = {
@@ -166,7 +167,7 @@ def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False
         problems.append(DefinitionProblem("start_step", f"unknown step {definition.start_step!r}{_known(steps)}"))
     for name, step in steps.items():
         if not name.isprintable() or len(name) > MAX_STEP_NAME:
-            shown = name if len(name) <= MAX_STEP_NAME else name[:20] + "…"
+            shown = clip(name, 20) if len(name) > MAX_STEP_NAME else name
             message = f"step name {shown!r}: at most {MAX_STEP_NAME} characters, none of them control characters"
             problems.append(DefinitionProblem(f"steps.{name}", message))
         problems.extend(_step_problems(name, step, steps, in_flow=in_flow))

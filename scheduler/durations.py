@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+from scheduler.errors import clip
+
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION = timedelta(days=3650)
@@ -19,7 +21,7 @@ def parse_duration(text: object) -> timedelta:
     if isinstance(text, timedelta):
         return text
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"expected a duration such as '90s', '5m', '1h30m' or '2d', got {_clipped(text)}")
+        raise ValueError(f"expected a duration such as '90s', '5m', '1h30m' or '2d', got {clip(repr(text), 40)}")
     s = text.strip().replace(" ", "")
     pos, seconds = 0, 0.0
     for m in _PART.finditer(s):
@@ -29,17 +31,12 @@ def parse_duration(text: object) -> timedelta:
         pos = m.end()
     if pos != len(s) or pos == 0:
         raise ValueError(
-            f"invalid duration {_clipped(text)}: use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'"
+            f"invalid duration {clip(repr(text), 40)}: use a number and a unit (ms, s, m, h, d, w),"
+            " e.g. '90s' or '1h30m'"
         )
     if not seconds <= MAX_DURATION.total_seconds():  # also inf, from a number too long for a float
-        raise ValueError(f"duration {_clipped(text)} is longer than the limit of {format_duration(MAX_DURATION)}")
+        raise ValueError(f"duration {clip(repr(text), 40)} is longer than the limit of {format_duration(MAX_DURATION)}")
     return timedelta(seconds=seconds)
-
-
-def _clipped(value: object, limit: int = 40) -> str:
-    """`value`'s repr, cut short: an error message must not repeat a megabyte of digits."""
-    shown = repr(value)
-    return shown if len(shown) <= limit else shown[:limit] + "…"
 
 
 def format_duration(value: timedelta) -> str:

@@ -29,6 +29,11 @@ class SchedulerError(Exception):
     """Base class: its message is meant for the user, one line, naming what and where."""
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters and an ellipsis: a message must not repeat a megabyte of input."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class ConfigError(SchedulerError):
     pass
 

@@ -9,6 +9,7 @@ recurse too deep or work quadratically, before it is asked to parse.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 
 KeyPath = tuple[str, ...]
@@ -110,6 +111,13 @@ def toml_shape_problem(source: str, *, max_depth: int, max_key_parts: int) -> tu
         elif c in "]}":
             depth = max(0, depth - 1)
     return None
+
+
+def long_number_line(text: str) -> int | None:
+    """The line of the first number with more digits than Python converts (`sys.get_int_max_str_digits`, 4300),
+    which tomllib, json and Jinja fail on with a ValueError that says where it is not."""
+    found = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1}}}", text)
+    return text.count("\n", 0, found.start()) + 1 if found else None
 
 
 def _string_end(source: str, i: int) -> int:

@@ -43,6 +43,9 @@ from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from scheduler.errors import clip
+from scheduler.locate import long_number_line
+
 VARIABLES = frozenset({"customer", "cart", "campaign", "step"})
 """What the activity renders with (see `activities.template_context`)."""
 
@@ -398,9 +401,8 @@ def _parse(text: str) -> nodes.Template:
     try:
         return _env.parse(text)
     except ValueError as exc:  # the lexer's int() of a literal longer than Python converts
-        digits = sys.get_int_max_str_digits()
-        if found := re.search(rf"\d{{{digits + 1},}}", text):
-            line = text.count("\n", 0, found.start()) + 1
+        if line := long_number_line(text):
+            digits = sys.get_int_max_str_digits()
             raise ValueError(f"template line {line}: a number of more than {digits:,} digits") from None
         raise ValueError(f"template cannot be read: {exc}") from None
 
@@ -562,8 +564,7 @@ def render(text: str, context: dict[str, Any], *, max_length: int = MAX_VALUE_LE
         return "".join(pieces)
     except Exception as exc:  # whatever it is (a KeyError of str.format, a RecursionError), the template caused it
         message = "it needs too much memory" if isinstance(exc, MemoryError) else str(exc) or type(exc).__name__
-        if len(message) > _MAX_MESSAGE:  # it may quote the data, and it goes to Temporal and the logs
-            message = message[:_MAX_MESSAGE] + "…"
+        message = clip(message, _MAX_MESSAGE)  # it may quote the data, and it goes to Temporal and the logs
         error = TemplateLimitError if isinstance(exc, TemplateLimitError | MemoryError) else TemplateRenderError
         raise error(f"template failed to render{_line(exc)}: {message}") from None
     finally:
