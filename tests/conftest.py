@@ -111,6 +111,14 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0
         await asyncio.sleep(interval)
 
 
+def nested_record(levels: int) -> dict[str, Any]:
+    """`{"x": {"x": … {}}}`, `levels` objects deep: for the record depth limit."""
+    record: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        record = {"x": record}
+    return record
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct free ports on 127.0.0.1 (held open together so they differ)."""
     with contextlib.ExitStack() as stack:

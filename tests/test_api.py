@@ -24,7 +24,7 @@ from scheduler.config import Settings
 from scheduler.devserver import local_environment
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ROOT, eventually, metric, status, terminate
+from tests.conftest import ROOT, eventually, metric, nested_record, status, terminate
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
@@ -325,13 +325,6 @@ async def not_started(client: Client, workflow_id: str) -> bool:
     return False
 
 
-def nested(depth: int) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for _ in range(depth - 1):
-        record = {"x": record}
-    return record
-
-
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
@@ -342,7 +335,7 @@ def nested(depth: int) -> dict[str, Any]:
         ({"cart": {"id": "k" * 3000}}, "cart", "cart.id is longer than 255 bytes (UTF-8)"),
         ({"customer": {"email": "ann\x00@example.com"}}, "customer", "customer.email contains a control character"),
         ({"customer": {"phone": "5" * 300}}, "customer", "customer.phone is longer than 255 bytes (UTF-8)"),
-        ({"customer": nested(250)}, "customer", "customer is nested deeper than 32 levels"),
+        ({"customer": nested_record(250)}, "customer", "customer is nested deeper than 32 levels"),
         ({"cart": {"notes": "n" * 70_000}}, "cart", "cart is larger than 65536 bytes as JSON"),
     ],
     ids=[

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.errors import InvalidValue, SchedulerError
 from scheduler.limits import MAX_ID_BYTES, check_customer, check_id, check_record
-from tests.conftest import scheduler
+from tests.conftest import nested_record, scheduler
 from tests.test_cli import assert_one_line_error, write_config
 
 
@@ -48,15 +48,8 @@ def test_check_id_refuses_what_temporal_cannot_take_naming_field_not_value(value
     assert isinstance(raised.value, SchedulerError) and isinstance(raised.value, ValueError)
 
 
-def nested(levels: int) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for _ in range(levels - 1):
-        record = {"x": record}
-    return record
-
-
 def test_check_record_keeps_what_a_flow_can_take() -> None:
-    cart = {"id": 42, "url": "https://shop.example/k", "items": [{"sku": "a", "qty": 1.5}], "deep": nested(31)}
+    cart = {"id": 42, "url": "https://shop.example/k", "items": [{"sku": "a", "qty": 1.5}], "deep": nested_record(31)}
     assert check_record(cart, what="cart") == cart
     assert check_record({"notes": "n" * (64 * 1024 - 20)}, what="cart")
 
@@ -64,8 +57,8 @@ def test_check_record_keeps_what_a_flow_can_take() -> None:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        (nested(33), "cart is nested deeper than 32 levels"),
-        ({"items": [nested(32)]}, "cart is nested deeper than 32 levels"),
+        (nested_record(33), "cart is nested deeper than 32 levels"),
+        ({"items": [nested_record(32)]}, "cart is nested deeper than 32 levels"),
         ({"notes": "n" * (64 * 1024)}, "cart is larger than 65536 bytes as JSON"),
         ({"total": float("nan")}, "cart is not a JSON object of text, numbers, lists and objects"),
         ({"note": "half\ud800"}, "cart is not a JSON object of text, numbers, lists and objects"),

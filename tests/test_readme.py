@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 def _flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     out: dict[tuple[str, ...], Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict) and value and key != "condition" and key != "params":
+        if isinstance(value, dict) and value and key not in ("condition", "params"):
             out |= _flatten(value, (*prefix, key))
         else:
             out[(*prefix, key)] = value

@@ -46,6 +46,15 @@ def renderer_pids() -> set[int]:
     return found
 
 
+async def ended(pid: int) -> None:
+    """Wait until the renderer child `pid` is gone (killed, it is reaped a moment later)."""
+
+    async def gone() -> None:
+        assert pid not in renderer_pids()
+
+    await eventually(gone)
+
+
 @contextlib.asynccontextmanager
 async def event_loop_lags() -> AsyncIterator[list[float]]:
     """How late a heartbeat's 50 ms sleeps woke up, while the block runs: the event loop's responsiveness."""
@@ -109,10 +118,7 @@ async def test_renderer_kills_a_child_past_the_wall_deadline() -> None:
             await renderer.render("Hi", CONTEXT, max_length=10)
         assert str(caught.value) == "template took longer than 1 s to render"
 
-        async def killed() -> None:
-            assert pid not in renderer_pids()
-
-        await eventually(killed)
+        await ended(pid)
         assert await renderer.render("Hi", CONTEXT, max_length=10) == "Hi"
 
 
@@ -142,10 +148,7 @@ async def test_renderer_kills_the_child_of_a_cancelled_render() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-        async def killed() -> None:
-            assert pid not in renderer_pids()
-
-        await eventually(killed)
+        await ended(pid)
 
 
 async def test_poisonous_templates_fail_their_step_while_other_flows_and_the_event_loop_carry_on(

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -247,6 +247,17 @@ def scheduler_up(
                 os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.asynccontextmanager
+async def healthy_up(
+    config: Path, settings: Settings, log: Path, *, new_session: bool = False
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], set[int], httpx.AsyncClient]]:
+    """`scheduler_up`, once its API answers `/healthz`, with a client of that API."""
+    with scheduler_up(config, log, new_session=new_session) as (proc, spawned):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api.port}", timeout=5) as http:
+            await wait_healthy(http, proc, spawned, log)
+            yield proc, spawned, http
+
+
 async def wait_healthy(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], spawned: set[int], log: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -274,39 +285,32 @@ async def stop_with_sigint(proc: subprocess.Popen[bytes], spawned: set[int], log
 async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_path: Path) -> None:
     config, settings = write_up_config(tmp_path)
     log = tmp_path / "up.log"
-    base_url = f"http://127.0.0.1:{settings.api.port}"
-    with scheduler_up(config, log) as (proc, spawned):
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            await wait_healthy(http, proc, spawned, log)
-            started = await http.post("/start-workflow", json={"customer": {"id": "c3", "phone": "+15550133"}})
-            assert started.status_code == 200, started.text
-            workflow_id = started.json()["workflow_id"]
-            signalled = await http.post(
-                "/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"}
-            )
-            assert signalled.status_code == 200, signalled.text
+    async with healthy_up(config, settings, log) as (proc, spawned, http):
+        started = await http.post("/start-workflow", json={"customer": {"id": "c3", "phone": "+15550133"}})
+        assert started.status_code == 200, started.text
+        workflow_id = started.json()["workflow_id"]
+        signalled = await http.post("/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"})
+        assert signalled.status_code == 200, signalled.text
 
-            async def notified() -> None:
-                lines = [r for r in Outbox(settings.channels.outbox).read() if r["workflow_id"] == workflow_id]
-                assert [r["step"] for r in lines] == ["step_1", "step_3"]
-                assert lines[1]["to"] == "growth@example.com"
+        async def notified() -> None:
+            lines = [r for r in Outbox(settings.channels.outbox).read() if r["workflow_id"] == workflow_id]
+            assert [r["step"] for r in lines] == ["step_1", "step_3"]
+            assert lines[1]["to"] == "growth@example.com"
 
-            await eventually(notified, timeout=30)
-            assert await stop_with_sigint(proc, spawned, log) == 0
-            assert not port_in_use("127.0.0.1", settings.dev_server.port)
-            assert not port_in_use("127.0.0.1", settings.api.port)
-            assert spawned, "no child process of `up` (its dev server) was seen"
-            assert not any(alive(pid) for pid in spawned), "the dev server outlived `up`"
+        await eventually(notified, timeout=30)
+        assert await stop_with_sigint(proc, spawned, log) == 0
+        assert not port_in_use("127.0.0.1", settings.dev_server.port)
+        assert not port_in_use("127.0.0.1", settings.api.port)
+        assert spawned, "no child process of `up` (its dev server) was seen"
+        assert not any(alive(pid) for pid in spawned), "the dev server outlived `up`"
 
-    with scheduler_up(config, log) as (proc, spawned):
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            await wait_healthy(http, proc, spawned, log)
-            client = await connect(settings)
-            described = await client.get_workflow_handle(workflow_id).describe()
-            assert described.status == WorkflowExecutionStatus.COMPLETED
-            result = await client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
-            assert result.path == SATISFIED_PATH
-            assert await stop_with_sigint(proc, spawned, log) == 0
+    async with healthy_up(config, settings, log) as (proc, spawned, http):
+        client = await connect(settings)
+        described = await client.get_workflow_handle(workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        result = await client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
+        assert result.path == SATISFIED_PATH
+        assert await stop_with_sigint(proc, spawned, log) == 0
     assert not port_in_use("127.0.0.1", settings.dev_server.port)
 
 
@@ -324,14 +328,11 @@ def long_wait_campaigns(tmp_path: Path) -> Path:
 async def test_scheduler_up_killed_takes_its_dev_server_and_next_up_finds_waiting_flow(tmp_path: Path) -> None:
     config, settings = write_up_config(tmp_path, campaigns=long_wait_campaigns(tmp_path))
     log = tmp_path / "up.log"
-    base_url = f"http://127.0.0.1:{settings.api.port}"
-    with scheduler_up(config, log, new_session=True) as (proc, spawned):
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            await wait_healthy(http, proc, spawned, log)
-            started = await http.post("/start-workflow", json={"customer": {"id": "c4", "phone": "+15550144"}})
-            assert started.status_code == 200, started.text
-            workflow_id = started.json()["workflow_id"]
-            await reaches((await connect(settings)).get_workflow_handle(workflow_id), "step_2")
+    async with healthy_up(config, settings, log, new_session=True) as (proc, spawned, http):
+        started = await http.post("/start-workflow", json={"customer": {"id": "c4", "phone": "+15550144"}})
+        assert started.status_code == 200, started.text
+        workflow_id = started.json()["workflow_id"]
+        await reaches((await connect(settings)).get_workflow_handle(workflow_id), "step_2")
 
         spawned.update(children(proc.pid))
         assert spawned, "no child process of `up` (its dev server) was seen"
@@ -344,45 +345,38 @@ async def test_scheduler_up_killed_takes_its_dev_server_and_next_up_finds_waitin
 
         await eventually(server_gone, timeout=5)
 
-    with scheduler_up(config, log, new_session=True) as (proc, spawned):
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            await wait_healthy(http, proc, spawned, log)
-            client = await connect(settings)
-            handle = client.get_workflow_handle(workflow_id, result_type=FlowStatus)
-            assert (await status(handle)).current_step == "step_2"
-            signalled = await http.post(
-                "/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"}
-            )
-            assert signalled.status_code == 200, signalled.text
-            result = await asyncio.wait_for(handle.result(), timeout=30)
-            assert result.path == SATISFIED_PATH
-            assert await stop_with_sigint(proc, spawned, log) == 0
+    async with healthy_up(config, settings, log, new_session=True) as (proc, spawned, http):
+        client = await connect(settings)
+        handle = client.get_workflow_handle(workflow_id, result_type=FlowStatus)
+        assert (await status(handle)).current_step == "step_2"
+        signalled = await http.post("/send-signal", json={"workflow_id": workflow_id, "signal_name": "client-answered"})
+        assert signalled.status_code == 200, signalled.text
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+        assert result.path == SATISFIED_PATH
+        assert await stop_with_sigint(proc, spawned, log) == 0
 
 
 async def test_second_up_on_same_db_with_moved_ports_is_refused_naming_pid(tmp_path: Path) -> None:
     config, settings = write_up_config(tmp_path)
     log = tmp_path / "up.log"
-    base_url = f"http://127.0.0.1:{settings.api.port}"
-    with scheduler_up(config, log) as (proc, spawned):
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            await wait_healthy(http, proc, spawned, log)
-            dev_port, ui_port, api_port = free_ports(3)
-            moved = {
-                "SCHEDULER_DEV_SERVER__PORT": str(dev_port),
-                "SCHEDULER_DEV_SERVER__UI_PORT": str(ui_port),
-                "SCHEDULER_API__PORT": str(api_port),
-            }
-            second = await scheduler("up", "--config", config, cwd=tmp_path, env=moved)
+    async with healthy_up(config, settings, log) as (proc, spawned, http):
+        dev_port, ui_port, api_port = free_ports(3)
+        moved = {
+            "SCHEDULER_DEV_SERVER__PORT": str(dev_port),
+            "SCHEDULER_DEV_SERVER__UI_PORT": str(ui_port),
+            "SCHEDULER_API__PORT": str(api_port),
+        }
+        second = await scheduler("up", "--config", config, cwd=tmp_path, env=moved)
 
-            assert second.code == 1, second.stderr
-            error = second.stderr.strip().splitlines()[-1]
-            assert error.startswith("error: ")
-            assert f"pid {proc.pid}" in error
-            assert str(settings.dev_server.db_file) in error
-            assert "starting the Temporal dev server" not in second.stderr
-            assert not any(port_in_use("127.0.0.1", p) for p in (dev_port, ui_port, api_port))
-            # The first one is unharmed: it still serves flows.
-            started = await http.post("/start-workflow", json={"customer": {"id": "c5", "phone": "+15550155"}})
-            assert started.status_code == 200, started.text
-            assert (await http.get("/healthz")).status_code == 200
-            assert await stop_with_sigint(proc, spawned, log) == 0
+        assert second.code == 1, second.stderr
+        error = second.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: ")
+        assert f"pid {proc.pid}" in error
+        assert str(settings.dev_server.db_file) in error
+        assert "starting the Temporal dev server" not in second.stderr
+        assert not any(port_in_use("127.0.0.1", p) for p in (dev_port, ui_port, api_port))
+        # The first one is unharmed: it still serves flows.
+        started = await http.post("/start-workflow", json={"customer": {"id": "c5", "phone": "+15550155"}})
+        assert started.status_code == 200, started.text
+        assert (await http.get("/healthz")).status_code == 200
+        assert await stop_with_sigint(proc, spawned, log) == 0
