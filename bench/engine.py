@@ -29,15 +29,15 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.common import RetryPolicy
 
     from scheduler.config import load_settings
-    from scheduler.definition import WorkflowDefinition, validate_definition
     from scheduler.devserver import local_environment
-    from scheduler.engine import ACTIVITY_TIMEOUT, start_attributes
-    from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
-    from scheduler.nodes.notify_creator import NotifyCreatorParams
-    from scheduler.nodes.send_message import SendMessageParams, send_retry
-    from scheduler.nodes.webhook import WebhookParams
+    from scheduler.flow.definition import WorkflowDefinition, validate_definition
+    from scheduler.flow.engine import ACTIVITY_TIMEOUT, start_attributes
+    from scheduler.flow.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+    from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
+    from scheduler.flow.nodes.send_message import SendMessageParams, send_retry
+    from scheduler.flow.nodes.webhook import WebhookParams
+    from scheduler.flow.workflows import AbandonedCartWorkflow
     from scheduler.worker import make_worker
-    from scheduler.workflows import AbandonedCartWorkflow
 
 WARMUP_FLOWS = 20
 ROUNDS = 5
@@ -69,7 +69,7 @@ BASELINE_STEPS = (
 """The same path, written out by hand."""
 _SEND, _NOTIFY, _WEBHOOK = SendMessageParams(), NotifyCreatorParams(), WebhookParams()
 # What the engine sends each activity for a step with empty params, and the timeout and retry policy
-# its node passes (see scheduler/nodes/send_message.py and webhook.py).
+# its node passes (see scheduler/flow/nodes/send_message.py and webhook.py).
 BASELINE_CALLS: dict[str, tuple[dict[str, Any], timedelta, RetryPolicy]] = {
     "send_message": (_SEND.model_dump(mode="json"), ACTIVITY_TIMEOUT, send_retry(_SEND.max_attempts)),
     "notify_creator": (_NOTIFY.model_dump(mode="json"), ACTIVITY_TIMEOUT, send_retry(_NOTIFY.max_attempts)),

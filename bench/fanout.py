@@ -41,12 +41,12 @@ from scheduler.audience import Target, next_window, read_page
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import load_settings
 from scheduler.devserver import local_environment
-from scheduler.engine import start_attributes
 from scheduler.fanout import FanoutActivities, flow_input
-from scheduler.models import CampaignRunResult
+from scheduler.flow.engine import start_attributes
+from scheduler.flow.models import CampaignRunResult
+from scheduler.flow.workflows import CampaignRunWorkflow
 from scheduler.reconcile import sync
 from scheduler.schedules import schedule_id
-from scheduler.workflows import CampaignRunWorkflow
 
 CARTS = 2_000
 WARMUP_STARTS = 50

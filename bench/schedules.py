@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.config import Settings, load_settings
 from scheduler.devserver import local_environment
+from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.reconcile import sync
 from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, schedule_id
 

@@ -54,13 +54,13 @@ from temporalio.client import Client, WorkflowHandle
 
 from scheduler.api import create_app
 from scheduler.config import Settings, load_settings
-from scheduler.definition import WorkflowDefinition, validate_definition
 from scheduler.devserver import local_environment
-from scheduler.engine import start_attributes
-from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.flow.definition import WorkflowDefinition, validate_definition
+from scheduler.flow.engine import start_attributes
+from scheduler.flow.models import FlowInput, FlowStatus, Reply
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
 
 ROUNDS = 4
 """Rounds of (webhook, sdk), in ABBA order: webhook first in even rounds, sdk first in odd ones."""

@@ -13,11 +13,11 @@ from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, DeliveryError, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, env_var
-from scheduler.models import ActivityInput, ActivityOutcome
-from scheduler.nodes import EventType
-from scheduler.nodes.notify_creator import NotifyCreatorParams
-from scheduler.nodes.send_message import SendMessageParams
-from scheduler.nodes.webhook import WebhookParams
+from scheduler.flow.models import ActivityInput, ActivityOutcome
+from scheduler.flow.nodes import EventType
+from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
+from scheduler.flow.nodes.send_message import SendMessageParams
+from scheduler.flow.nodes.webhook import WebhookParams
 from scheduler.outbound import http_client, retryable_status
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError

@@ -25,9 +25,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from scheduler.config import ChannelsSettings
 from scheduler.cron import aware, cron_problem
-from scheduler.definition import WorkflowDefinition, parse_definition, too_many_steps
-from scheduler.durations import Duration
 from scheduler.errors import Problem, UnknownCampaign, clip
+from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_many_steps
+from scheduler.flow.durations import Duration
 from scheduler.locate import KeyPath, json_key_lines, line_of, long_number_line, toml_key_lines, toml_shape_problem
 
 log = logging.getLogger(__name__)

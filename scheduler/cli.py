@@ -349,8 +349,8 @@ def signal(
     config: ConfigOpt = None,
 ) -> None:
     """Send a signal to a running flow (like POST /send-signal)."""
+    from scheduler.flow.models import Reply
     from scheduler.flows import signal_flow, signal_sent
-    from scheduler.models import Reply
     from scheduler.temporal import connect
 
     settings = _settings(config)

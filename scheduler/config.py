@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from scheduler.durations import Duration
 from scheduler.errors import ConfigError
+from scheduler.flow.durations import Duration
 from scheduler.signatures import webhook_key
 
 DEFAULT_CONFIG = Path("config/scheduler.toml")

@@ -26,8 +26,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from scheduler.audience import PAGE_SIZE, AudienceError, Window, next_window, read_page
     from scheduler.campaign import Campaign
-    from scheduler.engine import FLOW_TYPE, start_attributes
-    from scheduler.models import CampaignRunInput, CampaignRunResult, FlowInput, RunCounts
+    from scheduler.flow.engine import FLOW_TYPE, start_attributes
+    from scheduler.flow.models import CampaignRunInput, CampaignRunResult, FlowInput, RunCounts
 
 PAGES_PER_RUN = 50
 """Pages before continue-as-new, which keeps every run's history bounded."""

@@ -12,13 +12,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.campaign import find_campaign
 from scheduler.config import Settings
-from scheduler.engine import start_attributes
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
 from scheduler.fanout import flow_input
+from scheduler.flow.engine import start_attributes
+from scheduler.flow.models import Conversion, Reply
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
 from scheduler.limits import check_customer, check_id, check_record
 from scheduler.metrics import FLOW_SIGNALS
-from scheduler.models import Conversion, Reply
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
 
 STARTED = "Workflow started successfully"
 """What `/start-workflow` and `scheduler start` answer (the seed's words)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from scheduler.definition import WorkflowDefinition
-from scheduler.nodes import EventType, get_node
-from scheduler.nodes.registry import canonical_name
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.nodes import EventType, get_node
+from scheduler.flow.nodes.registry import canonical_name
 
 
 def mermaid(definition: WorkflowDefinition) -> str:

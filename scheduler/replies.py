@@ -30,13 +30,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
 from scheduler.contacts import redact
-from scheduler.engine import FLOW_TYPE, conversion_key
 from scheduler.errors import FlowNotFound, NoFlowForReply
+from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
+from scheduler.flow.engine import FLOW_TYPE, conversion_key
+from scheduler.flow.models import Conversion, Reply
+from scheduler.flow.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
 from scheduler.flows import signal_flow
-from scheduler.models import Conversion, Reply
-from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,14 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, CampaignSchedule
 from scheduler.config import Settings
 from scheduler.cron import aware
-from scheduler.engine import FLOW_TYPE
 from scheduler.errors import ApplyFailed, SchedulerError
-from scheduler.models import CampaignRunInput
-from scheduler.workflows import CampaignRunWorkflow
+from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
+from scheduler.flow.engine import FLOW_TYPE
+from scheduler.flow.models import CampaignRunInput
+from scheduler.flow.workflows import CampaignRunWorkflow
 
 MANAGED_BY = "scheduler"
 """Memo `managed_by` of the schedules this tool creates; `--prune` never touches others."""

@@ -13,7 +13,7 @@ import uvicorn
 from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.devserver import DevServer, check_ports
-from scheduler.durations import format_duration
+from scheduler.flow.durations import format_duration
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
 

@@ -14,9 +14,9 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler import attributes
 from scheduler.config import Settings
 from scheduler.errors import SchedulerError, TemporalUnavailable
+from scheduler.flow import attributes
 
 log = logging.getLogger(__name__)
 

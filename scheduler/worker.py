@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from scheduler.activities import Activities
 from scheduler.config import Settings
 from scheduler.fanout import FanoutActivities
-from scheduler.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
+from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
 WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
 

@@ -30,13 +30,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings, load_settings
-from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import local_environment
-from scheduler.engine import start_attributes
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import start_attributes
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow
 from scheduler.flows import new_workflow_id
-from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import ensure_search_attributes
-from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
 
 if TYPE_CHECKING:
     from tests.test_schedules import Campaigns

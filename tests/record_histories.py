@@ -22,12 +22,12 @@ sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 from conftest import BIN, ROOT, SEED  # noqa: E402
 
 from scheduler.config import load_settings  # noqa: E402
-from scheduler.definition import WorkflowDefinition  # noqa: E402
-from scheduler.engine import start_attributes  # noqa: E402
-from scheduler.models import FlowInput, FlowStatus, Reply  # noqa: E402
+from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
+from scheduler.flow.engine import start_attributes  # noqa: E402
+from scheduler.flow.models import FlowInput, FlowStatus, Reply  # noqa: E402
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
 
 HISTORIES = TESTS / "histories"
 TASK_QUEUE = "record-histories"

@@ -18,11 +18,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
-from scheduler.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.devserver import local_environment
-from scheduler.models import FlowStatus
+from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
+from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
 from tests.conftest import ROOT, eventually, metric, nested_record, status, terminate
 

@@ -14,7 +14,7 @@ import pytest
 from scheduler.campaign import deep_checks, find_campaign, load_campaign, load_campaign_dir
 from scheduler.config import ChannelsSettings
 from scheduler.errors import Problem, UnknownCampaign
-from scheduler.nodes import EventType
+from scheduler.flow.nodes import EventType
 from tests.conftest import ROOT, SEED
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"

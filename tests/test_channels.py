@@ -26,12 +26,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import DeliveryError, HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
-from scheduler.definition import WorkflowDefinition
 from scheduler.errors import ConfigError
-from scheduler.models import FlowInput, FlowStatus, Reply
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.models import FlowInput, FlowStatus, Reply
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
 from tests.conftest import (
     QuietHandler,
     ScriptedServer,

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
-from scheduler.models import FlowStatus
+from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
 from tests.conftest import ROOT, SEED, Run, eventually, free_ports, scheduler
 

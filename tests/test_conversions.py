@@ -26,14 +26,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from scheduler.api import create_app
-from scheduler.attributes import REPLY_IDS
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.definition import WorkflowDefinition
-from scheduler.engine import conversion_key
-from scheduler.models import Conversion, FlowInput, FlowStatus, Reply
+from scheduler.flow.attributes import REPLY_IDS
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import conversion_key
+from scheduler.flow.models import Conversion, FlowInput, FlowStatus, Reply
+from scheduler.flow.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
 from scheduler.worker import make_worker
-from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
 from tests.conftest import (
     WEBHOOK_SECRET,
     free_ports,

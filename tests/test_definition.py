@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.campaign import load_campaign
-from scheduler.definition import (
+from scheduler.flow.definition import (
     DefinitionProblem,
     WorkflowDefinition,
     find_cycles,
@@ -23,7 +23,7 @@ from scheduler.definition import (
     reachable_steps,
     validate_definition,
 )
-from scheduler.nodes import EventType
+from scheduler.flow.nodes import EventType
 from tests.conftest import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"

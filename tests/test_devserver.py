@@ -18,10 +18,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from scheduler.config import Settings, load_settings
-from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import DevServer
 from scheduler.errors import DevServerError
-from scheduler.models import FlowInput
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.models import FlowInput
 from scheduler.temporal import connect
 from tests.conftest import SEED, free_ports, start_flow_input
 from tests.test_restart import alive

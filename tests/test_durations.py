@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from scheduler.durations import MAX_DURATION, Duration, format_duration, parse_duration
+from scheduler.flow.durations import MAX_DURATION, Duration, format_duration, parse_duration
 
 INVALID_HINT = "use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'"
 

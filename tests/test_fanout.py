@@ -11,8 +11,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
-from scheduler.models import CampaignRunResult
+from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
+from scheduler.flow.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
 from tests.conftest import eventually

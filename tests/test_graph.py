@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.campaign import load_campaign
-from scheduler.definition import WorkflowDefinition
+from scheduler.flow.definition import WorkflowDefinition
 from scheduler.graph import mermaid
 from tests.conftest import ROOT, SEED
 

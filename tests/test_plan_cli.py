@@ -18,9 +18,9 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
 from scheduler.devserver import local_environment
+from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.schedules import Action, describe
 from tests.conftest import Run, scheduler
 from tests.test_schedules import (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.errors import Problem
+from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
 from tests.conftest import eventually

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.models import FlowInput, FlowStatus
+from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
 from scheduler.worker import make_worker

@@ -18,8 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
-from scheduler.workflows import AbandonedCartWorkflow
+from scheduler.flow.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+from scheduler.flow.workflows import AbandonedCartWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # history name: (workflow id it was recorded under, activities scheduled in order, timer events in order)

@@ -22,14 +22,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
-from scheduler.definition import WorkflowDefinition
 from scheduler.devserver import DevServer, port_in_use
 from scheduler.errors import DevServerError
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL
 from scheduler.flows import signal_flow, start_flow
-from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
 from tests.conftest import (
     ROOT,
     SCHEDULER,

@@ -32,9 +32,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler import schedules
-from scheduler.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import Settings
+from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.reconcile import Outcome, sync
 from scheduler.schedules import Action, UnmanagedSchedule, describe
 from scheduler.worker import make_worker

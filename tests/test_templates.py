@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from scheduler.activities import outcome, template_context
-from scheduler.definition import DefinitionProblem, parse_definition
-from scheduler.models import ActivityInput
-from scheduler.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
-from scheduler.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
-from scheduler.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
+from scheduler.flow.definition import DefinitionProblem, parse_definition
+from scheduler.flow.models import ActivityInput
+from scheduler.flow.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
+from scheduler.flow.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
+from scheduler.flow.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
 from scheduler.templates import TemplateLimitError, TemplateRenderError, render
 from tests.conftest import scheduler
 

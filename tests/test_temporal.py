@@ -6,7 +6,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.attributes import CAMPAIGN_ID, CLIENT_ANSWERED
+from scheduler.flow.attributes import CAMPAIGN_ID, CLIENT_ANSWERED
 from scheduler.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, search_attribute_commands
 from tests.conftest import BIN
 

@@ -12,8 +12,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.definition import WorkflowDefinition
-from scheduler.models import FlowInput, FlowStatus
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
 from tests.conftest import ScriptedServer, scripted_server, start_flow_input
 

@@ -28,15 +28,15 @@ from temporalio.worker import Replayer
 from twilio.request_validator import RequestValidator
 
 from scheduler.api import create_app
-from scheduler.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.config import Settings
 from scheduler.contacts import redact
-from scheduler.definition import WorkflowDefinition
+from scheduler.flow.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flows import start_flow
-from scheduler.models import FlowInput, FlowStatus
 from scheduler.replies import quote
 from scheduler.worker import make_worker
-from scheduler.workflows import AbandonedCartWorkflow
 from tests.conftest import WEBHOOK_SECRET, eventually, metric, signed_headers, start_flow_input, status, terminate
 
 TOKEN = "twilio-auth-token-for-tests"

@@ -14,8 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.definition import WorkflowDefinition
-from scheduler.engine import (
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import (
     CAMPAIGN_ID,
     CLIENT_ANSWERED,
     CLIENT_ANSWERED_AT,
@@ -23,10 +23,10 @@ from scheduler.engine import (
     CUSTOMER_ID,
     DEFINITION_VERSION,
 )
+from scheduler.flow.models import FlowInput, Reply
+from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
 from scheduler.flows import new_workflow_id
-from scheduler.models import FlowInput, Reply
 from scheduler.worker import make_worker
-from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
 from tests.conftest import start_flow_input, status
 
 OWNER = "owner@example.com"

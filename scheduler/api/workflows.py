@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.responses import errors
+from scheduler.flow.models import Reply
+from scheduler.flow.workflows import SIGNALS
 from scheduler.flows import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.limits import MAX_RECORD_BYTES, Cart, Customer, Id
-from scheduler.models import Reply
-from scheduler.workflows import SIGNALS
 
 router = APIRouter(tags=["workflows"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.durations import Duration
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
+from scheduler.flow.durations import Duration
+from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
 

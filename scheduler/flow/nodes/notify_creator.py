@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scheduler.nodes.registry import register
-from scheduler.nodes.send_message import MessageNode, MessageParams
+from scheduler.flow.nodes.registry import register
+from scheduler.flow.nodes.send_message import MessageNode, MessageParams
 
 DEFAULT_TEMPLATE = (
     "{{ campaign.name | default(campaign.id, true) }}: customer"

@@ -26,7 +26,9 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from scheduler.attributes import (
+from scheduler.contacts import customer_contacts
+from scheduler.errors import DefinitionError
+from scheduler.flow.attributes import (
     CAMPAIGN_ID,
     CART_ID,
     CLIENT_ANSWERED,
@@ -39,11 +41,9 @@ from scheduler.attributes import (
     REPLY_IDS,
     reply_key,
 )
-from scheduler.contacts import customer_contacts
-from scheduler.definition import CART_CONVERTED, validate_definition
-from scheduler.errors import DefinitionError
-from scheduler.models import ActivityInput, ActivityOutcome, Conversion, FlowInput, FlowStatus, Reply, StepRecord
-from scheduler.nodes import NodeParams, get_node
+from scheduler.flow.definition import CART_CONVERTED, validate_definition
+from scheduler.flow.models import ActivityInput, ActivityOutcome, Conversion, FlowInput, FlowStatus, Reply, StepRecord
+from scheduler.flow.nodes import NodeParams, get_node
 
 FLOW_TYPE = "AbandonedCartWorkflow"
 """The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from scheduler.attributes import CAMPAIGN_ID
-    from scheduler.definition import CART_CONVERTED
-    from scheduler.engine import FLOW_TYPE, FlowRun
     from scheduler.errors import DefinitionError
     from scheduler.fanout import run_campaign
-    from scheduler.models import CampaignRunInput, CampaignRunResult, Conversion, FlowInput, FlowStatus, Reply
+    from scheduler.flow.attributes import CAMPAIGN_ID
+    from scheduler.flow.definition import CART_CONVERTED
+    from scheduler.flow.engine import FLOW_TYPE, FlowRun
+    from scheduler.flow.models import CampaignRunInput, CampaignRunResult, Conversion, FlowInput, FlowStatus, Reply
 
 CLIENT_ANSWERED_SIGNAL = "client-answered"
 CART_CONVERTED_SIGNAL = CART_CONVERTED

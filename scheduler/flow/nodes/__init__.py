@@ -1,7 +1,7 @@
 """Built-in nodes. Importing this package registers them all."""
 
-from scheduler.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, get_node, node_names, register
+from scheduler.flow.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
+from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, get_node, node_names, register
 
 __all__ = [
     "EventType",

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from temporalio.common import RetryPolicy
 
 from scheduler import config
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
+from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 DEFAULT_TEMPLATE = (
     "Hi {{ customer.name | default('there', true) }}, you left something in your cart"

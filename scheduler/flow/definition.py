@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from scheduler.errors import clip
-from scheduler.nodes import EventType, get_node, node_names
+from scheduler.flow.nodes import EventType, get_node, node_names
 
 _CONDITION_EVENTS = {
     "satisfied": EventType.SATISFIED,

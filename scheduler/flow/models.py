@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.audience import Window
 from scheduler.campaign import Campaign
-from scheduler.definition import WorkflowDefinition
-from scheduler.nodes.registry import EventType
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.nodes.registry import EventType
 
 
 class FlowInput(BaseModel):

@@ -8,8 +8,8 @@ from pydantic import AnyHttpUrl, Field
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from scheduler.durations import Duration
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
+from scheduler.flow.durations import Duration
+from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 
 class WebhookParams(NodeParams):

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from scheduler.durations import Duration
-from scheduler.nodes.registry import EventType, Flow, Node, NodeParams, register
+from scheduler.flow.durations import Duration
+from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 
 class ExplicitWaitParams(NodeParams):

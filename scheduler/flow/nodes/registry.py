@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from temporalio.common import RetryPolicy
 
-    from scheduler.models import ActivityOutcome, Reply
+    from scheduler.flow.models import ActivityOutcome, Reply
 
 
 class EventType(StrEnum):
