@@ -32,7 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.devserver import local_environment
     from scheduler.flow.definition import WorkflowDefinition, validate_definition
     from scheduler.flow.engine import ACTIVITY_TIMEOUT, start_attributes
-    from scheduler.flow.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+    from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
+    from scheduler.flow.nodes import ActivityOutcome
     from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
     from scheduler.flow.nodes.send_message import SendMessageParams, send_retry
     from scheduler.flow.nodes.webhook import WebhookParams

@@ -37,13 +37,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
-from scheduler.audience import Target, next_window, read_page
+from scheduler.audience import Target, read_page
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import load_settings
 from scheduler.devserver import local_environment
-from scheduler.fanout import FanoutActivities, flow_input
+from scheduler.fanout import FanoutActivities
 from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import CampaignRunResult
+from scheduler.flow.models import CampaignRunResult, flow_input, next_window
 from scheduler.flow.workflows import CampaignRunWorkflow
 from scheduler.reconcile import sync
 from scheduler.schedules import schedule_id

@@ -57,8 +57,9 @@ from scheduler.config import Settings, load_settings
 from scheduler.devserver import local_environment
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import FlowInput, FlowStatus, Reply
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
+from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 

@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, DeliveryError, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, env_var
-from scheduler.flow.models import ActivityInput, ActivityOutcome
-from scheduler.flow.nodes import EventType
+from scheduler.flow.models import ActivityInput
+from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams

@@ -32,16 +32,15 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from scheduler.campaign import AUDIENCE_FIELDS, Audience
-from scheduler.contacts import InvalidContact, normalize_contact
 from scheduler.errors import InvalidValue, SchedulerError
-from scheduler.limits import check_id, check_record
+from scheduler.flow.contacts import InvalidContact, normalize_contact
+from scheduler.flow.limits import check_id, check_record
+from scheduler.flow.models import PAGE_SIZE, Window
 from scheduler.outbound import http_client, retryable_status
 
-PAGE_SIZE = 500
-"""Rows per `read_page` call the activity is expected to use: small enough to heartbeat often."""
 HTTP_TIMEOUT = 30.0
 """Seconds for one page of an http source (connect, read): a slow API fails the attempt, not the worker."""
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -58,35 +57,6 @@ class AudienceError(SchedulerError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-class Window(BaseModel):
-    """The time span one run covers, `[since, until)` in UTC: consecutive runs neither overlap nor leave gaps."""
-
-    model_config = ConfigDict(frozen=True)
-
-    since: AwareDatetime
-    until: AwareDatetime
-
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return v.astimezone(UTC)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Window:
-        if self.since > self.until:
-            raise ValueError("since must not be after until")
-        return self
-
-
-def next_window(audience: Audience, *, now: datetime, previous_until: datetime | None = None) -> Window:
-    """The window of a run at `now`: from where the previous successful run stopped, else `lookback` back.
-
-    `now` should be the workflow's time (`workflow.now()`) so a replay computes the same window.
-    """
-    since = previous_until if previous_until is not None else now - audience.lookback
-    return Window(since=min(since, now), until=now)
 
 
 class Target(BaseModel):
@@ -227,7 +197,7 @@ def _pick(row: Mapping[str, Any], column: str) -> Any:
 
 
 def _identifier(field: str, value: Any) -> str:
-    """Ids become text that follows the id rule (`scheduler.limits`): they end up in a workflow id and in
+    """Ids become text that follows the id rule (`scheduler.flow.limits`): they end up in a workflow id and in
     Keyword search attributes, where a NUL or an oversize id would fail the start (and the page) or stall the flow."""
     if isinstance(value, str):
         text = value

@@ -28,7 +28,9 @@ from scheduler.cron import aware, cron_problem
 from scheduler.errors import Problem, UnknownCampaign, clip
 from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.flow.durations import Duration
+from scheduler.flow.models import RunAudience, RunCampaign, RunCampaignInfo
 from scheduler.locate import KeyPath, json_key_lines, line_of, long_number_line, toml_key_lines, toml_shape_problem
+from scheduler.templates import compile_template
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ MAX_CRONS = 50
 """Cron expressions a schedule may have: each is checked and previewed, and Temporal stores each as a spec."""
 
 
-class CampaignInfo(_Table):
+class CampaignInfo(RunCampaignInfo):
+    model_config = ConfigDict(extra="forbid")
+
     id: str = Field(pattern=CAMPAIGN_ID_PATTERN)
     name: str = Field("", max_length=200)
     owner: str = Field("", max_length=320)
@@ -138,13 +142,15 @@ def _column(name: str) -> str:
     return name
 
 
-class Audience(_Table):
+class Audience(RunAudience):
     """Where a campaign run finds its carts, and how the source's columns become our fields.
 
-    The checks here are pure, because the model is rebuilt inside workflows (from the schedule's
-    input) where neither the file system nor SQLAlchemy may be touched; the ones that need them run
-    at load time in `audience_problems` and, for `validate`, `deep_checks`.
+    The checks here are pure, because the model is rebuilt from the schedule's input for every page a
+    run reads; the ones that need the file system or SQLAlchemy run at load time in
+    `audience_problems` and, for `validate`, `deep_checks`.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     source: Literal["jsonl", "csv", "http", "sql"]
     path: str | None = Field(default=None, validate_default=True)
@@ -194,7 +200,7 @@ def _relative_inside(path: str) -> None:
     """A campaign file must not read files outside its directory (a shared campaigns repo is not a file server)."""
     if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or path.startswith(("\\", "~")):
         raise ValueError(f"{path!r} must be relative to the campaign file's directory, not absolute")
-    depth = 0  # worked out by hand: os.path is off limits in the workflow sandbox, where this runs too
+    depth = 0  # worked out on the text alone: the file need not exist on this machine
     for part in PurePosixPath(path.replace("\\", "/")).parts:
         depth += -1 if part == ".." else 1
         if depth < 0:
@@ -273,17 +279,17 @@ def audience_problems(audience: Audience, campaign_dir: Path) -> list[AudienceIs
     return issues
 
 
-class Campaign(_Table):
+class Campaign(RunCampaign):
+    """A campaign file. Its schedule starts runs with all of it; the workflows read it as a `RunCampaign`."""
+
+    model_config = ConfigDict(extra="forbid")
+
     campaign: CampaignInfo
     schedule: CampaignSchedule | None = None
     """Required in campaign files; None for a seed-shaped JSON definition."""
     audience: Audience | None = None
     workflow: WorkflowDefinition
     source: Path | None = Field(default=None, exclude=True)
-
-    @property
-    def id(self) -> str:
-        return self.campaign.id
 
     @cached_property
     def sha256(self) -> str:
@@ -314,15 +320,15 @@ def load_campaign(path: Path) -> tuple[Campaign | None, list[Problem]]:
             data = f.read(MAX_FILE_BYTES + 1)
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
-        return None, [Problem(_shown(path), 1, "", f"cannot read file: {exc.strerror or exc}")]
+        return None, [Problem(shown_path(path), 1, "", f"cannot read file: {exc.strerror or exc}")]
     if len(data) > MAX_FILE_BYTES:
         size = max(size, len(data))  # a file still being written may have grown since
-        return None, [Problem(_shown(path), 1, "", f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")]
+        return None, [Problem(shown_path(path), 1, "", f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return None, [Problem(_shown(path), line, "", f"not UTF-8 text (byte {exc.start})")]
+        return None, [Problem(shown_path(path), line, "", f"not UTF-8 text (byte {exc.start})")]
     campaign, problems = _parse(path, os.getcwd(), text)
     return campaign, list(problems)
 
@@ -332,9 +338,9 @@ def _parse(path: Path, cwd: str, text: str) -> tuple[Campaign | None, tuple[Prob
     """Parse and validate, once per file content: `/start-workflow` and the reconcile loop load the
     whole directory each time, and files rarely change. The campaign returned is shared: read only.
 
-    `cwd` is part of the key because problems name the file relative to it (`_shown`, slow enough to
+    `cwd` is part of the key because problems name the file relative to it (`shown_path`, slow enough to
     be worth caching too)."""
-    shown = _shown(path)
+    shown = shown_path(path)
     try:
         return _parse_text(path, shown, text)
     except Exception as exc:  # a bug of ours, met by one file: that file's problem (logged once), never the directory's
@@ -419,7 +425,7 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
     elif oversized := too_many_steps(data["workflow"]):  # validating the rest would take seconds
         return None, [problem(("workflow", oversized.key), oversized.message)]
     else:
-        _, def_problems = parse_definition(data["workflow"])
+        _, def_problems = parse_definition(data["workflow"], check_template=compile_template)
         problems.extend(problem(("workflow", *p.key.split(".")), p.message, p.warning) for p in def_problems)
     try:
         campaign = Campaign.model_validate({**data, "source": path})
@@ -468,7 +474,7 @@ def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Proble
     campaigns: dict[str, Campaign] = {}
     problems: list[Problem] = []
     if not directory.is_dir():
-        return {}, [Problem(_shown(directory), 1, "", "campaigns directory does not exist")]
+        return {}, [Problem(shown_path(directory), 1, "", "campaigns directory does not exist")]
     for path in sorted(directory.glob("*.toml")):
         campaign, found = load_campaign(path)
         problems.extend(found)
@@ -478,10 +484,10 @@ def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Proble
             first = campaigns[campaign.id].source
             problems.append(
                 Problem(
-                    _shown(path),
+                    shown_path(path),
                     key_line(path, ("campaign", "id")),
                     "campaign.id",
-                    f"duplicate campaign id {campaign.id!r}: also used by {_shown(first) if first else '?'}",
+                    f"duplicate campaign id {campaign.id!r}: also used by {shown_path(first) if first else '?'}",
                 )
             )
             continue
@@ -499,7 +505,7 @@ def find_campaign(directory: Path, campaign_id: str) -> Campaign:
     if campaign_id in campaigns:
         return campaigns[campaign_id]
     broken = sorted({p.path for p in problems if not p.warning})
-    raise UnknownCampaign(campaign_id, _shown(directory), broken)
+    raise UnknownCampaign(campaign_id, shown_path(directory), broken)
 
 
 def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:
@@ -518,7 +524,7 @@ def _message(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """Paths relative to the working directory when under it, as users typed them."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -554,7 +560,7 @@ def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]
     if not found:
         return []
     lines = _key_lines(source, source.read_text(encoding="utf-8"))
-    shown = _shown(source)
+    shown = shown_path(source)
     return [Problem(shown, line_of(lines, key), ".".join(key), message, warning) for key, message, warning in found]
 
 

@@ -349,7 +349,7 @@ def signal(
     config: ConfigOpt = None,
 ) -> None:
     """Send a signal to a running flow (like POST /send-signal)."""
-    from scheduler.flow.models import Reply
+    from scheduler.flow.signals import Reply
     from scheduler.flows import signal_flow, signal_sent
     from scheduler.temporal import connect
 

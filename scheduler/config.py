@@ -11,7 +11,7 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from scheduler.errors import ConfigError
 from scheduler.flow.durations import Duration
+from scheduler.flow.nodes.send_message import ChannelName
 from scheduler.signatures import webhook_key
 
 DEFAULT_CONFIG = Path("config/scheduler.toml")
@@ -96,9 +97,6 @@ class WebhooksSettings(_Section):
         if value and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
             raise ValueError(f"expected a base URL such as 'https://hooks.example.com', got {value!r}")
         return value.rstrip("/")
-
-
-ChannelName = Literal["console", "http", "smtp"]
 
 
 class HttpChannelSettings(_Section):

@@ -30,11 +30,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
-
-if TYPE_CHECKING:
-    from scheduler.campaign import CampaignSchedule
 
 _SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
@@ -66,6 +63,19 @@ _GO_UNITS = {"ns": 1, "us": 10**3, "\u00b5s": 10**3, "\u03bcs": 10**3, "ms": 10*
 _GO_DAYS = re.compile(r"(\d+(\.\d*)?|(\.\d+))d")  # timestamp.ParseDuration rewrites days into hours first
 _DURATION_HINT = "use a number and a unit (ns, us, ms, s, m, h, d), e.g. '90m' or '1h30m'"
 _YEAR = timedelta(days=366)
+
+
+class CronSchedule(Protocol):
+    """What previews and warnings read of a schedule (a campaign's `[schedule]`)."""
+
+    @property
+    def cron(self) -> Sequence[str]: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def start_at(self) -> datetime | None: ...
+    @property
+    def end_at(self) -> datetime | None: ...
 
 
 class CronError(ValueError):
@@ -365,7 +375,7 @@ class _Spec:
     end_at: float | None
 
     @classmethod
-    def of(cls, schedule: CampaignSchedule, compiled: Sequence[_Calendar | _Interval] | None = None) -> _Spec:
+    def of(cls, schedule: CronSchedule, compiled: Sequence[_Calendar | _Interval] | None = None) -> _Spec:
         """`compiled`: the expressions to walk, when not all of the schedule's."""
         if compiled is None:
             compiled = [_compile(expr) for expr in schedule.cron]
@@ -412,7 +422,7 @@ def _utc(unix: int) -> datetime:
     return datetime.fromtimestamp(unix, UTC)
 
 
-def preview(schedule: CampaignSchedule, *, count: int = 10, start: datetime | None = None) -> list[datetime]:
+def preview(schedule: CronSchedule, *, count: int = 10, start: datetime | None = None) -> list[datetime]:
     """The next `count` times Temporal fires `schedule`, strictly after `start` (default: now), as UTC datetimes.
 
     All cron expressions merged (a time two of them share fires once), in the campaign's timezone, within
@@ -431,7 +441,7 @@ def preview(schedule: CampaignSchedule, *, count: int = 10, start: datetime | No
 # Warnings for `validate`
 
 
-def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None) -> list[tuple[str, str]]:
+def schedule_warnings(schedule: CronSchedule, *, now: datetime | None = None) -> list[tuple[str, str]]:
     """(key, message) warnings about times a campaign's schedule will not fire as its author probably expects.
 
     Within the first year the schedule can fire (from now, or from start_at when that is later): fire times in a
@@ -492,7 +502,7 @@ def schedule_warnings(schedule: CampaignSchedule, *, now: datetime | None = None
     return out
 
 
-def _never_message(text: str, schedule: CampaignSchedule, one: _Spec, now: int, lower: int) -> str:
+def _never_message(text: str, schedule: CronSchedule, one: _Spec, now: int, lower: int) -> str:
     """Why an expression has no fire time: no date matches it at all, or none before end_at."""
     following = replace(one, start_at=None, end_at=None).next(lower)
     if following is None:

@@ -114,7 +114,7 @@ class NoFlowForReply(SchedulerError):
 
 
 class InvalidValue(SchedulerError, ValueError):
-    """A value that must not reach Temporal (see `scheduler.limits`).
+    """A value that must not reach Temporal (see `scheduler.flow.limits`).
 
     Also a `ValueError`, so a pydantic validator raising it gives a field-located 422.
     """

@@ -13,11 +13,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from scheduler.campaign import find_campaign
 from scheduler.config import Settings
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
-from scheduler.fanout import flow_input
 from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import Conversion, Reply
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
-from scheduler.limits import check_customer, check_id, check_record
+from scheduler.flow.limits import check_customer, check_id, check_record
+from scheduler.flow.models import flow_input
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Conversion, Reply
+from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.metrics import FLOW_SIGNALS
 
 STARTED = "Workflow started successfully"
@@ -54,7 +54,7 @@ async def start_flow(
     """Start one `AbandonedCartWorkflow` running the campaign's current definition.
 
     Raises:
-        InvalidValue: `workflow_id`, `customer` or `cart` breaks `scheduler.limits` (checked before any call).
+        InvalidValue: `workflow_id`, `customer` or `cart` breaks `scheduler.flow.limits` (checked first).
         UnknownCampaign: no valid campaign file has that id.
         FlowAlreadyRunning: a flow with `workflow_id` is running.
     """
@@ -90,7 +90,7 @@ async def signal_flow(
 
     Raises:
         UnknownSignal: flows do not handle `signal_name`.
-        InvalidValue: `workflow_id`, `run_id` or the payload's id breaks `scheduler.limits` (checked before any call).
+        InvalidValue: `workflow_id`, `run_id` or the payload's id breaks `scheduler.flow.limits` (checked first).
         FlowNotFound: no running workflow has that id (or run id).
     """
     if signal_name not in SIGNALS:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from temporalio.client import Client
 
-from scheduler.campaign import Campaign, _shown, key_line, load_campaign_dir
+from scheduler.campaign import Campaign, key_line, load_campaign_dir, shown_path
 from scheduler.config import Settings
 from scheduler.errors import ApplyFailed, Problem
 from scheduler.schedules import Action, Change, UnmanagedSchedule, apply, campaign_id_of, plan
@@ -143,4 +143,4 @@ def _problem(campaign: Campaign | None, message: str) -> Problem:
     source = campaign.source if campaign else None
     if source is None:
         return Problem("", 0, "campaign.id", message)
-    return Problem(_shown(source), key_line(source, ("campaign", "id")), "campaign.id", message)
+    return Problem(shown_path(source), key_line(source, ("campaign", "id")), "campaign.id", message)

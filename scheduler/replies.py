@@ -2,7 +2,7 @@
 
 A reply names its flow directly (`workflow_id`: signalled at once, no lookup) or by who sent it: the
 search attribute `CustomerId`, else `CustomerContact` (normalized phones and e-mails, see
-`scheduler.contacts`). A conversion (the customer bought) names the cart (`CartId`) or the customer
+`scheduler.flow.contacts`). A conversion (the customer bought) names the cart (`CartId`) or the customer
 (`CustomerId`). Every running `AbandonedCartWorkflow` that matches is signalled: `client-answered`
 with a `Reply` (`route_reply`), `cart-converted` with a `Conversion` (`route_conversion`).
 
@@ -30,12 +30,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.contacts import redact
 from scheduler.errors import FlowNotFound, NoFlowForReply
-from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, reply_key
-from scheduler.flow.engine import FLOW_TYPE, conversion_key
-from scheduler.flow.models import Conversion, Reply
-from scheduler.flow.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
+from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, conversion_key, reply_key
+from scheduler.flow.contacts import redact
+from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
+from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.flows import signal_flow
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class FlowTarget:
     cart_id: str | None = None
     customer_id: str | None = None
     contact: str | None = None
-    """Normalized (`scheduler.contacts.normalize_contact`)."""
+    """Normalized (`scheduler.flow.contacts.normalize_contact`)."""
 
     def __str__(self) -> str:
         """How logs and error messages name it (a contact redacted)."""

@@ -38,9 +38,8 @@ from scheduler.config import Settings
 from scheduler.cron import aware
 from scheduler.errors import ApplyFailed, SchedulerError
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
-from scheduler.flow.engine import FLOW_TYPE
 from scheduler.flow.models import CampaignRunInput
-from scheduler.flow.workflows import CampaignRunWorkflow
+from scheduler.flow.workflows import FLOW_TYPE, CampaignRunWorkflow
 
 MANAGED_BY = "scheduler"
 """Memo `managed_by` of the schedules this tool creates; `--prune` never touches others."""
@@ -180,9 +179,9 @@ async def applied_campaign(client: Client, description: ScheduleDescription) -> 
         return None
     try:
         (run,) = await client.data_converter.decode(action.args, [CampaignRunInput])  # type: ignore[arg-type]
+        return Campaign.model_validate(run.campaign.model_dump(mode="json"))
     except Exception:
         return None  # not ours, or an older shape: treat as changed
-    return run.campaign if isinstance(run, CampaignRunInput) else None
 
 
 async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) -> Change:

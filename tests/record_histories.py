@@ -24,8 +24,9 @@ from conftest import BIN, ROOT, SEED  # noqa: E402
 from scheduler.config import load_settings  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
-from scheduler.flow.models import FlowInput, FlowStatus, Reply  # noqa: E402
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
+from scheduler.flow.models import FlowInput, FlowStatus  # noqa: E402
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
+from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 

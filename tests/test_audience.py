@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from scheduler.audience import AudienceError, Page, Skip, Target, Window, map_row, next_window, read_page
+from scheduler.audience import AudienceError, Page, Skip, Target, map_row, read_page
 from scheduler.campaign import AUDIENCE_FIELDS, Audience, Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
+from scheduler.flow.models import Window, next_window
 from tests.conftest import QuietHandler, http_server
 
 WINDOW = Window(since=datetime(2030, 1, 2, 3, 0, tzinfo=UTC), until=datetime(2030, 1, 2, 4, 0, tzinfo=UTC))

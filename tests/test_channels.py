@@ -28,8 +28,8 @@ from scheduler.channels import DeliveryError, HttpChannel, Message, Outbox, Smtp
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
 from scheduler.errors import ConfigError
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.models import FlowInput, FlowStatus, Reply
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
 from tests.conftest import (

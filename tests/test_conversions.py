@@ -28,11 +28,11 @@ from temporalio.worker import Replayer
 from scheduler.api import create_app
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.flow.attributes import REPLY_IDS
+from scheduler.flow.attributes import REPLY_IDS, conversion_key
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.engine import conversion_key
-from scheduler.flow.models import Conversion, FlowInput, FlowStatus, Reply
-from scheduler.flow.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
+from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, Conversion, Reply
+from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.worker import make_worker
 from tests.conftest import (
     WEBHOOK_SECRET,

@@ -24,6 +24,7 @@ from scheduler.flow.definition import (
     validate_definition,
 )
 from scheduler.flow.nodes import EventType
+from scheduler.templates import compile_template
 from tests.conftest import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"
@@ -44,7 +45,7 @@ def one_step(**step: Any) -> dict[str, Any]:
 
 
 def errors(data: dict[str, Any]) -> list[DefinitionProblem]:
-    definition, problems = parse_definition(data)
+    definition, problems = parse_definition(data, check_template=compile_template)
     assert definition is None
     return [p for p in problems if not p.warning]
 

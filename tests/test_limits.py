@@ -1,4 +1,4 @@
-"""The id and record rules (`scheduler.limits`), and the CLI refusing what they refuse before Temporal sees it."""
+"""The id and record rules (`scheduler.flow.limits`), and the CLI refusing what they refuse before Temporal sees it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.errors import InvalidValue, SchedulerError
-from scheduler.limits import MAX_ID_BYTES, check_customer, check_id, check_record
+from scheduler.flow.limits import MAX_ID_BYTES, check_customer, check_id, check_record
 from tests.conftest import nested_record, scheduler
 from tests.test_cli import assert_one_line_error, write_config
 

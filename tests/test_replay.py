@@ -18,7 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from scheduler.flow.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
+from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
+from scheduler.flow.nodes import ActivityOutcome
 from scheduler.flow.workflows import AbandonedCartWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"

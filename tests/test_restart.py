@@ -26,7 +26,7 @@ from scheduler.devserver import DevServer, port_in_use
 from scheduler.errors import DevServerError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
 from scheduler.flows import signal_flow, start_flow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker

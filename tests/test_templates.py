@@ -15,14 +15,14 @@ from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
 from scheduler.flow.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
 from scheduler.flow.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
-from scheduler.templates import TemplateLimitError, TemplateRenderError, render
+from scheduler.templates import TemplateLimitError, TemplateRenderError, compile_template, render
 from tests.conftest import scheduler
 
 EMPTY: dict[str, Any] = {"customer": {}, "cart": {}, "campaign": {}, "step": {}}
 
 
 def problems(step: dict[str, Any]) -> list[DefinitionProblem]:
-    _, found = parse_definition({"start_step": "a", "steps": {"a": step}})
+    _, found = parse_definition({"start_step": "a", "steps": {"a": step}}, check_template=compile_template)
     return [p for p in found if not p.warning]
 
 

@@ -29,8 +29,8 @@ from twilio.request_validator import RequestValidator
 
 from scheduler.api import create_app
 from scheduler.config import Settings
-from scheduler.contacts import redact
 from scheduler.flow.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
+from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import AbandonedCartWorkflow

@@ -23,8 +23,9 @@ from scheduler.flow.engine import (
     CUSTOMER_ID,
     DEFINITION_VERSION,
 )
-from scheduler.flow.models import FlowInput, Reply
-from scheduler.flow.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
+from scheduler.flow.models import FlowInput
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
+from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flows import new_workflow_id
 from scheduler.worker import make_worker
 from tests.conftest import start_flow_input, status

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scheduler.api.bodies import FORM, JSON, read_body
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.responses import errors
-from scheduler.contacts import InvalidContact, normalize_contact, redact
 from scheduler.errors import NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
-from scheduler.flow.models import Conversion, Reply
-from scheduler.limits import Id, id_problem
+from scheduler.flow.contacts import InvalidContact, normalize_contact, redact
+from scheduler.flow.limits import Id, id_problem
+from scheduler.flow.signals import Conversion, Reply
 from scheduler.metrics import UNMATCHED
 from scheduler.replies import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key

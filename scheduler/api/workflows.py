@@ -1,7 +1,7 @@
 """The seed's endpoints: `/start-workflow` and `/send-signal`.
 
 Both read JSON only (415 otherwise) up to a size limit (413), and refuse ids and records that
-`scheduler.limits` refuses (422), all before any call to Temporal.
+`scheduler.flow.limits` refuses (422), all before any call to Temporal.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.responses import errors
-from scheduler.flow.models import Reply
-from scheduler.flow.workflows import SIGNALS
+from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
+from scheduler.flow.signals import SIGNALS, Reply
 from scheduler.flows import STARTED, signal_flow, signal_sent, start_flow
-from scheduler.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 
 router = APIRouter(tags=["workflows"])
 

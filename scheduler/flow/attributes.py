@@ -16,7 +16,7 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 CURRENT_STEP = SearchAttributeKey.for_keyword("CurrentStep")
 DEFINITION_VERSION = SearchAttributeKey.for_keyword("DefinitionVersion")
 CUSTOMER_CONTACT = SearchAttributeKey.for_keyword_list("CustomerContact")
-"""Normalized phones/e-mails a reply can come from (`scheduler.contacts`), set at start."""
+"""Normalized phones/e-mails a reply can come from (`scheduler.flow.contacts`), set at start."""
 REPLY_IDS = SearchAttributeKey.for_keyword_list("ReplyIds")
 """The last `MAX_REPLY_IDS` replies a flow handled, as `reply_key`s: how a redelivered reply is recognised."""
 CAMPAIGN_SHA256 = SearchAttributeKey.for_keyword("CampaignSha256")
@@ -50,3 +50,11 @@ def reply_key(reply_id: str) -> str:
     if _PLAIN_ID.fullmatch(reply_id):
         return reply_id
     return "sha256:" + hashlib.sha256(reply_id.encode()).hexdigest()[:40]
+
+
+CONVERSION_KEY_PREFIX = "conversion:"
+
+
+def conversion_key(conversion_id: str) -> str:
+    """How a conversion id is kept in `ReplyIds`, apart from reply ids (which are `reply_key`s of their own)."""
+    return reply_key(CONVERSION_KEY_PREFIX + conversion_id)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,10 @@ from pydantic import (
 
 from scheduler.errors import clip
 from scheduler.flow.nodes import EventType, get_node, node_names
+from scheduler.flow.signals import EXIT_SIGNALS
 
+TemplateCheck = Callable[[str], object]
+"""Raises `ValueError` for a message template that must not be used."""
 _CONDITION_EVENTS = {
     "satisfied": EventType.SATISFIED,
     "not_satisfied": EventType.NOT_SATISFIED,
@@ -71,25 +75,22 @@ class StepDefinition(BaseModel):
         return out
 
 
-CART_CONVERTED: Final = "cart-converted"
-"""The signal that tells a flow its customer bought (`POST /webhooks/conversions`)."""
-ExitSignal = Literal["cart-converted"]
-"""Signals a definition may end its flows on (`exit_on`)."""
-EXIT_SIGNALS: tuple[str, ...] = get_args(ExitSignal)
-
-
 class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     start_step: str
     steps: dict[str, StepDefinition]
-    exit_on: list[ExitSignal] = Field(default_factory=list)
-    """Signals that end the flow at once, wherever it waits, with outcome `converted` (no further step runs)."""
+    exit_on: list[str] = Field(default_factory=list)
+    """Signals (`EXIT_SIGNALS`) that end the flow at once, wherever it waits, with outcome `converted` (no
+    further step runs)."""
 
     @field_validator("exit_on")
     @classmethod
-    def _sorted_once(cls, v: list[ExitSignal]) -> list[ExitSignal]:
+    def _known_sorted_once(cls, v: list[str]) -> list[str]:
         """Order and repetition do not matter, so they do not change the version either."""
+        for name in v:
+            if name not in EXIT_SIGNALS:
+                raise ValueError(f"unknown signal {clip(name, 60)!r} (exit_on accepts: {', '.join(EXIT_SIGNALS)})")
         return sorted(set(v))
 
     @model_serializer(mode="wrap")
@@ -139,7 +140,9 @@ def too_many_steps(data: Any) -> DefinitionProblem | None:
     return None
 
 
-def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
+def parse_definition(
+    data: Any, *, check_template: TemplateCheck | None = None
+) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
     """Build and validate a definition from raw data; the definition is None when it has errors."""
     if problem := too_many_steps(data):
         return None, [problem]
@@ -147,15 +150,18 @@ def parse_definition(data: Any) -> tuple[WorkflowDefinition | None, list[Definit
         definition = WorkflowDefinition.model_validate(data)
     except ValidationError as exc:
         return None, [_problem(e) for e in exc.errors()]
-    problems = validate_definition(definition)
+    problems = validate_definition(definition, check_template=check_template)
     return (None if any(not p.warning for p in problems) else definition), problems
 
 
-def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False) -> list[DefinitionProblem]:
+def validate_definition(
+    definition: WorkflowDefinition, *, check_template: TemplateCheck | None = None
+) -> list[DefinitionProblem]:
     """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn.
 
-    `in_flow`: called inside a workflow, where checks that need IO-capable libraries (template
-    compilation) are skipped; the definition was fully validated before the flow started.
+    `check_template`: raises `ValueError` for a message template that must not be used
+    (`scheduler.templates.compile_template`); Jinja stays out of the workflow sandbox, so without it
+    templates are not checked, as inside a flow, whose definition was fully validated before it started.
     """
     problems: list[DefinitionProblem] = []
     steps = definition.steps
@@ -170,7 +176,7 @@ def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False
             shown = clip(name, 20) if len(name) > MAX_STEP_NAME else name
             message = f"step name {shown!r}: at most {MAX_STEP_NAME} characters, none of them control characters"
             problems.append(DefinitionProblem(f"steps.{name}", message))
-        problems.extend(_step_problems(name, step, steps, in_flow=in_flow))
+        problems.extend(_step_problems(name, step, steps, check_template))
     if definition.start_step in steps:
         problems.extend(DefinitionProblem(key, message) for key, message in find_cycles(definition))
         reachable = reachable_steps(definition)
@@ -183,7 +189,7 @@ def validate_definition(definition: WorkflowDefinition, *, in_flow: bool = False
 
 
 def _step_problems(
-    name: str, step: StepDefinition, steps: dict[str, StepDefinition], *, in_flow: bool
+    name: str, step: StepDefinition, steps: dict[str, StepDefinition], check_template: TemplateCheck | None
 ) -> list[DefinitionProblem]:
     out: list[DefinitionProblem] = []
     for key, target in step.edges():
@@ -196,7 +202,7 @@ def _step_problems(
         )
         return out
     try:
-        node.Params.model_validate(step.params, context={"in_flow": in_flow})
+        node.Params.model_validate(step.params, context={"check_template": check_template})
     except ValidationError as exc:
         out.extend(
             DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors()
@@ -265,12 +271,7 @@ def reachable_steps(definition: WorkflowDefinition) -> set[str]:
 
 
 def _problem(error: Any) -> DefinitionProblem:
-    loc = error["loc"]
-    if loc and loc[0] == "exit_on" and error["type"] == "literal_error":
-        # ("exit_on", 0): the list is the key a campaign file has a line for.
-        known = ", ".join(EXIT_SIGNALS)
-        return DefinitionProblem("exit_on", f"unknown signal {error['input']!r} (exit_on accepts: {known})")
-    return DefinitionProblem(_loc(loc), _pydantic_message(error))
+    return DefinitionProblem(_loc(error["loc"]), _pydantic_message(error))
 
 
 def _known(steps: dict[str, Any]) -> str:

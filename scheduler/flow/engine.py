@@ -26,7 +26,6 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from scheduler.contacts import customer_contacts
 from scheduler.errors import DefinitionError
 from scheduler.flow.attributes import (
     CAMPAIGN_ID,
@@ -39,14 +38,15 @@ from scheduler.flow.attributes import (
     DEFINITION_VERSION,
     MAX_REPLY_IDS,
     REPLY_IDS,
+    conversion_key,
     reply_key,
 )
-from scheduler.flow.definition import CART_CONVERTED, validate_definition
-from scheduler.flow.models import ActivityInput, ActivityOutcome, Conversion, FlowInput, FlowStatus, Reply, StepRecord
-from scheduler.flow.nodes import NodeParams, get_node
+from scheduler.flow.contacts import customer_contacts
+from scheduler.flow.definition import validate_definition
+from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus, StepRecord
+from scheduler.flow.nodes import ActivityOutcome, NodeParams, get_node
+from scheduler.flow.signals import CART_CONVERTED_SIGNAL, Conversion, Reply
 
-FLOW_TYPE = "AbandonedCartWorkflow"
-"""The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 REPLY_IDS_PATCH = "reply-ids-attribute"
 """Flows started before `ReplyIds` existed replay without the upsert (their histories have none)."""
@@ -54,12 +54,6 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 """A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
-CONVERSION_KEY_PREFIX = "conversion:"
-
-
-def conversion_key(conversion_id: str) -> str:
-    """How a conversion id is kept in `ReplyIds`, apart from reply ids (which are `reply_key`s of their own)."""
-    return reply_key(CONVERSION_KEY_PREFIX + conversion_id)
 
 
 def start_attributes(
@@ -110,7 +104,7 @@ class FlowRun:
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
         self.conversion: Conversion | None = None
         """The first `cart-converted` signal's payload (later ones are ignored)."""
-        self._exit_on_conversion = CART_CONVERTED in flow.definition.exit_on
+        self._exit_on_conversion = CART_CONVERTED_SIGNAL in flow.definition.exit_on
 
     # Signals and queries
 
@@ -238,7 +232,7 @@ class FlowRun:
 
     async def _steps(self) -> bool:
         """Validate, then run the steps from the start step until one leads nowhere; True if told to exit first."""
-        problems = [p for p in validate_definition(self.definition, in_flow=True) if not p.warning]
+        problems = [p for p in validate_definition(self.definition) if not p.warning]
         if problems:
             raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
         step_name: str | None = self.definition.start_step
@@ -272,7 +266,7 @@ class FlowRun:
         step = self.definition.steps[name]
         node = get_node(step.node)
         assert node is not None  # `_steps` validated the definition, which rejects unknown nodes
-        params = node.Params.model_validate(step.params, context={"in_flow": True})
+        params = node.Params.model_validate(step.params)
         if node.waits:
             self._write_state()
         event = await node.run(self, params)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-from scheduler.audience import Window
-from scheduler.campaign import Campaign
 from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.durations import Duration
 from scheduler.flow.nodes.registry import EventType
+
+PAGE_SIZE = 500
+"""Audience rows a run reads per activity call: small enough to heartbeat often."""
 
 
 class FlowInput(BaseModel):
@@ -25,32 +27,6 @@ class FlowInput(BaseModel):
     """Who `notify_creator` tells."""
     customer: dict[str, Any] = Field(default_factory=dict)
     cart: dict[str, Any] = Field(default_factory=dict)
-
-
-class Reply(BaseModel):
-    """Payload of the `client-answered` signal; every field optional."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    reply_id: str | None = None
-    text: str | None = None
-    channel: str | None = None
-    received_at: datetime | None = None
-
-
-class Conversion(BaseModel):
-    """Payload of the `cart-converted` signal (the customer bought); every field optional.
-
-    A flow keeps the first one it gets and ignores any later one.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    conversion_id: str | None = None
-    """The shop's id of the purchase (or of the webhook message): how a redelivery is recognised."""
-    cart_id: str | None = None
-    customer_id: str | None = None
-    received_at: datetime | None = None
 
 
 class StepRecord(BaseModel):
@@ -96,15 +72,85 @@ class ActivityInput(BaseModel):
     """Text of the latest reply the flow received (None: no reply yet)."""
 
 
-class ActivityOutcome(BaseModel):
-    event: EventType = EventType.SATISFIED
-    detail: str = ""
+class _Carried(BaseModel):
+    """A model that keeps the keys it does not declare, so they travel on untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RunCampaignInfo(_Carried):
+    id: str
+    name: str = ""
+    owner: str = ""
+
+
+class RunAudience(_Carried):
+    lookback: Duration
+
+
+class RunCampaign(_Carried):
+    """A campaign as the workflows read it: the fields they use, and the rest of the file carried along.
+
+    A schedule's input holds the whole campaign (`scheduler.campaign.Campaign`, a subclass); inside
+    the workflow sandbox only these fields are read, and the others (the audience's source, pacing)
+    travel on unread to the activity that reads the audience.
+    """
+
+    campaign: RunCampaignInfo
+    workflow: WorkflowDefinition
+    audience: RunAudience | None = None
+
+    @property
+    def id(self) -> str:
+        return self.campaign.id
+
+
+def flow_input(
+    campaign: RunCampaign, *, customer: dict[str, Any] | None = None, cart: dict[str, Any] | None = None
+) -> FlowInput:
+    return FlowInput(
+        definition=campaign.workflow,
+        campaign_id=campaign.id,
+        campaign_name=campaign.campaign.name,
+        owner=campaign.campaign.owner,
+        customer=customer or {},
+        cart=cart or {},
+    )
+
+
+class Window(BaseModel):
+    """The time span one run covers, `[since, until)` in UTC: consecutive runs neither overlap nor leave gaps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    since: AwareDatetime
+    until: AwareDatetime
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.since > self.until:
+            raise ValueError("since must not be after until")
+        return self
+
+
+def next_window(audience: RunAudience, *, now: datetime, previous_until: datetime | None = None) -> Window:
+    """The window of a run at `now`: from where the previous successful run stopped, else `lookback` back.
+
+    `now` should be the workflow's time (`workflow.now()`) so a replay computes the same window.
+    """
+    since = previous_until if previous_until is not None else now - audience.lookback
+    return Window(since=min(since, now), until=now)
 
 
 class CampaignRunInput(BaseModel):
     """What a campaign's schedule starts `CampaignRunWorkflow` with: the campaign as applied."""
 
-    campaign: Campaign
+    campaign: SerializeAsAny[RunCampaign]
     progress: CampaignRunResult | None = None
     """Set by continue-as-new: what the run did so far (and its window)."""
     cursor: str | None = None
@@ -142,6 +188,21 @@ class CampaignRunResult(RunCounts):
 
     window: Window | None = None
     """The time span the run's audience covered (None without an audience)."""
+
+
+class PageInput(BaseModel):
+    """What the activity that reads one page of a run's audience and starts its flows gets."""
+
+    campaign: SerializeAsAny[RunCampaign]
+    window: Window
+    cursor: str | None = None
+    limit: int = PAGE_SIZE
+
+
+class PageResult(RunCounts):
+    """What one page of the audience did, and where the next page starts."""
+
+    next_cursor: str | None = None
 
 
 CampaignRunInput.model_rebuild()

@@ -1,20 +1,45 @@
-"""Temporal workflows. Sandbox-safe: no IO here, helpers imported as pass-through."""
+"""The Temporal workflows: a flow (`AbandonedCartWorkflow`) and a campaign run (`CampaignRunWorkflow`).
+
+Their type names, signal and query names are the contract with running flows and schedules:
+renaming one strands them.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from scheduler.errors import DefinitionError
-    from scheduler.fanout import run_campaign
     from scheduler.flow.attributes import CAMPAIGN_ID
-    from scheduler.flow.definition import CART_CONVERTED
-    from scheduler.flow.engine import FLOW_TYPE, FlowRun
-    from scheduler.flow.models import CampaignRunInput, CampaignRunResult, Conversion, FlowInput, FlowStatus, Reply
+    from scheduler.flow.engine import FlowRun, start_attributes
+    from scheduler.flow.models import (
+        CampaignRunInput,
+        CampaignRunResult,
+        FlowInput,
+        FlowStatus,
+        PageInput,
+        PageResult,
+        RunCampaign,
+        flow_input,
+        next_window,
+    )
+    from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 
-CLIENT_ANSWERED_SIGNAL = "client-answered"
-CART_CONVERTED_SIGNAL = CART_CONVERTED
+FLOW_TYPE = "AbandonedCartWorkflow"
+"""The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
+CAMPAIGN_RUN_TYPE = "CampaignRunWorkflow"
+"""The workflow type name of a campaign run: what every campaign's schedule starts."""
 STATUS_QUERY = "status"
+PAGES_PER_RUN = 50
+"""Pages before continue-as-new, which keeps every run's history bounded."""
+FLOWS_KEPT = 100
+"""Flow ids listed in a run's result (the counts cover them all)."""
+START_AUDIENCE_PAGE = "start_audience_page"
+"""The activity that reads one page of a run's audience and starts its flows (`scheduler.fanout`)."""
 
 
 @workflow.defn(name=FLOW_TYPE, failure_exception_types=[DefinitionError])
@@ -52,20 +77,66 @@ class AbandonedCartWorkflow:
         return self._flow.status()
 
 
-@workflow.defn(name="CampaignRunWorkflow")
+@workflow.defn(name=CAMPAIGN_RUN_TYPE)
 class CampaignRunWorkflow:
     """One firing of a campaign's schedule: starts the campaign's flows and records what it started.
 
     Without an `[audience]` it starts one flow, like the seed; with one, a flow per cart of the window
-    since the previous successful run (see `fanout`). Its result and memo hold the counts.
+    since the previous successful run. It only sequences pages, so its history stays small for 100,000
+    carts: one activity per page (`scheduler.fanout` reads the page and starts its flows),
+    continue-as-new every `PAGES_PER_RUN` pages. Its result and memo hold the counts.
     """
 
     @workflow.run
     async def run(self, run: CampaignRunInput) -> CampaignRunResult:
+        campaign = run.campaign
         if CAMPAIGN_ID not in workflow.info().typed_search_attributes:
-            workflow.upsert_search_attributes([CAMPAIGN_ID.value_set(run.campaign.id)])
-        return await run_campaign(run)
+            workflow.upsert_search_attributes([CAMPAIGN_ID.value_set(campaign.id)])
+        if campaign.audience is None:
+            return await _start_one(campaign)
+        result = run.progress or CampaignRunResult(window=next_window(
+            campaign.audience, now=workflow.now(), previous_until=_previous_until()
+        ))  # fmt: skip
+        assert result.window is not None
+        cursor = run.cursor
+        for _ in range(PAGES_PER_RUN):
+            page: PageResult = await workflow.execute_activity(
+                START_AUDIENCE_PAGE,
+                PageInput(campaign=campaign, window=result.window, cursor=cursor),
+                result_type=PageResult,
+                start_to_close_timeout=timedelta(hours=1),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=10, non_retryable_error_types=["AudienceError"]),
+                summary=f"page of {campaign.id}'s audience",
+            )
+            result = result.model_copy(update=result.plus(page, keep=FLOWS_KEPT))
+            cursor = page.next_cursor
+            if cursor is None:
+                workflow.upsert_memo(_memo(result))
+                return result
+        workflow.continue_as_new(CampaignRunInput(campaign=campaign, progress=result, cursor=cursor))
 
 
-SIGNALS = frozenset({CLIENT_ANSWERED_SIGNAL, CART_CONVERTED_SIGNAL})
-"""Signal names the API accepts for `/send-signal`."""
+def _previous_until() -> Any:
+    """Where the previous successful run of this schedule stopped (Temporal hands its result over)."""
+    last = workflow.get_last_completion_result(CampaignRunResult)
+    return last.window.until if isinstance(last, CampaignRunResult) and last.window else None
+
+
+def _memo(result: CampaignRunResult) -> dict[str, Any]:
+    return result.model_dump(mode="json", exclude={"flows", "reasons"})
+
+
+async def _start_one(campaign: RunCampaign) -> CampaignRunResult:
+    flow = flow_input(campaign)
+    flow_id = f"{campaign.id}-{workflow.uuid4()}"
+    await workflow.start_child_workflow(
+        FLOW_TYPE,
+        flow,
+        id=flow_id,
+        search_attributes=start_attributes(flow),
+        parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+    )
+    result = CampaignRunResult(flows=[flow_id], started=1)
+    workflow.upsert_memo(_memo(result))
+    return result

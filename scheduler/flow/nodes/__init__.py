@@ -1,9 +1,19 @@
 """Built-in nodes. Importing this package registers them all."""
 
 from scheduler.flow.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
-from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, get_node, node_names, register
+from scheduler.flow.nodes.registry import (
+    ActivityOutcome,
+    EventType,
+    Flow,
+    Node,
+    NodeParams,
+    get_node,
+    node_names,
+    register,
+)
 
 __all__ = [
+    "ActivityOutcome",
     "EventType",
     "Flow",
     "Node",

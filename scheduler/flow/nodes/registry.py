@@ -13,16 +13,23 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from scheduler.flow.signals import Reply
+
 if TYPE_CHECKING:
     from temporalio.common import RetryPolicy
-
-    from scheduler.flow.models import ActivityOutcome, Reply
 
 
 class EventType(StrEnum):
     SATISFIED = "condition_satisfied"
     NOT_SATISFIED = "condition_not_satisfied"
     TIMEOUT = "condition_timeout"
+
+
+class ActivityOutcome(BaseModel):
+    """What a node's activity gives back: the event the step gives, and why."""
+
+    event: EventType = EventType.SATISFIED
+    detail: str = ""
 
 
 class NodeParams(BaseModel):

@@ -9,7 +9,6 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 from temporalio.common import RetryPolicy
 
-from scheduler import config
 from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
 
 DEFAULT_TEMPLATE = (
@@ -18,23 +17,21 @@ DEFAULT_TEMPLATE = (
 )
 DEFAULT_SUBJECT = "{{ campaign.name | default('Your cart is waiting', true) }}"
 
-ChannelName = Literal["", config.ChannelName]
-"""A configured channel, or empty for the service's default."""
+ChannelName = Literal["console", "http", "smtp"]
+"""The channels the service delivers messages through (configured under `[channels]`)."""
 
 MESSAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 """The backoff of message deliveries; `send_retry` bounds its attempts."""
 
 
 def check_template(text: str, info: ValidationInfo) -> str:
-    """Reject templates that do not compile or use unknown variables; skipped inside flows.
+    """Run the template check the caller passed (`validate_definition(check_template=…)`), if any.
 
-    Inside a flow the definition was fully validated before it started, and Jinja must stay out of
-    the workflow sandbox.
+    The check (Jinja) lives outside the workflow sandbox; inside a flow there is none, and none is
+    needed: the definition was fully validated before the flow started.
     """
-    if not (info.context or {}).get("in_flow"):
-        from scheduler.templates import compile_template
-
-        compile_template(text)
+    if check := (info.context or {}).get("check_template"):
+        check(text)
     return text
 
 
@@ -53,7 +50,7 @@ class MessageParams(NodeParams):
     template: str
     subject: str
     """The e-mail subject (smtp only), a template like `template`."""
-    channel: ChannelName = ""
+    channel: Literal["", ChannelName] = ""
     """Empty: `channels.default` of the service config."""
     max_attempts: int = Field(5, ge=1, le=100)
     """Delivery attempts before the step, and with it the flow, fails."""

@@ -15,7 +15,7 @@ from typing import Any
 import phonenumbers
 
 from scheduler.errors import clip
-from scheduler.limits import id_problem
+from scheduler.flow.limits import id_problem
 
 DEFAULT_REGION = "US"
 """Region of phone numbers written without a country code (`(212) 555-0123`).
@@ -36,7 +36,7 @@ class InvalidContact(ValueError):
 def normalize_contact(value: str) -> str:
     """The normal form of a phone number (E.164) or e-mail address (lower case).
 
-    A contact must also be a valid id (`scheduler.limits`): it is a search attribute value and is
+    A contact must also be a valid id (`scheduler.flow.limits`): it is a search attribute value and is
     looked up in visibility queries, which a NUL breaks.
 
     Raises:

@@ -1,0 +1,43 @@
+"""The signals a flow handles: their names (part of the contract: renaming one strands running flows) and payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+
+CLIENT_ANSWERED_SIGNAL: Final = "client-answered"
+"""The customer replied (`POST /webhooks/replies`, `/webhooks/twilio`, `/send-signal`): feeds `wait_answer`."""
+CART_CONVERTED_SIGNAL: Final = "cart-converted"
+"""The customer bought (`POST /webhooks/conversions`): ends flows whose definition has it in `exit_on`."""
+SIGNALS = frozenset({CLIENT_ANSWERED_SIGNAL, CART_CONVERTED_SIGNAL})
+"""Signal names the API accepts for `/send-signal`."""
+EXIT_SIGNALS = (CART_CONVERTED_SIGNAL,)
+"""Signals a definition may end its flows on (`exit_on`)."""
+
+
+class Reply(BaseModel):
+    """Payload of the `client-answered` signal; every field optional."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reply_id: str | None = None
+    text: str | None = None
+    channel: str | None = None
+    received_at: datetime | None = None
+
+
+class Conversion(BaseModel):
+    """Payload of the `cart-converted` signal (the customer bought); every field optional.
+
+    A flow keeps the first one it gets and ignores any later one.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversion_id: str | None = None
+    """The shop's id of the purchase (or of the webhook message): how a redelivery is recognised."""
+    cart_id: str | None = None
+    customer_id: str | None = None
+    received_at: datetime | None = None
