@@ -11,8 +11,9 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from scheduler.channels import Channel, DeliveryError, Message, Outbox, idempotency_key, make_channels
+from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, env_var
+from scheduler.errors import DeliveryError
 from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams

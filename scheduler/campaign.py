@@ -5,7 +5,6 @@ Every problem of a file is reported at once, located as `path:line: key: message
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -13,23 +12,32 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from scheduler.audience import Audience, audience_problems, audience_warnings
 from scheduler.config import ChannelsSettings
-from scheduler.cron import aware, cron_problem
-from scheduler.errors import Problem, UnknownCampaign, clip
+from scheduler.cron import aware, cron_problem, schedule_warnings
+from scheduler.errors import UnknownCampaign, clip
 from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.flow.durations import Duration
-from scheduler.flow.models import RunAudience, RunCampaign, RunCampaignInfo
-from scheduler.locate import KeyPath, json_key_lines, line_of, long_number_line, toml_key_lines, toml_shape_problem
+from scheduler.flow.models import RunCampaign, RunCampaignInfo
+from scheduler.locate import (
+    KeyPath,
+    dotted_line,
+    json_key_lines,
+    line_of,
+    long_number_line,
+    toml_key_lines,
+    toml_shape_problem,
+)
+from scheduler.problems import Problem
 from scheduler.templates import compile_template
 
 log = logging.getLogger(__name__)
@@ -105,178 +113,6 @@ class CampaignSchedule(_Table):
         if v and start and aware(v, timezone) <= aware(start, timezone):
             raise ValueError("end_at must be after start_at")
         return v
-
-
-AUDIENCE_FIELDS = (
-    "cart.id",
-    "customer.id",
-    "customer.name",
-    "customer.phone",
-    "customer.email",
-    "customer.timezone",
-    "cart.url",
-    "cart.total",
-    "cart.items",
-)
-"""Our fields, the keys `[audience.fields]` may map: only these reach a flow (and Temporal's history)."""
-
-_USED_BY = {"path": ("jsonl", "csv"), "url": ("http", "sql"), "query": ("sql",), "token_env": ("http",)}
-_REQUIRED = {"path", "url", "query"}
-# The bind parameters SQLAlchemy's text() finds (its own pattern), so the check agrees with what runs.
-_SQL_PARAM = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)")
-_SQL_PARAMS = ("since", "until")
-_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
-_TRAILING_LIMIT = re.compile(r"\b(limit|offset|fetch)\b[^()]*$", re.IGNORECASE)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _our_field(name: str) -> str:
-    if name not in AUDIENCE_FIELDS:
-        raise ValueError(f"unknown field {name!r} (fields: {', '.join(AUDIENCE_FIELDS)})")
-    return name
-
-
-def _column(name: str) -> str:
-    if not name.strip():
-        raise ValueError("the source's column name is empty")
-    return name
-
-
-class Audience(RunAudience):
-    """Where a campaign run finds its carts, and how the source's columns become our fields.
-
-    The checks here are pure, because the model is rebuilt from the schedule's input for every page a
-    run reads; the ones that need the file system or SQLAlchemy run at load time in
-    `audience_problems` and, for `validate`, `deep_checks`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: Literal["jsonl", "csv", "http", "sql"]
-    path: str | None = Field(default=None, validate_default=True)
-    """jsonl/csv: the file, relative to the campaign file's directory and inside it."""
-    url: str | None = Field(default=None, validate_default=True)
-    """http: the first page (GET); sql: a SQLAlchemy database URL."""
-    query: str | None = Field(default=None, validate_default=True)
-    """sql: a SELECT with an ORDER BY; may use `:since` and `:until`."""
-    token_env: str | None = Field(default=None, validate_default=True)
-    """http: name of the environment variable holding a bearer token (the token never sits in the file)."""
-    lookback: Duration = timedelta(hours=1)
-    """How far back the first run looks (later runs start where the previous successful one stopped)."""
-    fields: dict[Annotated[str, AfterValidator(_our_field)], Annotated[str, AfterValidator(_column)]] = Field(
-        default_factory=dict
-    )
-    """Our field ("cart.id") = the source's column; an unmapped field is read from the column of its own name."""
-
-    @field_validator("path", "url", "query", "token_env")
-    @classmethod
-    def _fits_the_source(cls, v: str | None, info: ValidationInfo) -> str | None:
-        source, key = info.data.get("source"), info.field_name
-        if source is None or key is None:
-            return v  # the source itself is wrong, and reported there
-        used = source in _USED_BY[key]
-        if v is None:
-            if used and key in _REQUIRED:
-                raise ValueError(f"required for source {source!r}")
-            return v
-        if not used:
-            users = " and ".join(_USED_BY[key])
-            raise ValueError(f"not used by source {source!r} (only by {users})")
-        if not v.strip():
-            raise ValueError("must not be empty")
-        check = {"path": _relative_inside, "url": _url_for(source), "query": _sql_query, "token_env": _env_name}[key]
-        check(v)
-        return v
-
-    @field_validator("lookback")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0s")
-        return v
-
-
-def _relative_inside(path: str) -> None:
-    """A campaign file must not read files outside its directory (a shared campaigns repo is not a file server)."""
-    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or path.startswith(("\\", "~")):
-        raise ValueError(f"{path!r} must be relative to the campaign file's directory, not absolute")
-    depth = 0  # worked out on the text alone: the file need not exist on this machine
-    for part in PurePosixPath(path.replace("\\", "/")).parts:
-        depth += -1 if part == ".." else 1
-        if depth < 0:
-            raise ValueError(f"{path!r} leaves the campaigns directory ('..')")
-
-
-def _url_for(source: str) -> Callable[[str], None]:
-    def http(url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL")
-
-    def sql(url: str) -> None:
-        if "://" not in url:
-            raise ValueError(f"{url!r} is not a SQLAlchemy URL (dialect+driver://user@host/database)")
-
-    return http if source == "http" else sql
-
-
-def _sql_query(query: str) -> None:
-    unknown = sorted({m for m in _SQL_PARAM.findall(query) if m not in _SQL_PARAMS})
-    if unknown:
-        raise ValueError(f"unknown parameter :{unknown[0]} (a query may use :since and :until)")
-    if not _ORDER_BY.search(query):
-        raise ValueError(
-            "needs an ORDER BY on a unique key (e.g. ORDER BY created_at, id): rows are read in pages"
-            " with LIMIT/OFFSET, and without a stable order pages skip or repeat rows"
-        )
-    if _TRAILING_LIMIT.search(query.rstrip().rstrip(";")):
-        raise ValueError("must not end with LIMIT/OFFSET: the scheduler reads the rows in pages with its own")
-
-
-def _env_name(name: str) -> None:
-    if not _ENV_NAME.fullmatch(name):
-        # The value is not repeated: what is not a variable name may well be the token itself.
-        raise ValueError(
-            "must be the name of an environment variable (letters, digits, '_'), e.g. 'SHOP_API_TOKEN',"
-            " never the token itself"
-        )
-
-
-AudienceIssue = tuple[KeyPath, str, bool]
-"""(key under [audience], message, warning)."""
-_PASSWORD_IN_URL = "the url holds a password, which would be stored in the Temporal schedule: leave it out"
-
-
-def audience_problems(audience: Audience, campaign_dir: Path) -> list[AudienceIssue]:
-    """Load-time checks that need the file system or SQLAlchemy (so they cannot live in the model).
-
-    `campaign_dir` is the campaign file's directory: an audience file must resolve inside it, also
-    through symlinks, so a campaign cannot read (and message) data it was not meant to see.
-    """
-    issues: list[AudienceIssue] = []
-    if audience.path is not None:
-        root = campaign_dir.resolve()
-        target = (root / audience.path).resolve()
-        if not target.is_relative_to(root):
-            issues.append((("path",), f"{audience.path!r} leads outside the campaigns directory (to {target})", False))
-    if audience.source == "sql" and audience.url is not None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(audience.url)
-        except ArgumentError:
-            issues.append((("url",), "not a SQLAlchemy URL (dialect+driver://user@host/database)", False))
-        else:
-            try:
-                url.get_dialect()
-            except ArgumentError:
-                issues.append((("url",), f"unknown database dialect {url.drivername!r}", False))
-            if url.password is not None:
-                issues.append((("url",), _PASSWORD_IN_URL + " (PostgreSQL: PGPASSWORD or ~/.pgpass)", True))
-    if audience.source == "http" and audience.url is not None and urlsplit(audience.url).password is not None:
-        issues.append((("url",), _PASSWORD_IN_URL + " (use token_env)", True))
-    return issues
 
 
 class Campaign(RunCampaign):
@@ -405,15 +241,15 @@ def key_line(path: Path, key: KeyPath) -> int:
 
 def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | None, list[Problem]]:
     """Validate; key lines are only worked out when there is a problem to place (most loads have none)."""
-    lines: dict[KeyPath, int] | None = None
+    placer: _Placer | None = None
 
-    def problem(key: tuple[Any, ...], message: str, warning: bool = False) -> Problem:
-        nonlocal lines
-        if lines is None:
-            lines = _key_lines(path, text)
-        return Problem(
-            shown, line_of(lines, key), clip(".".join(str(k) for k in key), 200), clip(message, 200), warning
-        )
+    def place(found: Problem) -> Problem:
+        nonlocal placer
+        placer = placer or _Placer(shown, _key_lines(path, text))
+        return placer(found)
+
+    def problem(key: tuple[Any, ...], message: str) -> Problem:
+        return place(Problem(key=".".join(str(k) for k in key), message=message))
 
     if not isinstance(data, dict):
         return None, [Problem(shown, 1, "", "expected a table of campaign settings")]
@@ -423,10 +259,10 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
     if "workflow" not in data:
         problems.append(problem(("workflow",), "required table [workflow] is missing"))
     elif oversized := too_many_steps(data["workflow"]):  # validating the rest would take seconds
-        return None, [problem(("workflow", oversized.key), oversized.message)]
+        return None, [place(oversized.under("workflow"))]
     else:
         _, def_problems = parse_definition(data["workflow"], check_template=compile_template)
-        problems.extend(problem(("workflow", *p.key.split(".")), p.message, p.warning) for p in def_problems)
+        problems.extend(place(p.under("workflow")) for p in def_problems)
     try:
         campaign = Campaign.model_validate({**data, "source": path})
     except ValidationError as exc:
@@ -439,8 +275,7 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
                 key = key[:-1]
             problems.append(problem(key, _message(e)))
     if (audience := _valid_audience(campaign, data)) is not None:
-        issues = audience_problems(audience, path.parent)
-        problems.extend(problem(("audience", *key), message, warning) for key, message, warning in issues)
+        problems.extend(place(p.under("audience")) for p in audience_problems(audience, path.parent))
     if any(not p.warning for p in problems):
         campaign = None
     return campaign, _at_most(MAX_PROBLEMS, sorted(problems, key=lambda p: p.line))
@@ -470,28 +305,34 @@ def _valid_audience(campaign: Campaign | None, data: dict[str, Any]) -> Audience
 
 
 def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Problem]]:
-    """Every `*.toml` campaign of a directory, by id; duplicate ids are errors naming both files."""
-    campaigns: dict[str, Campaign] = {}
-    problems: list[Problem] = []
+    """Every `*.toml` campaign of a directory, by id (see `load_campaigns`)."""
     if not directory.is_dir():
         return {}, [Problem(shown_path(directory), 1, "", "campaigns directory does not exist")]
-    for path in sorted(directory.glob("*.toml")):
+    campaigns, problems = load_campaigns(sorted(directory.glob("*.toml")))
+    return {c.id: c for c in campaigns}, problems
+
+
+def load_campaigns(paths: list[Path]) -> tuple[list[Campaign], list[Problem]]:
+    """The campaigns of these files, in order, and every file's problems.
+
+    A campaign file (`.toml`) whose id an earlier one already uses is an error naming both files; a
+    JSON definition is checked on its own (its id is only its file name).
+    """
+    campaigns: list[Campaign] = []
+    problems: list[Problem] = []
+    first: dict[str, Path] = {}
+    for path in paths:
         campaign, found = load_campaign(path)
         problems.extend(found)
         if campaign is None:
             continue
-        if campaign.id in campaigns:
-            first = campaigns[campaign.id].source
-            problems.append(
-                Problem(
-                    shown_path(path),
-                    key_line(path, ("campaign", "id")),
-                    "campaign.id",
-                    f"duplicate campaign id {campaign.id!r}: also used by {shown_path(first) if first else '?'}",
-                )
-            )
-            continue
-        campaigns[campaign.id] = campaign
+        if path.suffix == ".toml":
+            if campaign.id in first:
+                message = f"duplicate campaign id {campaign.id!r}: also used by {shown_path(first[campaign.id])}"
+                problems.append(Problem(shown_path(path), key_line(path, ("campaign", "id")), "campaign.id", message))
+                continue
+            first[campaign.id] = path
+        campaigns.append(campaign)
     return campaigns, problems
 
 
@@ -534,68 +375,35 @@ def shown_path(path: Path) -> str:
 
 def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]:
     """`validate`'s checks beyond loading: schedule warnings (DST gaps and repeats, expressions that never
-    fire) and steps whose channel this service config cannot deliver through.
+    fire), audience sources this machine cannot read (yet), and steps whose channel this service config
+    cannot deliver through.
 
     Not part of loading: the schedule check walks a year of fire times, which the reconcile loop need not do.
     """
-    from scheduler.cron import schedule_warnings
-
     source = campaign.source
     if source is None:
         return []
-    found: list[tuple[KeyPath, str, bool]] = [  # (key, message, warning)
-        (tuple(key.split(".")), message, True)
-        for key, message in (schedule_warnings(campaign.schedule) if campaign.schedule else [])
-    ]
+    found = schedule_warnings(campaign.schedule) if campaign.schedule else []
     if campaign.audience is not None:
-        found.extend(
-            (("audience", *key), message, True)
-            for key, message in _audience_environment(campaign.audience, source.parent)
-        )
+        found += [p.under("audience") for p in audience_warnings(campaign.audience, source.parent)]
     for name, step in campaign.workflow.steps.items():
         channel = step.params.get("channel")
         if isinstance(channel, str) and (missing := channels.missing(channel)):
-            key = ("workflow", "steps", name, "params", "channel")
-            found.append((key, f"channel {channel!r} needs {missing} in the config", False))
+            key = f"workflow.steps.{name}.params.channel"
+            found.append(Problem(key=key, message=f"channel {channel!r} needs {missing} in the config"))
     if not found:
         return []
-    lines = _key_lines(source, source.read_text(encoding="utf-8"))
-    shown = shown_path(source)
-    return [Problem(shown, line_of(lines, key), ".".join(key), message, warning) for key, message, warning in found]
+    place = _Placer(shown_path(source), _key_lines(source, source.read_text(encoding="utf-8")))
+    return [place(p) for p in found]
 
 
-def _audience_environment(audience: Audience, campaign_dir: Path) -> list[tuple[KeyPath, str]]:
-    """Warnings about this machine rather than the file: a file not there (yet), a CSV header without a
-    mapped column, a database driver not installed. Warnings, because the worker that reads the audience
-    may run elsewhere, and an export may write the file just before the run.
-    """
-    found: list[tuple[KeyPath, str]] = []
-    if audience.path is not None:
-        file = campaign_dir / audience.path
-        if not file.is_file():
-            return [(("path",), f"{audience.path!r} does not exist (yet): runs fail until it does")]
-        if audience.source == "csv":
-            try:
-                with file.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-                    header = {name.strip() for name in next(csv.reader(f), [])}
-            except (OSError, csv.Error) as exc:
-                return [(("path",), f"cannot read {audience.path!r}: {exc}")]
-            if "cart.id" not in audience.fields and "cart.id" not in header:
-                found.append(
-                    (("fields",), f"no column 'cart.id' in {audience.path!r}: map \"cart.id\" to the cart id column")
-                )
-            for field in AUDIENCE_FIELDS:
-                column = audience.fields.get(field)
-                if column is not None and column not in header:
-                    found.append((("fields", field), f"column {column!r} is not in the header of {audience.path!r}"))
-    if audience.source == "sql" and audience.url is not None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+class _Placer:
+    """Places problems keyed from a file's top at their lines, with key and message cut to a readable length."""
 
-        try:
-            make_url(audience.url).get_dialect().import_dbapi()
-        except ImportError as exc:
-            found.append((("url",), f"the database driver is not installed here ({exc})"))
-        except ArgumentError:
-            pass  # a bad URL or dialect is an error of the file, reported when loading
-    return found
+    def __init__(self, shown: str, lines: dict[KeyPath, int]) -> None:
+        self.shown = shown
+        self.lines = lines
+
+    def __call__(self, found: Problem) -> Problem:
+        line = dotted_line(self.lines, found.key)
+        return replace(found, path=self.shown, line=line, key=clip(found.key, 200), message=clip(found.message, 200))

@@ -26,20 +26,10 @@ from typing import Any, ClassVar
 import httpx
 
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
-from scheduler.errors import SchedulerError
+from scheduler.errors import DeliveryError
 from scheduler.outbound import http_client, retryable_status
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryError(SchedulerError):
-    """A message could not be delivered; `retryable` says whether another attempt can succeed."""
-
-    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.kind = kind
-        """Short name for the failure (the activity's ApplicationError type), e.g. `GatewayRejected`."""
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaign import deep_checks, load_campaign
+from scheduler.campaign import deep_checks, load_campaign, load_campaigns
 from scheduler.config import Settings, load_settings
-from scheduler.errors import NoSchedule, Problem, SchedulerError
+from scheduler.errors import NoSchedule, SchedulerError
+from scheduler.problems import Problem
 
 app = typer.Typer(
     help="Marketing campaigns as durable Temporal workflows.",
@@ -212,37 +213,15 @@ def validate(
     files = paths or sorted(settings.campaigns.dir.glob("*.toml"))
     if not files:
         _fail("no campaign files to validate")
-    problems: list[Problem] = []
-    ids: dict[str, str] = {}
-    valid = 0
-    for path in files:
-        campaign, found = load_campaign(path)
-        problems.extend(found)
-        if campaign is None:
-            continue
-        checked = deep_checks(campaign, settings.channels)
-        problems.extend(checked)
-        if any(not p.warning for p in checked):
-            continue
-        valid += 1
-        if path.suffix == ".toml":
-            shown = str(path)
-            if campaign.id in ids:
-                problems.append(
-                    Problem(
-                        shown,
-                        1,
-                        "campaign.id",
-                        f"duplicate campaign id {campaign.id!r}: also used by {ids[campaign.id]}",
-                    )
-                )
-                valid -= 1
-            ids.setdefault(campaign.id, shown)
+    campaigns, problems = load_campaigns(files)
+    for campaign in campaigns:
+        problems.extend(deep_checks(campaign, settings.channels))
     errors = [p for p in problems if not p.warning]
     for p in problems:
         typer.echo(str(p), err=p.warning)
     if errors:
-        typer.echo(f"{len(errors)} error(s) in {len(files) - valid} of {len(files)} file(s)", err=True)
+        broken = len({p.path for p in errors})
+        typer.echo(f"{len(errors)} error(s) in {broken} of {len(files)} file(s)", err=True)
         _exit(1)
     warnings = len(problems) - len(errors)
     typer.echo(f"ok: {len(files)} file(s) valid" + (f", {warnings} warning(s)" if warnings else ""))

@@ -33,6 +33,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from scheduler.problems import Problem
+
 _SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -441,8 +443,8 @@ def preview(schedule: CronSchedule, *, count: int = 10, start: datetime | None =
 # Warnings for `validate`
 
 
-def schedule_warnings(schedule: CronSchedule, *, now: datetime | None = None) -> list[tuple[str, str]]:
-    """(key, message) warnings about times a campaign's schedule will not fire as its author probably expects.
+def schedule_warnings(schedule: CronSchedule, *, now: datetime | None = None) -> list[Problem]:
+    """Warnings about times a campaign's schedule will not fire as its author probably expects.
 
     Within the first year the schedule can fire (from now, or from start_at when that is later): fire times in a
     DST gap or repeat of the campaign's timezone, and what Temporal does with them; expressions that never fire,
@@ -456,7 +458,8 @@ def schedule_warnings(schedule: CronSchedule, *, now: datetime | None = None) ->
     end = end_at.timestamp() if end_at else None
     if end is not None and end < now_unix:
         when = _wall(schedule.end_at, tz)
-        return [("schedule.end_at", f"end_at {when} ({schedule.timezone}) is past: the schedule never fires again")]
+        message = f"end_at {when} ({schedule.timezone}) is past: the schedule never fires again"
+        return [Problem(key="schedule.end_at", message=message, warning=True)]
     lower = now_unix if start_at is None else max(now_unix, math.floor(start_at.timestamp() - 1))
     upper = lower + int(_YEAR.total_seconds())
     if end is not None:
@@ -499,7 +502,7 @@ def schedule_warnings(schedule: CronSchedule, *, now: datetime | None = None) ->
             message = _dst_message(text, compiled, one, at, before, after)
             if message:
                 out.append((key, message))
-    return out
+    return [Problem(key=key, message=message, warning=True) for key, message in out]
 
 
 def _never_message(text: str, schedule: CronSchedule, one: _Spec, now: int, lower: int) -> str:

@@ -1,18 +1,22 @@
-"""Errors the scheduler raises on purpose.
+"""Errors the scheduler raises on purpose: every `SchedulerError` lives here.
 
 SchedulerError
-├── ConfigError        the service config file or an override is wrong
-├── DefinitionError    a workflow definition is invalid (raised inside a running flow)
-├── UnknownCampaign    no campaign with that id in the campaigns directory
-├── FlowAlreadyRunning a flow with that workflow id is running
-├── FlowNotFound       no running flow with that workflow id
-├── UnknownSignal      a signal name flows do not handle
-├── TemporalUnavailable Temporal cannot be reached
-├── DevServerError     the embedded Temporal dev server could not start (busy port, db file in use)
-├── ApplyFailed        Temporal refused some campaigns' schedules (the others were applied)
-├── NoFlowForReply     a reply matched no running flow (404)
-├── InvalidValue       an id or a customer/cart record Temporal would refuse or choke on (422)
-└── RequestRejected    an HTTP request refused before its body is parsed
+├── ConfigError         the service config file or an override is wrong
+├── DefinitionError     a workflow definition is invalid (raised inside a running flow)
+├── UnknownCampaign     no campaign with that id in the campaigns directory (404)
+├── NoSchedule          no schedule of this tool for that campaign id (404)
+├── UnmanagedSchedule   a campaign's schedule id is taken by a schedule this tool did not create
+├── ApplyFailed         Temporal refused some campaigns' schedules (the others were applied)
+├── FlowAlreadyRunning  a flow with that workflow id is running (409)
+├── FlowNotFound        no running flow with that workflow id (404)
+├── UnknownSignal       a signal name flows do not handle (400)
+├── NoFlowForReply      a reply matched no running flow (404)
+├── TemporalUnavailable Temporal cannot be reached (503)
+├── DevServerError      the embedded Temporal dev server could not start (busy port, db file in use)
+├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
+├── DeliveryError       a message could not be delivered (retryable or not)
+├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
+└── RequestRejected     an HTTP request refused before its body is parsed
     ├── BodyTooLarge           over the endpoint's size limit (413)
     ├── UnsupportedMediaType   not the content type the endpoint reads (415)
     └── WebhookRejected        a webhook whose sender is not who it claims
@@ -21,8 +25,6 @@ SchedulerError
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class SchedulerError(Exception):
@@ -36,22 +38,6 @@ def clip(text: str, limit: int) -> str:
 
 class ConfigError(SchedulerError):
     pass
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong (or suspicious) in a campaign file, located by file, line and key."""
-
-    path: str
-    line: int
-    key: str
-    message: str
-    warning: bool = False
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}"
-        kind = "warning: " if self.warning else ""
-        return f"{where}: {self.key}: {kind}{self.message}" if self.key else f"{where}: {kind}{self.message}"
 
 
 class DefinitionError(SchedulerError):
@@ -72,8 +58,37 @@ class NoSchedule(SchedulerError):
         super().__init__(f"no schedule for campaign {campaign_id!r}")
 
 
+class UnmanagedSchedule(SchedulerError):
+    def __init__(self, sid: str) -> None:
+        self.schedule_id = sid
+        super().__init__(f"schedule {sid!r} exists but was not created by this tool; rename the campaign or delete it")
+
+
 class DevServerError(SchedulerError):
     pass
+
+
+class AudienceError(SchedulerError):
+    """The audience could not be read (the source, not a row, is wrong).
+
+    `retryable` tells the activity whether another attempt may help (a network error, a 5xx, a
+    database that is not reachable) or not (a missing file or token, a 4xx, a query the database
+    refuses), so it can fail the run at once with this message.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DeliveryError(SchedulerError):
+    """A message could not be delivered; `retryable` says whether another attempt can succeed."""
+
+    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """Short name for the failure (the activity's ApplicationError type), e.g. `GatewayRejected`."""
+        self.retryable = retryable
 
 
 class ApplyFailed(SchedulerError):

@@ -19,8 +19,9 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from scheduler.audience import AudienceError, read_page
+from scheduler.audience import read_page
 from scheduler.campaign import Campaign
+from scheduler.errors import AudienceError
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import PageInput, PageResult, flow_input
 from scheduler.flow.workflows import FLOW_TYPE, FLOWS_KEPT, START_AUDIENCE_PAGE

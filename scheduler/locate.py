@@ -195,3 +195,14 @@ def line_of(lines: dict[KeyPath, int], key: Sequence[str | int]) -> int:
         if parts[:end] in lines:
             return lines[parts[:end]]
     return 1
+
+
+def dotted_line(lines: dict[KeyPath, int], key: str) -> int:
+    """The line of a key as problems name it (`audience.fields.customer.phone`), or of its longest known
+    prefix, or 1. Matched against each known key joined with dots, so a key that holds a dot is found too."""
+    joined = {".".join(str(part) for part in known): line for known, line in lines.items()}
+    while key:
+        if key in joined:
+            return joined[key]
+        key = key.rpartition(".")[0]
+    return 1

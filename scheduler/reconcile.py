@@ -13,8 +13,9 @@ from temporalio.client import Client
 
 from scheduler.campaign import Campaign, key_line, load_campaign_dir, shown_path
 from scheduler.config import Settings
-from scheduler.errors import ApplyFailed, Problem
-from scheduler.schedules import Action, Change, UnmanagedSchedule, apply, campaign_id_of, plan
+from scheduler.errors import ApplyFailed, UnmanagedSchedule
+from scheduler.problems import Problem
+from scheduler.schedules import Action, Change, apply, campaign_id_of, plan
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from scheduler.campaign import Campaign, CampaignSchedule
 from scheduler.config import Settings
 from scheduler.cron import aware
-from scheduler.errors import ApplyFailed, SchedulerError
+from scheduler.errors import ApplyFailed, SchedulerError, UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.flow.models import CampaignRunInput
 from scheduler.flow.workflows import FLOW_TYPE, CampaignRunWorkflow
@@ -83,12 +83,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.action} {self.campaign_id}"
-
-
-class UnmanagedSchedule(SchedulerError):
-    def __init__(self, sid: str) -> None:
-        self.schedule_id = sid
-        super().__init__(f"schedule {sid!r} exists but was not created by this tool; rename the campaign or delete it")
 
 
 def schedule_id(campaign_id: str) -> str:

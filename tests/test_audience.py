@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from scheduler.audience import AudienceError, Page, Skip, Target, map_row, read_page
-from scheduler.campaign import AUDIENCE_FIELDS, Audience, Campaign, deep_checks, load_campaign
+from scheduler.audience import AUDIENCE_FIELDS, Audience, Page, Skip, Target, map_row, read_page
+from scheduler.campaign import Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
+from scheduler.errors import AudienceError
 from scheduler.flow.models import Window, next_window
 from tests.conftest import QuietHandler, http_server
 

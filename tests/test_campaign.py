@@ -13,8 +13,9 @@ import pytest
 
 from scheduler.campaign import deep_checks, find_campaign, load_campaign, load_campaign_dir
 from scheduler.config import ChannelsSettings
-from scheduler.errors import Problem, UnknownCampaign
+from scheduler.errors import UnknownCampaign
 from scheduler.flow.nodes import EventType
+from scheduler.problems import Problem
 from tests.conftest import ROOT, SEED
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from scheduler.campaign import MAX_FILE_BYTES, deep_checks, load_campaign, load_campaign_dir
 from scheduler.config import ChannelsSettings
-from scheduler.errors import Problem
 from scheduler.flow.definition import MAX_STEPS, WorkflowDefinition, find_cycles
+from scheduler.problems import Problem
 from scheduler.reconcile import Reconciler
 from tests.conftest import scheduler
 from tests.test_campaign import BASE

@@ -24,9 +24,9 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import DeliveryError, HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
+from scheduler.channels import HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, DeliveryError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply

@@ -212,6 +212,17 @@ async def test_validate_broken_campaign_reports_path_line_key(tmp_path: Path) ->
     assert run.stderr.strip() == "2 error(s) in 1 of 1 file(s)"
 
 
+async def test_validate_duplicate_campaign_id_names_both_files_at_the_id_line(tmp_path: Path) -> None:
+    text = (ROOT / "campaigns" / "abandoned_cart.toml").read_text(encoding="utf-8")
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.startswith("id ="))
+    for name in ("a.toml", "b.toml"):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    run = await scheduler("validate", "a.toml", "b.toml", cwd=tmp_path)
+    assert run.code == 1, run
+    assert f"b.toml:{line}: campaign.id: duplicate campaign id 'abandoned-cart': also used by a.toml" in run.stdout
+    assert run.stderr.strip() == "1 error(s) in 1 of 2 file(s)"
+
+
 async def test_validate_invalid_toml_reports_line(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[campaign]\nid = "x"\nname = \n', encoding="utf-8")
     run = await scheduler("validate", "bad.toml", cwd=tmp_path)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from scheduler.campaign import CampaignSchedule
 from scheduler.cron import cron_problem, preview, schedule_warnings
+from scheduler.problems import Problem
 
 FIELDS = "standard cron has 5: minute hour day-of-month month day-of-week"
 NY, BERLIN = "America/New_York", "Europe/Berlin"
@@ -452,8 +453,9 @@ def test_preview_agrees_with_croniter_in_utc_when_days_are_anded(cron: str, star
 
 def warnings(cron: list[str], timezone: str = "UTC", *, now: datetime = NOW, **bounds: datetime) -> list[str]:
     found = schedule_warnings(CampaignSchedule(cron=cron, timezone=timezone, **bounds), now=now)
-    assert {key for key, _ in found} <= {"schedule.cron", "schedule.end_at"}
-    return [message for _, message in found]
+    assert {p.key for p in found} <= {"schedule.cron", "schedule.end_at"}
+    assert all(p.warning for p in found)
+    return [p.message for p in found]
 
 
 def test_warnings_none_for_ordinary_schedules() -> None:
@@ -535,7 +537,11 @@ def test_warnings_end_at_past() -> None:
         CampaignSchedule(cron=["0 9 * * *"], timezone=BERLIN, end_at=datetime(2030, 6, 1)), now=NOW
     )
     assert found == [
-        ("schedule.end_at", "end_at 2030-06-01 00:00 (Europe/Berlin) is past: the schedule never fires again")
+        Problem(
+            key="schedule.end_at",
+            message="end_at 2030-06-01 00:00 (Europe/Berlin) is past: the schedule never fires again",
+            warning=True,
+        )
     ]
 
 
@@ -558,6 +564,7 @@ def test_warnings_long_intervals_follow_utc() -> None:
 
 @freeze_time("2031-01-01 00:00:00")
 def test_warnings_default_to_now() -> None:
-    (key, message), _ = schedule_warnings(CampaignSchedule(cron=["30 2 * * *"], timezone=NY))
+    first, _ = schedule_warnings(CampaignSchedule(cron=["30 2 * * *"], timezone=NY))
+    key, message = first.key, first.message
     assert key == "schedule.cron"
     assert message.startswith("'30 2 * * *' in America/New_York: 2031-03-09 02:30 does not exist")

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from scheduler.campaign import load_campaign
 from scheduler.flow.definition import (
-    DefinitionProblem,
     WorkflowDefinition,
     find_cycles,
     parse_definition,
@@ -24,6 +23,7 @@ from scheduler.flow.definition import (
     validate_definition,
 )
 from scheduler.flow.nodes import EventType
+from scheduler.problems import Problem
 from scheduler.templates import compile_template
 from tests.conftest import SEED
 
@@ -44,7 +44,7 @@ def one_step(**step: Any) -> dict[str, Any]:
     return {"start_step": "a", "steps": {"a": {"node": "send_message", **step}}}
 
 
-def errors(data: dict[str, Any]) -> list[DefinitionProblem]:
+def errors(data: dict[str, Any]) -> list[Problem]:
     definition, problems = parse_definition(data, check_template=compile_template)
     assert definition is None
     return [p for p in problems if not p.warning]
@@ -57,35 +57,35 @@ def test_definition_seed_is_valid_without_problems() -> None:
 
 
 def test_definition_empty_start_step_is_missing() -> None:
-    assert errors({**SEED, "start_step": ""}) == [DefinitionProblem("start_step", "missing start_step")]
+    assert errors({**SEED, "start_step": ""}) == [Problem(key="start_step", message="missing start_step")]
 
 
 def test_definition_absent_start_step_is_required() -> None:
-    assert errors({"steps": SEED["steps"]}) == [DefinitionProblem("start_step", "required key is missing")]
+    assert errors({"steps": SEED["steps"]}) == [Problem(key="start_step", message="required key is missing")]
 
 
 def test_definition_unknown_start_step_lists_steps() -> None:
     assert errors({**SEED, "start_step": "step_9"}) == [
-        DefinitionProblem("start_step", f"unknown step 'step_9' (steps: {SEED_STEPS})")
+        Problem(key="start_step", message=f"unknown step 'step_9' (steps: {SEED_STEPS})")
     ]
 
 
 def test_definition_without_steps_is_an_error() -> None:
     assert errors({"start_step": "a", "steps": {}}) == [
-        DefinitionProblem("steps", "the definition has no steps"),
-        DefinitionProblem("start_step", "unknown step 'a'"),
+        Problem(key="steps", message="the definition has no steps"),
+        Problem(key="start_step", message="unknown step 'a'"),
     ]
 
 
 def test_definition_unknown_node_lists_known_nodes() -> None:
     assert errors(seed(step_3={"node": "send_fax"})) == [
-        DefinitionProblem("steps.step_3.node", f"unknown node 'send_fax' (known: {KNOWN_NODES})")
+        Problem(key="steps.step_3.node", message=f"unknown node 'send_fax' (known: {KNOWN_NODES})")
     ]
 
 
 def test_definition_go_to_target_must_be_a_step() -> None:
     assert errors(seed(step_6={"go_to": "step_7"})) == [
-        DefinitionProblem("steps.step_6.go_to", f"unknown step 'step_7' (steps: {SEED_STEPS})")
+        Problem(key="steps.step_6.go_to", message=f"unknown step 'step_7' (steps: {SEED_STEPS})")
     ]
 
 
@@ -94,41 +94,41 @@ def test_definition_condition_target_must_be_a_step(event: str) -> None:
     data = seed()
     data["steps"]["step_2"]["condition"] = {event: "nowhere"}
     assert errors(data) == [
-        DefinitionProblem(f"steps.step_2.condition.{event}", f"unknown step 'nowhere' (steps: {SEED_STEPS})")
+        Problem(key=f"steps.step_2.condition.{event}", message=f"unknown step 'nowhere' (steps: {SEED_STEPS})")
     ]
 
 
 def test_definition_unknown_condition_event_is_refused() -> None:
     data = seed()
     data["steps"]["step_2"]["condition"] = {"answered": "step_3"}
-    assert errors(data) == [DefinitionProblem("steps.step_2.condition.answered", "unknown key")]
+    assert errors(data) == [Problem(key="steps.step_2.condition.answered", message="unknown key")]
 
 
 def test_definition_cycle_reachable_from_start_is_named() -> None:
     _, problems = parse_definition(seed(step_4={"go_to": "step_2"}))
     assert [p for p in problems if not p.warning] == [
-        DefinitionProblem("steps.step_4.go_to", "cycle: step_2 → step_4 → step_2")
+        Problem(key="steps.step_4.go_to", message="cycle: step_2 → step_4 → step_2")
     ]
     # step_5 and step_6 are cut off by the loop.
     assert [p for p in problems if p.warning] == [
-        DefinitionProblem("steps.step_5", "unreachable from start_step 'step_1'", warning=True),
-        DefinitionProblem("steps.step_6", "unreachable from start_step 'step_1'", warning=True),
+        Problem(key="steps.step_5", message="unreachable from start_step 'step_1'", warning=True),
+        Problem(key="steps.step_6", message="unreachable from start_step 'step_1'", warning=True),
     ]
 
 
 def test_definition_self_loop_is_a_cycle() -> None:
-    assert errors(one_step(go_to="a")) == [DefinitionProblem("steps.a.go_to", "cycle: a → a")]
+    assert errors(one_step(go_to="a")) == [Problem(key="steps.a.go_to", message="cycle: a → a")]
 
 
 def test_definition_cycle_through_a_condition_names_the_condition_key() -> None:
     data = seed(step_6={"go_to": "step_1"})
     assert errors(data) == [
-        DefinitionProblem("steps.step_6.go_to", "cycle: step_1 → step_2 → step_4 → step_5 → step_6 → step_1")
+        Problem(key="steps.step_6.go_to", message="cycle: step_1 → step_2 → step_4 → step_5 → step_6 → step_1")
     ]
     data = seed()
     data["steps"]["step_2"]["condition"]["not_satisfied"] = "step_1"
     assert errors(data) == [
-        DefinitionProblem("steps.step_2.condition.not_satisfied", "cycle: step_1 → step_2 → step_1")
+        Problem(key="steps.step_2.condition.not_satisfied", message="cycle: step_1 → step_2 → step_1")
     ]
 
 
@@ -137,8 +137,8 @@ def test_definition_cycle_among_unreachable_steps_only_warns() -> None:
     definition, problems = parse_definition(data)
     assert definition is not None
     assert problems == [
-        DefinitionProblem("steps.loop_a", "unreachable from start_step 'step_1'", warning=True),
-        DefinitionProblem("steps.loop_b", "unreachable from start_step 'step_1'", warning=True),
+        Problem(key="steps.loop_a", message="unreachable from start_step 'step_1'", warning=True),
+        Problem(key="steps.loop_b", message="unreachable from start_step 'step_1'", warning=True),
     ]
 
 
@@ -183,7 +183,7 @@ def test_definition_cycle_among_unreachable_steps_only_warns() -> None:
     ],
 )
 def test_definition_params_are_checked_by_the_node(step: dict[str, Any], key: str, message: str) -> None:
-    assert errors({"start_step": "a", "steps": {"a": step}}) == [DefinitionProblem(key, message)]
+    assert errors({"start_step": "a", "steps": {"a": step}}) == [Problem(key=key, message=message)]
 
 
 def test_definition_reports_every_problem_at_once() -> None:
@@ -213,7 +213,7 @@ def test_definition_condition_on_an_event_the_node_never_gives_warns(node: str, 
     definition, problems = parse_definition(data)
     assert definition is not None
     assert problems == [
-        DefinitionProblem(f"steps.a.condition.{event}", f"node {node!r} never gives condition_{event}", warning=True)
+        Problem(key=f"steps.a.condition.{event}", message=f"node {node!r} never gives condition_{event}", warning=True)
     ]
 
 
@@ -226,14 +226,14 @@ def test_definition_webhook_not_satisfied_condition_does_not_warn() -> None:
 
 
 def test_definition_unknown_step_key_is_refused() -> None:
-    assert errors(seed(step_1={"goto": "step_2"})) == [DefinitionProblem("steps.step_1.goto", "unknown key")]
+    assert errors(seed(step_1={"goto": "step_2"})) == [Problem(key="steps.step_1.goto", message="unknown key")]
 
 
 def test_parse_definition_returns_definition_with_warnings() -> None:
     data = seed(orphan={"node": "send_message"})
     definition, problems = parse_definition(data)
     assert definition == WorkflowDefinition.model_validate(data)
-    assert problems == [DefinitionProblem("steps.orphan", "unreachable from start_step 'step_1'", warning=True)]
+    assert problems == [Problem(key="steps.orphan", message="unreachable from start_step 'step_1'", warning=True)]
 
 
 @pytest.mark.parametrize(
@@ -421,7 +421,7 @@ def test_definition_exit_on_changes_the_version_and_ignores_order_and_repeats() 
     ids=["unknown", "not-an-exit-signal", "not-a-list"],
 )
 def test_definition_exit_on_unknown_signal_is_an_error(exit_on: Any, message: str) -> None:
-    assert errors({**SEED, "exit_on": exit_on}) == [DefinitionProblem("exit_on", message)]
+    assert errors({**SEED, "exit_on": exit_on}) == [Problem(key="exit_on", message=message)]
 
 
 def test_campaign_exit_on_error_is_located_under_workflow(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import scheduler
 PACKAGE = Path(scheduler.__file__).parent
 SANDBOX_FORBIDDEN = ("fastapi", "starlette", "uvicorn", "httpx", "sqlalchemy", "aiosmtpd", "jinja2", "typer")
 """Web, database, mail and template libraries: workflow code must never need them."""
-SANDBOX_MAY_USE = ("scheduler", "scheduler.errors")
-"""The only modules of the package outside `scheduler.flow` that workflow code may import."""
+SANDBOX_MAY_USE = ("scheduler", "scheduler.errors", "scheduler.problems")
+"""The only modules of the package outside `scheduler.flow` that workflow code may import (stdlib-only leaves)."""
 
 
 def in_sandbox(name: str) -> bool:

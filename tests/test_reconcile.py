@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.campaign import Campaign, load_campaign_dir
-from scheduler.errors import Problem
 from scheduler.flow.attributes import CAMPAIGN_SHA256
+from scheduler.problems import Problem
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
 from tests.conftest import eventually

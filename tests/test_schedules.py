@@ -34,9 +34,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from scheduler import schedules
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import Settings
+from scheduler.errors import UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.reconcile import Outcome, sync
-from scheduler.schedules import Action, UnmanagedSchedule, describe
+from scheduler.schedules import Action, describe
 from scheduler.worker import make_worker
 from tests.conftest import eventually
 

@@ -10,18 +10,19 @@ from typing import Any
 import pytest
 
 from scheduler.activities import outcome, template_context
-from scheduler.flow.definition import DefinitionProblem, parse_definition
+from scheduler.flow.definition import parse_definition
 from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
 from scheduler.flow.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
 from scheduler.flow.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
+from scheduler.problems import Problem
 from scheduler.templates import TemplateLimitError, TemplateRenderError, compile_template, render
 from tests.conftest import scheduler
 
 EMPTY: dict[str, Any] = {"customer": {}, "cart": {}, "campaign": {}, "step": {}}
 
 
-def problems(step: dict[str, Any]) -> list[DefinitionProblem]:
+def problems(step: dict[str, Any]) -> list[Problem]:
     _, found = parse_definition({"start_step": "a", "steps": {"a": step}}, check_template=compile_template)
     return [p for p in found if not p.warning]
 
@@ -117,14 +118,14 @@ def test_render_dict_keys_win_over_dict_methods() -> None:
     ids=["unknown", "old-names-with-hint", "loop-source"],
 )
 def test_validate_unknown_template_variable_is_an_error(step: dict[str, Any], message: str) -> None:
-    assert problems(step) == [DefinitionProblem("steps.a.params.template", message)]
+    assert problems(step) == [Problem(key="steps.a.params.template", message=message)]
 
 
 def test_validate_subject_is_checked_like_the_template() -> None:
     assert problems({"node": "send_message", "params": {"subject": "{{ subject }}"}}) == [
-        DefinitionProblem(
-            "steps.a.params.subject",
-            "unknown template variable 'subject' (templates see campaign, cart, customer, step)",
+        Problem(
+            key="steps.a.params.subject",
+            message="unknown template variable 'subject' (templates see campaign, cart, customer, step)",
         )
     ]
 

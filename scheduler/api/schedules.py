@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.workflows import MessageResponse
 from scheduler.campaign import CAMPAIGN_ID_PATTERN
-from scheduler.errors import NoSchedule, Problem
+from scheduler.errors import NoSchedule
+from scheduler.problems import Problem
 from scheduler.reconcile import load_campaigns
 from scheduler.schedules import (
     ScheduleStatus,

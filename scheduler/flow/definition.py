@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (
@@ -25,6 +24,7 @@ from pydantic import (
 from scheduler.errors import clip
 from scheduler.flow.nodes import EventType, get_node, node_names
 from scheduler.flow.signals import EXIT_SIGNALS
+from scheduler.problems import Problem
 
 TemplateCheck = Callable[[str], object]
 """Raises `ValueError` for a message template that must not be used."""
@@ -114,15 +114,6 @@ class WorkflowDefinition(BaseModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class DefinitionProblem:
-    """A problem located by its key inside the definition (e.g. `steps.step_2.condition.timeout`)."""
-
-    key: str
-    message: str
-    warning: bool = False
-
-
 MAX_STEPS = 1000
 """Steps a definition may have. Each step adds history events, and Temporal ends a flow whose history
 passes 51,200 events; checked before the steps are validated, which for a huge table takes seconds."""
@@ -132,17 +123,17 @@ _CYCLE_SHOWN = 6
 """Steps a cycle message names at each end; the rest are counted."""
 
 
-def too_many_steps(data: Any) -> DefinitionProblem | None:
+def too_many_steps(data: Any) -> Problem | None:
     """The `MAX_STEPS` rule, on raw data: a definition over it is refused before anything else is validated."""
     steps = data.get("steps") if isinstance(data, dict) else None
     if isinstance(steps, dict) and len(steps) > MAX_STEPS:
-        return DefinitionProblem("steps", f"{len(steps):,} steps: a definition may have at most {MAX_STEPS:,}")
+        return Problem(key="steps", message=f"{len(steps):,} steps: a definition may have at most {MAX_STEPS:,}")
     return None
 
 
 def parse_definition(
     data: Any, *, check_template: TemplateCheck | None = None
-) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
+) -> tuple[WorkflowDefinition | None, list[Problem]]:
     """Build and validate a definition from raw data; the definition is None when it has errors."""
     if problem := too_many_steps(data):
         return None, [problem]
@@ -156,32 +147,32 @@ def parse_definition(
 
 def validate_definition(
     definition: WorkflowDefinition, *, check_template: TemplateCheck | None = None
-) -> list[DefinitionProblem]:
+) -> list[Problem]:
     """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn.
 
     `check_template`: raises `ValueError` for a message template that must not be used
     (`scheduler.templates.compile_template`); Jinja stays out of the workflow sandbox, so without it
     templates are not checked, as inside a flow, whose definition was fully validated before it started.
     """
-    problems: list[DefinitionProblem] = []
+    problems: list[Problem] = []
     steps = definition.steps
     if not steps:
-        problems.append(DefinitionProblem("steps", "the definition has no steps"))
+        problems.append(Problem(key="steps", message="the definition has no steps"))
     if not definition.start_step:
-        problems.append(DefinitionProblem("start_step", "missing start_step"))
+        problems.append(Problem(key="start_step", message="missing start_step"))
     elif definition.start_step not in steps:
-        problems.append(DefinitionProblem("start_step", f"unknown step {definition.start_step!r}{_known(steps)}"))
+        problems.append(Problem(key="start_step", message=f"unknown step {definition.start_step!r}{_known(steps)}"))
     for name, step in steps.items():
         if not name.isprintable() or len(name) > MAX_STEP_NAME:
             shown = clip(name, 20) if len(name) > MAX_STEP_NAME else name
             message = f"step name {shown!r}: at most {MAX_STEP_NAME} characters, none of them control characters"
-            problems.append(DefinitionProblem(f"steps.{name}", message))
+            problems.append(Problem(key=f"steps.{name}", message=message))
         problems.extend(_step_problems(name, step, steps, check_template))
     if definition.start_step in steps:
-        problems.extend(DefinitionProblem(key, message) for key, message in find_cycles(definition))
+        problems.extend(Problem(key=key, message=message) for key, message in find_cycles(definition))
         reachable = reachable_steps(definition)
         problems.extend(
-            DefinitionProblem(f"steps.{name}", f"unreachable from start_step {definition.start_step!r}", warning=True)
+            Problem(key=f"steps.{name}", message=f"unreachable from start_step {definition.start_step!r}", warning=True)
             for name in steps
             if name not in reachable
         )
@@ -190,29 +181,31 @@ def validate_definition(
 
 def _step_problems(
     name: str, step: StepDefinition, steps: dict[str, StepDefinition], check_template: TemplateCheck | None
-) -> list[DefinitionProblem]:
-    out: list[DefinitionProblem] = []
+) -> list[Problem]:
+    out: list[Problem] = []
     for key, target in step.edges():
         if target not in steps:
-            out.append(DefinitionProblem(f"steps.{name}.{key}", f"unknown step {target!r}{_known(steps)}"))
+            out.append(Problem(key=f"steps.{name}.{key}", message=f"unknown step {target!r}{_known(steps)}"))
     node = get_node(step.node)
     if node is None:
         out.append(
-            DefinitionProblem(f"steps.{name}.node", f"unknown node {step.node!r} (known: {', '.join(node_names())})")
+            Problem(key=f"steps.{name}.node", message=f"unknown node {step.node!r} (known: {', '.join(node_names())})")
         )
         return out
     try:
         node.Params.model_validate(step.params, context={"check_template": check_template})
     except ValidationError as exc:
         out.extend(
-            DefinitionProblem(_loc(("steps", name, "params", *e["loc"])), _pydantic_message(e)) for e in exc.errors()
+            Problem(key=_loc(("steps", name, "params", *e["loc"])), message=_pydantic_message(e)) for e in exc.errors()
         )
     if step.condition:
         for key, event in _CONDITION_EVENTS.items():
             if getattr(step.condition, key) and event not in node.events:
                 out.append(
-                    DefinitionProblem(
-                        f"steps.{name}.condition.{key}", f"node {node.name!r} never gives {event.value}", warning=True
+                    Problem(
+                        key=f"steps.{name}.condition.{key}",
+                        message=f"node {node.name!r} never gives {event.value}",
+                        warning=True,
                     )
                 )
     return out
@@ -270,8 +263,8 @@ def reachable_steps(definition: WorkflowDefinition) -> set[str]:
     return seen
 
 
-def _problem(error: Any) -> DefinitionProblem:
-    return DefinitionProblem(_loc(error["loc"]), _pydantic_message(error))
+def _problem(error: Any) -> Problem:
+    return Problem(key=_loc(error["loc"]), message=_pydantic_message(error))
 
 
 def _known(steps: dict[str, Any]) -> str:
