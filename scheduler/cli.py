@@ -160,7 +160,7 @@ def status(
     """Every schedule's state, next run and recent runs, as a table (like GET /schedules), then the campaign
     files that do not load (their schedules keep their last good state)."""
     from scheduler.reconcile import load_campaigns
-    from scheduler.schedules import schedule_statuses
+    from scheduler.status import schedule_statuses
     from scheduler.temporal import connect
 
     settings = _settings(config)

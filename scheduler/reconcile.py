@@ -15,7 +15,7 @@ from scheduler.campaign import Campaign, key_line, load_campaign_dir, shown_path
 from scheduler.config import Settings
 from scheduler.errors import ApplyFailed, UnmanagedSchedule
 from scheduler.problems import Problem
-from scheduler.schedules import Action, Change, apply, campaign_id_of, plan
+from scheduler.schedules import Action, Change, ScheduleWriter, campaign_id_of
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,26 @@ async def load_campaigns(settings: Settings) -> tuple[dict[str, Campaign], list[
 
 
 async def sync(
-    client: Client, settings: Settings, *, prune: bool | Collection[str] = False, dry_run: bool = False
+    client: Client,
+    settings: Settings,
+    *,
+    prune: bool | Collection[str] = False,
+    dry_run: bool = False,
+    schedules: ScheduleWriter | None = None,
 ) -> Outcome:
     """`plan` (dry_run) or `apply`: all or nothing, so a broken file changes no schedule.
 
     `prune`: as for `plan` (True: every managed schedule without a file; a collection: those campaign ids).
+    `schedules`: the writer of earlier syncs of this process, if any (it remembers what they applied).
     """
     campaigns, problems = await load_campaigns(settings)
     outcome = Outcome(problems=problems)
     if outcome.errors:
         return outcome
-    outcome.changes = await plan(client, campaigns.values(), prune=prune)
+    schedules = schedules or ScheduleWriter(client, settings)
+    outcome.changes = await schedules.plan(campaigns.values(), prune=prune)
     if not dry_run:
-        await apply(client, settings, outcome.changes)
+        await schedules.apply(outcome.changes)
     return outcome
 
 
@@ -68,6 +75,8 @@ class Reconciler:
     def __init__(self, client: Client, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        self.schedules = ScheduleWriter(client, settings)
+        """Its changes, and the API's pauses in the same process, go through this (see `ScheduleWriter`)."""
         self.loaded: set[str] = set()
         self.last: Outcome | None = None
         self._logged: set[Problem] = set()
@@ -81,7 +90,7 @@ class Reconciler:
         try:
             outcome.changes = await self._plan(campaigns, prune, outcome)
             try:
-                await apply(self.client, self.settings, outcome.changes)
+                await self.schedules.apply(outcome.changes)
             except ApplyFailed as exc:  # those campaigns' problems: the others were applied
                 outcome.problems += [
                     _problem(campaigns.get(cid), f"Temporal refused: {e}") for cid, e in exc.failures.items()
@@ -115,7 +124,7 @@ class Reconciler:
         Like a broken file, such a campaign must not hold back the others.
         """
         unmanaged: list[UnmanagedSchedule] = []
-        changes = await plan(self.client, campaigns.values(), prune=prune, unmanaged=unmanaged)
+        changes = await self.schedules.plan(campaigns.values(), prune=prune, unmanaged=unmanaged)
         for exc in unmanaged:
             outcome.problems.append(_problem(campaigns.pop(campaign_id_of(exc.schedule_id)), str(exc)))
         return changes

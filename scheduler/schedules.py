@@ -1,4 +1,4 @@
-"""Campaign ↔ Temporal Schedule: the spec a campaign becomes, plan, apply, and status.
+"""Campaign ↔ Temporal Schedule: the spec a campaign becomes, and planning and applying changes (`ScheduleWriter`).
 
 Change detection reads the search attribute `CampaignSha256` of every schedule from one
 `list_schedules` call (the server rewrites cron strings and never updates a schedule's memo, so
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio.client import (
     Client,
     Schedule,
@@ -39,7 +38,7 @@ from scheduler.cron import aware
 from scheduler.errors import ApplyFailed, SchedulerError, UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.flow.models import CampaignRunInput
-from scheduler.flow.workflows import FLOW_TYPE, CampaignRunWorkflow
+from scheduler.flow.workflows import CampaignRunWorkflow
 
 MANAGED_BY = "scheduler"
 """Memo `managed_by` of the schedules this tool creates; `--prune` never touches others."""
@@ -53,12 +52,6 @@ _OVERLAP = {
     "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
     "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
 }
-_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-"""One lock per schedule id: the SDK ignores the conflict token, so updates must not overlap."""
-_applied: dict[str, str | None] = {}
-"""The `CampaignSha256` this process last applied per schedule id (None: deleted). A listed hash that
-differs may be visibility lagging behind our own change, so the list alone must not say "unchanged"
-(an edit undone within the lag would otherwise be skipped)."""
 
 
 class Action(StrEnum):
@@ -85,12 +78,18 @@ class Change:
         return f"{self.action} {self.campaign_id}"
 
 
+SCHEDULE_ID_PREFIX = "campaign-"
+"""A campaign's schedule id is this and the campaign id; the list of schedules is filtered on it."""
+RUN_ID_PREFIX = "campaign-run-"
+"""A run's workflow id is this, the campaign id and the time Temporal appends."""
+
+
 def schedule_id(campaign_id: str) -> str:
-    return f"campaign-{campaign_id}"
+    return SCHEDULE_ID_PREFIX + campaign_id
 
 
 def campaign_id_of(sid: str) -> str:
-    return sid.removeprefix("campaign-")
+    return sid.removeprefix(SCHEDULE_ID_PREFIX)
 
 
 def schedule_spec(schedule: CampaignSchedule) -> ScheduleSpec:
@@ -118,7 +117,7 @@ def build_schedule(campaign: Campaign, settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             CampaignRunWorkflow.run,
             CampaignRunInput(campaign=campaign),
-            id=f"campaign-run-{campaign.id}",
+            id=RUN_ID_PREFIX + campaign.id,
             task_queue=settings.temporal.task_queue,
             typed_search_attributes=TypedSearchAttributes([SearchAttributePair(CAMPAIGN_ID, campaign.id)]),
         ),
@@ -139,19 +138,19 @@ def _sha_attributes(campaign: Campaign) -> TypedSearchAttributes:
 
 
 @dataclass(frozen=True)
-class _Listed:
+class Listed:
     sha: str | None
     managed: bool
 
 
-async def _list_schedules(client: Client) -> dict[str, _Listed]:
+async def list_schedules(client: Client) -> dict[str, Listed]:
     """Our schedules by id, from one list call (memo and search attributes come with each entry)."""
-    listed: dict[str, _Listed] = {}
+    listed: dict[str, Listed] = {}
     async for entry in await client.list_schedules():
-        if not entry.id.startswith("campaign-"):
+        if not entry.id.startswith(SCHEDULE_ID_PREFIX):
             continue
         memo = await entry.memo()
-        listed[entry.id] = _Listed(
+        listed[entry.id] = Listed(
             entry.typed_search_attributes.get(CAMPAIGN_SHA256), memo.get("managed_by") == MANAGED_BY
         )
     return listed
@@ -178,235 +177,144 @@ async def applied_campaign(client: Client, description: ScheduleDescription) -> 
         return None  # not ours, or an older shape: treat as changed
 
 
-async def _plan_one(client: Client, campaign: Campaign, listed: _Listed | None) -> Change:
-    want = campaign.sha256
-    sid = schedule_id(campaign.id)
-    if listed is not None and listed.managed and listed.sha == want and _applied.get(sid, want) == want:
-        return Change(Action.UNCHANGED, campaign.id, campaign)
-    description = await describe(client, sid)  # confirm: the list may lag
-    if description is None:
-        return Change(Action.CREATE, campaign.id, campaign)
-    memo = await description.memo()
-    if memo.get("managed_by") != MANAGED_BY:
-        raise UnmanagedSchedule(sid)
-    # The action's input is the campaign the schedule runs now; `describe` shows an update's search
-    # attributes a moment after its action, so the hash there can be stale too.
-    old = await applied_campaign(client, description)
-    current = old.sha256 if old is not None else description.typed_search_attributes.get(CAMPAIGN_SHA256)
-    if current == want:
-        return Change(Action.UNCHANGED, campaign.id, campaign)
-    enabled = campaign.campaign.enabled
-    if old is not None and _without_enabled(old) == _without_enabled(campaign):
-        return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign)
-    return Change(Action.UPDATE, campaign.id, campaign)
-
-
 def _without_enabled(campaign: Campaign) -> dict[str, Any]:
     data = campaign.model_dump(mode="json")
     data["campaign"].pop("enabled")
     return data
 
 
-async def plan(
-    client: Client,
-    campaigns: Iterable[Campaign],
-    *,
-    prune: bool | Collection[str] = False,
-    unmanaged: list[UnmanagedSchedule] | None = None,
-) -> list[Change]:
-    """What `apply` would do, one change per campaign (and per schedule to delete), sorted by campaign id.
+class ScheduleWriter:
+    """Plans and makes the changes to campaign schedules of one process (the reconcile loop, a CLI run, the API).
 
-    `prune`: True deletes every managed schedule without a campaign; a collection limits that to
-    those campaign ids (the reconcile loop prunes only campaigns it loaded before).
-    `unmanaged`: where a campaign whose schedule id someone else uses goes (it gets no change), so
-    it does not hold back the others; without it, such a campaign raises `UnmanagedSchedule`.
+    It keeps what must be shared by all of that process's changes: a lock per schedule id (the SDK
+    ignores the conflict token, so updates to one schedule must not overlap), and the `CampaignSha256`
+    it last applied per schedule id (None: deleted). A listed hash that differs may be visibility
+    lagging behind our own change, so the list alone must not say "unchanged" (an edit undone within
+    the lag would otherwise be skipped).
     """
-    listed = await _list_schedules(client)
-    wanted = {c.id: c for c in campaigns}
-    semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
 
-    async def one(campaign: Campaign) -> Change | None:
-        async with semaphore:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._applied: dict[str, str | None] = {}
+
+    async def plan(
+        self,
+        campaigns: Iterable[Campaign],
+        *,
+        prune: bool | Collection[str] = False,
+        unmanaged: list[UnmanagedSchedule] | None = None,
+    ) -> list[Change]:
+        """What `apply` would do, one change per campaign (and per schedule to delete), sorted by campaign id.
+
+        `prune`: True deletes every managed schedule without a campaign; a collection limits that to
+        those campaign ids (the reconcile loop prunes only campaigns it loaded before).
+        `unmanaged`: where a campaign whose schedule id someone else uses goes (it gets no change), so
+        it does not hold back the others; without it, such a campaign raises `UnmanagedSchedule`.
+        """
+        listed = await list_schedules(self.client)
+        wanted = {c.id: c for c in campaigns}
+        semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def one(campaign: Campaign) -> Change | None:
+            async with semaphore:
+                try:
+                    return await self._plan_one(campaign, listed.get(schedule_id(campaign.id)))
+                except UnmanagedSchedule as exc:
+                    if unmanaged is None:
+                        raise
+                    unmanaged.append(exc)
+                    return None
+
+        changes = [c for c in await asyncio.gather(*(one(c) for c in wanted.values())) if c is not None]
+        if prune:
+            for sid, entry in listed.items():
+                cid = campaign_id_of(sid)
+                if entry.managed and cid not in wanted and (prune is True or cid in prune):
+                    changes.append(Change(Action.DELETE, cid))
+        if unmanaged:
+            unmanaged.sort(key=lambda exc: exc.schedule_id)
+        return sorted(changes, key=lambda c: c.campaign_id)
+
+    async def _plan_one(self, campaign: Campaign, listed: Listed | None) -> Change:
+        want = campaign.sha256
+        sid = schedule_id(campaign.id)
+        if listed is not None and listed.managed and listed.sha == want and self._applied.get(sid, want) == want:
+            return Change(Action.UNCHANGED, campaign.id, campaign)
+        description = await describe(self.client, sid)  # confirm: the list may lag
+        if description is None:
+            return Change(Action.CREATE, campaign.id, campaign)
+        memo = await description.memo()
+        if memo.get("managed_by") != MANAGED_BY:
+            raise UnmanagedSchedule(sid)
+        # The action's input is the campaign the schedule runs now; `describe` shows an update's search
+        # attributes a moment after its action, so the hash there can be stale too.
+        old = await applied_campaign(self.client, description)
+        current = old.sha256 if old is not None else description.typed_search_attributes.get(CAMPAIGN_SHA256)
+        if current == want:
+            return Change(Action.UNCHANGED, campaign.id, campaign)
+        enabled = campaign.campaign.enabled
+        if old is not None and _without_enabled(old) == _without_enabled(campaign):
+            return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign)
+        return Change(Action.UPDATE, campaign.id, campaign)
+
+    async def apply(self, changes: Iterable[Change]) -> list[Change]:
+        """Carry out planned changes (concurrently across schedules, serially per schedule).
+
+        Raises:
+            ApplyFailed: Temporal refused some changes (e.g. a payload over its size limit); the others are
+                carried out all the same, so one campaign never holds back the rest.
+        """
+        semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def one(change: Change) -> Change:
+            async with semaphore, self._locks[change.schedule_id]:
+                await self._apply_one(change)
+            return change
+
+        todo = [c for c in changes if c.action != Action.UNCHANGED]
+        results = await asyncio.gather(*(one(c) for c in todo), return_exceptions=True)
+        failures = {c.campaign_id: r for c, r in zip(todo, results, strict=True) if isinstance(r, Exception)}
+        if failures:
+            raise ApplyFailed(failures)
+        return todo
+
+    async def _apply_one(self, change: Change) -> None:
+        handle = self.client.get_schedule_handle(change.schedule_id)
+        if change.action == Action.DELETE:
             try:
-                return await _plan_one(client, campaign, listed.get(schedule_id(campaign.id)))
-            except UnmanagedSchedule as exc:
-                if unmanaged is None:
+                await handle.delete()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
                     raise
-                unmanaged.append(exc)
-                return None
-
-    changes = [c for c in await asyncio.gather(*(one(c) for c in wanted.values())) if c is not None]
-    if prune:
-        for sid, entry in listed.items():
-            cid = campaign_id_of(sid)
-            if entry.managed and cid not in wanted and (prune is True or cid in prune):
-                changes.append(Change(Action.DELETE, cid))
-    if unmanaged:
-        unmanaged.sort(key=lambda exc: exc.schedule_id)
-    return sorted(changes, key=lambda c: c.campaign_id)
-
-
-# Apply
-
-
-async def apply(client: Client, settings: Settings, changes: Iterable[Change]) -> list[Change]:
-    """Carry out planned changes (concurrently across schedules, serially per schedule).
-
-    Raises:
-        ApplyFailed: Temporal refused some changes (e.g. a payload over its size limit); the others are
-            carried out all the same, so one campaign never holds back the rest.
-    """
-    semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
-
-    async def one(change: Change) -> Change:
-        async with semaphore, _locks[change.schedule_id]:
-            await _apply_one(client, settings, change)
-        return change
-
-    todo = [c for c in changes if c.action != Action.UNCHANGED]
-    results = await asyncio.gather(*(one(c) for c in todo), return_exceptions=True)
-    failures = {c.campaign_id: r for c, r in zip(todo, results, strict=True) if isinstance(r, Exception)}
-    if failures:
-        raise ApplyFailed(failures)
-    return todo
-
-
-async def _apply_one(client: Client, settings: Settings, change: Change) -> None:
-    handle = client.get_schedule_handle(change.schedule_id)
-    if change.action == Action.DELETE:
-        try:
-            await handle.delete()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-        _applied[change.schedule_id] = None
-        return
-    campaign = change.campaign
-    assert campaign is not None
-    schedule = build_schedule(campaign, settings)
-    if change.action == Action.CREATE:
-        try:
-            await client.create_schedule(
-                change.schedule_id,
-                schedule,
-                memo={"managed_by": MANAGED_BY, "source": str(campaign.source or "")},
-                search_attributes=_sha_attributes(campaign),
-            )
-            _applied[change.schedule_id] = campaign.sha256
+            self._applied[change.schedule_id] = None
             return
-        except ScheduleAlreadyRunningError:
-            pass  # created meanwhile (another apply): update it to this file instead
+        campaign = change.campaign
+        assert campaign is not None
+        schedule = build_schedule(campaign, self.settings)
+        if change.action == Action.CREATE:
+            try:
+                await self.client.create_schedule(
+                    change.schedule_id,
+                    schedule,
+                    memo={"managed_by": MANAGED_BY, "source": str(campaign.source or "")},
+                    search_attributes=_sha_attributes(campaign),
+                )
+                self._applied[change.schedule_id] = campaign.sha256
+                return
+            except ScheduleAlreadyRunningError:
+                pass  # created meanwhile (another apply): update it to this file instead
 
-    def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
-        # The file changed, so the file's `enabled` wins over a pause made through the API.
-        return ScheduleUpdate(schedule=schedule, search_attributes=_sha_attributes(campaign))
+        def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            # The file changed, so the file's `enabled` wins over a pause made through the API.
+            return ScheduleUpdate(schedule=schedule, search_attributes=_sha_attributes(campaign))
 
-    await handle.update(updated)
-    _applied[change.schedule_id] = campaign.sha256
+        await handle.update(updated)
+        self._applied[change.schedule_id] = campaign.sha256
 
-
-async def set_paused(client: Client, campaign_id: str, *, paused: bool, note: str) -> None:
-    """Pause or unpause a schedule by hand; reconcile keeps it so until the campaign file changes."""
-    handle = client.get_schedule_handle(schedule_id(campaign_id))
-    async with _locks[handle.id]:
-        await (handle.pause(note=note) if paused else handle.unpause(note=note))
-
-
-# Status
-
-
-class RunStatus(BaseModel):
-    """A run as its schedule and its memo (`CampaignRunResult` without the flow ids) tell it."""
-
-    workflow_id: str
-    scheduled_at: datetime
-    status: str
-    """Running, Completed, Failed, … as Temporal reports the run."""
-    started: int = 0
-    skipped_duplicate: int = 0
-    skipped_invalid: int = 0
-    failed: int = 0
-    window: dict[str, datetime] | None = None
-    """The audience time span the run covered: {since, until}."""
-
-
-class ScheduleStatus(BaseModel):
-    campaign_id: str
-    schedule_id: str
-    cron: list[str]
-    timezone: str
-    paused: bool
-    note: str
-    next_runs: list[datetime]
-    recent_runs: list[RunStatus]
-    running_flows: int
-    definition_version: str | None
-    source: str | None
-
-
-async def list_managed(client: Client) -> list[str]:
-    """Ids of the campaigns whose schedule this tool manages."""
-    return sorted(campaign_id_of(sid) for sid, entry in (await _list_schedules(client)).items() if entry.managed)
-
-
-async def managed_schedule(client: Client, campaign_id: str) -> tuple[ScheduleDescription, Mapping[str, Any]] | None:
-    """The campaign's schedule and its memo; None if there is none, or it is not one this tool manages."""
-    description = await describe(client, schedule_id(campaign_id))
-    if description is None or (memo := await description.memo()).get("managed_by") != MANAGED_BY:
-        return None
-    return description, memo
-
-
-async def schedule_statuses(client: Client, ids: Sequence[str] | None = None) -> list[ScheduleStatus | None]:
-    """`schedule_status` of each campaign id (None: every managed schedule), concurrently."""
-    if ids is None:
-        ids = await list_managed(client)
-    return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
-
-
-async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
-    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
-    if (managed := await managed_schedule(client, campaign_id)) is None:
-        return None
-    description, memo = managed
-    campaign = await applied_campaign(client, description)
-    runs, running = await asyncio.gather(
-        _runs_by_id(client, campaign_id),
-        client.count_workflows(
-            f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
-        ),
-    )
-    recent = []
-    for action in reversed(description.info.recent_actions):  # newest first
-        workflow_id = getattr(action.action, "workflow_id", "")
-        status, run_memo = runs.get(workflow_id, ("Running", {}))  # visibility lags just-started runs
-        recent.append(
-            RunStatus.model_validate(
-                {**run_memo, "workflow_id": workflow_id, "scheduled_at": action.scheduled_at, "status": status}
-            )
-        )
-    state = description.schedule.state
-    schedule = campaign.schedule if campaign else None
-    return ScheduleStatus(
-        campaign_id=campaign_id,
-        schedule_id=description.id,
-        cron=list(schedule.cron) if schedule else [],
-        timezone=schedule.timezone if schedule else "",
-        paused=state.paused,
-        note=state.note or "",
-        next_runs=list(description.info.next_action_times),
-        recent_runs=recent,
-        running_flows=running.count,
-        definition_version=campaign.workflow.version if campaign else None,
-        source=memo.get("source") or None,
-    )
-
-
-async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, Mapping[str, Any]]]:
-    """Status and memo (counts and window) of the campaign's recent runs, from one visibility query."""
-    out: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    query = f"WorkflowType = 'CampaignRunWorkflow' AND CampaignId = '{campaign_id}'"
-    async for execution in client.list_workflows(query, limit=20):
-        status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
-        out[execution.id] = (status, await execution.memo())
-    return out
+    async def set_paused(self, campaign_id: str, *, paused: bool, note: str) -> None:
+        """Pause or unpause a schedule by hand; reconcile keeps it so until the campaign file changes."""
+        handle = self.client.get_schedule_handle(schedule_id(campaign_id))
+        async with self._locks[handle.id]:
+            await (handle.pause(note=note) if paused else handle.unpause(note=note))

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
 from scheduler.flow.models import CampaignRunResult
-from scheduler.schedules import schedule_status
+from scheduler.status import schedule_status
 from scheduler.worker import make_worker
 from tests.conftest import eventually
 from tests.test_schedules import WAITING, Campaigns, terminate_flows

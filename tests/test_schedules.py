@@ -37,7 +37,7 @@ from scheduler.config import Settings
 from scheduler.errors import UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.reconcile import Outcome, sync
-from scheduler.schedules import Action, describe
+from scheduler.schedules import Action, ScheduleWriter, describe
 from scheduler.worker import make_worker
 from tests.conftest import eventually
 
@@ -167,6 +167,11 @@ class Campaigns:
     prefix: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
     owned: set[str] = field(default_factory=set)
     """Schedule ids to delete when the test ends."""
+    writer: ScheduleWriter = field(init=False)
+    """One for all of the test's syncs, as a long-running process (the reconcile loop) has."""
+
+    def __post_init__(self) -> None:
+        self.writer = ScheduleWriter(self.client, self.settings)
 
     def id(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -199,7 +204,7 @@ class Campaigns:
     async def sync(self, *, dry_run: bool = False, prune: Iterable[str] = ()) -> Outcome:
         """`sync` pruning at most the given names of this test (never the whole shared server)."""
         ids = {self.id(n) for n in prune}
-        return await sync(self.client, self.settings, dry_run=dry_run, prune=ids)
+        return await sync(self.client, self.settings, dry_run=dry_run, prune=ids, schedules=self.writer)
 
     async def describe(self, name: str) -> ScheduleDescription:
         return await self.client.get_schedule_handle(self.sid(name)).describe()
@@ -484,7 +489,7 @@ async def test_apply_keeps_hand_pause_until_file_changes(campaigns: Campaigns) -
     c = campaigns
     c.write("a")
     await c.sync()
-    await schedules.set_paused(c.client, c.id("a"), paused=True, note="paused by hand for the outage")
+    await c.writer.set_paused(c.id("a"), paused=True, note="paused by hand for the outage")
 
     assert changes_of(await c.sync()) == [(Action.UNCHANGED, c.id("a"))]
     state = (await c.describe("a")).schedule.state

@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, client: Client | None = None, reconcile: b
     app.state.settings = settings
     app.state.client = client
     app.state.reconciler = None
+    app.state.schedules = None
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(webhooks.router)

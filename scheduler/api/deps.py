@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from scheduler.config import Settings
+from scheduler.schedules import ScheduleWriter
 
 
 async def get_settings(request: Request) -> Settings:
@@ -21,5 +22,17 @@ async def get_client(request: Request) -> Client:
     return request.app.state.client  # type: ignore[no-any-return]
 
 
+async def get_schedules(request: Request) -> ScheduleWriter:
+    """The reconcile loop's writer when this process runs it (so a pause never overlaps its updates), else one
+    of this app's own."""
+    state = request.app.state
+    if state.reconciler is not None:
+        return state.reconciler.schedules  # type: ignore[no-any-return]
+    if state.schedules is None:
+        state.schedules = ScheduleWriter(state.client, state.settings)
+    return state.schedules  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
+SchedulesDep = Annotated[ScheduleWriter, Depends(get_schedules)]

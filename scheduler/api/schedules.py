@@ -8,20 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep
 from scheduler.api.workflows import MessageResponse
 from scheduler.campaign import CAMPAIGN_ID_PATTERN
 from scheduler.errors import NoSchedule
 from scheduler.problems import Problem
 from scheduler.reconcile import load_campaigns
-from scheduler.schedules import (
-    ScheduleStatus,
-    managed_schedule,
-    schedule_id,
-    schedule_status,
-    schedule_statuses,
-    set_paused,
-)
+from scheduler.schedules import schedule_id
+from scheduler.status import ScheduleStatus, managed_schedule, schedule_status, schedule_statuses
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
@@ -81,16 +75,16 @@ async def _require(client: ClientDep, campaign_id: str) -> None:
 
 
 @router.post("/{campaign_id}/pause", responses={404: {}})
-async def pause(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
+async def pause(campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep) -> MessageResponse:
     await _require(client, campaign_id)
-    await set_paused(client, campaign_id, paused=True, note="paused through the API")
+    await schedules.set_paused(campaign_id, paused=True, note="paused through the API")
     return MessageResponse(message=f"Paused schedule {schedule_id(campaign_id)}")
 
 
 @router.post("/{campaign_id}/unpause", responses={404: {}})
-async def unpause(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
+async def unpause(campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep) -> MessageResponse:
     await _require(client, campaign_id)
-    await set_paused(client, campaign_id, paused=False, note="unpaused through the API")
+    await schedules.set_paused(campaign_id, paused=False, note="unpaused through the API")
     return MessageResponse(message=f"Unpaused schedule {schedule_id(campaign_id)}")
 
 

@@ -1,0 +1,111 @@
+"""What `GET /schedules` and `scheduler status` show: each managed schedule's state, next and recent runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import Client, ScheduleDescription
+
+from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
+from scheduler.schedules import MANAGED_BY, applied_campaign, campaign_id_of, describe, list_schedules, schedule_id
+
+
+class RunStatus(BaseModel):
+    """A run as its schedule and its memo (`CampaignRunResult` without the flow ids) tell it."""
+
+    workflow_id: str
+    scheduled_at: datetime
+    status: str
+    """Running, Completed, Failed, … as Temporal reports the run."""
+    started: int = 0
+    skipped_duplicate: int = 0
+    skipped_invalid: int = 0
+    failed: int = 0
+    window: dict[str, datetime] | None = None
+    """The audience time span the run covered: {since, until}."""
+
+
+class ScheduleStatus(BaseModel):
+    campaign_id: str
+    schedule_id: str
+    cron: list[str]
+    timezone: str
+    paused: bool
+    note: str
+    next_runs: list[datetime]
+    recent_runs: list[RunStatus]
+    running_flows: int
+    definition_version: str | None
+    source: str | None
+
+
+async def list_managed(client: Client) -> list[str]:
+    """Ids of the campaigns whose schedule this tool manages."""
+    return sorted(campaign_id_of(sid) for sid, entry in (await list_schedules(client)).items() if entry.managed)
+
+
+async def managed_schedule(client: Client, campaign_id: str) -> tuple[ScheduleDescription, Mapping[str, Any]] | None:
+    """The campaign's schedule and its memo; None if there is none, or it is not one this tool manages."""
+    description = await describe(client, schedule_id(campaign_id))
+    if description is None or (memo := await description.memo()).get("managed_by") != MANAGED_BY:
+        return None
+    return description, memo
+
+
+async def schedule_statuses(client: Client, ids: Sequence[str] | None = None) -> list[ScheduleStatus | None]:
+    """`schedule_status` of each campaign id (None: every managed schedule), concurrently."""
+    if ids is None:
+        ids = await list_managed(client)
+    return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
+
+
+async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
+    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
+    if (managed := await managed_schedule(client, campaign_id)) is None:
+        return None
+    description, memo = managed
+    campaign = await applied_campaign(client, description)
+    runs, running = await asyncio.gather(
+        _runs_by_id(client, campaign_id),
+        client.count_workflows(
+            f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+        ),
+    )
+    recent = []
+    for action in reversed(description.info.recent_actions):  # newest first
+        workflow_id = getattr(action.action, "workflow_id", "")
+        status, run_memo = runs.get(workflow_id, ("Running", {}))  # visibility lags just-started runs
+        recent.append(
+            RunStatus.model_validate(
+                {**run_memo, "workflow_id": workflow_id, "scheduled_at": action.scheduled_at, "status": status}
+            )
+        )
+    state = description.schedule.state
+    schedule = campaign.schedule if campaign else None
+    return ScheduleStatus(
+        campaign_id=campaign_id,
+        schedule_id=description.id,
+        cron=list(schedule.cron) if schedule else [],
+        timezone=schedule.timezone if schedule else "",
+        paused=state.paused,
+        note=state.note or "",
+        next_runs=list(description.info.next_action_times),
+        recent_runs=recent,
+        running_flows=running.count,
+        definition_version=campaign.workflow.version if campaign else None,
+        source=memo.get("source") or None,
+    )
+
+
+async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """Status and memo (counts and window) of the campaign's recent runs, from one visibility query."""
+    out: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    query = f"WorkflowType = '{CAMPAIGN_RUN_TYPE}' AND CampaignId = '{campaign_id}'"
+    async for execution in client.list_workflows(query, limit=20):
+        status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
+        out[execution.id] = (status, await execution.memo())
+    return out
