@@ -38,7 +38,6 @@ from scheduler.locate import (
     toml_shape_problem,
 )
 from scheduler.problems import Problem
-from scheduler.templates import compile_template
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +260,8 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
     elif oversized := too_many_steps(data["workflow"]):  # validating the rest would take seconds
         return None, [place(oversized.under("workflow"))]
     else:
+        from scheduler.templates import compile_template  # Jinja: only once a file has steps to check
+
         _, def_problems = parse_definition(data["workflow"], check_template=compile_template)
         problems.extend(place(p.under("workflow")) for p in def_problems)
     try:

@@ -297,7 +297,7 @@ def start(
     config: ConfigOpt = None,
 ) -> None:
     """Start one flow (like POST /start-workflow) and print its ids as JSON."""
-    from scheduler.flows import STARTED, start_flow
+    from scheduler.flow_client import STARTED, start_flow
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -329,7 +329,7 @@ def signal(
 ) -> None:
     """Send a signal to a running flow (like POST /send-signal)."""
     from scheduler.flow.signals import Reply
-    from scheduler.flows import signal_flow, signal_sent
+    from scheduler.flow_client import signal_flow, signal_sent
     from scheduler.temporal import connect
 
     settings = _settings(config)

@@ -35,7 +35,7 @@ from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, RE
 from scheduler.flow.contacts import redact
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.flows import signal_flow
+from scheduler.flow_client import signal_flow
 
 log = logging.getLogger(__name__)
 

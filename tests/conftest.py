@@ -35,7 +35,7 @@ from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow
-from scheduler.flows import new_workflow_id
+from scheduler.flow_client import new_workflow_id
 from scheduler.temporal import ensure_search_attributes
 
 if TYPE_CHECKING:

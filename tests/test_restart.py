@@ -27,7 +27,7 @@ from scheduler.errors import DevServerError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
-from scheduler.flows import signal_flow, start_flow
+from scheduler.flow_client import signal_flow, start_flow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from tests.conftest import (

@@ -34,7 +34,7 @@ from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import AbandonedCartWorkflow
-from scheduler.flows import start_flow
+from scheduler.flow_client import start_flow
 from scheduler.replies import quote
 from scheduler.worker import make_worker
 from tests.conftest import WEBHOOK_SECRET, eventually, metric, signed_headers, start_flow_input, status, terminate

@@ -26,7 +26,7 @@ from scheduler.flow.engine import (
 from scheduler.flow.models import FlowInput
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
-from scheduler.flows import new_workflow_id
+from scheduler.flow_client import new_workflow_id
 from scheduler.worker import make_worker
 from tests.conftest import start_flow_input, status
 

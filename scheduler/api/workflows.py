@@ -14,7 +14,7 @@ from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.responses import errors
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import SIGNALS, Reply
-from scheduler.flows import STARTED, signal_flow, signal_sent, start_flow
+from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
 
 router = APIRouter(tags=["workflows"])
 

@@ -13,23 +13,36 @@ The window: a run covers `[since, until)`, from where the previous successful ru
 run looks back `audience.lookback`). `sql` gets it as `:since`/`:until`, `http` as `since`/`until`
 query parameters; `jsonl`/`csv` files are read whole every run.
 
-One module per source (`files`, `http`, `sql`), the field mapping (`fields`), the `[audience]` table's
-model (`model`) and its load-time checks (`checks`); the names callers use are re-exported here.
+One module per source (`files`, `http`, `sql`), the field mapping (`fields`), paging (`pages`), the
+`[audience]` table's model (`model`) and its load-time checks (`checks`). The names callers use are
+re-exported here, each imported on first use: loading a campaign file needs only the model and the
+checks, not the readers' HTTP and database libraries.
 """
 
-import asyncio
-from pathlib import Path
+from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from scheduler.audience.checks import audience_problems, audience_warnings
-from scheduler.audience.fields import Skip, Target, map_row
-from scheduler.audience.files import read_file
-from scheduler.audience.http import HTTP_TIMEOUT, read_http
-from scheduler.audience.model import AUDIENCE_FIELDS, Audience
-from scheduler.audience.sql import read_sql
-from scheduler.flow.models import PAGE_SIZE, Window
+if TYPE_CHECKING:
+    from scheduler.audience.checks import audience_problems, audience_warnings
+    from scheduler.audience.fields import Skip, Target, map_row
+    from scheduler.audience.http import HTTP_TIMEOUT
+    from scheduler.audience.model import AUDIENCE_FIELDS, Audience
+    from scheduler.audience.pages import Page, read_page
 
+_HOMES = {
+    "AUDIENCE_FIELDS": "model",
+    "Audience": "model",
+    "audience_problems": "checks",
+    "audience_warnings": "checks",
+    "Skip": "fields",
+    "Target": "fields",
+    "map_row": "fields",
+    "HTTP_TIMEOUT": "http",
+    "Page": "pages",
+    "read_page": "pages",
+}
 __all__ = [
     "AUDIENCE_FIELDS",
     "HTTP_TIMEOUT",
@@ -44,40 +57,7 @@ __all__ = [
 ]
 
 
-class Page(BaseModel):
-    """One `read_page` call's worth: `next_cursor` None means the audience is read to the end."""
-
-    targets: list[Target] = Field(default_factory=list)
-    skipped: list[Skip] = Field(default_factory=list)
-    next_cursor: str | None = None
-
-
-async def read_page(
-    audience: Audience, *, base_dir: Path, window: Window, cursor: str | None, limit: int = PAGE_SIZE
-) -> Page:
-    """Read up to `limit` rows after `cursor` (None: from the start) and map them.
-
-    `base_dir` is the directory of the campaign file (the campaigns directory): jsonl/csv paths and
-    relative SQLite database paths are read from there. Cursors are opaque and belong to the source and
-    window they came from: jsonl/csv, the byte offset and line after the last row read; http, the
-    page URL and how many of its items were read; sql, the row offset.
-
-    Raises:
-        AudienceError: the source cannot be read; see its `retryable`.
-    """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    if audience.source == "http":
-        rows, next_cursor = await read_http(audience, window, cursor, limit)
-    elif audience.source == "sql":
-        rows, next_cursor = await asyncio.to_thread(read_sql, audience, base_dir, window, cursor, limit)
-    else:
-        rows, next_cursor = await asyncio.to_thread(read_file, audience, base_dir, cursor, limit)
-    page = Page(next_cursor=next_cursor)
-    for number, row in rows:
-        mapped = row if isinstance(row, Skip) else map_row(audience, row, number)
-        if isinstance(mapped, Skip):
-            page.skipped.append(mapped)
-        else:
-            page.targets.append(mapped)
-    return page
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
