@@ -10,6 +10,14 @@ Run: `.venv/bin/python bench/engine.py` (no arguments). The last line printed is
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The project root, for `tests.helpers`. Checked first: the workflow sandbox runs this file again (below).
+ROOT = str(Path(__file__).parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
 from temporalio import workflow
 
 # This file is re-imported inside the workflow sandbox for every run of the baseline workflow (the
@@ -22,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
     import time
     import uuid
     from datetime import timedelta
-    from pathlib import Path
     from typing import Any
 
     from temporalio.client import Client
@@ -30,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
 
     from scheduler.config import load_settings
     from scheduler.definition import WorkflowDefinition, validate_definition
-    from scheduler.devserver import local_environment
     from scheduler.engine import ACTIVITY_TIMEOUT, start_attributes
     from scheduler.models import ActivityInput, ActivityOutcome, FlowInput, FlowStatus
     from scheduler.nodes.notify_creator import NotifyCreatorParams
@@ -38,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.nodes.webhook import WebhookParams
     from scheduler.worker import make_worker
     from scheduler.workflows import AbandonedCartWorkflow
+    from tests.helpers.servers import local_environment
 
 WARMUP_FLOWS = 20
 ROUNDS = 5

@@ -31,12 +31,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings, load_settings
 from scheduler.definition import WorkflowDefinition
-from scheduler.devserver import local_environment
 from scheduler.engine import start_attributes
 from scheduler.flows import new_workflow_id
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import ensure_search_attributes
 from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
+from tests.helpers.servers import local_environment
 
 if TYPE_CHECKING:
     from tests.test_schedules import Campaigns

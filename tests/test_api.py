@@ -21,10 +21,10 @@ from scheduler.api import create_app
 from scheduler.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.devserver import local_environment
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
 from tests.conftest import ROOT, eventually, metric, nested_record, status, terminate
+from tests.helpers.servers import local_environment
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")

@@ -20,9 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
-from scheduler.devserver import local_environment
 from scheduler.schedules import Action, describe
 from tests.conftest import Run, scheduler
+from tests.helpers.servers import local_environment
 from tests.test_schedules import (
     BROKEN_LINE,
     Campaigns,
