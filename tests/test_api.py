@@ -23,8 +23,11 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ROOT, eventually, metric, nested_record, status, terminate
+from tests.helpers import ROOT
+from tests.helpers.flows import nested_record, status, terminate
+from tests.helpers.metrics import metric
 from tests.helpers.servers import local_environment
+from tests.helpers.waiting import eventually
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from scheduler.audience import AudienceError, Page, Skip, Target, Window, map_row, next_window, read_page
 from scheduler.campaign import AUDIENCE_FIELDS, Audience, Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
-from tests.conftest import QuietHandler, http_server
+from tests.helpers.servers import QuietHandler, http_server
 
 WINDOW = Window(since=datetime(2030, 1, 2, 3, 0, tzinfo=UTC), until=datetime(2030, 1, 2, 4, 0, tzinfo=UTC))
 UNIQUE = 292

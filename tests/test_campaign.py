@@ -15,7 +15,8 @@ from scheduler.campaign import deep_checks, find_campaign, load_campaign, load_c
 from scheduler.config import ChannelsSettings
 from scheduler.errors import Problem, UnknownCampaign
 from scheduler.nodes import EventType
-from tests.conftest import ROOT, SEED
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"
 ID_RULE = "is not a valid id: lowercase letters, digits, '-' and '_', at most 63 characters"

@@ -26,7 +26,7 @@ from scheduler.config import ChannelsSettings
 from scheduler.definition import MAX_STEPS, WorkflowDefinition, find_cycles
 from scheduler.errors import Problem
 from scheduler.reconcile import Reconciler
-from tests.conftest import scheduler
+from tests.helpers.cli import scheduler
 from tests.test_campaign import BASE
 from tests.test_schedules import Campaigns
 

@@ -32,15 +32,8 @@ from scheduler.models import FlowInput, FlowStatus, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
-from tests.conftest import (
-    QuietHandler,
-    ScriptedServer,
-    free_ports,
-    http_server,
-    outcome_of,
-    scripted_server,
-    start_flow_input,
-)
+from tests.helpers.flows import outcome_of, start_flow_input
+from tests.helpers.servers import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"

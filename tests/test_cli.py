@@ -17,7 +17,11 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
 from scheduler.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ROOT, SEED, Run, eventually, free_ports, scheduler
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
+from tests.helpers.cli import Run, scheduler
+from tests.helpers.servers import free_ports
+from tests.helpers.waiting import eventually
 
 # Line numbers matter: the tests assert that problems point at them.
 BROKEN_CAMPAIGN = """\

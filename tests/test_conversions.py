@@ -34,16 +34,9 @@ from scheduler.engine import conversion_key
 from scheduler.models import Conversion, FlowInput, FlowStatus, Reply
 from scheduler.worker import make_worker
 from scheduler.workflows import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, AbandonedCartWorkflow
-from tests.conftest import (
-    WEBHOOK_SECRET,
-    free_ports,
-    outcome_of,
-    reaches,
-    signed_headers,
-    start_flow_input,
-    status,
-    terminate,
-)
+from tests.helpers.flows import outcome_of, reaches, start_flow_input, status, terminate
+from tests.helpers.servers import free_ports
+from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
 
 PHONE = "+15550001"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"not-the-shop-secret-0123456789").decode()

@@ -24,7 +24,7 @@ from scheduler.definition import (
     validate_definition,
 )
 from scheduler.nodes import EventType
-from tests.conftest import SEED
+from tests.helpers.campaigns import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"
 KNOWN_NODES = "explicit_wait, notify_creator, send_message, wait_answer, webhook"

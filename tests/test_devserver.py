@@ -23,7 +23,9 @@ from scheduler.devserver import DevServer
 from scheduler.errors import DevServerError
 from scheduler.models import FlowInput
 from scheduler.temporal import connect
-from tests.conftest import SEED, free_ports, start_flow_input
+from tests.helpers.campaigns import SEED
+from tests.helpers.flows import start_flow_input
+from tests.helpers.servers import free_ports
 from tests.test_restart import alive
 
 LEAVE_SERVER_BEHIND = """

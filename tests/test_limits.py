@@ -13,7 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.errors import InvalidValue, SchedulerError
 from scheduler.limits import MAX_ID_BYTES, check_customer, check_id, check_record
-from tests.conftest import nested_record, scheduler
+from tests.helpers.cli import scheduler
+from tests.helpers.flows import nested_record
 from tests.test_cli import assert_one_line_error, write_config
 
 

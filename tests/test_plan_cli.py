@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.attributes import CAMPAIGN_SHA256
 from scheduler.config import Settings
 from scheduler.schedules import Action, describe
-from tests.conftest import Run, scheduler
+from tests.helpers.cli import Run, scheduler
 from tests.helpers.servers import local_environment
 from tests.test_schedules import (
     BROKEN_LINE,

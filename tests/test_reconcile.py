@@ -16,7 +16,7 @@ from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.errors import Problem
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 from tests.test_schedules import (
     BROKEN_LINE,
     Campaigns,

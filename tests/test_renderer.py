@@ -22,7 +22,8 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
 from scheduler.worker import make_worker
-from tests.conftest import eventually, start_flow_input
+from tests.helpers.flows import start_flow_input
+from tests.helpers.waiting import eventually
 from tests.test_channels import CUSTOMER, failure_of, one_step
 
 CONTEXT: dict[str, Any] = {"customer": {"name": "Ann"}, "cart": {}, "campaign": {}, "step": {}}

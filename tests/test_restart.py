@@ -30,18 +30,12 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL
-from tests.conftest import (
-    ROOT,
-    SCHEDULER,
-    SEED,
-    eventually,
-    free_ports,
-    reaches,
-    scheduler,
-    start_flow_input,
-    status,
-    terminate,
-)
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
+from tests.helpers.cli import SCHEDULER, scheduler
+from tests.helpers.flows import reaches, start_flow_input, status, terminate
+from tests.helpers.servers import free_ports
+from tests.helpers.waiting import eventually
 
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")

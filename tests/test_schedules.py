@@ -38,7 +38,7 @@ from scheduler.config import Settings
 from scheduler.reconcile import Outcome, sync
 from scheduler.schedules import Action, UnmanagedSchedule, describe
 from scheduler.worker import make_worker
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 
 ONE_STEP = """\
 [workflow]

@@ -22,7 +22,7 @@ from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.schedules import describe
 from scheduler.worker import make_worker
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 from tests.test_schedules import (
     BERLIN,
     BROKEN_LINE,

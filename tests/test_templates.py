@@ -16,7 +16,7 @@ from scheduler.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
 from scheduler.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
 from scheduler.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
 from scheduler.templates import TemplateLimitError, TemplateRenderError, render
-from tests.conftest import scheduler
+from tests.helpers.cli import scheduler
 
 EMPTY: dict[str, Any] = {"customer": {}, "cart": {}, "campaign": {}, "step": {}}
 

@@ -27,7 +27,7 @@ from scheduler.flows import new_workflow_id
 from scheduler.models import FlowInput, Reply
 from scheduler.worker import make_worker
 from scheduler.workflows import CLIENT_ANSWERED_SIGNAL, AbandonedCartWorkflow
-from tests.conftest import start_flow_input, status
+from tests.helpers.flows import start_flow_input, status
 
 OWNER = "owner@example.com"
 PHONE = "+15550001"

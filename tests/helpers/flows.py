@@ -1,0 +1,63 @@
+"""Flows (`AbandonedCartWorkflow`) in tests: inputs, starting, querying, waiting for a step, cleaning up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+
+from scheduler.engine import start_attributes
+from scheduler.flows import new_workflow_id
+from scheduler.models import FlowInput, FlowStatus
+from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
+from tests.helpers.waiting import eventually
+
+
+def nested_record(levels: int) -> dict[str, Any]:
+    """`{"x": {"x": … {}}}`, `levels` objects deep: for the record depth limit."""
+    record: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        record = {"x": record}
+    return record
+
+
+async def start_flow_input(
+    client: Client, flow: FlowInput, task_queue: str, **options: Any
+) -> WorkflowHandle[Any, FlowStatus]:
+    """Start an `AbandonedCartWorkflow` of `flow` with its search attributes, as the API and fan-out do."""
+    return await client.start_workflow(
+        AbandonedCartWorkflow.run,
+        flow,
+        id=new_workflow_id(),
+        task_queue=task_queue,
+        search_attributes=start_attributes(flow),
+        result_type=FlowStatus,
+        **options,
+    )
+
+
+async def status(handle: WorkflowHandle[Any, Any]) -> FlowStatus:
+    """A flow's `status` query."""
+    return await handle.query(STATUS_QUERY, result_type=FlowStatus)
+
+
+async def reaches(handle: WorkflowHandle[Any, Any], step: str) -> None:
+    """Until the flow is in `step` (on the time-skipping server, time stands still outside `result()`)."""
+
+    async def check() -> None:
+        assert (await status(handle)).current_step == step
+
+    await eventually(check)
+
+
+async def outcome_of(handle: WorkflowHandle[Any, Any]) -> str:
+    """The `outcome` a flow recorded in its memo."""
+    return await (await handle.describe()).memo_value("outcome", type_hint=str)
+
+
+async def terminate(client: Client, *workflow_ids: str) -> None:
+    """Cleanup: terminate those of the flows still running."""
+    for workflow_id in workflow_ids:
+        handle = client.get_workflow_handle(workflow_id)
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test cleanup")
