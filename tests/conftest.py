@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -22,10 +21,8 @@ from scheduler.definition import WorkflowDefinition
 from scheduler.temporal import ensure_search_attributes
 from tests.helpers import BIN, ROOT
 from tests.helpers.campaigns import SEED
+from tests.helpers.schedules import Campaigns, own_campaigns
 from tests.helpers.servers import local_environment
-
-if TYPE_CHECKING:
-    from tests.test_schedules import Campaigns
 
 
 @pytest.fixture
@@ -74,8 +71,6 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 async def campaigns(
     dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
 ) -> AsyncIterator[Campaigns]:
-    """This test's own campaigns directory and task queue on the shared dev server (`tests.test_schedules`)."""
-    from tests.test_schedules import own_campaigns  # a test module importing conftest: imported late
-
+    """This test's own campaigns directory and task queue on the shared dev server (`tests.helpers.schedules`)."""
     async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
         yield c

@@ -25,8 +25,7 @@ from scheduler.models import FlowInput
 from scheduler.temporal import connect
 from tests.helpers.campaigns import SEED
 from tests.helpers.flows import start_flow_input
-from tests.helpers.servers import free_ports
-from tests.test_restart import alive
+from tests.helpers.servers import alive, free_ports
 
 LEAVE_SERVER_BEHIND = """
 import asyncio, os, sys

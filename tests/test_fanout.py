@@ -15,8 +15,9 @@ from scheduler.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
 from scheduler.models import CampaignRunResult
 from scheduler.schedules import schedule_status
 from scheduler.worker import make_worker
+from tests.helpers.campaigns import WAITING
+from tests.helpers.schedules import Campaigns, terminate_flows
 from tests.helpers.waiting import eventually
-from tests.test_schedules import WAITING, Campaigns, terminate_flows
 
 JSONL_AUDIENCE = """\
 [audience]

@@ -22,9 +22,8 @@ from scheduler.models import FlowInput, FlowStatus
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
 from scheduler.worker import make_worker
-from tests.helpers.flows import start_flow_input
+from tests.helpers.flows import CUSTOMER, failure_of, one_step, start_flow_input
 from tests.helpers.waiting import eventually
-from tests.test_channels import CUSTOMER, failure_of, one_step
 
 CONTEXT: dict[str, Any] = {"customer": {"name": "Ann"}, "cart": {}, "campaign": {}, "step": {}}
 CPU_BOMB = "{% for i in range(20000) %}{% if ('x' * 99999).split('x') | length < 0 %}{% endif %}{% endfor %}"

@@ -40,3 +40,35 @@ async def scheduler(*args: str | Path, cwd: Path | None = None, env: dict[str, s
         raise
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
+
+
+def write_config(path: Path, *, address: str, task_queue: str, dev_port: int | None = None) -> Path:
+    dev = f"port = {dev_port}\n" if dev_port else ""
+    path.write_text(
+        f"""\
+[temporal]
+address = "{address}"
+task_queue = "{task_queue}"
+
+[dev_server]
+{dev}db_file = "{path.parent / "temporal.db"}"
+
+[campaigns]
+dir = "{ROOT / "campaigns"}"
+
+[channels]
+outbox = "{path.parent / "outbox.jsonl"}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def assert_one_line_error(run: Run, *fragments: str) -> None:
+    assert run.code == 1, run
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ActivityError, ApplicationError
 
+from scheduler.definition import WorkflowDefinition
 from scheduler.engine import start_attributes
 from scheduler.flows import new_workflow_id
 from scheduler.models import FlowInput, FlowStatus
 from scheduler.workflows import STATUS_QUERY, AbandonedCartWorkflow
 from tests.helpers.waiting import eventually
+
+CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+15550001", "email": "ada@example.net"}
+
+
+def one_step(node: str = "send_message", **params: Any) -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(
+        {"start_step": "step_1", "steps": {"step_1": {"node": node, "params": params}}}
+    )
+
+
+def failure_of(result: FlowStatus | WorkflowFailureError) -> ApplicationError:
+    """The activity's error behind a failed flow."""
+    assert isinstance(result, WorkflowFailureError), result
+    assert isinstance(result.cause, ActivityError)
+    assert isinstance(result.cause.cause, ApplicationError)
+    return result.cause.cause
 
 
 def nested_record(levels: int) -> dict[str, Any]:
