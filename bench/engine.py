@@ -10,6 +10,14 @@ Run: `.venv/bin/python bench/engine.py` (no arguments). The last line printed is
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The project root, for `tests.helpers`. Checked first: the workflow sandbox runs this file again (below).
+ROOT = str(Path(__file__).parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
 from temporalio import workflow
 
 # This file is re-imported inside the workflow sandbox for every run of the baseline workflow (the
@@ -22,14 +30,12 @@ with workflow.unsafe.imports_passed_through():
     import time
     import uuid
     from datetime import timedelta
-    from pathlib import Path
     from typing import Any
 
     from temporalio.client import Client
     from temporalio.common import RetryPolicy
 
     from scheduler.config import load_settings
-    from scheduler.devserver import local_environment
     from scheduler.flow.definition import WorkflowDefinition, validate_definition
     from scheduler.flow.engine import ACTIVITY_TIMEOUT, start_attributes
     from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
@@ -39,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.flow.nodes.webhook import WebhookParams
     from scheduler.flow.workflows import AbandonedCartWorkflow
     from scheduler.worker import make_worker
+    from tests.helpers.servers import local_environment
 
 WARMUP_FLOWS = 20
 ROUNDS = 5

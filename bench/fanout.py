@@ -24,13 +24,17 @@ one JSON object.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the project root, for `tests.helpers`
+
 import asyncio
 import json
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -40,13 +44,13 @@ from temporalio.worker import Worker
 from scheduler.audience import Target, read_page
 from scheduler.campaign import Campaign, load_campaign
 from scheduler.config import load_settings
-from scheduler.devserver import local_environment
 from scheduler.fanout import FanoutActivities
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import CampaignRunResult, flow_input, next_window
 from scheduler.flow.workflows import CampaignRunWorkflow
 from scheduler.reconcile import sync
 from scheduler.schedules import schedule_id
+from tests.helpers.servers import local_environment
 
 CARTS = 2_000
 WARMUP_STARTS = 50

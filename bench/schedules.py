@@ -15,6 +15,11 @@ Run: `.venv/bin/python bench/schedules.py` (no arguments). The last line printed
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the project root, for `tests.helpers`
+
 import asyncio
 import json
 import statistics
@@ -23,7 +28,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.client import Client
@@ -31,10 +35,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from scheduler.campaign import Campaign, load_campaign_dir
 from scheduler.config import Settings, load_settings
-from scheduler.devserver import local_environment
 from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.reconcile import sync
 from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, schedule_id
+from tests.helpers.servers import local_environment
 
 CAMPAIGNS = 500
 ROUNDS = 3

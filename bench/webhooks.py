@@ -27,6 +27,11 @@ Run: `.venv/bin/python bench/webhooks.py` (no arguments). The last line printed 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the project root, for `tests.helpers`
+
 import asyncio
 import base64
 import contextlib
@@ -43,7 +48,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -54,7 +58,6 @@ from temporalio.client import Client, WorkflowHandle
 
 from scheduler.api import create_app
 from scheduler.config import Settings, load_settings
-from scheduler.devserver import local_environment
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
@@ -62,6 +65,7 @@ from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
+from tests.helpers.servers import local_environment
 
 ROUNDS = 4
 """Rounds of (webhook, sdk), in ABBA order: webhook first in even rounds, sdk first in odd ones."""

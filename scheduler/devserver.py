@@ -24,15 +24,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings, config_hint
 from scheduler.errors import DevServerError
-from scheduler.temporal import SEARCH_ATTRIBUTES, search_attribute_flags
+from scheduler.temporal import search_attribute_flags
 
 log = logging.getLogger(__name__)
 
@@ -348,17 +345,3 @@ class DevServer:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=5)
         self.lock.release()
-
-
-async def local_environment(**options: Any) -> WorkflowEnvironment:
-    """A throwaway dev server on a free port, set up as `DevServer` sets up ours (tests and benchmarks).
-
-    The SDK starts and stops it; our converter, search attributes and WAL journal are what matter.
-    """
-    return await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
-        **options,
-    )

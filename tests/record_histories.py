@@ -1,7 +1,7 @@
 """Record the seed flow's histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
 
-Runs `conftest.SEED` on a time-skipping test server for each branch (a reply → step_3; no reply →
-the timeout branch; STOP → the flow ends) and writes `tests/histories/<name>.json` (all, or the
+Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
+no reply → the timeout branch; STOP → the flow ends) and writes `tests/histories/<name>.json` (all, or the
 names given). Re-record only on purpose: a history
 that no longer replays means running flows would break when the new code is deployed.
 """
@@ -17,9 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 TESTS = Path(__file__).resolve().parent
-sys.path[:0] = [str(TESTS.parent), str(TESTS)]
-
-from conftest import BIN, ROOT, SEED  # noqa: E402
+sys.path.insert(0, str(TESTS.parent))
 
 from scheduler.config import load_settings  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
@@ -29,6 +27,8 @@ from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
+from tests.helpers import BIN, ROOT  # noqa: E402
+from tests.helpers.campaigns import SEED  # noqa: E402
 
 HISTORIES = TESTS / "histories"
 TASK_QUEUE = "record-histories"

@@ -20,11 +20,14 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.api import create_app
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.devserver import local_environment
 from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ROOT, eventually, metric, nested_record, status, terminate
+from tests.helpers import ROOT
+from tests.helpers.flows import nested_record, status, terminate
+from tests.helpers.metrics import metric
+from tests.helpers.servers import local_environment
+from tests.helpers.waiting import eventually
 
 START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")

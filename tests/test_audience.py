@@ -24,7 +24,7 @@ from scheduler.campaign import Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
 from scheduler.errors import AudienceError
 from scheduler.flow.models import Window, next_window
-from tests.conftest import QuietHandler, http_server
+from tests.helpers.servers import QuietHandler, http_server
 
 WINDOW = Window(since=datetime(2030, 1, 2, 3, 0, tzinfo=UTC), until=datetime(2030, 1, 2, 4, 0, tzinfo=UTC))
 UNIQUE = 292

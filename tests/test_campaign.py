@@ -16,37 +16,12 @@ from scheduler.config import ChannelsSettings
 from scheduler.errors import UnknownCampaign
 from scheduler.flow.nodes import EventType
 from scheduler.problems import Problem
-from tests.conftest import ROOT, SEED
+from tests.helpers import ROOT
+from tests.helpers.campaigns import BASE, SEED
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"
 ID_RULE = "is not a valid id: lowercase letters, digits, '-' and '_', at most 63 characters"
 FIELDS = "standard cron has 5: minute hour day-of-month month day-of-week"
-
-# Line numbers matter: the tests below name them.
-BASE = """\
-[campaign]
-id = "spring-sale"
-name = "Spring sale"
-
-[schedule]
-cron = ["0 9 * * MON-FRI"]
-timezone = "Asia/Tokyo"
-
-[workflow]
-start_step = "a"
-
-[workflow.steps.a]
-node = "wait_answer"
-params = { timeout = "1m" }
-condition = { satisfied = "b", timeout = "c" }
-
-[workflow.steps.b]
-node = "send_message"
-go_to = "c"
-
-[workflow.steps.c]
-node = "notify_creator"
-"""
 
 
 @pytest.fixture(autouse=True)

@@ -26,19 +26,9 @@ from scheduler.config import ChannelsSettings
 from scheduler.flow.definition import MAX_STEPS, WorkflowDefinition, find_cycles
 from scheduler.problems import Problem
 from scheduler.reconcile import Reconciler
-from tests.conftest import scheduler
-from tests.test_campaign import BASE
-from tests.test_schedules import Campaigns
-
-
-def _with(line: str, after: str = 'name = "Spring sale"\n') -> str:
-    """BASE with `line` added after `after` (so the bomb sits on a known line)."""
-    return BASE.replace(after, after + line + "\n", 1)
-
-
-BASE_LINES = BASE.count("\n")
-NAME_LINE = BASE.splitlines().index('name = "Spring sale"') + 1
-TIMEOUT_LINE = BASE.splitlines().index('params = { timeout = "1m" }') + 1
+from tests.helpers.campaigns import BASE, BOMBS
+from tests.helpers.cli import scheduler
+from tests.helpers.schedules import Campaigns
 
 
 def _chain(steps: int, *, back_to: str | None = None) -> str:
@@ -50,67 +40,6 @@ def _chain(steps: int, *, back_to: str | None = None) -> str:
         target = f"s{i + 1}" if i + 1 < steps else back_to
         out.append(f'\n[workflow.steps.s{i}]\nnode = "explicit_wait"\n' + (f'go_to = "{target}"\n' if target else ""))
     return "".join(out)
-
-
-# (file name, content (str or bytes), line, message fragment)
-BOMBS: dict[str, tuple[str, str | bytes | Callable[[], bytes], int, str]] = {
-    "nesting-5000": (
-        "c.toml",
-        _with("tags = " + "[" * 5000 + "]" * 5000),
-        NAME_LINE + 1,
-        "refused before parsing: arrays or inline tables nested more than 32 levels deep",
-    ),
-    "inline-table-nesting": (
-        "c.toml",
-        _with("x = " + "{ a = " * 40 + "1" + " }" * 40),
-        NAME_LINE + 1,
-        "nested more than 32 levels deep",
-    ),
-    "dotted-key-20000-parts": (
-        "c.toml",
-        _with("a" + ".a" * 20_000 + " = 1"),
-        NAME_LINE + 1,
-        "refused before parsing: a dotted key of more than 64 parts",
-    ),
-    "table-header-20000-parts": (
-        "c.toml",
-        BASE + "\n[" + ".".join(["t"] * 20_000) + "]\n",
-        BASE_LINES + 2,
-        "a dotted key of more than 64 parts",
-    ),
-    "integer-5000-digits": (
-        "c.toml",
-        _with("max_starts_per_second = " + "9" * 5000),
-        NAME_LINE + 1,
-        "invalid TOML: a number of more than 4300 digits",
-    ),
-    "duration-99999999999999w": (
-        "c.toml",
-        BASE.replace('timeout = "1m"', 'timeout = "99999999999999w"'),
-        TIMEOUT_LINE,
-        "workflow.steps.a.params.timeout: duration '99999999999999w' is longer than the limit of 3650d",
-    ),
-    "timezone-too-long-for-a-file-name": (
-        "c.toml",
-        BASE.replace('timezone = "Asia/Tokyo"', f'timezone = "{"x" * 5000}"'),
-        BASE.splitlines().index('timezone = "Asia/Tokyo"') + 1,
-        "schedule.timezone: unknown timezone 'xxxx",
-    ),
-    "not-utf8": ("c.toml", BASE.encode() + b"\n# caf\xe9\n", BASE_LINES + 2, "not UTF-8 text"),
-    "20-mb": (
-        "c.toml",
-        lambda: BASE.encode() + b"#" * 20_000_000,
-        1,
-        f"file is {len(BASE.encode()) + 20_000_000:,} bytes, over the limit of {MAX_FILE_BYTES:,}",
-    ),
-    "json-nesting-100000": ("d.json", "[" * 100_000 + "]" * 100_000, 1, "invalid JSON: nested too deeply"),
-    "json-integer-5000-digits": (
-        "d.json",
-        '{\n"start_step": "a",\n"x": ' + "9" * 5000 + "}",
-        3,
-        "invalid JSON: a number of more than 4300 digits",
-    ),
-}
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.channels import HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
@@ -32,19 +31,11 @@ from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.outbound import tls_context
 from scheduler.worker import make_worker
-from tests.conftest import (
-    QuietHandler,
-    ScriptedServer,
-    free_ports,
-    http_server,
-    outcome_of,
-    scripted_server,
-    start_flow_input,
-)
+from tests.helpers.flows import CUSTOMER, failure_of, one_step, outcome_of, start_flow_input
+from tests.helpers.servers import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server
 
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
-CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+15550001", "email": "ada@example.net"}
 CART = {"id": "k1", "url": "https://shop.example/cart/k1"}
 
 
@@ -146,12 +137,6 @@ def use_smtp(settings: Settings, box: Mailbox, **changes: Any) -> None:
 # Flows
 
 
-def one_step(node: str = "send_message", **params: Any) -> WorkflowDefinition:
-    return WorkflowDefinition.model_validate(
-        {"start_step": "step_1", "steps": {"step_1": {"node": node, "params": params}}}
-    )
-
-
 async def run_flow(
     env: WorkflowEnvironment,
     definition: WorkflowDefinition,
@@ -178,14 +163,6 @@ async def run_flow(
             return handle, await asyncio.wait_for(handle.result(), timeout=30)
         except WorkflowFailureError as exc:
             return handle, exc
-
-
-def failure_of(result: FlowStatus | WorkflowFailureError) -> ApplicationError:
-    """The activity's error behind a failed flow."""
-    assert isinstance(result, WorkflowFailureError), result
-    assert isinstance(result.cause, ActivityError)
-    assert isinstance(result.cause.cause, ApplicationError)
-    return result.cause.cause
 
 
 # http

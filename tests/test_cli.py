@@ -17,7 +17,11 @@ from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
 from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ROOT, SEED, Run, eventually, free_ports, scheduler
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
+from tests.helpers.cli import assert_one_line_error, scheduler, write_config
+from tests.helpers.servers import free_ports
+from tests.helpers.waiting import eventually
 
 # Line numbers matter: the tests assert that problems point at them.
 BROKEN_CAMPAIGN = """\
@@ -39,28 +43,6 @@ go_to = "zzz"
 T = TypeVar("T")
 
 
-def write_config(path: Path, *, address: str, task_queue: str, dev_port: int | None = None) -> Path:
-    dev = f"port = {dev_port}\n" if dev_port else ""
-    path.write_text(
-        f"""\
-[temporal]
-address = "{address}"
-task_queue = "{task_queue}"
-
-[dev_server]
-{dev}db_file = "{path.parent / "temporal.db"}"
-
-[campaigns]
-dir = "{ROOT / "campaigns"}"
-
-[channels]
-outbox = "{path.parent / "outbox.jsonl"}"
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 @dataclass
 class Cli:
     config: Path
@@ -76,16 +58,6 @@ async def cli(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> 
     settings = load_settings(config)
     async with make_worker(dev_env.client, settings):
         yield Cli(config, settings, dev_env)
-
-
-def assert_one_line_error(run: Run, *fragments: str) -> None:
-    assert run.code == 1, run
-    assert "Traceback" not in run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 async def test_start_then_signal_completes_satisfied_branch(cli: Cli) -> None:

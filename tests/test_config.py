@@ -10,7 +10,7 @@ import pytest
 
 from scheduler.config import TASK_QUEUE, ApiSettings, config_hint, load_settings
 from scheduler.errors import ConfigError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SHIPPED = ROOT / "config" / "scheduler.toml"
 

@@ -34,16 +34,9 @@ from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, Conversion, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.worker import make_worker
-from tests.conftest import (
-    WEBHOOK_SECRET,
-    free_ports,
-    outcome_of,
-    reaches,
-    signed_headers,
-    start_flow_input,
-    status,
-    terminate,
-)
+from tests.helpers.flows import outcome_of, reaches, start_flow_input, status, terminate
+from tests.helpers.servers import free_ports
+from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
 
 PHONE = "+15550001"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"not-the-shop-secret-0123456789").decode()

@@ -25,7 +25,7 @@ from scheduler.flow.definition import (
 from scheduler.flow.nodes import EventType
 from scheduler.problems import Problem
 from scheduler.templates import compile_template
-from tests.conftest import SEED
+from tests.helpers.campaigns import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"
 KNOWN_NODES = "explicit_wait, notify_creator, send_message, wait_answer, webhook"

@@ -23,8 +23,9 @@ from scheduler.errors import DevServerError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput
 from scheduler.temporal import connect
-from tests.conftest import SEED, free_ports, start_flow_input
-from tests.test_restart import alive
+from tests.helpers.campaigns import SEED
+from tests.helpers.flows import start_flow_input
+from tests.helpers.servers import alive, free_ports
 
 LEAVE_SERVER_BEHIND = """
 import asyncio, os, sys

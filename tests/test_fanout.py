@@ -15,8 +15,9 @@ from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERS
 from scheduler.flow.models import CampaignRunResult
 from scheduler.status import schedule_status
 from scheduler.worker import make_worker
-from tests.conftest import eventually
-from tests.test_schedules import WAITING, Campaigns, terminate_flows
+from tests.helpers.campaigns import WAITING
+from tests.helpers.schedules import Campaigns, terminate_flows
+from tests.helpers.waiting import eventually
 
 JSONL_AUDIENCE = """\
 [audience]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from scheduler.campaign import load_campaign
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.graph import mermaid
-from tests.conftest import ROOT, SEED
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
 
 SHIPPED_CHART = """\
 flowchart TD

@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.errors import InvalidValue, SchedulerError
 from scheduler.flow.limits import MAX_ID_BYTES, check_customer, check_id, check_record
-from tests.conftest import nested_record, scheduler
-from tests.test_cli import assert_one_line_error, write_config
+from tests.helpers.cli import assert_one_line_error, scheduler, write_config
+from tests.helpers.flows import nested_record
 
 
 @pytest.mark.parametrize(

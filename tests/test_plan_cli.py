@@ -19,18 +19,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.config import Settings
-from scheduler.devserver import local_environment
 from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.schedules import Action, describe
-from tests.conftest import Run, scheduler
-from tests.test_schedules import (
-    BROKEN_LINE,
-    Campaigns,
-    changes_of,
-    create_foreign_schedule,
-    own_campaigns,
-    wait_listed,
-)
+from tests.helpers.campaigns import BROKEN_LINE
+from tests.helpers.cli import Run, scheduler
+from tests.helpers.schedules import Campaigns, changes_of, create_foreign_schedule, own_campaigns, wait_listed
+from tests.helpers.servers import local_environment
 
 
 @dataclass

@@ -6,7 +6,7 @@ import re
 import tomllib
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

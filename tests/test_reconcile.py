@@ -16,17 +16,9 @@ from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.problems import Problem
 from scheduler.reconcile import Reconciler, sync
 from scheduler.schedules import Action, describe
-from tests.conftest import eventually
-from tests.test_schedules import (
-    BROKEN_LINE,
-    Campaigns,
-    campaign_toml,
-    changes_of,
-    create_foreign_schedule,
-    listed_sha_is,
-    sha_is,
-    wait_listed,
-)
+from tests.helpers.campaigns import BROKEN_LINE, campaign_toml
+from tests.helpers.schedules import Campaigns, changes_of, create_foreign_schedule, listed_sha_is, sha_is, wait_listed
+from tests.helpers.waiting import eventually
 
 
 async def test_reconciler_run_once_creates_then_updates(campaigns: Campaigns) -> None:

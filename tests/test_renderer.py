@@ -22,8 +22,8 @@ from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
 from scheduler.worker import make_worker
-from tests.conftest import eventually, start_flow_input
-from tests.test_channels import CUSTOMER, failure_of, one_step
+from tests.helpers.flows import CUSTOMER, failure_of, one_step, start_flow_input
+from tests.helpers.waiting import eventually
 
 CONTEXT: dict[str, Any] = {"customer": {"name": "Ann"}, "cart": {}, "campaign": {}, "step": {}}
 CPU_BOMB = "{% for i in range(20000) %}{% if ('x' * 99999).split('x') | length < 0 %}{% endif %}{% endfor %}"

@@ -30,18 +30,12 @@ from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
 from scheduler.flow_client import signal_flow, start_flow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
-from tests.conftest import (
-    ROOT,
-    SCHEDULER,
-    SEED,
-    eventually,
-    free_ports,
-    reaches,
-    scheduler,
-    start_flow_input,
-    status,
-    terminate,
-)
+from tests.helpers import ROOT
+from tests.helpers.campaigns import SEED
+from tests.helpers.cli import SCHEDULER, scheduler
+from tests.helpers.flows import reaches, start_flow_input, status, terminate
+from tests.helpers.servers import alive, free_ports
+from tests.helpers.waiting import eventually
 
 SATISFIED_PATH = ["step_1", "step_2", "step_3"]
 T = TypeVar("T")
@@ -191,15 +185,6 @@ outbox = "state/outbox.jsonl"
 
 def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie nobody reaped is not: its port and files are released)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def children(pid: int) -> list[int]:

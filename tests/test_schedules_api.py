@@ -22,16 +22,9 @@ from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.schedules import describe
 from scheduler.worker import make_worker
-from tests.conftest import eventually
-from tests.test_schedules import (
-    BERLIN,
-    BROKEN_LINE,
-    WAITING,
-    Campaigns,
-    create_foreign_schedule,
-    own_campaigns,
-    terminate_flows,
-)
+from tests.helpers.campaigns import BOMBS, BROKEN_LINE, WAITING
+from tests.helpers.schedules import BERLIN, Campaigns, create_foreign_schedule, own_campaigns, terminate_flows
+from tests.helpers.waiting import eventually
 
 FIELDS = {
     "campaign_id",
@@ -273,8 +266,6 @@ async def test_app_reconcile_with_bomb_files_serves_the_good_campaign(
     dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:
     """Files that once raised out of the loader (and so failed every reconcile and `/start-workflow`)."""
-    from tests.test_campaign_limits import BOMBS
-
     async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
         c.write("a")
         bombs = {"nesting-5000", "integer-5000-digits", "duration-99999999999999w", "not-utf8"}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports, scheduler
+from tests.helpers.cli import scheduler
+from tests.helpers.servers import free_ports
 
 
 @pytest.mark.parametrize(

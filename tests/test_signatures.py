@@ -16,7 +16,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from twilio.request_validator import RequestValidator
 
 from scheduler.signatures import SignatureError, twilio_signature, verify_twilio, verify_webhook, webhook_key
-from tests.conftest import signed_headers
+from tests.helpers.signing import signed_headers
 
 SECRET = "whsec_" + base64.b64encode(b"reply-secret-0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"someone-else-0123456789abcdef").decode()

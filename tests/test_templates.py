@@ -17,7 +17,7 @@ from scheduler.flow.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPL
 from scheduler.flow.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
 from scheduler.problems import Problem
 from scheduler.templates import TemplateLimitError, TemplateRenderError, compile_template, render
-from tests.conftest import scheduler
+from tests.helpers.cli import scheduler
 
 EMPTY: dict[str, Any] = {"customer": {}, "cart": {}, "campaign": {}, "step": {}}
 

@@ -8,7 +8,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.flow.attributes import CAMPAIGN_ID, CLIENT_ANSWERED
 from scheduler.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, search_attribute_commands
-from tests.conftest import BIN
+from tests.helpers import BIN
 
 
 async def test_ensure_search_attributes_registers_missing_ones_on_a_bare_server() -> None:

@@ -15,7 +15,8 @@ from scheduler.config import Settings
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
-from tests.conftest import ScriptedServer, scripted_server, start_flow_input
+from tests.helpers.flows import start_flow_input
+from tests.helpers.servers import ScriptedServer, scripted_server
 
 CUSTOMER = {"id": "c1", "phone": "+15550001", "name": "Ada"}
 CART = {"id": "cart-7", "url": "https://shop.example/cart/7", "total": 42.5}

@@ -37,7 +37,10 @@ from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import start_flow
 from scheduler.replies import quote
 from scheduler.worker import make_worker
-from tests.conftest import WEBHOOK_SECRET, eventually, metric, signed_headers, start_flow_input, status, terminate
+from tests.helpers.flows import start_flow_input, status, terminate
+from tests.helpers.metrics import metric
+from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
+from tests.helpers.waiting import eventually
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC_URL = "https://hooks.example.com"

@@ -28,7 +28,7 @@ from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import new_workflow_id
 from scheduler.worker import make_worker
-from tests.conftest import start_flow_input, status
+from tests.helpers.flows import start_flow_input, status
 
 OWNER = "owner@example.com"
 PHONE = "+15550001"
