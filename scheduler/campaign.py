@@ -306,14 +306,14 @@ def _valid_audience(campaign: Campaign | None, data: dict[str, Any]) -> Audience
 
 
 def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Problem]]:
-    """Every `*.toml` campaign of a directory, by id (see `load_campaigns`)."""
+    """Every `*.toml` campaign of a directory, by id (see `load_campaign_files`)."""
     if not directory.is_dir():
         return {}, [Problem(shown_path(directory), 1, "", "campaigns directory does not exist")]
-    campaigns, problems = load_campaigns(sorted(directory.glob("*.toml")))
+    campaigns, problems = load_campaign_files(sorted(directory.glob("*.toml")))
     return {c.id: c for c in campaigns}, problems
 
 
-def load_campaigns(paths: list[Path]) -> tuple[list[Campaign], list[Problem]]:
+def load_campaign_files(paths: list[Path]) -> tuple[list[Campaign], list[Problem]]:
     """The campaigns of these files, in order, and every file's problems.
 
     A campaign file (`.toml`) whose id an earlier one already uses is an error naming both files; a

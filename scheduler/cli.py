@@ -13,9 +13,10 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaign import deep_checks, load_campaign, load_campaigns
+from scheduler.campaign import deep_checks, load_campaign, load_campaign_files
 from scheduler.config import Settings, load_settings
 from scheduler.errors import NoSchedule, SchedulerError
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
 from scheduler.problems import Problem
 
 app = typer.Typer(
@@ -213,7 +214,7 @@ def validate(
     files = paths or sorted(settings.campaigns.dir.glob("*.toml"))
     if not files:
         _fail("no campaign files to validate")
-    campaigns, problems = load_campaigns(files)
+    campaigns, problems = load_campaign_files(files)
     for campaign in campaigns:
         problems.extend(deep_checks(campaign, settings.channels))
     errors = [p for p in problems if not p.warning]
@@ -321,7 +322,7 @@ def start(
 @app.command()
 def signal(
     workflow_id: Annotated[str, typer.Argument(help="The flow's workflow id")],
-    name: Annotated[str, typer.Option("--name", help="Signal name")] = "client-answered",
+    name: Annotated[str, typer.Option("--name", help="Signal name")] = CLIENT_ANSWERED_SIGNAL,
     text: Annotated[str | None, typer.Option(help="Reply text (STOP opts out)")] = None,
     reply_id: Annotated[str | None, typer.Option("--reply-id", help="A repeated reply id is ignored")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
