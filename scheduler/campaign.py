@@ -31,6 +31,7 @@ from scheduler.flow.models import RunCampaign, RunCampaignInfo
 from scheduler.locate import (
     KeyPath,
     dotted_line,
+    dotted_lines,
     json_key_lines,
     line_of,
     long_number_line,
@@ -403,7 +404,7 @@ class _Placer:
 
     def __init__(self, shown: str, lines: dict[KeyPath, int]) -> None:
         self.shown = shown
-        self.lines = lines
+        self.lines = dotted_lines(lines)
 
     def __call__(self, found: Problem) -> Problem:
         line = dotted_line(self.lines, found.key)

@@ -197,12 +197,18 @@ def line_of(lines: dict[KeyPath, int], key: Sequence[str | int]) -> int:
     return 1
 
 
-def dotted_line(lines: dict[KeyPath, int], key: str) -> int:
-    """The line of a key as problems name it (`audience.fields.customer.phone`), or of its longest known
-    prefix, or 1. Matched against each known key joined with dots, so a key that holds a dot is found too."""
-    joined = {".".join(str(part) for part in known): line for known, line in lines.items()}
+def dotted_lines(lines: dict[KeyPath, int]) -> dict[str, int]:
+    """`lines` keyed as problems name keys: each key path joined with dots (`audience.fields.customer.phone`)."""
+    return {".".join(str(part) for part in key): line for key, line in lines.items()}
+
+
+def dotted_line(lines: dict[str, int], key: str) -> int:
+    """The line of a dotted key (see `dotted_lines`), or of its longest known prefix, or 1.
+
+    Matched against whole joined keys, so a key that holds a dot (`"customer.phone"`) is found too.
+    """
     while key:
-        if key in joined:
-            return joined[key]
+        if key in lines:
+            return lines[key]
         key = key.rpartition(".")[0]
     return 1

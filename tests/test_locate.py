@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from scheduler.locate import json_key_lines, line_of, toml_key_lines, toml_shape_problem
+from scheduler.locate import dotted_line, dotted_lines, json_key_lines, line_of, toml_key_lines, toml_shape_problem
 
 TOML = """\
 # [not.a.table] a comment with brackets
@@ -294,3 +294,11 @@ def test_toml_shape_problem_finds_what_tomllib_cannot_take(
     lines = PADDING.count("\n") if padded else 0
     found = toml_shape_problem((PADDING if padded else "") + source, max_depth=3, max_key_parts=3)
     assert found == (None if expected is None else (expected[0] + lines, expected[1]))
+
+
+def test_dotted_line_finds_keys_that_hold_a_dot_and_falls_back_to_a_prefix() -> None:
+    source = '[audience]\nsource = "csv"\n\n[audience.fields]\n"customer.phone" = "mobile"\n'
+    lines = dotted_lines(toml_key_lines(source))
+    assert dotted_line(lines, "audience.fields.customer.phone") == 5
+    assert dotted_line(lines, "audience.fields.cart.id") == 4
+    assert dotted_line(lines, "nowhere") == 1
