@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import scheduler
+from scheduler import errors
+from scheduler.errors import SchedulerError
 
 PACKAGE = Path(scheduler.__file__).parent
 SANDBOX_FORBIDDEN = ("fastapi", "starlette", "uvicorn", "httpx", "sqlalchemy", "aiosmtpd", "jinja2", "typer")
@@ -106,3 +109,16 @@ def test_sandbox_modules_import_only_the_sandbox_and_errors() -> None:
         if not in_sandbox(target) and target not in SANDBOX_MAY_USE
     ]
     assert outside == []
+
+
+def test_every_scheduler_error_lives_in_errors_and_is_in_its_tree() -> None:
+    for name in modules():
+        importlib.import_module(name)
+    found: list[type[SchedulerError]] = []
+    todo = [SchedulerError]
+    while todo:
+        found.extend(subclasses := todo.pop().__subclasses__())
+        todo.extend(subclasses)
+    assert len(found) > 15
+    assert [c.__qualname__ for c in found if c.__module__ != "scheduler.errors"] == []
+    assert [c.__name__ for c in found if f"── {c.__name__} " not in (errors.__doc__ or "")] == []

@@ -22,9 +22,15 @@ _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 
 
 class LoadError(BaseModel):
+    """A campaign file's error as the API lists it: a `Problem`, its key in the message."""
+
     source: str
     line: int
     message: str
+
+    @classmethod
+    def of(cls, p: Problem) -> LoadError:
+        return cls(source=p.path, line=p.line, message=f"{p.key}: {p.message}" if p.key else p.message)
 
 
 class ScheduleList(BaseModel):
@@ -48,11 +54,7 @@ async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
         problems: list[Problem] = reconciler.last.problems
     else:  # an API replica that does not reconcile: what loading the directory now reports
         problems = (await load_campaigns(settings))[1]
-    return [
-        LoadError(source=p.path, line=p.line, message=f"{p.key}: {p.message}" if p.key else p.message)
-        for p in problems
-        if not p.warning
-    ]
+    return [LoadError.of(p) for p in problems if not p.warning]
 
 
 @router.get("")
