@@ -5,7 +5,7 @@ sequences pages, one `start_audience_page` activity per 500 rows that reads the 
 flow's input and search attributes, starts it and heartbeats its progress. All of that is overhead on
 top of the starts themselves, which the baseline measures: a sequential loop of `client.start_workflow`
 (the activity starts one flow at a time too) for the same carts, with the same `FlowInput`
-(`scheduler.fanout.flow_input` over the same audience rows), search attributes (`start_attributes`),
+(`scheduler.flow.models.flow_input` over the same audience rows), search attributes (`start_attributes`),
 id reuse policy and task queue, built in the loop as the activity builds them. `max_starts_per_second`
 is set far above both rates so pacing never waits.
 
