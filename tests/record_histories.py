@@ -1,8 +1,8 @@
-"""Record the seed flow's histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
+"""Record the histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
 
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
-no reply → the timeout branch; STOP → the flow ends) and writes `tests/histories/<name>.json` (all, or the
-names given). Re-record only on purpose: a history
+no reply → the timeout branch; STOP → the flow ends), and a campaign run with and without an audience,
+and writes `tests/histories/<name>.json` (all, or the names given). Re-record only on purpose: a history
 that no longer replays means running flows would break when the new code is deployed.
 """
 
@@ -19,12 +19,13 @@ from temporalio.testing import WorkflowEnvironment
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS.parent))
 
+from scheduler.campaign import load_campaign  # noqa: E402
 from scheduler.config import load_settings  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
-from scheduler.flow.models import FlowInput, FlowStatus  # noqa: E402
+from scheduler.flow.models import CampaignRunInput, CampaignRunResult, FlowInput, FlowStatus  # noqa: E402
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
-from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow  # noqa: E402
+from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 from tests.helpers import BIN, ROOT  # noqa: E402
@@ -39,6 +40,51 @@ FLOWS = {
     "opt-out": ("abandoned_cart-replay-opt-out", Reply(reply_id="r1", text="STOP", channel="sms")),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
+RUNS = {
+    # name: (workflow id, campaign file); the audience file is `carts.jsonl` beside it
+    "campaign-run": ("campaign-run-replay-audience", "replay-run.toml"),
+    "campaign-run-one": ("campaign-run-replay-one", "replay-run-one.toml"),
+}
+RUN_FILES = {
+    "replay-run.toml": """\
+[campaign]
+id = "replay-run"
+owner = "owner@example.com"
+
+[schedule]
+cron = ["0 9 * * *"]
+
+[audience]
+source = "jsonl"
+path = "carts.jsonl"
+
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+""",
+    "replay-run-one.toml": """\
+[campaign]
+id = "replay-run-one"
+owner = "owner@example.com"
+
+[schedule]
+cron = ["0 9 * * *"]
+
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+""",
+    "carts.jsonl": """\
+{"cart": {"id": "c-1"}, "customer": {"id": "u1", "phone": "+15550001"}}
+{"cart": {"id": "c-2"}, "customer": {"id": "u2", "email": "bo@example.com"}}
+{"customer": {"id": "u3"}}
+""",
+}
+"""A campaign run reads its audience from the worker's campaigns directory: these files are written there."""
 
 
 async def record(env: WorkflowEnvironment, name: str, workflow_id: str, reply: Reply | None) -> Path:
@@ -69,6 +115,20 @@ async def record(env: WorkflowEnvironment, name: str, workflow_id: str, reply: R
     return path
 
 
+async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path: Path) -> Path:
+    campaign, problems = load_campaign(path)
+    assert campaign is not None, problems
+    handle = await env.client.start_workflow(
+        CampaignRunWorkflow.run, CampaignRunInput(campaign=campaign), id=workflow_id, task_queue=TASK_QUEUE
+    )
+    result = await handle.result()
+    assert isinstance(result, CampaignRunResult)
+    print(f"{name}: started {result.started}, skipped {result.skipped_invalid}")
+    out = HISTORIES / f"{name}.json"
+    out.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    return out
+
+
 async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
@@ -79,11 +139,19 @@ async def main(names: list[str]) -> None:
         settings = load_settings(ROOT / "config" / "scheduler.toml")
         with tempfile.TemporaryDirectory() as tmp:
             settings.channels.outbox = Path(tmp) / "outbox.jsonl"  # don't touch the real outbox
+            settings.campaigns.dir = Path(tmp)
+            for file, text in RUN_FILES.items():
+                (Path(tmp) / file).write_text(text, encoding="utf-8")
             async with make_worker(env.client, settings, task_queue=TASK_QUEUE):
                 for name, (workflow_id, reply) in FLOWS.items():
                     if names and name not in names:
                         continue
                     print(f"wrote {(await record(env, name, workflow_id, reply)).relative_to(ROOT)}")
+                for name, (workflow_id, file) in RUNS.items():
+                    if names and name not in names:
+                        continue
+                    path = await record_run(env, name, workflow_id, Path(tmp) / file)
+                    print(f"wrote {path.relative_to(ROOT)}")
     finally:
         await env.shutdown()
 

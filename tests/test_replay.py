@@ -1,7 +1,7 @@
-"""Replay the recorded seed histories (tests/histories, made by tests/record_histories.py) against today's code.
+"""Replay the recorded histories (tests/histories, made by tests/record_histories.py) against today's code.
 
-A failure here means a change to the engine or nodes is not deterministic for flows already running:
-such flows would break when the new worker picks them up.
+A failure here means a change to the workflows, the engine or the nodes is not deterministic for flows
+or campaign runs already running: they would break when the new worker picks them up.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from temporalio.workflow import NondeterminismError
 
 from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
 from scheduler.flow.nodes import ActivityOutcome
-from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # history name: (workflow id it was recorded under, activities scheduled in order, timer events in order)
@@ -35,6 +35,10 @@ EXPECTED = {
     ),
     # step_2's wait is cut short by a STOP (recorded when an opt-out still set ClientAnswered and outcome completed)
     "opt-out": ("abandoned_cart-replay-opt-out", ["send_message"], ["started", "canceled"]),
+    # a campaign run reading a 3-row audience in one page (2 flows, 1 row skipped)
+    "campaign-run": ("campaign-run-replay-audience", ["start_audience_page"], []),
+    # a campaign run without an audience: one child flow
+    "campaign-run-one": ("campaign-run-replay-one", [], []),
 }
 
 
@@ -49,7 +53,8 @@ def events_of(raw: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
 
 
 def replayer(*workflows: type) -> Replayer:
-    return Replayer(workflows=list(workflows or [AbandonedCartWorkflow]), data_converter=pydantic_data_converter)
+    workflows = workflows or (AbandonedCartWorkflow, CampaignRunWorkflow)
+    return Replayer(workflows=list(workflows), data_converter=pydantic_data_converter)
 
 
 # Same workflow type name as the real one, but it calls other activities: replaying a real history must fail.
