@@ -1,4 +1,5 @@
-"""Inputs and outputs of the flow workflow and its activities (one object each, so fields can be added)."""
+"""Inputs and outputs of the workflows (a flow, a campaign run) and their activities (one object each, so
+fields can be added)."""
 
 from __future__ import annotations
 
