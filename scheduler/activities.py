@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, env_var
+from scheduler.consent import Consent
 from scheduler.errors import DeliveryError
+from scheduler.flow.contacts import InvalidContact, normalize_contact, redact
 from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
@@ -32,8 +35,10 @@ class Activities:
     Templates render in the renderer's child processes: run the worker inside `renderer.running()`.
     """
 
-    def __init__(self, settings: ChannelsSettings) -> None:
+    def __init__(self, settings: ChannelsSettings, consent: Consent | None = None) -> None:
         self.settings = settings
+        self.consent = consent
+        """The suppression list `send_message` checks right before delivering (None: no store, no check)."""
         self.outbox = Outbox(settings.outbox)
         self.channels = make_channels(settings, self.outbox)
         self.renderer = Renderer()
@@ -48,7 +53,11 @@ class Activities:
         channel = self._channel(params.channel)
         with _delivery_errors():
             to = channel.recipient(inp.customer)
-        await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
+        sent = await self._send(channel, inp, to=to, template=params.template, subject=params.subject, consent=True)
+        if not sent:
+            return ActivityOutcome(
+                event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
+            )
         return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
 
     @activity.defn(name="notify_creator")
@@ -79,7 +88,14 @@ class Activities:
             raise ApplicationError(message, type="ChannelNotConfigured", non_retryable=True)
         raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
 
-    async def _send(self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str) -> None:
+    async def _send(
+        self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str, consent: bool = False
+    ) -> bool:
+        """Render and deliver; False if `consent` is asked for and `to` is suppressed (nothing is delivered).
+
+        The suppression list is read last, right before delivery, so an opt-out that came in while the
+        template rendered still counts.
+        """
         context = template_context(inp)
         text = await self._render(inp, channel, "template", template, context, channel.max_length)
         if channel.max_subject_length:
@@ -96,8 +112,20 @@ class Activities:
             step=inp.step,
             idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
         )
+        if consent and await self._suppressed(to):
+            return False
         with _delivery_errors():
             await channel.send(message)
+        return True
+
+    async def _suppressed(self, to: str) -> bool:
+        if self.consent is None:
+            return False
+        try:
+            contact = normalize_contact(to)
+        except InvalidContact:
+            return False  # not a phone or an address (a console name): nothing to opt out
+        return bool(await asyncio.to_thread(self.consent.suppressed, [contact]))
 
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int

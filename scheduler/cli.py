@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -355,6 +356,130 @@ def _json_option(flag: str, value: str | None) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         _fail(f"{flag}: expected a JSON object, got {value!r}")
     return parsed
+
+
+suppress_app = typer.Typer(
+    help="The suppression list: contacts that opted out of every campaign.", no_args_is_help=True
+)
+app.add_typer(suppress_app, name="suppress")
+db_app = typer.Typer(help="The service's own database (the store).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _consent(config: Path | None) -> Any:
+    from scheduler.consent import Consent
+    from scheduler.store import Store
+
+    settings = _settings(config)
+    try:
+        return Consent(Store.open(settings.store_url))
+    except SchedulerError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _contact_errors() -> Iterator[None]:
+    """A contact that is neither a phone nor an e-mail address, or not suppressed: one line, exit 1."""
+    from scheduler.flow.contacts import InvalidContact
+
+    try:
+        yield
+    except (InvalidContact, SchedulerError) as exc:
+        _fail(str(exc))
+
+
+@suppress_app.command("add")
+def suppress_add(
+    contact: Annotated[str, typer.Argument(help="A phone number or an e-mail address")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the history)")] = "cli",
+    config: ConfigOpt = None,
+) -> None:
+    """Suppress a contact: no campaign messages it until it is removed."""
+    consent = _consent(config)
+    with _contact_errors():
+        entry, created = consent.suppress(contact, reason=reason)
+    typer.echo(f"{'suppressed' if created else 'already suppressed'}: {entry.contact}")
+    _exit(0)
+
+
+@suppress_app.command("remove")
+def suppress_remove(
+    contact: Annotated[str, typer.Argument(help="A phone number or an e-mail address")],
+    config: ConfigOpt = None,
+) -> None:
+    """Opt a contact back in (its entry stays in the history). Exit 1 if it is not suppressed."""
+    consent = _consent(config)
+    with _contact_errors():
+        consent.lift(contact, reason="cli")
+    typer.echo(f"removed: {contact}")
+    _exit(0)
+
+
+@suppress_app.command("list")
+def suppress_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every suppressed contact, oldest first."""
+    consent = _consent(config)
+    entries = list(consent.all())
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries]))
+    else:
+        for e in entries:
+            typer.echo(f"{e.contact}\t{e.kind}\t{e.at:%Y-%m-%d %H:%M}Z\t{e.reason}")
+        typer.echo(f"{len(entries)} suppressed", err=True)
+    _exit(0)
+
+
+@suppress_app.command("import")
+def suppress_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a `contact` column and an optional `reason` column")],
+    config: ConfigOpt = None,
+) -> None:
+    """Suppress every contact of a CSV in one transaction; bad rows are listed with their line and left out.
+
+    Exit 0: all rows imported (or suppressed already); 1: some rows were bad (the good ones are imported)."""
+    consent = _consent(config)
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as f:
+            result = consent.import_csv(f)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {file}: {exc}")
+    for problem in result.problems:
+        typer.echo(f"{file}:{problem}", err=True)
+    typer.echo(f"imported: {result.added} added, {result.already} already suppressed, {len(result.problems)} bad")
+    _exit(1 if result.problems else 0)
+
+
+@suppress_app.command("export")
+def suppress_export(
+    file: Annotated[Path | None, typer.Argument(help="Where to write the CSV [default: standard output]")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every suppressed contact as CSV: contact, kind, reason, at, campaign_id, workflow_id."""
+    consent = _consent(config)
+    if file is None:
+        count = consent.export_csv(sys.stdout)
+    else:
+        with file.open("w", encoding="utf-8", newline="") as f:
+            count = consent.export_csv(f)
+    typer.echo(f"{count} exported", err=True)
+    _exit(0)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Bring the store's schema up to date (`scheduler up`, `worker` and `api` also do it at start)."""
+    from scheduler.store import Store
+
+    settings = _settings(config)
+    try:
+        Store.open(settings.store_url).close()
+    except SchedulerError as exc:
+        _fail(str(exc))
+    typer.echo(f"store up to date: {settings.store_url}")
+    _exit(0)
 
 
 def main() -> None:

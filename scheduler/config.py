@@ -73,6 +73,19 @@ class CampaignsSettings(_Section):
     default: str = "abandoned-cart"
 
 
+class StoreSettings(_Section):
+    url: str = ""
+    """A SQLAlchemy URL (`postgresql+psycopg://…` for a cluster); empty: SQLite `scheduler.db` beside the
+    dev server's `db_file`."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"{v.split(':', 1)[0]!r}: the store runs on SQLite or PostgreSQL (postgresql+psycopg://…)")
+        return v
+
+
 class WebhooksSettings(_Section):
     secret: str = ""
     """Standard Webhooks secret (`whsec_…`); set: `/webhooks/replies` requires signed requests."""
@@ -161,6 +174,7 @@ class Settings(BaseSettings):
     campaigns: CampaignsSettings = CampaignsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     channels: ChannelsSettings = ChannelsSettings()
+    store: StoreSettings = StoreSettings()
     source: Path | None = Field(default=None, exclude=True)
     """The config file these settings came from (None: built-in defaults)."""
 
@@ -175,6 +189,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, which is passed in as init arguments.
         return (env_settings, init_settings)
+
+    @property
+    def store_url(self) -> str:
+        """The consent store's database: `store.url`, else SQLite beside the dev server's database."""
+        return self.store.url or f"sqlite:///{self.dev_server.db_file.parent / 'scheduler.db'}"
 
     @property
     def temporal_address(self) -> str:

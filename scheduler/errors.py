@@ -13,6 +13,8 @@ SchedulerError
 ├── NoFlowForReply      a reply matched no running flow (404)
 ├── TemporalUnavailable Temporal cannot be reached (503)
 ├── DevServerError      the embedded Temporal dev server could not start (busy port, db file in use)
+├── StoreUnavailable    the service's database cannot be reached or migrated
+├── NotSuppressed       that contact is not suppressed (404)
 ├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
 ├── DeliveryError       a message could not be delivered (retryable or not)
 ├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
@@ -66,6 +68,15 @@ class UnmanagedSchedule(SchedulerError):
 
 class DevServerError(SchedulerError):
     pass
+
+
+class StoreUnavailable(SchedulerError):
+    pass
+
+
+class NotSuppressed(SchedulerError):
+    def __init__(self, contact: str) -> None:
+        super().__init__(f"{contact} is not suppressed")
 
 
 class AudienceError(SchedulerError):

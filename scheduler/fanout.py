@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from scheduler.audience import read_page
 from scheduler.campaign import Campaign
+from scheduler.consent import Consent
 from scheduler.errors import AudienceError
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import PageInput, PageResult, flow_input
@@ -30,8 +32,10 @@ from scheduler.flow.workflows import FLOW_TYPE, FLOWS_KEPT, START_AUDIENCE_PAGE
 class FanoutActivities:
     """Starts flows with the worker's client; register `.all()` on the worker."""
 
-    def __init__(self, client: Client, *, campaigns_dir: Path, task_queue: str) -> None:
+    def __init__(self, client: Client, *, campaigns_dir: Path, task_queue: str, consent: Consent | None = None) -> None:
         self.client = client
+        self.consent = consent
+        """The suppression list: a cart whose customer has an opted-out contact gets no flow (None: no check)."""
         self.campaigns_dir = campaigns_dir
         """Where audience files (and relative SQLite paths) are read from: the campaign files' directory."""
         self.task_queue = task_queue
@@ -58,9 +62,14 @@ class FanoutActivities:
             done = PageResult(next_cursor=page.next_cursor, skipped_invalid=len(page.skipped), reasons=dict(reasons))
         interval = 1 / campaign.campaign.max_starts_per_second
         next_at = time.monotonic()
-        handled = done.started + done.skipped_duplicate + done.failed
+        handled = done.started + done.skipped_duplicate + done.failed + done.skipped_suppressed
+        todo = page.targets[handled:]
+        suppressed = await self._suppressed(c for target in todo for c in target.contacts)
         version = campaign.workflow.version
-        for target in page.targets[handled:]:
+        for target in todo:
+            if suppressed.intersection(target.contacts):
+                done.skipped_suppressed += 1
+                continue
             if (wait := next_at - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             next_at = max(next_at, time.monotonic()) + interval
@@ -82,3 +91,9 @@ class FanoutActivities:
                 done.skipped_duplicate += 1
             activity.heartbeat(done.model_dump(mode="json"))
         return done
+
+    async def _suppressed(self, contacts: Iterable[str]) -> set[str]:
+        """Which of these contacts opted out, read once per page attempt (a retry reads it again)."""
+        if self.consent is None:
+            return set()
+        return await asyncio.to_thread(self.consent.suppressed, list(contacts))

@@ -12,8 +12,10 @@ import uvicorn
 
 from scheduler.api import create_app
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.devserver import DevServer, check_ports
 from scheduler.flow.durations import format_duration
+from scheduler.store import Store
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
 
@@ -66,13 +68,16 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, 
             await server.start()
         client = await connect(settings)
         await ensure_search_attributes(client, settings.temporal.namespace)
+        store = await asyncio.to_thread(Store.open, settings.store_url)  # migrated before anything uses it
+        stack.callback(store.close)
+        consent = Consent(store)
         if worker:
-            await stack.enter_async_context(make_worker(client, settings))
+            await stack.enter_async_context(make_worker(client, settings, consent=consent))
             log.info("worker polling task queue %r", settings.temporal.task_queue)
         api_task = None
         if api:
             config = uvicorn.Config(
-                create_app(settings, client=client, reconcile=reconcile),
+                create_app(settings, client=client, reconcile=reconcile, consent=consent),
                 host=settings.api.host,
                 port=settings.api.port,
                 log_level="info",

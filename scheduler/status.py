@@ -24,6 +24,7 @@ class RunStatus(BaseModel):
     started: int = 0
     skipped_duplicate: int = 0
     skipped_invalid: int = 0
+    skipped_suppressed: int = 0
     failed: int = 0
     window: dict[str, datetime] | None = None
     """The audience time span the run covered: {since, until}."""

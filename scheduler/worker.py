@@ -11,8 +11,10 @@ from temporalio.worker import Worker
 
 from scheduler.activities import Activities
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.fanout import FanoutActivities
 from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
+from scheduler.store import Store
 
 WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
 
@@ -23,11 +25,14 @@ def make_worker(
     *,
     task_queue: str | None = None,
     workflows: Sequence[type] = WORKFLOWS,
+    consent: Consent | None = None,
     **options: Any,
 ) -> Worker:
+    """`consent`: the suppression list sends and fan-outs check; by default the configured store's."""
     task_queue = task_queue or settings.temporal.task_queue
-    fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue)
-    activities = Activities(settings.channels)
+    consent = consent or Consent(Store.open(settings.store_url))
+    fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue, consent=consent)
+    activities = Activities(settings.channels, consent=consent)
     return Worker(
         client,
         task_queue=task_queue,

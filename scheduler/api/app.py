@@ -12,8 +12,9 @@ from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, metrics, schedules, webhooks, workflows
+from scheduler.api import health, metrics, schedules, suppressions, webhooks, workflows
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.errors import (
     BodyTooLarge,
     FlowAlreadyRunning,
@@ -21,7 +22,9 @@ from scheduler.errors import (
     InvalidValue,
     NoFlowForReply,
     NoSchedule,
+    NotSuppressed,
     SchedulerError,
+    StoreUnavailable,
     TemporalUnavailable,
     TwilioSignatureInvalid,
     UnknownCampaign,
@@ -42,6 +45,8 @@ _STATUS: dict[type[SchedulerError], int] = {
     TemporalUnavailable: 503,
     NoFlowForReply: 404,
     NoSchedule: 404,
+    NotSuppressed: 404,
+    StoreUnavailable: 503,
     WebhookSignatureInvalid: 401,
     TwilioSignatureInvalid: 403,
     BodyTooLarge: 413,
@@ -50,8 +55,11 @@ _STATUS: dict[type[SchedulerError], int] = {
 }
 
 
-def create_app(settings: Settings, *, client: Client | None = None, reconcile: bool = False) -> FastAPI:
-    """The API. Without `client`, the lifespan connects to the configured Temporal.
+def create_app(
+    settings: Settings, *, client: Client | None = None, reconcile: bool = False, consent: Consent | None = None
+) -> FastAPI:
+    """The API. Without `client`, the lifespan connects to the configured Temporal; without `consent`, the
+    configured store is opened on first use.
 
     `reconcile`: this process (and only this one) keeps the schedules in step with the campaigns
     directory; API replicas behind a load balancer leave it off.
@@ -76,8 +84,10 @@ def create_app(settings: Settings, *, client: Client | None = None, reconcile: b
     app.state.client = client
     app.state.reconciler = None
     app.state.schedules = None
+    app.state.consent = consent
     app.include_router(workflows.router)
     app.include_router(schedules.router)
+    app.include_router(suppressions.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -5,13 +5,16 @@ Async on purpose: FastAPI runs plain functions in its thread pool, two round tri
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
 from temporalio.client import Client
 
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.schedules import ScheduleWriter
+from scheduler.store import Store
 
 
 async def get_settings(request: Request) -> Settings:
@@ -33,6 +36,15 @@ async def get_schedules(request: Request) -> ScheduleWriter:
     return state.schedules  # type: ignore[no-any-return]
 
 
+async def get_consent(request: Request) -> Consent:
+    """The suppression list: the one `scheduler up` opened, else the configured store's, opened on first use."""
+    state = request.app.state
+    if state.consent is None:
+        state.consent = Consent(await asyncio.to_thread(Store.open, state.settings.store_url))
+    return state.consent  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
 SchedulesDep = Annotated[ScheduleWriter, Depends(get_schedules)]
+ConsentDep = Annotated[Consent, Depends(get_consent)]

@@ -19,6 +19,8 @@ CUSTOMER_CONTACT = SearchAttributeKey.for_keyword_list("CustomerContact")
 """Normalized phones/e-mails a reply can come from (`scheduler.flow.contacts`), set at start."""
 REPLY_IDS = SearchAttributeKey.for_keyword_list("ReplyIds")
 """The last `MAX_REPLY_IDS` replies a flow handled, as `reply_key`s: how a redelivered reply is recognised."""
+OUTCOME = SearchAttributeKey.for_keyword("Outcome")
+"""How a flow ended (`completed`, `converted`, `failed`, `opted_out`), set when it ends; mirrors the memo `outcome`."""
 CAMPAIGN_SHA256 = SearchAttributeKey.for_keyword("CampaignSha256")
 """On schedules: hash of the campaign file's canonical content, updated on every apply."""
 
@@ -33,6 +35,7 @@ ALL: tuple[SearchAttributeKey[Any], ...] = (
     CUSTOMER_CONTACT,
     CAMPAIGN_SHA256,
     REPLY_IDS,
+    OUTCOME,
 )
 
 MAX_REPLY_IDS = 20

@@ -37,6 +37,7 @@ from scheduler.flow.attributes import (
     CUSTOMER_ID,
     DEFINITION_VERSION,
     MAX_REPLY_IDS,
+    OUTCOME,
     REPLY_IDS,
     conversion_key,
     reply_key,
@@ -54,6 +55,8 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 """A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
+OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
+"""Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 
 
 def start_attributes(
@@ -100,6 +103,8 @@ class FlowRun:
         self._answered_at: datetime | None = None
         self.opted_out = False
         """A `wait_answer` got an opt-out reply: the flow ends `opted_out`, and it does not count as answered."""
+        self.suppressed = False
+        """A message step found the customer's contact suppressed: no later step runs, the flow ends `opted_out`."""
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
         self.conversion: Conversion | None = None
@@ -190,7 +195,7 @@ class FlowRun:
     ) -> ActivityOutcome:
         info = workflow.info()
         previous = self.records[-1] if self.records else None
-        return await workflow.execute_activity(
+        outcome = await workflow.execute_activity(
             name,
             ActivityInput(
                 workflow_id=info.workflow_id,
@@ -211,6 +216,9 @@ class FlowRun:
             retry_policy=retry,
             summary=f"{self.current_step}: {name}",
         )
+        if outcome.suppressed:
+            self.suppressed = self.opted_out = True
+        return outcome
 
     # The interpreter
 
@@ -271,7 +279,7 @@ class FlowRun:
             self._write_state()
         event = await node.run(self, params)
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now()))
-        return step.next_step(event)
+        return None if self.suppressed else step.next_step(event)
 
     def _write_state(self, *, outcome: str | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`.
@@ -295,6 +303,8 @@ class FlowRun:
         if self.current_step != self._written_step:
             updates.append(CURRENT_STEP.value_set(self.current_step))
             self._written_step = self.current_step
+        if outcome is not None and workflow.patched(OUTCOME_ATTRIBUTE_PATCH):
+            updates.append(OUTCOME.value_set(outcome))
         if updates:
             workflow.upsert_search_attributes(updates)
 

@@ -168,6 +168,8 @@ class RunCounts(BaseModel):
     """Carts whose flow of this campaign was already running."""
     skipped_invalid: int = 0
     """Audience rows that could not become a flow (no cart id, bad contact)."""
+    skipped_suppressed: int = 0
+    """Carts whose customer has a suppressed (opted-out) contact."""
     failed: int = 0
     reasons: dict[str, int] = Field(default_factory=dict)
     """Why rows were skipped, with how many (reasons never contain a contact)."""
@@ -179,6 +181,7 @@ class RunCounts(BaseModel):
             "started": self.started + other.started,
             "skipped_duplicate": self.skipped_duplicate + other.skipped_duplicate,
             "skipped_invalid": self.skipped_invalid + other.skipped_invalid,
+            "skipped_suppressed": self.skipped_suppressed + other.skipped_suppressed,
             "failed": self.failed + other.failed,
             "reasons": dict(Counter(self.reasons) + Counter(other.reasons)),
         }

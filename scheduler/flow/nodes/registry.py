@@ -30,6 +30,8 @@ class ActivityOutcome(BaseModel):
 
     event: EventType = EventType.SATISFIED
     detail: str = ""
+    suppressed: bool = False
+    """The customer's contact is suppressed (opted out): nothing was sent, and the flow ends `opted_out`."""
 
 
 class NodeParams(BaseModel):

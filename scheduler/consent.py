@@ -1,0 +1,244 @@
+"""Consent: the suppression list. A suppressed contact gets no customer message from any campaign, ever,
+until it opts back in; opting in keeps the history (the rows stay, `lifted_at` set), an audit trail.
+
+Contacts are kept normalized (E.164 phones, lower-case e-mail: `scheduler.flow.contacts`), so
+`212-555-0142` and `+12125550142` are one person. Every write commits before it returns, so an
+opt-out the API answered 2xx is on disk (SQLite `synchronous=FULL`, PostgreSQL's WAL).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.errors import NotSuppressed
+from scheduler.flow.contacts import InvalidContact, normalize_contact
+from scheduler.store import Store, suppressions
+
+Kind = Literal["sms", "email"]
+MAX_REASON = 200
+IMPORT_BATCH = 5000
+"""Rows per INSERT during an import: big enough to be fast, small enough for PostgreSQL's 65,535 parameters."""
+
+
+class Suppression(BaseModel):
+    """One active opt-out, as `GET /suppressions` lists it."""
+
+    contact: str
+    kind: Kind
+    reason: str
+    at: datetime
+    campaign_id: str | None = None
+    workflow_id: str | None = None
+
+
+def kind_of(contact: str) -> Kind:
+    """`email` for an address, `sms` for a phone number (normalized contacts)."""
+    return "email" if "@" in contact else "sms"
+
+
+@dataclass
+class ImportResult:
+    added: int = 0
+    already: int = 0
+    """Rows whose contact was suppressed already (an import is idempotent)."""
+    problems: list[str] = field(default_factory=list)
+    """`line N: why` for each row left out."""
+
+
+class Consent:
+    """The suppression list in the store. Synchronous: async callers use `asyncio.to_thread`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def suppress(
+        self,
+        contact: str,
+        *,
+        reason: str,
+        campaign_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> tuple[Suppression, bool]:
+        """Suppress a contact (normalized here): the active entry, and whether this call made it.
+
+        Raises:
+            InvalidContact: neither a phone number nor an e-mail address.
+        """
+        normal = normalize_contact(contact)
+        row = _row(normal, reason=reason, campaign_id=campaign_id, workflow_id=workflow_id)
+        try:
+            with self.store.engine.begin() as connection:
+                connection.execute(insert(suppressions).values(row))
+            created = True
+        except IntegrityError:  # already suppressed: the first opt-out stands
+            created = False
+        entry = self.get(normal)
+        assert entry is not None
+        return entry, created
+
+    def lift(self, contact: str, *, reason: str) -> None:
+        """Opt a contact back in; its entry stays as history.
+
+        Raises:
+            InvalidContact: neither a phone number nor an e-mail address.
+            NotSuppressed: the contact is not suppressed.
+        """
+        normal = normalize_contact(contact)
+        with self.store.engine.begin() as connection:
+            done = connection.execute(
+                update(suppressions)
+                .where(suppressions.c.contact == normal, suppressions.c.lifted_at.is_(None))
+                .values(lifted_at=datetime.now(UTC), lifted_reason=reason[:MAX_REASON])
+            )
+        if done.rowcount == 0:
+            raise NotSuppressed(normal)
+
+    def get(self, contact: str) -> Suppression | None:
+        """The active entry of a normalized contact, if it is suppressed."""
+        with self.store.engine.connect() as connection:
+            row = connection.execute(_active().where(suppressions.c.contact == contact)).first()
+        return _entry(row._mapping) if row else None
+
+    def suppressed(self, contacts: Iterable[str]) -> set[str]:
+        """Which of these normalized contacts are suppressed (one query: a page of carts checks all at once)."""
+        wanted = sorted(set(contacts))
+        if not wanted:
+            return set()
+        with self.store.engine.connect() as connection:
+            rows = connection.execute(
+                select(suppressions.c.contact).where(
+                    suppressions.c.contact.in_(wanted), suppressions.c.lifted_at.is_(None)
+                )
+            )
+            return {row.contact for row in rows}
+
+    def page(
+        self, *, contact: str | None = None, cursor: int | None = None, limit: int = 100
+    ) -> tuple[list[Suppression], int | None]:
+        """Active entries oldest first, `limit` at a time: (entries, cursor of the next page or None)."""
+        query = _active().order_by(suppressions.c.id).limit(limit + 1)
+        if contact is not None:
+            query = query.where(suppressions.c.contact == normalize_contact(contact))
+        if cursor is not None:
+            query = query.where(suppressions.c.id > cursor)
+        with self.store.engine.connect() as connection:
+            rows = [row._mapping for row in connection.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_entry(r) for r in rows], (int(rows[-1]["id"]) if more else None)
+
+    def count(self) -> int:
+        with self.store.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(suppressions).where(suppressions.c.lifted_at.is_(None))
+                ).scalar_one()
+            )
+
+    def import_csv(self, file: IO[str], *, reason: str = "import") -> ImportResult:
+        """Suppress every `contact` of a CSV (optional `reason` column), in one transaction.
+
+        Bad rows are reported with their line and left out; the others all go in or, if the database
+        fails, none does. Contacts suppressed already are counted, not changed: importing twice is a no-op.
+        """
+        result = ImportResult()
+        reader = csv.DictReader(file)
+        if reader.fieldnames is None or "contact" not in [name.strip() for name in reader.fieldnames]:
+            result.problems.append("line 1: no 'contact' column in the header")
+            return result
+        rows: dict[str, dict[str, Any]] = {}
+        for record in reader:
+            line = reader.line_num
+            raw = {(k or "").strip(): (v or "") for k, v in record.items()}
+            try:
+                normal = normalize_contact(raw.get("contact", ""))
+            except InvalidContact as exc:
+                result.problems.append(f"line {line}: {exc}")
+                continue
+            if normal not in rows:
+                rows[normal] = _row(normal, reason=raw.get("reason", "").strip() or reason)
+        with self.store.engine.begin() as connection:
+            before = _active_count(connection)
+            batch = list(rows.values())
+            for start in range(0, len(batch), IMPORT_BATCH):
+                connection.execute(self._insert_new(), batch[start : start + IMPORT_BATCH])
+            result.added = _active_count(connection) - before
+        result.already = len(rows) - result.added
+        return result
+
+    def export_csv(self, file: IO[str]) -> int:
+        """Every active entry as CSV (`contact,kind,reason,at,campaign_id,workflow_id`); how many."""
+        writer = csv.writer(file)
+        writer.writerow(["contact", "kind", "reason", "at", "campaign_id", "workflow_id"])
+        count = 0
+        for entry in self.all():
+            writer.writerow(
+                [
+                    entry.contact,
+                    entry.kind,
+                    entry.reason,
+                    entry.at.isoformat(),
+                    entry.campaign_id or "",
+                    entry.workflow_id or "",
+                ]
+            )
+            count += 1
+        return count
+
+    def all(self) -> Iterator[Suppression]:
+        cursor: int | None = None
+        while True:
+            entries, cursor = self.page(cursor=cursor, limit=1000)
+            yield from entries
+            if cursor is None:
+                return
+
+    def _insert_new(self) -> Any:
+        """INSERT that leaves out contacts suppressed already (the partial unique index decides, atomically)."""
+        dialect = sqlite if self.store.dialect == "sqlite" else postgresql
+        return dialect.insert(suppressions).on_conflict_do_nothing(
+            index_elements=["contact"], index_where=suppressions.c.lifted_at.is_(None)
+        )
+
+
+def _row(
+    contact: str, *, reason: str, campaign_id: str | None = None, workflow_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "contact": contact,
+        "kind": kind_of(contact),
+        "reason": reason[:MAX_REASON] or "api",
+        "at": datetime.now(UTC),
+        "campaign_id": campaign_id,
+        "workflow_id": workflow_id,
+    }
+
+
+def _active() -> Any:
+    return select(suppressions).where(and_(suppressions.c.lifted_at.is_(None)))
+
+
+def _active_count(connection: Connection) -> int:
+    query = select(func.count()).select_from(suppressions).where(suppressions.c.lifted_at.is_(None))
+    return int(connection.execute(query).scalar_one())
+
+
+def _entry(row: Any) -> Suppression:
+    at = row["at"]
+    return Suppression(
+        contact=row["contact"],
+        kind=row["kind"],
+        reason=row["reason"],
+        at=at if at.tzinfo else at.replace(tzinfo=UTC),  # SQLite keeps no offset: stored in UTC
+        campaign_id=row["campaign_id"],
+        workflow_id=row["workflow_id"],
+    )

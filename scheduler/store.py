@@ -1,0 +1,152 @@
+"""The service's own database: SQLite by default (one file, WAL), PostgreSQL where several workers and API
+replicas share it. Its schema is Alembic's (`scheduler/migrations/`), brought up to date whenever a process
+opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
+
+Calls are synchronous (SQLAlchemy Core) and short; async code runs them with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+metadata = MetaData()
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("contact", String(320), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("campaign_id", String(255)),
+    Column("workflow_id", String(255)),
+    Column("lifted_at", DateTime(timezone=True)),
+    Column("lifted_reason", String(200)),
+    # One active entry per contact; lifted ones stay as the audit trail.
+    Index(
+        "suppressions_active_contact",
+        "contact",
+        unique=True,
+        sqlite_where=text("lifted_at IS NULL"),
+        postgresql_where=text("lifted_at IS NULL"),
+    ),
+)
+"""Every opt-out, active while `lifted_at` is null; an opt-in sets `lifted_at` and keeps the row."""
+
+
+class Store:
+    """The engine of the service's database, its schema brought up to date (`open`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect and migrate; a SQLite file (and its directory) is created on first use.
+
+        Raises:
+            StoreUnavailable: the database cannot be reached or migrated (the message says which and why).
+        """
+        engine = _engine(url)
+        try:
+            upgrade(engine)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreUnavailable(f"store {_shown(url)}: {_first_line(exc)}") from None
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _: Any) -> None:
+        # WAL: readers never wait for the writer; FULL: a committed opt-out survives a power cut.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration, once even when several processes start together."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with _migration_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(7233001)"))  # held until this transaction ends
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        log.info("store: schema upgraded to %s", head)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """SQLite has no advisory locks: an exclusive lock on a file beside the database instead."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,171 @@
+"""The consent store on SQLite and on a real PostgreSQL: migrations, the suppression list, import and export."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from scheduler.config import Settings
+from scheduler.consent import Consent
+from scheduler.errors import NotSuppressed, StoreUnavailable
+from scheduler.flow.contacts import InvalidContact
+from scheduler.store import Store, suppressions
+
+
+@pytest.fixture
+def consent(store_url: str) -> Iterator[Consent]:
+    store = Store.open(store_url)
+    yield Consent(store)
+    store.close()
+
+
+def history(consent: Consent, contact: str) -> list[tuple[str, bool]]:
+    """(reason, still active) of every entry a contact ever had, oldest first."""
+    with consent.store.engine.connect() as connection:
+        rows = connection.execute(
+            select(suppressions.c.reason, suppressions.c.lifted_at)
+            .where(suppressions.c.contact == contact)
+            .order_by(suppressions.c.id)
+        )
+        return [(r.reason, r.lifted_at is None) for r in rows]
+
+
+def test_open_migrates_once_and_again_is_a_no_op(store_url: str) -> None:
+    first = Store.open(store_url)
+    again = Store.open(store_url)
+    with again.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    first.close()
+    again.close()
+
+
+def test_processes_starting_together_migrate_once(store_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            Store.open(store_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_default_store_is_sqlite_beside_the_dev_server_database(settings: Settings, tmp_path: Path) -> None:
+    settings.store.url = ""
+    settings.dev_server.db_file = tmp_path / "state" / "temporal.db"
+    store = Store.open(settings.store_url)
+    assert (tmp_path / "state" / "scheduler.db").is_file()
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+    store.close()
+
+
+def test_unreachable_store_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match=r"store postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/x"):
+        Store.open("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
+
+
+def test_suppress_normalizes_and_the_first_opt_out_stands(consent: Consent) -> None:
+    entry, created = consent.suppress("(212) 555-0142", reason="keyword STOP", campaign_id="a", workflow_id="a-1")
+    assert created
+    assert (entry.contact, entry.kind, entry.reason, entry.campaign_id, entry.workflow_id) == (
+        "+12125550142",
+        "sms",
+        "keyword STOP",
+        "a",
+        "a-1",
+    )
+    again, created = consent.suppress("+1 212 555 0142", reason="api")
+    assert not created
+    assert again == entry
+    assert consent.suppressed(["+12125550142", "ann@example.com"]) == {"+12125550142"}
+    email, _ = consent.suppress("Ann@Example.COM", reason="unsubscribe link")
+    assert (email.contact, email.kind) == ("ann@example.com", "email")
+
+
+def test_opting_in_keeps_the_history(consent: Consent) -> None:
+    consent.suppress("+12125550142", reason="keyword STOP")
+    consent.lift("212-555-0142", reason="keyword START")
+    assert consent.suppressed(["+12125550142"]) == set()
+    assert consent.get("+12125550142") is None
+    consent.suppress("+12125550142", reason="api")
+    assert history(consent, "+12125550142") == [("keyword STOP", False), ("api", True)]
+    with pytest.raises(NotSuppressed):
+        consent.lift("ann@example.com", reason="api")
+    with pytest.raises(InvalidContact):
+        consent.suppress("call me", reason="api")
+
+
+def test_concurrent_opt_outs_of_one_contact_leave_one_active_entry(consent: Consent) -> None:
+    created: list[bool] = []
+
+    def opt_out() -> None:
+        created.append(consent.suppress("+12125550142", reason="keyword STOP")[1])
+
+    threads = [threading.Thread(target=opt_out) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(created) == [False] * 7 + [True]
+    assert history(consent, "+12125550142") == [("keyword STOP", True)]
+
+
+def test_pages_follow_the_cursor_to_the_end(consent: Consent) -> None:
+    for i in range(5):
+        consent.suppress(f"+1212555010{i}", reason="api")
+    first, cursor = consent.page(limit=2)
+    second, cursor2 = consent.page(limit=2, cursor=cursor)
+    third, end = consent.page(limit=2, cursor=cursor2)
+    assert [e.contact for e in first + second + third] == [f"+1212555010{i}" for i in range(5)]
+    assert end is None
+    only, _ = consent.page(contact="212 555 0103")
+    assert [e.contact for e in only] == ["+12125550103"]
+
+
+def test_import_is_idempotent_reports_bad_lines_and_exports_back(consent: Consent) -> None:
+    source = "contact,reason\n(212) 555-0142,old list\nann@example.com,\nnot a contact,\n+12125550142,twice\n"
+    result = consent.import_csv(io.StringIO(source))
+    assert (result.added, result.already) == (2, 0)
+    assert len(result.problems) == 1 and result.problems[0].startswith("line 4: 'not a contact'")
+    again = consent.import_csv(io.StringIO(source))
+    assert (again.added, again.already) == (0, 2)
+    assert consent.count() == 2
+    out = io.StringIO()
+    assert consent.export_csv(out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "contact,kind,reason,at,campaign_id,workflow_id"
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["+12125550142", "sms", "old list"],
+        ["ann@example.com", "email", "import"],
+    ]
+
+
+def test_import_without_a_contact_column_changes_nothing(consent: Consent) -> None:
+    result = consent.import_csv(io.StringIO("phone\n+12125550142\n"))
+    assert result.problems == ["line 1: no 'contact' column in the header"]
+    assert consent.count() == 0
+
+
+def test_nothing_is_lost_when_the_store_is_opened_again(store_url: str) -> None:
+    """An answered opt-out is committed: a new process (a restart) sees it."""
+    first = Consent(Store.open(store_url))
+    first.suppress("+12125550142", reason="keyword STOP")
+    first.import_csv(io.StringIO("contact\nann@example.com\n"))
+    first.store.close()
+    reopened = Consent(Store.open(store_url))
+    assert reopened.suppressed(["+12125550142", "ann@example.com"]) == {"+12125550142", "ann@example.com"}
+    with reopened.store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(suppressions)).scalar_one() == 2
+    reopened.store.close()
