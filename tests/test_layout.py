@@ -113,7 +113,8 @@ def test_sandbox_modules_import_only_the_sandbox_and_errors() -> None:
 
 def test_every_scheduler_error_lives_in_errors_and_is_in_its_tree() -> None:
     for name in modules():
-        importlib.import_module(name)
+        if not name.startswith("scheduler.migrations."):  # Alembic runs those, inside its own context
+            importlib.import_module(name)
     found: list[type[SchedulerError]] = []
     todo = [SchedulerError]
     while todo:
