@@ -248,3 +248,49 @@ async def test_validate_seed_json_with_unknown_target_reports_its_line(tmp_path:
     assert run.stdout.splitlines()[0].startswith(
         f"seed.json:{line}: workflow.steps.step_4.go_to: unknown step 'step_9'"
     )
+
+
+async def test_suppress_verbs_import_list_remove_and_export(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path / "scheduler.toml", address="", task_queue="unused"))
+    source = tmp_path / "optouts.csv"
+    source.write_text("contact,reason\n(212) 555-0142,old list\nann@Example.com,\nnot a contact,\n", encoding="utf-8")
+
+    imported = await scheduler("suppress", "import", str(source), "--config", config)
+    assert imported.code == 1, imported  # one bad row: reported, the others imported
+    assert imported.stdout.strip() == "imported: 2 added, 0 already suppressed, 1 bad"
+    assert imported.stderr.startswith(f"{source}:line 4: 'not a contact'")
+    again = await scheduler("suppress", "import", str(source), "--config", config)
+    assert again.stdout.strip() == "imported: 0 added, 2 already suppressed, 1 bad"
+
+    listed = await scheduler("suppress", "list", "--json", "--config", config)
+    assert listed.code == 0, listed
+    assert [(e["contact"], e["reason"]) for e in json.loads(listed.stdout)] == [
+        ("+12125550142", "old list"),
+        ("ann@example.com", "import"),
+    ]
+    assert (await scheduler("suppress", "remove", "2125550142", "--config", config)).code == 0
+    assert_one_line_error(
+        await scheduler("suppress", "remove", "2125550142", "--config", config), "+12125550142 is not suppressed"
+    )
+    assert_one_line_error(await scheduler("suppress", "add", "x y", "--config", config), "'x y' is neither")
+    added = await scheduler("suppress", "add", "+44 20 7946 0958", "--config", config)
+    assert added.stdout.strip() == "suppressed: +442079460958"
+
+    exported = tmp_path / "export.csv"
+    assert (await scheduler("suppress", "export", str(exported), "--config", config)).code == 0
+    assert [line.split(",")[0] for line in exported.read_text(encoding="utf-8").splitlines()] == [
+        "contact",
+        "ann@example.com",
+        "+442079460958",
+    ]
+    assert (tmp_path / "scheduler.db").is_file()  # the default store: beside the dev server's database
+
+
+async def test_db_upgrade_reports_an_unreachable_store_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "scheduler.toml", address="", task_queue="unused")
+    env = {"SCHEDULER_STORE__URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2"}
+    run = await scheduler("db", "upgrade", "--config", str(config), env=env)
+    assert_one_line_error(run, "store postgresql+psycopg://u:***@127.0.0.1:1/x")
+    assert "secret" not in run.stderr
+    ok = await scheduler("db", "upgrade", "--config", str(config))
+    assert ok.code == 0 and ok.stdout.startswith("store up to date: sqlite:///")

@@ -11,9 +11,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from scheduler.consent import Consent
 from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
 from scheduler.flow.models import CampaignRunResult
 from scheduler.status import schedule_status
+from scheduler.store import Store
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import WAITING
 from tests.helpers.schedules import Campaigns, terminate_flows
@@ -274,3 +276,40 @@ async def test_run_skips_rows_whose_ids_temporal_would_refuse(campaigns: Campaig
         }
     finally:
         await terminate_flows(c.client, c.id("v"))
+
+
+async def test_run_skips_carts_of_suppressed_customers_until_they_opt_in(campaigns: Campaigns) -> None:
+    c = campaigns
+    rows = [{"cart_ref": f"s{i}", "mobile": f"+1 212 555 01{i:02d}", "name": f"S{i}"} for i in range(3)]
+    (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    c.write("s", workflow=JSONL_AUDIENCE + WAITING)
+    store = Store.open(c.settings.store_url)
+    consent = Consent(store)
+    consent.suppress("212-555-0101", reason="keyword STOP")
+    await c.sync()
+    try:
+        async with make_worker(c.client, c.settings, consent=consent):
+            first = await run_and_wait(c, "s", 0)
+            assert (first["started"], first["skipped_suppressed"]) == (2, 1)
+            assert {f.id for f in await eventually(lambda: flows_counted(c, "s", 2))} == {
+                f"{c.id('s')}-s0",
+                f"{c.id('s')}-s2",
+            }
+
+            async def shown_in_status() -> None:
+                status = await schedule_status(c.client, c.id("s"))
+                assert status is not None and status.recent_runs[0].skipped_suppressed == 1
+
+            await eventually(shown_in_status)
+            consent.lift("+12125550101", reason="keyword START")
+            second = await run_and_wait(c, "s", 1)
+            assert (second["started"], second["skipped_duplicate"], second["skipped_suppressed"]) == (1, 2, 0)
+    finally:
+        store.close()
+        await terminate_flows(c.client, c.id("s"))
+
+
+async def flows_counted(c: Campaigns, name: str, count: int) -> list[Any]:
+    flows = await flows_of(c.client, c.id(name))
+    assert len(flows) == count
+    return flows
