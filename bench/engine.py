@@ -154,6 +154,7 @@ async def bench(workdir: Path) -> dict[str, list[tuple[float, float]]]:
     """Per kind ("engine", "baseline"): (flows/s, CPU ms/flow) of every measured round."""
     settings = load_settings()
     settings.channels.outbox = workdir / "outbox.jsonl"
+    settings.store.url = f"sqlite:///{workdir / 'scheduler.db'}"  # not the dev data's
     definition = WorkflowDefinition.model_validate(DEFINITION)
     if problems := validate_definition(definition):
         raise SystemExit(f"the bench definition is invalid: {problems}")

@@ -175,6 +175,7 @@ async def bench(workdir: Path) -> dict[str, float]:
     assert len(targets) == CARTS
     settings = load_settings()
     settings.channels.outbox = workdir / "outbox.jsonl"
+    settings.store.url = f"sqlite:///{workdir / 'scheduler.db'}"  # not the dev data's
     settings.campaigns.dir = directory
     settings.temporal.task_queue = f"bench-fanout-runs-{uuid.uuid4()}"
     task_queue = f"bench-fanout-flows-{uuid.uuid4()}"

@@ -246,6 +246,7 @@ def worker_main(target_host: str, namespace: str, task_queue: str, outbox: str, 
 async def _run_worker(target_host: str, namespace: str, task_queue: str, outbox: str, conn: Connection) -> None:
     settings = load_settings()
     settings.channels.outbox = Path(outbox)
+    settings.store.url = f"sqlite:///{Path(outbox).parent / 'scheduler.db'}"  # not the dev data's
     settings.temporal.address, settings.temporal.namespace = target_host, namespace
     client = await connect(settings)
     async with make_worker(client, settings, task_queue=task_queue):
@@ -530,6 +531,7 @@ async def bench(workdir: Path) -> list[Phase]:
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     settings = load_settings()
     settings.channels.outbox = workdir / "outbox.jsonl"
+    settings.store.url = f"sqlite:///{workdir / 'scheduler.db'}"  # not the dev data's
     settings.webhooks.secret = secret
     settings.temporal.task_queue = f"bench-webhooks-{uuid.uuid4()}"
     env = await local_environment()
