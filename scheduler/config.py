@@ -86,6 +86,36 @@ class StoreSettings(_Section):
         return v
 
 
+class ComplianceSettings(_Section):
+    """Consent keywords: a reply that is exactly one of them (trimmed, any case) changes consent."""
+
+    opt_out_keywords: list[str] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
+    opt_in_keywords: list[str] = ["START", "YES", "UNSTOP"]
+    help_keywords: list[str] = ["HELP", "INFO"]
+    stop_confirmation: str = Field("", max_length=1600)
+    """Sent once per opt-out (empty: none, e.g. when the SMS provider confirms itself, as Twilio does)."""
+    start_confirmation: str = Field("", max_length=1600)
+    help_reply: str = Field("", max_length=1600)
+
+    @field_validator("opt_out_keywords", "opt_in_keywords", "help_keywords")
+    @classmethod
+    def _words(cls, v: list[str]) -> list[str]:
+        words = [w.strip().upper() for w in v]
+        if bad := [w for w in words if not w or " " in w]:
+            raise ValueError(f"a keyword is one word: {bad[0]!r}")
+        return words
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> ComplianceSettings:
+        lists = (self.opt_out_keywords, self.opt_in_keywords, self.help_keywords)
+        seen: set[str] = set()
+        for words in lists:
+            if twice := seen.intersection(words):
+                raise ValueError(f"keyword {sorted(twice)[0]!r} is in two of the keyword lists")
+            seen.update(words)
+        return self
+
+
 class WebhooksSettings(_Section):
     secret: str = ""
     """Standard Webhooks secret (`whsec_…`); set: `/webhooks/replies` requires signed requests."""
@@ -175,6 +205,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = WebhooksSettings()
     channels: ChannelsSettings = ChannelsSettings()
     store: StoreSettings = StoreSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
     source: Path | None = Field(default=None, exclude=True)
     """The config file these settings came from (None: built-in defaults)."""
 

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.errors import FlowNotFound, NoFlowForReply
@@ -179,6 +179,19 @@ async def _handled_by(client: Client, workflow_id: str, key: str) -> bool:
             return False
         raise
     return description.workflow_type == FLOW_TYPE and key in (description.typed_search_attributes.get(REPLY_IDS) or [])
+
+
+async def flows_of(client: Client, target: FlowTarget) -> list[TypedSearchAttributes]:
+    """The search attributes of `target`'s flows, running or not (at most `MAX_FLOWS`), from one lookup."""
+    attribute, value = target.attribute()
+    query = f"WorkflowType = {quote(FLOW_TYPE)} AND {attribute.name} = {quote(value)}"
+    found: list[TypedSearchAttributes] = []
+    async for execution in client.list_workflows(query, limit=MAX_FLOWS):
+        attributes = execution.typed_search_attributes
+        recorded = attributes.get(attribute)
+        if value in recorded if isinstance(recorded, list) else recorded == value:  # exact: see `quote`
+            found.append(attributes)
+    return found
 
 
 async def _lookup(

@@ -24,7 +24,7 @@ from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
-from tests.helpers.flows import nested_record, status, terminate
+from tests.helpers.flows import nested_record, reaches, status, terminate
 from tests.helpers.metrics import metric
 from tests.helpers.servers import local_environment
 from tests.helpers.waiting import eventually
@@ -88,9 +88,11 @@ async def test_start_workflow_then_signal_completes_satisfied_branch(api: Api) -
 
 async def test_send_signal_stop_text_ends_flow_after_wait(api: Api) -> None:
     workflow_id = (await api.start()).json()["workflow_id"]
+    await reaches(api.client.get_workflow_handle(workflow_id), "step_2")  # its wait_answer takes the STOP
 
     response = await api.signal(workflow_id, text="STOP")
     assert response.status_code == 200, response.text
+    assert response.json() == {"message": f"Opted out 0 contact(s) of workflow {workflow_id}; ended flows: 1"}
 
     result = await api.result(workflow_id)
     # The default campaign has no not_satisfied edge on step_2 (and no go_to): the flow ends there.

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,16 +29,20 @@ from temporalio.worker import Replayer
 from twilio.request_validator import RequestValidator
 
 from scheduler.api import create_app
+from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.flow.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import start_flow
 from scheduler.replies import quote
+from scheduler.store import Store
 from scheduler.worker import make_worker
-from tests.helpers.flows import start_flow_input, status, terminate
+from tests.helpers.flows import reaches, start_flow_input, status, terminate
 from tests.helpers.metrics import metric
 from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
 from tests.helpers.waiting import eventually
@@ -152,7 +157,7 @@ async def test_replies_by_contact_customer_id_and_workflow_id(hooks: Hooks) -> N
     by_workflow = await hooks.start()
 
     answers = [
-        await hooks.reply({"contact": e164(phone), "text": "yes"}, msg_id=f"msg_{uuid.uuid4().hex}"),
+        await hooks.reply({"contact": e164(phone), "text": "yes please"}, msg_id=f"msg_{uuid.uuid4().hex}"),
         await hooks.reply({"contact": email.upper()}, msg_id=f"msg_{uuid.uuid4().hex}"),
         await hooks.reply({"customer_id": customer_id}, msg_id=f"msg_{uuid.uuid4().hex}"),
         await hooks.reply({"workflow_id": by_workflow, "reply_id": "r1"}, msg_id=f"msg_{uuid.uuid4().hex}"),
@@ -241,7 +246,7 @@ async def test_replies_before_the_first_step_ran_still_count(hooks: Hooks, setti
 async def test_replies_same_reply_five_times_counts_once(hooks: Hooks, dev_env: WorkflowEnvironment) -> None:
     phone = new_phone()
     workflow_id = await hooks.start(phone=phone)
-    body = {"contact": phone, "text": "yes"}
+    body = {"contact": phone, "text": "yes please"}
     msg_id = f"msg_{uuid.uuid4().hex}"
 
     answers = await asyncio.gather(*(hooks.reply(body, msg_id=msg_id) for _ in range(5)))
@@ -676,3 +681,102 @@ async def test_openapi_webhook_bodies_say_which_target_is_required(hooks: Hooks)
     assert one_of("/webhooks/conversions") == [(f, {"type": "string"}) for f in ("cart_id", "customer_id")]
     responses = paths["/webhooks/replies"]["post"]["responses"]
     assert {status for status, answer in responses.items() if answer["content"]} >= {"401", "404", "413", "415", "422"}
+
+
+# Consent keywords
+
+WAIT_THEN_SEND = WorkflowDefinition.model_validate(
+    {
+        "start_step": "wait",
+        "steps": {
+            "wait": {"node": "explicit_wait", "params": {"duration": "10m"}, "go_to": "send"},
+            "send": {"node": "send_message"},
+        },
+    }
+)
+
+
+async def start_other_campaign(hooks: Hooks, phone: str) -> str:
+    """A flow of campaign `b` for `phone`, waiting ten minutes before it messages."""
+    flow = FlowInput(definition=WAIT_THEN_SEND, campaign_id="b", customer={"id": "cb", "phone": phone})
+    workflow_id = f"b-{uuid.uuid4()}"
+    await hooks.client.start_workflow(
+        AbandonedCartWorkflow.run,
+        flow,
+        id=workflow_id,
+        task_queue=hooks.settings.temporal.task_queue,
+        search_attributes=start_attributes(flow),
+    )
+    hooks.started.append(workflow_id)
+    return workflow_id
+
+
+def twiml_message(text: str) -> str:
+    return f"<Response><Message>{text}</Message></Response>"
+
+
+async def test_stop_by_twilio_ends_every_flow_of_that_phone_and_start_lifts_it(hooks: Hooks) -> None:
+    compliance = hooks.settings.compliance
+    compliance.stop_confirmation = "You are unsubscribed & will get no more messages. Reply START to resubscribe."
+    compliance.start_confirmation = "Welcome back."
+    compliance.help_reply = "Reply STOP to stop."
+    phone = new_phone()
+    seed = await hooks.start(phone=phone)
+    await reaches(hooks.client.get_workflow_handle(seed), "step_2")  # its wait_answer is waiting
+    other = await start_other_campaign(hooks, phone)
+    await reaches(hooks.client.get_workflow_handle(other), "wait")
+
+    stop = await hooks.sms(sms_form(e164(phone), body=" stop "))
+    assert (stop.status_code, stop.text) == (200, twiml_message(escape(compliance.stop_confirmation)))
+    consent = Consent(Store.open(hooks.settings.store_url))
+    entry = consent.get(e164(phone))
+    assert entry is not None and entry.reason == "keyword STOP"
+
+    other_result = await hooks.result(other)
+    assert (other_result.outcome, other_result.path) == ("opted_out", [])  # ended in its wait: nothing sent
+    seed_result = await hooks.result(seed)
+    assert (seed_result.outcome, seed_result.path) == ("opted_out", ["step_1", "step_2"])
+    sent = [r["workflow_id"] for r in Outbox(hooks.settings.channels.outbox).read() if r["to"] == phone]
+    assert sent == [seed]  # step_1, before the STOP
+
+    again = await hooks.sms(sms_form(e164(phone), body="STOP"))
+    assert again.text == TWIML  # one confirmation per opt-out
+    help_ = await hooks.sms(sms_form(e164(phone), body="help"))
+    assert help_.text == twiml_message("Reply STOP to stop.")
+    assert consent.get(e164(phone)) is not None
+    start = await hooks.sms(sms_form(e164(phone), body="Start"))
+    assert start.text == twiml_message("Welcome back.")
+    assert consent.get(e164(phone)) is None
+    consent.store.close()
+
+
+async def test_keywords_from_someone_without_a_flow_are_recorded_not_unmatched(hooks: Hooks) -> None:
+    phone = new_phone()
+    stop = await hooks.reply({"contact": phone, "text": "UNSUBSCRIBE"}, msg_id=f"msg_{uuid.uuid4().hex}")
+    assert (stop.status_code, stop.json()) == (202, {"signaled": []})
+    consent = Consent(Store.open(hooks.settings.store_url))
+    assert consent.suppressed([e164(phone)]) == {e164(phone)}
+    start = await hooks.reply({"contact": phone, "text": "unstop"}, msg_id=f"msg_{uuid.uuid4().hex}")
+    assert (start.status_code, start.json()) == (202, {"signaled": []})
+    assert consent.suppressed([e164(phone)]) == set()
+    consent.store.close()
+
+
+async def test_stop_by_customer_id_suppresses_that_customers_contacts_and_confirms_by_the_channel(
+    hooks: Hooks,
+) -> None:
+    hooks.settings.compliance.stop_confirmation = "Unsubscribed."
+    phone, customer_id = new_phone(), f"c-{uuid.uuid4()}"
+    workflow_id = await hooks.start(id=customer_id, phone=phone, email=f"{customer_id}@example.com")
+    await reaches(hooks.client.get_workflow_handle(workflow_id), "step_2")
+    stop = await hooks.reply({"customer_id": customer_id, "text": "quit"}, msg_id=f"msg_{uuid.uuid4().hex}")
+    assert (stop.status_code, stop.json()) == (202, {"signaled": [workflow_id]})
+    consent = Consent(Store.open(hooks.settings.store_url))
+    assert consent.suppressed([e164(phone), f"{customer_id}@example.com"]) == {
+        e164(phone),
+        f"{customer_id}@example.com",
+    }
+    consent.store.close()
+    confirmations = [r for r in Outbox(hooks.settings.channels.outbox).read() if r["text"] == "Unsubscribed."]
+    assert sorted(r["to"] for r in confirmations) == sorted([e164(phone), f"{customer_id}@example.com"])
+    assert (await hooks.result(workflow_id)).outcome == "opted_out"

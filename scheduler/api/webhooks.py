@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from html import escape
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -21,12 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scheduler.api.bodies import FORM, JSON, read_body
-from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
 from scheduler.errors import NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
 from scheduler.flow.contacts import InvalidContact, normalize_contact, redact
 from scheduler.flow.limits import Id, id_problem
 from scheduler.flow.signals import Conversion, Reply
+from scheduler.keywords import handle_keyword, keyword_of, send_answer
 from scheduler.metrics import UNMATCHED
 from scheduler.replies import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
@@ -122,12 +124,22 @@ _JSON_ERRORS = {
     responses=errors(_JSON_ERRORS),
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": ReplyRequest.model_json_schema()}}}},
 )
-async def replies(request: Request, client: ClientDep, settings: SettingsDep) -> SignaledResponse:
-    """A customer's reply from any provider that posts JSON; Standard Webhooks signed when `webhooks.secret` is set."""
+async def replies(request: Request, client: ClientDep, settings: SettingsDep, consent: ConsentDep) -> SignaledResponse:
+    """A customer's reply from any provider that posts JSON; Standard Webhooks signed when `webhooks.secret` is set.
+
+    A reply that is one keyword (STOP, START, HELP, … see `[compliance]`) changes consent in every
+    campaign and is answered 202 whether or not a flow matched; an opt-out lists the flows it ended.
+    """
     body, msg_id = await read_signed_json(request, settings.webhooks.secret)
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
     target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
+    if found := keyword_of(data.text, settings.compliance):
+        handled = await handle_keyword(
+            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
+        )
+        await send_answer(settings, handled.contacts, handled.answer)
+        return SignaledResponse(signaled=handled.signaled)
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     if (signaled := await _routed("replies", f"reply {reply.reply_id}", target, routing)) is None:
         raise NoFlowForReply(str(target))
@@ -180,7 +192,7 @@ async def conversions(request: Request, client: ClientDep, settings: SettingsDep
     },
     openapi_extra={"requestBody": {"required": True, "content": {FORM: {"schema": TwilioMessage.model_json_schema()}}}},
 )
-async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> Response:
+async def twilio(request: Request, client: ClientDep, settings: SettingsDep, consent: ConsentDep) -> Response:
     """Twilio's inbound SMS webhook; `X-Twilio-Signature` is checked when `webhooks.twilio_auth_token` is set."""
     body = await read_body(request, FORM)
     try:
@@ -208,6 +220,11 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep) -> 
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
         UNMATCHED.labels("twilio").inc()
         return _twiml()
+    if found := keyword_of(message.Body, settings.compliance):
+        handled = await handle_keyword(
+            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
+        )
+        return _twiml(handled.answer)  # Twilio sends the answer back to the sender
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     await _routed("twilio", f"SMS {message.MessageSid}", target, routing)  # Twilio has nobody to tell
     return _twiml()
@@ -273,5 +290,8 @@ def _error(loc: tuple[str, ...], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
 
 
-def _twiml() -> Response:
-    return Response(EMPTY_TWIML, media_type="text/xml")
+def _twiml(answer: str = "") -> Response:
+    """Twilio's answer: empty, or one message back to the sender."""
+    if not answer:
+        return Response(EMPTY_TWIML, media_type="text/xml")
+    return Response(f"<Response><Message>{escape(answer)}</Message></Response>", media_type="text/xml")

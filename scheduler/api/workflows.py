@@ -10,11 +10,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.bodies import MAX_BODY, post_json
-from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
-from scheduler.flow.signals import SIGNALS, Reply
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
 from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
+from scheduler.keywords import Handled, handle_keyword, keyword_of, send_answer
+from scheduler.replies import FlowTarget
 
 router = APIRouter(tags=["workflows"])
 
@@ -100,13 +102,36 @@ async def start_workflow(body: StartRequest, client: ClientDep, settings: Settin
         }
     ),
 )
-async def send_signal(body: SignalRequest, client: ClientDep) -> MessageResponse:
-    """Send `client-answered` (a reply) or `cart-converted` to a running flow."""
+async def send_signal(
+    body: SignalRequest, client: ClientDep, settings: SettingsDep, consent: ConsentDep
+) -> MessageResponse:
+    """Send `client-answered` (a reply) or `cart-converted` to a running flow.
+
+    A reply whose text is one keyword (STOP, START, HELP, … see `[compliance]`) changes the consent
+    of the flow's customer in every campaign instead, also when the flow has ended.
+    """
+    reply = Reply(reply_id=body.reply_id, text=body.text, channel="api")
+    if body.signal_name == CLIENT_ANSWERED_SIGNAL and (found := keyword_of(body.text, settings.compliance)):
+        target = FlowTarget(workflow_id=body.workflow_id)
+        handled = await handle_keyword(
+            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
+        )
+        await send_answer(settings, handled.contacts, handled.answer)
+        return MessageResponse(message=_keyword_message(handled, body.workflow_id))
     await signal_flow(
         client,
         workflow_id=body.workflow_id,
         run_id=body.run_id,
         signal_name=body.signal_name,
-        reply=Reply(reply_id=body.reply_id, text=body.text, channel="api"),
+        reply=reply,
     )
     return MessageResponse(message=signal_sent(body.signal_name, body.workflow_id))
+
+
+def _keyword_message(handled: Handled, workflow_id: str) -> str:
+    contacts = len(handled.contacts)
+    if handled.keyword == "opt_out":
+        return f"Opted out {contacts} contact(s) of workflow {workflow_id}; ended flows: {len(handled.signaled)}"
+    if handled.keyword == "opt_in":
+        return f"Opted in {contacts} contact(s) of workflow {workflow_id}"
+    return f"Help requested by the customer of workflow {workflow_id}"

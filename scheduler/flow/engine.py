@@ -3,12 +3,13 @@
 Workflow-side code only: deterministic (workflow.now/sleep/wait_condition), side effects go
 through activities called by name.
 
-Exit on conversion: a definition with `exit_on = ["cart-converted"]` runs its steps in a task that
-races a wait for the `cart-converted` signal. The signal cancels the task wherever it is (a timer,
-a `wait_answer`, an activity in flight: Temporal turns the cancellation into cancel commands), and
-no later step starts; the flow ends with outcome `converted`. Without `exit_on` the steps run in
-the workflow's own coroutine, as before: no extra task, timer or command, so existing histories
-replay unchanged and the hot path costs nothing more.
+Ending early: the steps run in a task that races a wait for a signal that ends the flow: a
+`cart-converted` signal when the definition has `exit_on = ["cart-converted"]` (outcome `converted`),
+or an opt-out reply (`Reply.opt_out`) that no `wait_answer` is waiting for (outcome `opted_out`).
+The signal cancels the task wherever it is (a timer, an activity in flight: Temporal turns the
+cancellation into cancel commands), and no later step starts. Flows started before opt-outs could
+end them (no `opt-out-exit` patch marker) and without `exit_on` run their steps in the workflow's
+own coroutine, as they did, so their histories replay unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 """A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
+OPT_OUT_EXIT_PATCH = "opt-out-exit"
+"""Flows without `exit_on` ran their steps in the workflow's own coroutine, which nothing could cut short."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
 """Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 
@@ -105,6 +108,9 @@ class FlowRun:
         """A `wait_answer` got an opt-out reply: the flow ends `opted_out`, and it does not count as answered."""
         self.suppressed = False
         """A message step found the customer's contact suppressed: no later step runs, the flow ends `opted_out`."""
+        self.opt_out_exit = False
+        """An opt-out reply came while no `wait_answer` waited for it: the flow ends at once, `opted_out`."""
+        self._waiting_for_replies = False
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
         self.conversion: Conversion | None = None
@@ -128,6 +134,8 @@ class FlowRun:
         if reply.received_at is None:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
+        if reply.opt_out and not self._waiting_for_replies:
+            self.opt_out_exit = True
 
     def add_conversion(self, conversion: Conversion) -> None:
         """Record that the customer bought; only the first conversion counts.
@@ -163,6 +171,7 @@ class FlowRun:
 
     async def wait_for_replies(self, timeout: timedelta) -> list[Reply] | None:
         """Replies received since the previous wait ended, or None if none came within `timeout`."""
+        self._waiting_for_replies = True
         try:
             await workflow.wait_condition(
                 lambda: len(self._replies) > self._consumed,
@@ -171,6 +180,8 @@ class FlowRun:
             )
         except TimeoutError:
             return None
+        finally:
+            self._waiting_for_replies = False
         new = self._replies[self._consumed :]
         self._consumed = len(self._replies)
         return new
@@ -227,16 +238,20 @@ class FlowRun:
             workflow.upsert_search_attributes(
                 [p.key.value_set(p.value) for p in start_attributes(self.input, version=self.version)]
             )
+        race = self._exit_on_conversion or workflow.patched(OPT_OUT_EXIT_PATCH)
         try:
-            converted = await (self._steps_until_converted() if self._exit_on_conversion else self._steps())
+            exited = await (self._steps_until_exit() if race else self._steps())
         except Exception:
             self._finish("failed")
             raise
-        self._finish("converted" if converted else "opted_out" if self.opted_out else "completed")
+        self._finish((exited and self._exit_reason()) or ("opted_out" if self.opted_out else "completed"))
         return self.status()
 
-    def _exit_now(self) -> bool:
-        return self._exit_on_conversion and self.conversion is not None
+    def _exit_reason(self) -> str | None:
+        """Why the flow must end now, before its steps do: `converted` (with `exit_on`) or `opted_out`."""
+        if self._exit_on_conversion and self.conversion is not None:
+            return "converted"
+        return "opted_out" if self.opt_out_exit else None
 
     async def _steps(self) -> bool:
         """Validate, then run the steps from the start step until one leads nowhere; True if told to exit first."""
@@ -245,19 +260,19 @@ class FlowRun:
             raise DefinitionError("; ".join(f"{p.key}: {p.message}" for p in problems))
         step_name: str | None = self.definition.start_step
         while step_name is not None:
-            if self._exit_now():
+            if self._exit_reason():
                 return True
             step_name = await self._run_step(step_name)
         return False
 
-    async def _steps_until_converted(self) -> bool:
-        """`_steps`, cut short by a `cart-converted` signal; True if it was.
+    async def _steps_until_exit(self) -> bool:
+        """`_steps`, cut short by a signal that ends the flow (`_exit_reason`); True if it was.
 
         The check between steps stops a flow whose signal came with the event that ended a step
         (both in one workflow task) before the next step starts; the race covers the waits.
         """
         steps = asyncio.create_task(self._steps())
-        signal = asyncio.create_task(workflow.wait_condition(lambda: self.conversion is not None))
+        signal = asyncio.create_task(workflow.wait_condition(lambda: self._exit_reason() is not None))
         try:
             await workflow.wait([steps, signal], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the workflow is cancelled: so is its step, as without exit_on

@@ -26,6 +26,9 @@ class Reply(BaseModel):
     text: str | None = None
     channel: str | None = None
     received_at: datetime | None = None
+    opt_out: bool = False
+    """The reply is an opt-out keyword of the service (`[compliance] opt_out_keywords`), already on the
+    suppression list: the flow ends at once, `opted_out`, unless a `wait_answer` is waiting for it."""
 
 
 class Conversion(BaseModel):

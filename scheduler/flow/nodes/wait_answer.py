@@ -32,7 +32,7 @@ class WaitAnswer(Node):
         replies = await flow.wait_for_replies(params.timeout)
         if replies is None:
             return EventType.TIMEOUT
-        if any(is_opt_out(r.text, params.opt_out_keywords) for r in replies):
+        if any(r.opt_out or is_opt_out(r.text, params.opt_out_keywords) for r in replies):
             flow.mark_opted_out()
             return EventType.NOT_SATISFIED
         flow.mark_answered()

@@ -1,0 +1,165 @@
+"""STOP, START and HELP: a reply that is one keyword changes consent, in every campaign, instead of reaching
+flows as an answer (`[compliance]` lists the words).
+
+- An opt-out puts the sender's contacts on the suppression list (before the reply is answered), then
+  ends every running flow of those contacts with outcome `opted_out`: they get the reply with
+  `opt_out` set (a `wait_answer` that waits for it takes its `not_satisfied` edge instead, and the list
+  stops any later message). `stop_confirmation` is sent once per opt-out.
+- An opt-in takes them off the list (the history stays) and sends `start_confirmation`.
+- HELP changes nothing and is answered with `help_reply`.
+
+Keywords count whether or not a flow of the sender is running: they are never "unmatched".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from scheduler.channels import Message, Outbox, make_channels
+from scheduler.config import ComplianceSettings, Settings
+from scheduler.consent import Consent
+from scheduler.errors import DeliveryError, NoFlowForReply, NotSuppressed
+from scheduler.flow.attributes import CAMPAIGN_ID, CUSTOMER_CONTACT
+from scheduler.flow.contacts import redact
+from scheduler.flow.signals import Reply
+from scheduler.replies import FlowTarget, flows_of, route_reply
+
+log = logging.getLogger(__name__)
+
+Keyword = Literal["opt_out", "opt_in", "help"]
+
+
+def keyword_of(text: str | None, compliance: ComplianceSettings) -> tuple[Keyword, str] | None:
+    """(what the reply asks for, the keyword) if the reply is exactly one keyword, trimmed, any case."""
+    word = (text or "").strip().strip(".!").strip().upper()
+    if not word:
+        return None
+    for keyword, words in (
+        ("opt_out", compliance.opt_out_keywords),
+        ("opt_in", compliance.opt_in_keywords),
+        ("help", compliance.help_keywords),
+    ):
+        if word in words:
+            return keyword, word  # type: ignore[return-value]
+    return None
+
+
+@dataclass
+class Handled:
+    keyword: Keyword
+    contacts: list[str] = field(default_factory=list)
+    """The sender's normalized contacts the keyword applied to."""
+    signaled: list[str] = field(default_factory=list)
+    """The flows an opt-out ended (or, redelivered, had ended)."""
+    answer: str = ""
+    """What to send back to the sender (a confirmation or the help text; empty: nothing)."""
+
+
+async def handle_keyword(
+    client: Client,
+    consent: Consent,
+    compliance: ComplianceSettings,
+    *,
+    keyword: Keyword,
+    word: str,
+    target: FlowTarget,
+    reply: Reply,
+) -> Handled:
+    """Apply a keyword reply from `target`'s sender; see the module docstring."""
+    contacts, campaign_id = await _sender(client, target)
+    handled = Handled(keyword, contacts)
+    if keyword == "opt_out":
+        created = False
+        for contact in contacts:
+            _, new = await asyncio.to_thread(
+                consent.suppress,
+                contact,
+                reason=f"keyword {word}",
+                campaign_id=campaign_id,
+                workflow_id=target.workflow_id,
+            )
+            created |= new
+        handled.signaled = await _end_flows(client, contacts, target, reply.model_copy(update={"opt_out": True}))
+        handled.answer = compliance.stop_confirmation if created else ""
+    elif keyword == "opt_in":
+        lifted = False
+        for contact in contacts:
+            try:
+                await asyncio.to_thread(consent.lift, contact, reason=f"keyword {word}")
+                lifted = True
+            except NotSuppressed:
+                pass
+        handled.answer = compliance.start_confirmation if lifted else ""
+    else:
+        handled.answer = compliance.help_reply
+    log.info("%s (%s) from %s", word, keyword, ", ".join(redact(c) for c in contacts) or str(target))
+    return handled
+
+
+async def _sender(client: Client, target: FlowTarget) -> tuple[list[str], str | None]:
+    """The sender's contacts, and the campaign of the flow the reply named (if it named one).
+
+    A reply routed by contact is from that contact; one routed to a flow (or a customer's flows) is
+    from whoever that flow messages: all of its customer's contacts.
+    """
+    if target.contact is not None:
+        return [target.contact], None
+    if target.workflow_id is not None:
+        try:
+            description = await client.get_workflow_handle(target.workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return [], None
+            raise
+        attributes = description.typed_search_attributes
+        return list(attributes.get(CUSTOMER_CONTACT) or []), attributes.get(CAMPAIGN_ID)
+    contacts: list[str] = []
+    for attributes in await flows_of(client, target):
+        contacts += [c for c in attributes.get(CUSTOMER_CONTACT) or [] if c not in contacts]
+    return contacts, None
+
+
+async def _end_flows(client: Client, contacts: list[str], target: FlowTarget, reply: Reply) -> list[str]:
+    """Send the opt-out to every running flow of the contacts, and to the named flow: one lookup each, no wait.
+
+    Visibility may not list a flow started a moment ago; the suppression list stops its messages anyway.
+    """
+    targets = [FlowTarget(contact=c) for c in contacts]
+    if target.contact is None:
+        targets.append(target)
+    signaled: set[str] = set()
+    for each in targets:
+        try:
+            signaled.update(await route_reply(client, target=each, reply=reply, timeout=timedelta(0)))
+        except NoFlowForReply:
+            pass
+    return sorted(signaled)
+
+
+async def send_answer(settings: Settings, contacts: list[str], text: str) -> None:
+    """Send a confirmation or the help text to the sender, through the channel that reaches them.
+
+    A phone gets it through `channels.default` unless that is e-mail; an address through `smtp` when
+    configured. Exempt from every policy: it is the answer to the customer's own message. A failure
+    is logged, not raised: the keyword itself has been applied.
+    """
+    if not text:
+        return
+    channels = make_channels(settings.channels, Outbox(settings.channels.outbox))
+    for contact in contacts:
+        email = "@" in contact
+        name = "smtp" if email else settings.channels.default
+        if (email and name not in channels) or (not email and name == "smtp"):
+            name = "console"
+        message = Message(to=contact, text=text, campaign_id="", workflow_id="", step="keyword")
+        try:
+            await channels[name].send(message)
+        except DeliveryError as exc:
+            log.warning("could not answer %s by %s: %s", redact(contact), name, exc)
