@@ -25,6 +25,7 @@ from scheduler.flow.nodes.webhook import WebhookParams
 from scheduler.outbound import http_client, retryable_status
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
+from scheduler.unsubscribe import Links, Unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,14 @@ class Activities:
     Templates render in the renderer's child processes: run the worker inside `renderer.running()`.
     """
 
-    def __init__(self, settings: ChannelsSettings, consent: Consent | None = None) -> None:
+    def __init__(
+        self, settings: ChannelsSettings, consent: Consent | None = None, unsubscribe: Links | None = None
+    ) -> None:
         self.settings = settings
         self.consent = consent
         """The suppression list `send_message` checks right before delivering (None: no store, no check)."""
+        self.unsubscribe = unsubscribe
+        """Signs the one-click unsubscribe link of every customer e-mail (None: not configured)."""
         self.outbox = Outbox(settings.outbox)
         self.channels = make_channels(settings, self.outbox)
         self.renderer = Renderer()
@@ -53,7 +58,15 @@ class Activities:
         channel = self._channel(params.channel)
         with _delivery_errors():
             to = channel.recipient(inp.customer)
-        sent = await self._send(channel, inp, to=to, template=params.template, subject=params.subject, consent=True)
+        sent = await self._send(
+            channel,
+            inp,
+            to=to,
+            template=params.template,
+            subject=params.subject,
+            consent=True,
+            list_unsubscribe=self._list_unsubscribe(channel, inp, to),
+        )
         if not sent:
             return ActivityOutcome(
                 event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
@@ -88,8 +101,25 @@ class Activities:
             raise ApplicationError(message, type="ChannelNotConfigured", non_retryable=True)
         raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
 
+    def _list_unsubscribe(self, channel: Channel, inp: ActivityInput, to: str) -> str:
+        if self.unsubscribe is None or channel.name != "smtp":
+            return ""
+        try:
+            contact = normalize_contact(to)
+        except InvalidContact:
+            return ""
+        return self.unsubscribe.header(Unsubscribe(contact, inp.campaign_id, inp.workflow_id))
+
     async def _send(
-        self, channel: Channel, inp: ActivityInput, *, to: str, template: str, subject: str, consent: bool = False
+        self,
+        channel: Channel,
+        inp: ActivityInput,
+        *,
+        to: str,
+        template: str,
+        subject: str,
+        consent: bool = False,
+        list_unsubscribe: str = "",
     ) -> bool:
         """Render and deliver; False if `consent` is asked for and `to` is suppressed (nothing is delivered).
 
@@ -111,6 +141,7 @@ class Activities:
             workflow_id=inp.workflow_id,
             step=inp.step,
             idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
+            list_unsubscribe=list_unsubscribe,
         )
         if consent and await self._suppressed(to):
             return False

@@ -43,6 +43,8 @@ class Message:
     """E-mail only."""
     idempotency_key: str = ""
     """The same for every attempt at this message, so a gateway can drop repeats."""
+    list_unsubscribe: str = ""
+    """E-mail only: the `List-Unsubscribe` header (a one-click HTTPS link, RFC 8058)."""
 
 
 def idempotency_key(*, workflow_id: str, run_id: str, step: str) -> str:
@@ -216,6 +218,9 @@ class SmtpChannel(Channel):
         # same Message-ID, which mail clients use to drop the duplicate.
         domain = self.settings.sender.rpartition("@")[2] or "scheduler.invalid"
         email["Message-ID"] = f"<{message.idempotency_key or uuid.uuid4()}@{domain}>"
+        if message.list_unsubscribe:
+            email["List-Unsubscribe"] = message.list_unsubscribe
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         email.set_content(message.text)
         return email
 

@@ -96,6 +96,10 @@ class ComplianceSettings(_Section):
     """Sent once per opt-out (empty: none, e.g. when the SMS provider confirms itself, as Twilio does)."""
     start_confirmation: str = Field("", max_length=1600)
     help_reply: str = Field("", max_length=1600)
+    unsubscribe_secret: str = ""
+    """HMAC key of the one-click unsubscribe links in e-mail (`List-Unsubscribe`); needs `webhooks.public_url`."""
+    unsubscribe_mailto: str = ""
+    """An address that also unsubscribes (a second `List-Unsubscribe` URI), e.g. `unsubscribe@shop.example`."""
 
     @field_validator("opt_out_keywords", "opt_in_keywords", "help_keywords")
     @classmethod

@@ -15,6 +15,7 @@ from scheduler.consent import Consent
 from scheduler.fanout import FanoutActivities
 from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 from scheduler.store import Store
+from scheduler.unsubscribe import links as unsubscribe_links
 
 WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
 
@@ -32,7 +33,7 @@ def make_worker(
     task_queue = task_queue or settings.temporal.task_queue
     consent = consent or Consent(Store.open(settings.store_url))
     fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue, consent=consent)
-    activities = Activities(settings.channels, consent=consent)
+    activities = Activities(settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings))
     return Worker(
         client,
         task_queue=task_queue,

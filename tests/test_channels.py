@@ -10,26 +10,34 @@ import email.policy
 import json
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from scheduler.api import create_app
+from scheduler.api.bodies import FORM
 from scheduler.channels import HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
+from scheduler.consent import Consent
 from scheduler.errors import ConfigError, DeliveryError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.outbound import tls_context
+from scheduler.store import Store
+from scheduler.unsubscribe import VALID_FOR, Links, Unsubscribe
 from scheduler.worker import make_worker
 from tests.helpers.flows import CUSTOMER, failure_of, one_step, outcome_of, start_flow_input
 from tests.helpers.servers import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server
@@ -581,3 +589,61 @@ def test_channels_settings_from_file_and_environment(tmp_path: Path, monkeypatch
     assert channels.http.url == "https://sms.example.com/send"
     assert channels.missing("http") is None
     assert channels.missing("smtp") is None
+
+
+async def test_customer_email_has_a_one_click_unsubscribe_link_that_suppresses(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    """RFC 8058 with a real SMTP server: the headers, the POST that suppresses, a changed or old link refused."""
+    use_smtp(settings, mailbox)
+    settings.compliance.unsubscribe_secret = "unsubscribe-secret-for-tests"
+    settings.compliance.unsubscribe_mailto = "unsubscribe@example.com"
+    settings.webhooks.public_url = "https://hooks.example.com/"
+    handle, result = await run_flow(ts_env, one_step(channel="smtp"), settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    [(_, _, message)] = mailbox.messages
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link, mailto = (part.strip().strip("<>") for part in message["List-Unsubscribe"].split(","))
+    assert mailto == "mailto:unsubscribe@example.com?subject=unsubscribe"
+    url = urlsplit(link)
+    assert (url.scheme, url.netloc, url.path) == ("https", "hooks.example.com", "/unsubscribe")
+    token = parse_qs(url.query)["token"][0]
+
+    app = create_app(settings, client=ts_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://hooks.example.com") as http:
+        page = await http.get(f"/unsubscribe?{url.query}")
+        assert page.status_code == 200 and "ada@example.net" in page.text and 'method="post"' in page.text
+        consent = Consent(Store.open(settings.store_url))
+        assert consent.get("ada@example.net") is None  # a GET changes nothing
+        one_click = {"content": "List-Unsubscribe=One-Click", "headers": {"content-type": FORM}}
+        first = await http.post(f"/unsubscribe?{url.query}", **one_click)
+        assert first.status_code == 200, first.text
+        entry = consent.get("ada@example.net")
+        assert entry is not None
+        assert (entry.reason, entry.campaign_id, entry.workflow_id) == ("unsubscribe link", "spring", handle.id)
+        assert (await http.post(f"/unsubscribe?{url.query}", **one_click)).status_code == 200  # again: a no-op
+        assert consent.count() == 1
+
+        links = Links(public_url="https://hooks.example.com", secret="unsubscribe-secret-for-tests")
+        payload, _, signature = token.partition(".")
+        other = links.token(Unsubscribe("bob@example.net"))
+        tampered = f"{other.partition('.')[0]}.{signature}"  # someone else's address under this signature
+        expired = links.token(Unsubscribe("bob@example.net"), now=time.time() - VALID_FOR - 1)
+        forged = Links(public_url="https://x", secret="guessed").token(Unsubscribe("bob@example.net"))
+        for bad in (tampered, expired, forged, "nonsense", payload):
+            refused = await http.post("/unsubscribe", params={"token": bad}, **one_click)
+            assert refused.status_code == 400, (bad, refused.text)
+            assert "bob@example.net" not in refused.text
+        assert consent.suppressed(["bob@example.net"]) == set()
+        consent.store.close()
+
+
+async def test_without_an_unsubscribe_secret_email_has_no_link(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    use_smtp(settings, mailbox)
+    settings.webhooks.public_url = "https://hooks.example.com"
+    _, result = await run_flow(ts_env, one_step(channel="smtp"), settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    [(_, _, message)] = mailbox.messages
+    assert message["List-Unsubscribe"] is None

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, metrics, schedules, suppressions, webhooks, workflows
+from scheduler.api import health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import (
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(suppressions.router)
+    app.include_router(unsubscribe.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

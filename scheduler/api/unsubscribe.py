@@ -1,0 +1,78 @@
+"""`/unsubscribe?token=…`: the one-click e-mail unsubscribe (RFC 8058) every customer e-mail links to.
+
+`POST` (what mailbox providers send, with `List-Unsubscribe=One-Click`) suppresses the address at
+once, no login and no confirmation; `GET` (a person following the link) shows one button that posts.
+A changed or expired link is refused (400) without saying whose it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from html import escape
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
+from scheduler.api.deps import ConsentDep, SettingsDep
+from scheduler.errors import InvalidValue
+from scheduler.flow.contacts import InvalidContact
+from scheduler.unsubscribe import InvalidToken, Unsubscribe, links
+
+router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
+Token = Annotated[str, Query(min_length=1, max_length=4096)]
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def _read(settings: SettingsDep, token: str) -> Unsubscribe | HTMLResponse:
+    """The link's unsubscribe, or the 400 page saying the link cannot be used."""
+    configured = links(settings)
+    try:
+        if configured is None:
+            raise InvalidToken("unsubscribe links are not configured here")
+        return configured.read(token)
+    except InvalidToken as exc:
+        body = f"<p>{escape(str(exc))}. Use the link in a newer message, or reply to us.</p>"
+        return HTMLResponse(_PAGE.format(title="This link does not work", body=body), status_code=400)
+
+
+@router.get("", response_class=HTMLResponse, responses={400: {"description": "a changed or expired link"}})
+async def page(token: Token, settings: SettingsDep) -> HTMLResponse:
+    """The page a person sees: the address, and one button (nothing changes until it is pressed)."""
+    unsubscribe = _read(settings, token)
+    if isinstance(unsubscribe, HTMLResponse):
+        return unsubscribe
+    body = (
+        f"<p>Stop all messages to <strong>{escape(unsubscribe.contact)}</strong>?</p>"
+        f'<form method="post" action="?token={escape(token, quote=True)}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form>'
+    )
+    return HTMLResponse(_PAGE.format(title="Unsubscribe", body=body))
+
+
+@router.post("", response_class=HTMLResponse, responses={400: {"description": "a changed or expired link"}})
+async def unsubscribe(token: Token, settings: SettingsDep, consent: ConsentDep) -> HTMLResponse:
+    """Suppress the link's address in every campaign (written before the answer); again is a no-op."""
+    found = _read(settings, token)
+    if isinstance(found, HTMLResponse):
+        return found
+    try:
+        await asyncio.to_thread(
+            consent.suppress,
+            found.contact,
+            reason="unsubscribe link",
+            campaign_id=found.campaign_id,
+            workflow_id=found.workflow_id,
+        )
+    except InvalidContact as exc:
+        raise InvalidValue(str(exc)) from None
+    body = f"<p><strong>{escape(found.contact)}</strong> will get no more messages from us.</p>"
+    return HTMLResponse(_PAGE.format(title="You are unsubscribed", body=body))
