@@ -46,6 +46,7 @@ RUN_FIELDS = {
     "started",
     "skipped_duplicate",
     "skipped_invalid",
+    "skipped_suppressed",
     "failed",
     "window",  # null without an [audience]
 }
