@@ -7,9 +7,9 @@ Ending early: the steps run in a task that races a wait for a signal that ends t
 `cart-converted` signal when the definition has `exit_on = ["cart-converted"]` (outcome `converted`),
 or an opt-out reply (`Reply.opt_out`) that no `wait_answer` is waiting for (outcome `opted_out`).
 The signal cancels the task wherever it is (a timer, an activity in flight: Temporal turns the
-cancellation into cancel commands), and no later step starts. Flows started before opt-outs could
-end them (no `opt-out-exit` patch marker) and without `exit_on` run their steps in the workflow's
-own coroutine, as they did, so their histories replay unchanged.
+cancellation into cancel commands), and no later step starts. The race itself issues no command, so
+histories of flows that never got such a signal replay unchanged; where one comes, the
+`opt-out-exit` patch keeps flows started by older workers on their old course.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from scheduler.flow.contacts import customer_contacts
 from scheduler.flow.definition import validate_definition
 from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus, StepRecord
 from scheduler.flow.nodes import ActivityOutcome, NodeParams, get_node
-from scheduler.flow.signals import CART_CONVERTED_SIGNAL, Conversion, Reply
+from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 REPLY_IDS_PATCH = "reply-ids-attribute"
@@ -56,8 +56,6 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 """A `cart-converted` signal sent to a flow on a worker without this code left no upsert in its history."""
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
-OPT_OUT_EXIT_PATCH = "opt-out-exit"
-"""Flows without `exit_on` ran their steps in the workflow's own coroutine, which nothing could cut short."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
 """Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 
@@ -134,7 +132,7 @@ class FlowRun:
         if reply.received_at is None:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
-        if reply.opt_out and not self._waiting_for_replies:
+        if reply.opt_out and not self._waiting_for_replies and workflow.patched(OPT_OUT_EXIT_PATCH):
             self.opt_out_exit = True
 
     def add_conversion(self, conversion: Conversion) -> None:
@@ -227,7 +225,7 @@ class FlowRun:
             retry_policy=retry,
             summary=f"{self.current_step}: {name}",
         )
-        if outcome.suppressed:
+        if outcome.suppressed and workflow.patched(OPT_OUT_EXIT_PATCH):
             self.suppressed = self.opted_out = True
         return outcome
 
@@ -238,9 +236,8 @@ class FlowRun:
             workflow.upsert_search_attributes(
                 [p.key.value_set(p.value) for p in start_attributes(self.input, version=self.version)]
             )
-        race = self._exit_on_conversion or workflow.patched(OPT_OUT_EXIT_PATCH)
         try:
-            exited = await (self._steps_until_exit() if race else self._steps())
+            exited = await self._steps_until_exit()
         except Exception:
             self._finish("failed")
             raise

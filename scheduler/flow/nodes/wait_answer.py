@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import workflow
+
 from scheduler.flow.durations import Duration
 from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, register
+from scheduler.flow.signals import OPT_OUT_EXIT_PATCH
 
 OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
 
@@ -32,7 +35,9 @@ class WaitAnswer(Node):
         replies = await flow.wait_for_replies(params.timeout)
         if replies is None:
             return EventType.TIMEOUT
-        if any(r.opt_out or is_opt_out(r.text, params.opt_out_keywords) for r in replies):
+        if any(is_opt_out(r.text, params.opt_out_keywords) for r in replies) or (
+            any(r.opt_out for r in replies) and workflow.patched(OPT_OUT_EXIT_PATCH)
+        ):
             flow.mark_opted_out()
             return EventType.NOT_SATISFIED
         flow.mark_answered()
