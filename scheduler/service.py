@@ -42,9 +42,10 @@ def warn_if_exposed(settings: Settings) -> None:
     """Say loudly that the unsigned routes are open to anyone who can reach a non-loopback `api.host`."""
     if not settings.api.on_loopback:
         log.warning(
-            "api.host is %r, not a loopback address: POST /start-workflow, /send-signal and"
-            " /schedules/{id}/pause|unpause|trigger are unauthenticated, so anyone who can reach port %d can"
-            " start flows, forge customer replies and opt-outs, and stop campaigns; keep api.host on"
+            "api.host is %r, not a loopback address: POST /start-workflow, /send-signal,"
+            " /schedules/{id}/pause|unpause|trigger and /suppressions are unauthenticated, so anyone who can"
+            " reach port %d can start flows, forge customer replies and opt-outs, lift opt-outs and stop"
+            " campaigns; keep api.host on"
             " 127.0.0.1 or put an authenticating proxy in front",
             settings.api.host,
             settings.api.port,

@@ -60,7 +60,7 @@ class Links:
             InvalidToken: changed, not signed with this secret, or expired.
         """
         payload, _, signature = token.partition(".")
-        if not payload or not hmac.compare_digest(signature, self._sign(payload)):
+        if not payload or not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             raise InvalidToken("this unsubscribe link is not valid")
         try:
             claims = json.loads(_unb64(payload))
