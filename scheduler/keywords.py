@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -86,7 +87,9 @@ async def handle_keyword(
                 workflow_id=target.workflow_id,
             )
             created |= new
-        handled.signaled = await _end_flows(client, contacts, target, reply.model_copy(update={"opt_out": True}))
+        # One id for every route, so a flow reached by two (its contact and its id) counts the reply once.
+        marked = reply.model_copy(update={"opt_out": True, "reply_id": reply.reply_id or f"opt-out-{uuid.uuid4()}"})
+        handled.signaled = await _end_flows(client, contacts, target, marked)
         handled.answer = compliance.stop_confirmation if created else ""
     elif keyword == "opt_in":
         lifted = False
@@ -136,6 +139,8 @@ async def _end_flows(client: Client, contacts: list[str], target: FlowTarget, re
         targets.append(target)
     signaled: set[str] = set()
     for each in targets:
+        if each.workflow_id is not None and each.workflow_id in signaled:
+            continue
         try:
             signaled.update(await route_reply(client, target=each, reply=reply, timeout=timedelta(0)))
         except NoFlowForReply:

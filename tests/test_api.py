@@ -97,8 +97,21 @@ async def test_send_signal_stop_text_ends_flow_after_wait(api: Api) -> None:
     result = await api.result(workflow_id)
     # The default campaign has no not_satisfied edge on step_2 (and no go_to): the flow ends there.
     assert result.path == ["step_1", "step_2"]
-    assert result.outcome == "opted_out"
+    assert (result.outcome, result.replies) == ("opted_out", 1)
     assert (await status(api.client.get_workflow_handle(workflow_id))).path == ["step_1", "step_2"]
+
+
+async def test_send_signal_stop_suppresses_the_flows_phone_and_counts_as_one_reply(api: Api) -> None:
+    phone = f"+1212555{uuid.uuid4().int % 10_000:04d}"
+    workflow_id = (await api.start(customer={"id": "c1", "phone": phone})).json()["workflow_id"]
+    await reaches(api.client.get_workflow_handle(workflow_id), "step_2")
+
+    response = await api.signal(workflow_id, text=" Stop ")
+    assert response.json() == {"message": f"Opted out 1 contact(s) of workflow {workflow_id}; ended flows: 1"}
+    result = await api.result(workflow_id)
+    assert (result.outcome, result.replies) == ("opted_out", 1)  # reached by its phone and by its id: once
+    listed = (await api.http.get("/suppressions", params={"contact": phone})).json()["items"]
+    assert [(e["contact"], e["reason"], e["workflow_id"]) for e in listed] == [(phone, "keyword STOP", workflow_id)]
 
 
 async def test_start_workflow_customer_and_cart_reach_outbox_and_search_attributes(api: Api) -> None:

@@ -779,4 +779,5 @@ async def test_stop_by_customer_id_suppresses_that_customers_contacts_and_confir
     consent.store.close()
     confirmations = [r for r in Outbox(hooks.settings.channels.outbox).read() if r["text"] == "Unsubscribed."]
     assert sorted(r["to"] for r in confirmations) == sorted([e164(phone), f"{customer_id}@example.com"])
-    assert (await hooks.result(workflow_id)).outcome == "opted_out"
+    result = await hooks.result(workflow_id)
+    assert (result.outcome, result.replies) == ("opted_out", 1)  # reached by contact and by customer id: once
