@@ -47,6 +47,7 @@ from scheduler.flow.models import FlowInput, FlowStatus, PageInput, PageResult, 
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.store import Store
 from scheduler.worker import make_worker
+from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, campaign_toml
 from tests.helpers.servers import local_environment
 
 IMPORT_ROWS = 100_000
@@ -134,29 +135,7 @@ def write_fanout_campaign(directory: Path, cid: str) -> Path:
     (directory / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     path = directory / f"{cid}.toml"
     path.write_text(
-        f"""\
-[campaign]
-id = "{cid}"
-max_starts_per_second = 10000
-
-[schedule]
-cron = ["0 9 * * *"]
-
-[audience]
-source = "jsonl"
-path = "carts.jsonl"
-
-[audience.fields]
-"cart.id" = "cart_ref"
-"customer.phone" = "mobile"
-
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-""",
-        encoding="utf-8",
+        campaign_toml(cid, max_starts_per_second=10000, workflow=JSONL_AUDIENCE + ONE_STEP), encoding="utf-8"
     )
     return path
 

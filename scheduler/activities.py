@@ -15,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, env_var
 from scheduler.consent import Consent
-from scheduler.errors import DeliveryError
-from scheduler.flow.contacts import InvalidContact, normalize_contact, redact
+from scheduler.errors import DeliveryError, InvalidContact
+from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
@@ -58,14 +58,18 @@ class Activities:
         channel = self._channel(params.channel)
         with _delivery_errors():
             to = channel.recipient(inp.customer)
+        try:
+            contact: str | None = normalize_contact(to)
+        except InvalidContact:
+            contact = None  # not a phone or an address (a console name): nothing to opt out or unsubscribe
         sent = await self._send(
             channel,
             inp,
             to=to,
             template=params.template,
             subject=params.subject,
-            consent=True,
-            list_unsubscribe=self._list_unsubscribe(channel, inp, to),
+            unless_suppressed=contact,
+            list_unsubscribe=self._list_unsubscribe(channel, inp, contact),
         )
         if not sent:
             return ActivityOutcome(
@@ -101,12 +105,8 @@ class Activities:
             raise ApplicationError(message, type="ChannelNotConfigured", non_retryable=True)
         raise ApplicationError(f"unknown channel {name!r}", type="UnknownChannel", non_retryable=True)
 
-    def _list_unsubscribe(self, channel: Channel, inp: ActivityInput, to: str) -> str:
-        if self.unsubscribe is None or channel.name != "smtp":
-            return ""
-        try:
-            contact = normalize_contact(to)
-        except InvalidContact:
+    def _list_unsubscribe(self, channel: Channel, inp: ActivityInput, contact: str | None) -> str:
+        if self.unsubscribe is None or channel.name != "smtp" or contact is None:
             return ""
         return self.unsubscribe.header(Unsubscribe(contact, inp.campaign_id, inp.workflow_id))
 
@@ -118,10 +118,10 @@ class Activities:
         to: str,
         template: str,
         subject: str,
-        consent: bool = False,
+        unless_suppressed: str | None = None,
         list_unsubscribe: str = "",
     ) -> bool:
-        """Render and deliver; False if `consent` is asked for and `to` is suppressed (nothing is delivered).
+        """Render and deliver; False if the contact `unless_suppressed` names is suppressed (nothing is delivered).
 
         The suppression list is read last, right before delivery, so an opt-out that came in while the
         template rendered still counts.
@@ -143,20 +143,12 @@ class Activities:
             idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
             list_unsubscribe=list_unsubscribe,
         )
-        if consent and await self._suppressed(to):
-            return False
+        if unless_suppressed is not None and self.consent is not None:
+            if await asyncio.to_thread(self.consent.suppressed, [unless_suppressed]):
+                return False
         with _delivery_errors():
             await channel.send(message)
         return True
-
-    async def _suppressed(self, to: str) -> bool:
-        if self.consent is None:
-            return False
-        try:
-            contact = normalize_contact(to)
-        except InvalidContact:
-            return False  # not a phone or an address (a console name): nothing to opt out
-        return bool(await asyncio.to_thread(self.consent.suppressed, [contact]))
 
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int

@@ -366,25 +366,29 @@ db_app = typer.Typer(help="The service's own database (the store).", no_args_is_
 app.add_typer(db_app, name="db")
 
 
-def _consent(config: Path | None) -> Any:
-    from scheduler.consent import Consent
+def _store(config: Path | None) -> Any:
+    """The configured store, migrated; one line and exit 1 if it cannot be reached."""
     from scheduler.store import Store
 
     settings = _settings(config)
     try:
-        return Consent(Store.open(settings.store_url))
+        return Store.open(settings.store_url)
     except SchedulerError as exc:
         _fail(str(exc))
 
 
-@contextlib.contextmanager
-def _contact_errors() -> Iterator[None]:
-    """A contact that is neither a phone nor an e-mail address, or not suppressed: one line, exit 1."""
-    from scheduler.flow.contacts import InvalidContact
+def _consent(config: Path | None) -> Any:
+    from scheduler.consent import Consent
 
+    return Consent(_store(config))
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A contact that is neither a phone nor an e-mail address, or is not suppressed: one line, exit 1."""
     try:
         yield
-    except (InvalidContact, SchedulerError) as exc:
+    except SchedulerError as exc:
         _fail(str(exc))
 
 
@@ -396,7 +400,7 @@ def suppress_add(
 ) -> None:
     """Suppress a contact: no campaign messages it until it is removed."""
     consent = _consent(config)
-    with _contact_errors():
+    with _one_line_errors():
         entry, created = consent.suppress(contact, reason=reason)
     typer.echo(f"{'suppressed' if created else 'already suppressed'}: {entry.contact}")
     _exit(0)
@@ -409,7 +413,7 @@ def suppress_remove(
 ) -> None:
     """Opt a contact back in (its entry stays in the history). Exit 1 if it is not suppressed."""
     consent = _consent(config)
-    with _contact_errors():
+    with _one_line_errors():
         consent.lift(contact, reason="cli")
     typer.echo(f"removed: {contact}")
     _exit(0)
@@ -471,14 +475,9 @@ def suppress_export(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Bring the store's schema up to date (`scheduler up`, `worker` and `api` also do it at start)."""
-    from scheduler.store import Store
-
-    settings = _settings(config)
-    try:
-        Store.open(settings.store_url).close()
-    except SchedulerError as exc:
-        _fail(str(exc))
-    typer.echo(f"store up to date: {settings.store_url}")
+    store = _store(config)
+    typer.echo(f"store up to date: {store.shown_url}")
+    store.close()
     _exit(0)
 
 

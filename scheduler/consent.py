@@ -15,15 +15,16 @@ from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
-from scheduler.errors import NotSuppressed
-from scheduler.flow.contacts import InvalidContact, normalize_contact
+from scheduler.errors import InvalidContact, NotSuppressed
+from scheduler.flow.contacts import normalize_contact
 from scheduler.store import Store, suppressions
 
 Kind = Literal["sms", "email"]
+ACTIVE = suppressions.c.lifted_at.is_(None)
+"""An entry not lifted: the contact is suppressed."""
 MAX_REASON = 200
 IMPORT_BATCH = 5000
 """Rows per INSERT during an import: big enough to be fast, small enough for PostgreSQL's 65,535 parameters."""
@@ -75,12 +76,10 @@ class Consent:
         """
         normal = normalize_contact(contact)
         row = _row(normal, reason=reason, campaign_id=campaign_id, workflow_id=workflow_id)
-        try:
-            with self.store.engine.begin() as connection:
-                connection.execute(insert(suppressions).values(row))
-            created = True
-        except IntegrityError:  # already suppressed: the first opt-out stands
-            created = False
+        with self.store.engine.begin() as connection:  # already suppressed: the first opt-out stands
+            created = (
+                connection.execute(self._insert_new().values(row).returning(suppressions.c.id)).first() is not None
+            )
         entry = self.get(normal)
         assert entry is not None
         return entry, created
@@ -96,7 +95,7 @@ class Consent:
         with self.store.engine.begin() as connection:
             done = connection.execute(
                 update(suppressions)
-                .where(suppressions.c.contact == normal, suppressions.c.lifted_at.is_(None))
+                .where(suppressions.c.contact == normal, ACTIVE)
                 .values(lifted_at=datetime.now(UTC), lifted_reason=reason[:MAX_REASON])
             )
         if done.rowcount == 0:
@@ -114,11 +113,7 @@ class Consent:
         if not wanted:
             return set()
         with self.store.engine.connect() as connection:
-            rows = connection.execute(
-                select(suppressions.c.contact).where(
-                    suppressions.c.contact.in_(wanted), suppressions.c.lifted_at.is_(None)
-                )
-            )
+            rows = connection.execute(select(suppressions.c.contact).where(suppressions.c.contact.in_(wanted), ACTIVE))
             return {row.contact for row in rows}
 
     def page(
@@ -138,11 +133,7 @@ class Consent:
 
     def count(self) -> int:
         with self.store.engine.connect() as connection:
-            return int(
-                connection.execute(
-                    select(func.count()).select_from(suppressions).where(suppressions.c.lifted_at.is_(None))
-                ).scalar_one()
-            )
+            return _active_count(connection)
 
     def import_csv(self, file: IO[str], *, reason: str = "import") -> ImportResult:
         """Suppress every `contact` of a CSV (optional `reason` column), in one transaction.
@@ -203,11 +194,10 @@ class Consent:
                 return
 
     def _insert_new(self) -> Any:
-        """INSERT that leaves out contacts suppressed already (the partial unique index decides, atomically)."""
+        """INSERT that leaves out contacts suppressed already (the partial unique index decides, atomically:
+        concurrent opt-outs of one contact leave one entry)."""
         dialect = sqlite if self.store.dialect == "sqlite" else postgresql
-        return dialect.insert(suppressions).on_conflict_do_nothing(
-            index_elements=["contact"], index_where=suppressions.c.lifted_at.is_(None)
-        )
+        return dialect.insert(suppressions).on_conflict_do_nothing(index_elements=["contact"], index_where=ACTIVE)
 
 
 def _row(
@@ -224,11 +214,11 @@ def _row(
 
 
 def _active() -> Any:
-    return select(suppressions).where(and_(suppressions.c.lifted_at.is_(None)))
+    return select(suppressions).where(ACTIVE)
 
 
 def _active_count(connection: Connection) -> int:
-    query = select(func.count()).select_from(suppressions).where(suppressions.c.lifted_at.is_(None))
+    query = select(func.count()).select_from(suppressions).where(ACTIVE)
     return int(connection.execute(query).scalar_one())
 
 

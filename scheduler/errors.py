@@ -18,6 +18,7 @@ SchedulerError
 ├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
 ├── DeliveryError       a message could not be delivered (retryable or not)
 ├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
+│   └── InvalidContact  neither a phone number nor an e-mail address (422)
 └── RequestRejected     an HTTP request refused before its body is parsed
     ├── BodyTooLarge           over the endpoint's size limit (413)
     ├── UnsupportedMediaType   not the content type the endpoint reads (415)
@@ -36,6 +37,11 @@ class SchedulerError(Exception):
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters and an ellipsis: a message must not repeat a megabyte of input."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of a library's error (a database driver's runs on with context): enough for one message."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class ConfigError(SchedulerError):
@@ -144,6 +150,10 @@ class InvalidValue(SchedulerError, ValueError):
 
     Also a `ValueError`, so a pydantic validator raising it gives a field-located 422.
     """
+
+
+class InvalidContact(InvalidValue):
+    """Neither a phone number nor an e-mail address (`scheduler.flow.contacts.normalize_contact`)."""
 
 
 class RequestRejected(SchedulerError):

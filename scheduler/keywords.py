@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Keyword = Literal["opt_out", "opt_in", "help"]
 
 
-def keyword_of(text: str | None, compliance: ComplianceSettings) -> tuple[Keyword, str] | None:
+def _keyword_of(text: str | None, compliance: ComplianceSettings) -> tuple[Keyword, str] | None:
     """(what the reply asks for, the keyword) if the reply is exactly one keyword, trimmed, any case."""
     word = (text or "").strip().strip(".!").strip().upper()
     if not word:
@@ -63,17 +63,25 @@ class Handled:
     """What to send back to the sender (a confirmation or the help text; empty: nothing)."""
 
 
-async def handle_keyword(
+async def apply_keyword(
     client: Client,
     consent: Consent,
-    compliance: ComplianceSettings,
+    settings: Settings,
     *,
-    keyword: Keyword,
-    word: str,
     target: FlowTarget,
     reply: Reply,
-) -> Handled:
-    """Apply a keyword reply from `target`'s sender; see the module docstring."""
+    send_answer: bool = True,
+) -> Handled | None:
+    """If `reply` is one keyword, apply it for `target`'s sender (see the module docstring); else None.
+
+    `send_answer`: send the confirmation or help text through the sender's channel; False where the
+    caller answers itself (Twilio sends the TwiML answer back).
+    """
+    found = _keyword_of(reply.text, settings.compliance)
+    if found is None:
+        return None
+    keyword, word = found
+    compliance = settings.compliance
     contacts, campaign_id = await _sender(client, target)
     handled = Handled(keyword, contacts)
     if keyword == "opt_out":
@@ -103,6 +111,8 @@ async def handle_keyword(
     else:
         handled.answer = compliance.help_reply
     log.info("%s (%s) from %s", word, keyword, ", ".join(redact(c) for c in contacts) or str(target))
+    if send_answer:
+        await _send_answer(settings, contacts, handled.answer)
     return handled
 
 
@@ -148,7 +158,7 @@ async def _end_flows(client: Client, contacts: list[str], target: FlowTarget, re
     return sorted(signaled)
 
 
-async def send_answer(settings: Settings, contacts: list[str], text: str) -> None:
+async def _send_answer(settings: Settings, contacts: list[str], text: str) -> None:
     """Send a confirmation or the help text to the sender, through the channel that reaches them.
 
     A phone gets it through `channels.default` unless that is e-mail; an address through `smtp` when

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.errors import StoreUnavailable
+from scheduler.errors import StoreUnavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Store:
             upgrade(engine)
         except SQLAlchemyError as exc:
             engine.dispose()
-            raise StoreUnavailable(f"store {_shown(url)}: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"store {_shown(url)}: {first_line(exc)}") from None
         return cls(engine)
 
     def close(self) -> None:
@@ -92,6 +92,11 @@ class Store:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def shown_url(self) -> str:
+        """The database URL without its password, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
 
 
 def _engine(url: str) -> Engine:
@@ -146,7 +151,3 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 def _shown(url: str) -> str:
     """The URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

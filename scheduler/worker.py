@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio.client import Client
@@ -29,17 +30,31 @@ def make_worker(
     consent: Consent | None = None,
     **options: Any,
 ) -> Worker:
-    """`consent`: the suppression list sends and fan-outs check; by default the configured store's."""
+    """`consent`: the suppression list sends and fan-outs check; by default the configured store's, opened
+    here and closed when the worker's run ends."""
     task_queue = task_queue or settings.temporal.task_queue
-    consent = consent or Consent(Store.open(settings.store_url))
+    plugins: list[SimplePlugin] = []
+    if consent is None:
+        store = Store.open(settings.store_url)
+        consent = Consent(store)
+        plugins.append(SimplePlugin("scheduler.store", run_context=lambda: _closing(store)))
     fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue, consent=consent)
     activities = Activities(settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings))
+    # The template renderer's child processes end with the worker's run.
+    plugins.append(SimplePlugin("scheduler.renderer", run_context=activities.renderer.running))
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
         activities=[*activities.all(), *fanout.all()],
-        # The template renderer's child processes end with the worker's run.
-        plugins=[SimplePlugin("scheduler.renderer", run_context=activities.renderer.running)],
+        plugins=plugins,
         **options,
     )
+
+
+@asynccontextmanager
+async def _closing(store: Store) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ that no longer replays means running flows would break when the new code is depl
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +30,7 @@ from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, Campai
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 from tests.helpers import BIN, ROOT  # noqa: E402
-from tests.helpers.campaigns import SEED  # noqa: E402
+from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, SEED, campaign_toml  # noqa: E402
 
 HISTORIES = TESTS / "histories"
 TASK_QUEUE = "record-histories"
@@ -46,43 +47,16 @@ RUNS = {
     "campaign-run-one": ("campaign-run-replay-one", "replay-run-one.toml"),
 }
 RUN_FILES = {
-    "replay-run.toml": """\
-[campaign]
-id = "replay-run"
-owner = "owner@example.com"
-
-[schedule]
-cron = ["0 9 * * *"]
-
-[audience]
-source = "jsonl"
-path = "carts.jsonl"
-
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-""",
-    "replay-run-one.toml": """\
-[campaign]
-id = "replay-run-one"
-owner = "owner@example.com"
-
-[schedule]
-cron = ["0 9 * * *"]
-
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-""",
-    "carts.jsonl": """\
-{"cart": {"id": "c-1"}, "customer": {"id": "u1", "phone": "+15550001"}}
-{"cart": {"id": "c-2"}, "customer": {"id": "u2", "email": "bo@example.com"}}
-{"customer": {"id": "u3"}}
-""",
+    "replay-run.toml": campaign_toml("replay-run", workflow=JSONL_AUDIENCE + ONE_STEP),
+    "replay-run-one.toml": campaign_toml("replay-run-one"),
+    "carts.jsonl": "".join(
+        json.dumps(row) + "\n"
+        for row in (
+            {"cart_ref": "c-1", "mobile": "+15550001"},
+            {"cart_ref": "c-2", "mobile": "+15550002"},
+            {"name": "no cart"},
+        )
+    ),
 }
 """A campaign run reads its audience from the worker's campaigns directory: these files are written there."""
 

@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +20,8 @@ from scheduler.api import create_app
 from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
-from scheduler.flow.models import FlowStatus
-from scheduler.worker import make_worker
 from tests.helpers import ROOT
+from tests.helpers.api import Api, running_api
 from tests.helpers.flows import nested_record, reaches, status, terminate
 from tests.helpers.metrics import metric
 from tests.helpers.servers import local_environment
@@ -33,34 +31,10 @@ START_MESSAGE = "Workflow started successfully"
 T = TypeVar("T")
 
 
-@dataclass
-class Api:
-    http: httpx.AsyncClient
-    client: Client
-    settings: Settings
-
-    async def start(self, **body: Any) -> httpx.Response:
-        return await self.http.post("/start-workflow", json=body)
-
-    async def signal(self, workflow_id: str, **extra: Any) -> httpx.Response:
-        body = {"workflow_id": workflow_id, "signal_name": "client-answered", **extra}
-        return await self.http.post("/send-signal", json=body)
-
-    async def result(self, workflow_id: str) -> FlowStatus:
-        return await self.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
-
-
 @pytest_asyncio.fixture
 async def api(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str) -> AsyncIterator[Api]:
-    """The app (client given, so no lifespan is needed) and a worker polling a fresh queue."""
-    settings.temporal.task_queue = task_queue
-    app = create_app(settings, client=dev_env.client)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        make_worker(dev_env.client, settings),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
-    ):
-        yield Api(http, dev_env.client, settings)
+    async with running_api(dev_env.client, settings, task_queue) as api:
+        yield api
 
 
 async def test_start_workflow_then_signal_completes_satisfied_branch(api: Api) -> None:

@@ -12,8 +12,7 @@ from sqlalchemy import func, select, text
 
 from scheduler.config import Settings
 from scheduler.consent import Consent
-from scheduler.errors import NotSuppressed, StoreUnavailable
-from scheduler.flow.contacts import InvalidContact
+from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
 from scheduler.store import Store, suppressions
 
 
@@ -59,6 +58,11 @@ def test_processes_starting_together_migrate_once(store_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
+    store = Store.open(store_url)
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    assert Consent(store).suppress("+12125550142", reason="api")[1]  # the schema is whole
+    store.close()
 
 
 def test_default_store_is_sqlite_beside_the_dev_server_database(settings: Settings, tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from scheduler.errors import InvalidContact
     from scheduler.flow.attributes import CUSTOMER_CONTACT
-    from scheduler.flow.contacts import InvalidContact, customer_contacts, normalize_contact, redact
+    from scheduler.flow.contacts import customer_contacts, normalize_contact, redact
     from scheduler.flow.definition import WorkflowDefinition
     from scheduler.flow.engine import start_attributes
     from scheduler.flow.models import FlowInput

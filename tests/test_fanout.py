@@ -17,21 +17,9 @@ from scheduler.flow.models import CampaignRunResult
 from scheduler.status import schedule_status
 from scheduler.store import Store
 from scheduler.worker import make_worker
-from tests.helpers.campaigns import WAITING
+from tests.helpers.campaigns import JSONL_AUDIENCE, WAITING
 from tests.helpers.schedules import Campaigns, terminate_flows
 from tests.helpers.waiting import eventually
-
-JSONL_AUDIENCE = """\
-[audience]
-source = "jsonl"
-path = "carts.jsonl"
-
-[audience.fields]
-"cart.id" = "cart_ref"
-"customer.phone" = "mobile"
-"customer.name" = "name"
-
-"""
 
 
 def write_carts(c: Campaigns) -> None:
@@ -68,11 +56,7 @@ async def flows_of(client: Client, campaign_id: str) -> list[Any]:
 async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns) -> None:
     c = campaigns
     write_carts(c)
-    c.write("a", workflow=JSONL_AUDIENCE + WAITING)
-    (c.dir / "a.toml").write_text(
-        (c.dir / "a.toml").read_text().replace("enabled = true", "enabled = true\nmax_starts_per_second = 1000"),
-        encoding="utf-8",
-    )
+    c.write("a", max_starts_per_second=1000, workflow=JSONL_AUDIENCE + WAITING)
     await c.sync()
     try:
         async with make_worker(c.client, c.settings):
@@ -160,11 +144,7 @@ def write_paced_audience(c: Campaigns, name: str, carts: int, rate: int) -> None
     """Campaign `name` over `carts` distinct carts k0..k<carts-1>, started at `rate` flows/s."""
     rows = [{"cart_ref": f"k{i}", "mobile": f"+1 212 555 {i:04d}", "name": f"C{i}"} for i in range(carts)]
     (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    path = c.write(name, workflow=JSONL_AUDIENCE + WAITING)
-    path.write_text(
-        path.read_text().replace("enabled = true", f"enabled = true\nmax_starts_per_second = {rate}"),
-        encoding="utf-8",
-    )
+    c.write(name, max_starts_per_second=rate, workflow=JSONL_AUDIENCE + WAITING)
 
 
 async def triggered_run(c: Campaigns, name: str) -> str:

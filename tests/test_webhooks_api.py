@@ -35,14 +35,13 @@ from scheduler.consent import Consent
 from scheduler.flow.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import start_flow
 from scheduler.replies import quote
 from scheduler.store import Store
 from scheduler.worker import make_worker
-from tests.helpers.flows import reaches, start_flow_input, status, terminate
+from tests.helpers.flows import reaches, start_flow_input, status, terminate, wait_then_send
 from tests.helpers.metrics import metric
 from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
 from tests.helpers.waiting import eventually
@@ -685,30 +684,13 @@ async def test_openapi_webhook_bodies_say_which_target_is_required(hooks: Hooks)
 
 # Consent keywords
 
-WAIT_THEN_SEND = WorkflowDefinition.model_validate(
-    {
-        "start_step": "wait",
-        "steps": {
-            "wait": {"node": "explicit_wait", "params": {"duration": "10m"}, "go_to": "send"},
-            "send": {"node": "send_message"},
-        },
-    }
-)
-
 
 async def start_other_campaign(hooks: Hooks, phone: str) -> str:
     """A flow of campaign `b` for `phone`, waiting ten minutes before it messages."""
-    flow = FlowInput(definition=WAIT_THEN_SEND, campaign_id="b", customer={"id": "cb", "phone": phone})
-    workflow_id = f"b-{uuid.uuid4()}"
-    await hooks.client.start_workflow(
-        AbandonedCartWorkflow.run,
-        flow,
-        id=workflow_id,
-        task_queue=hooks.settings.temporal.task_queue,
-        search_attributes=start_attributes(flow),
-    )
-    hooks.started.append(workflow_id)
-    return workflow_id
+    flow = FlowInput(definition=wait_then_send("10m"), campaign_id="b", customer={"id": "cb", "phone": phone})
+    handle = await start_flow_input(hooks.client, flow, hooks.settings.temporal.task_queue)
+    hooks.started.append(handle.id)
+    return handle.id
 
 
 def twiml_message(text: str) -> str:

@@ -12,8 +12,7 @@ from scheduler.api.bodies import post_json
 from scheduler.api.deps import ConsentDep
 from scheduler.api.responses import errors
 from scheduler.consent import MAX_REASON, Suppression
-from scheduler.errors import InvalidValue
-from scheduler.flow.contacts import InvalidContact, normalize_contact
+from scheduler.flow.contacts import normalize_contact
 
 router = APIRouter(prefix="/suppressions", tags=["suppressions"])
 PAGE = 100
@@ -45,12 +44,9 @@ async def list_suppressions(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> SuppressionList:
     """Active opt-outs, oldest first, 100 a page (`contact`: only that one)."""
-    try:
-        items, after = await asyncio.to_thread(
-            consent.page, contact=contact, cursor=int(cursor) if cursor else None, limit=PAGE
-        )
-    except InvalidContact as exc:
-        raise InvalidValue(str(exc)) from None
+    items, after = await asyncio.to_thread(
+        consent.page, contact=contact, cursor=int(cursor) if cursor else None, limit=PAGE
+    )
     return SuppressionList(items=items, next=str(after) if after is not None else None)
 
 
@@ -75,8 +71,5 @@ async def suppress(body: SuppressRequest, consent: ConsentDep, response: Respons
 )
 async def lift(contact: str, consent: ConsentDep) -> Response:
     """Opt a contact back in; its entry stays in the history."""
-    try:
-        await asyncio.to_thread(consent.lift, contact, reason="api")
-    except InvalidContact as exc:
-        raise InvalidValue(str(exc)) from None
+    await asyncio.to_thread(consent.lift, contact, reason="api")
     return Response(status_code=204)

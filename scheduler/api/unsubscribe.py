@@ -15,8 +15,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from scheduler.api.deps import ConsentDep, SettingsDep
-from scheduler.errors import InvalidValue
-from scheduler.flow.contacts import InvalidContact
 from scheduler.unsubscribe import InvalidToken, Unsubscribe, links
 
 router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
@@ -64,15 +62,12 @@ async def unsubscribe(token: Token, settings: SettingsDep, consent: ConsentDep) 
     found = _read(settings, token)
     if isinstance(found, HTMLResponse):
         return found
-    try:
-        await asyncio.to_thread(
-            consent.suppress,
-            found.contact,
-            reason="unsubscribe link",
-            campaign_id=found.campaign_id,
-            workflow_id=found.workflow_id,
-        )
-    except InvalidContact as exc:
-        raise InvalidValue(str(exc)) from None
+    await asyncio.to_thread(
+        consent.suppress,
+        found.contact,
+        reason="unsubscribe link",
+        campaign_id=found.campaign_id,
+        workflow_id=found.workflow_id,
+    )
     body = f"<p><strong>{escape(found.contact)}</strong> will get no more messages from us.</p>"
     return HTMLResponse(_PAGE.format(title="You are unsubscribed", body=body))

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scheduler.api.bodies import FORM, JSON, read_body
 from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
-from scheduler.errors import NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
-from scheduler.flow.contacts import InvalidContact, normalize_contact, redact
+from scheduler.errors import InvalidContact, NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
+from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.limits import Id, id_problem
 from scheduler.flow.signals import Conversion, Reply
-from scheduler.keywords import handle_keyword, keyword_of, send_answer
+from scheduler.keywords import apply_keyword
 from scheduler.metrics import UNMATCHED
 from scheduler.replies import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
@@ -134,11 +134,7 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep, co
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
     target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
-    if found := keyword_of(data.text, settings.compliance):
-        handled = await handle_keyword(
-            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
-        )
-        await send_answer(settings, handled.contacts, handled.answer)
+    if (handled := await apply_keyword(client, consent, settings, target=target, reply=reply)) is not None:
         return SignaledResponse(signaled=handled.signaled)
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     if (signaled := await _routed("replies", f"reply {reply.reply_id}", target, routing)) is None:
@@ -220,11 +216,9 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep, con
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
         UNMATCHED.labels("twilio").inc()
         return _twiml()
-    if found := keyword_of(message.Body, settings.compliance):
-        handled = await handle_keyword(
-            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
-        )
-        return _twiml(handled.answer)  # Twilio sends the answer back to the sender
+    keyword = await apply_keyword(client, consent, settings, target=target, reply=reply, send_answer=False)
+    if keyword is not None:
+        return _twiml(keyword.answer)  # Twilio sends the answer back to the sender
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     await _routed("twilio", f"SMS {message.MessageSid}", target, routing)  # Twilio has nobody to tell
     return _twiml()

@@ -15,7 +15,7 @@ from scheduler.api.responses import errors
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
 from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
-from scheduler.keywords import Handled, handle_keyword, keyword_of, send_answer
+from scheduler.keywords import Handled, apply_keyword
 from scheduler.replies import FlowTarget
 
 router = APIRouter(tags=["workflows"])
@@ -54,7 +54,8 @@ class SignalRequest(BaseModel):
     # Documented as an enum, checked at run time: an unknown name is the contract's 400, not a 422.
     signal_name: str = Field(json_schema_extra={"enum": sorted(SIGNALS)})
     text: str | None = None
-    """Optional reply text (an opt-out keyword such as STOP takes the not_satisfied edge)."""
+    """Optional reply text; one keyword such as STOP or START changes the customer's consent instead (see
+    `[compliance]`)."""
     reply_id: Id | None = None
     """Optional id: a repeated one is ignored by the flow."""
 
@@ -111,13 +112,10 @@ async def send_signal(
     of the flow's customer in every campaign instead, also when the flow has ended.
     """
     reply = Reply(reply_id=body.reply_id, text=body.text, channel="api")
-    if body.signal_name == CLIENT_ANSWERED_SIGNAL and (found := keyword_of(body.text, settings.compliance)):
+    if body.signal_name == CLIENT_ANSWERED_SIGNAL:
         target = FlowTarget(workflow_id=body.workflow_id)
-        handled = await handle_keyword(
-            client, consent, settings.compliance, keyword=found[0], word=found[1], target=target, reply=reply
-        )
-        await send_answer(settings, handled.contacts, handled.answer)
-        return MessageResponse(message=_keyword_message(handled, body.workflow_id))
+        if (handled := await apply_keyword(client, consent, settings, target=target, reply=reply)) is not None:
+            return MessageResponse(message=_keyword_message(handled, body.workflow_id))
     await signal_flow(
         client,
         workflow_id=body.workflow_id,

@@ -15,8 +15,8 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from scheduler.audience.model import AUDIENCE_FIELDS, Audience
-from scheduler.errors import InvalidValue
-from scheduler.flow.contacts import InvalidContact, normalize_contact
+from scheduler.errors import InvalidContact, InvalidValue
+from scheduler.flow.contacts import normalize_contact
 from scheduler.flow.limits import check_id, check_record
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -7,7 +7,7 @@ from typing import Any
 
 from scheduler.audience.fields import Rows
 from scheduler.audience.model import Audience
-from scheduler.errors import AudienceError
+from scheduler.errors import AudienceError, first_line
 from scheduler.flow.models import Window
 
 
@@ -46,15 +46,15 @@ def read_sql(
         try:
             connection = engine.connect()
         except SQLAlchemyError as exc:  # not reachable (yet): another attempt may get through
-            raise AudienceError(f"cannot connect to the database: {_first_line(exc)}", retryable=True) from None
+            raise AudienceError(f"cannot connect to the database: {first_line(exc)}", retryable=True) from None
         with connection:
             try:
                 fetched = [dict(row._mapping) for row in connection.execute(statement, params)]
             except DBAPIError as exc:  # the query itself is wrong, unless the connection broke under it
                 retryable = exc.connection_invalidated
-                raise AudienceError(f"audience query failed: {_first_line(exc)}", retryable=retryable) from None
+                raise AudienceError(f"audience query failed: {first_line(exc)}", retryable=retryable) from None
             except SQLAlchemyError as exc:
-                raise AudienceError(f"audience query failed: {_first_line(exc)}") from None
+                raise AudienceError(f"audience query failed: {first_line(exc)}") from None
     finally:
         engine.dispose()
     rows: Rows = [(offset + i, row) for i, row in enumerate(fetched[:limit], start=1)]
@@ -76,7 +76,3 @@ def _database_url(url: str, base_dir: Path) -> Any:
     ):
         return parsed.set(database=str(base_dir / database))
     return parsed
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -14,7 +14,7 @@ from typing import Any
 
 import phonenumbers
 
-from scheduler.errors import clip
+from scheduler.errors import InvalidContact, clip
 from scheduler.flow.limits import id_problem
 
 DEFAULT_REGION = "US"
@@ -27,10 +27,6 @@ _SCHEMES = ("tel:", "mailto:", "whatsapp:", "sms:")
 # Plain addresses only: quotes and backslashes (legal in a quoted local part, unheard of in practice)
 # are refused, so a normalized contact never needs more than the query escaping of a `'`.
 _EMAIL = re.compile(r"[^@\s\"\\]+@[^@\s\"\\]+\.[^@\s\"\\.]+")
-
-
-class InvalidContact(ValueError):
-    """Neither a phone number nor an e-mail address."""
 
 
 def normalize_contact(value: str) -> str:

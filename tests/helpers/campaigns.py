@@ -116,6 +116,19 @@ BOMBS: dict[str, tuple[str, str | bytes | Callable[[], bytes], int, str]] = {
 }
 
 
+JSONL_AUDIENCE = """\
+[audience]
+source = "jsonl"
+path = "carts.jsonl"
+
+[audience.fields]
+"cart.id" = "cart_ref"
+"customer.phone" = "mobile"
+"customer.name" = "name"
+
+"""
+"""An audience of `carts.jsonl` beside the campaign file, rows `{"cart_ref", "mobile", "name"}` (put it before
+the workflow)."""
 ONE_STEP = """\
 [workflow]
 start_step = "send"
@@ -163,6 +176,7 @@ def campaign_toml(
     catchup_window: str = "1m",
     start_at: str | None = None,
     end_at: str | None = None,
+    max_starts_per_second: float | None = None,
     workflow: str = ONE_STEP,
 ) -> str:
     """A campaign file shaped like campaigns/abandoned_cart.toml."""
@@ -172,6 +186,9 @@ def campaign_toml(
         f'name = "Test campaign {cid}"',
         'owner = "growth@example.com"',
         f"enabled = {str(enabled).lower()}",
+    ]
+    lines += [f"max_starts_per_second = {max_starts_per_second}"] if max_starts_per_second else []
+    lines += [
         "",
         "[schedule]",
         f"cron = [{', '.join(json.dumps(c) for c in cron)}]",

@@ -23,6 +23,20 @@ def one_step(node: str = "send_message", **params: Any) -> WorkflowDefinition:
     )
 
 
+def wait_then_send(wait: str) -> WorkflowDefinition:
+    """`explicit_wait` for `wait`, then two messages: a flow that messages only after a while."""
+    return WorkflowDefinition.model_validate(
+        {
+            "start_step": "wait",
+            "steps": {
+                "wait": {"node": "explicit_wait", "params": {"duration": wait}, "go_to": "send"},
+                "send": {"node": "send_message", "go_to": "again"},
+                "again": {"node": "send_message"},
+            },
+        }
+    )
+
+
 def failure_of(result: FlowStatus | WorkflowFailureError) -> ApplicationError:
     """The activity's error behind a failed flow."""
     assert isinstance(result, WorkflowFailureError), result
