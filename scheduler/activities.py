@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -124,7 +123,8 @@ class Activities:
         """Render and deliver; False if the contact `unless_suppressed` names is suppressed (nothing is delivered).
 
         The suppression list is read last, right before delivery, so an opt-out that came in while the
-        template rendered still counts.
+        template rendered still counts; the contact stays held until the channel has the message, so an
+        opt-out is answered only after it (`Consent.sending`).
         """
         context = template_context(inp)
         text = await self._render(inp, channel, "template", template, context, channel.max_length)
@@ -143,11 +143,12 @@ class Activities:
             idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
             list_unsubscribe=list_unsubscribe,
         )
-        if unless_suppressed is not None and self.consent is not None:
-            if await asyncio.to_thread(self.consent.suppressed, [unless_suppressed]):
+        checked = unless_suppressed is not None and self.consent is not None
+        async with self.consent.sending(unless_suppressed) if checked else nullcontext(False) as suppressed:
+            if suppressed:
                 return False
-        with _delivery_errors():
-            await channel.send(message)
+            with _delivery_errors():
+                await channel.send(message)
         return True
 
     async def _render(

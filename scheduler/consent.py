@@ -8,8 +8,11 @@ opt-out the API answered 2xx is on disk (SQLite `synchronous=FULL`, PostgreSQL's
 
 from __future__ import annotations
 
+import asyncio
 import csv
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -19,8 +22,10 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.errors import InvalidContact, NotSuppressed
-from scheduler.flow.contacts import normalize_contact
+from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.store import Store, suppressions
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["sms", "email"]
 ACTIVE = suppressions.c.lifted_at.is_(None)
@@ -71,6 +76,9 @@ class Consent:
     ) -> tuple[Suppression, bool]:
         """Suppress a contact (normalized here): the active entry, and whether this call made it.
 
+        Returns once the entry is committed and every send to the contact that could have missed it has
+        been handed over (`sending`). Blocking: async callers use a thread.
+
         Raises:
             InvalidContact: neither a phone number nor an e-mail address.
         """
@@ -80,9 +88,21 @@ class Consent:
             created = (
                 connection.execute(self._insert_new().values(row).returning(suppressions.c.id)).first() is not None
             )
+        if not self.store.locks.fence(normal):
+            log.warning("opt-out of %s: a send to it was still in flight after the wait", redact(normal))
         entry = self.get(normal)
         assert entry is not None
         return entry, created
+
+    @asynccontextmanager
+    async def sending(self, contact: str) -> AsyncIterator[bool]:
+        """Hold a normalized contact while a message to it is handed over; yields whether it is suppressed.
+
+        An opt-out written meanwhile is answered only once the block ends (`suppress` waits for it), so
+        after an opt-out's answer no delivery to that contact starts.
+        """
+        async with self.store.locks.shared(contact):
+            yield bool(await asyncio.to_thread(self.suppressed, [contact]))
 
     def lift(self, contact: str, *, reason: str) -> None:
         """Opt a contact back in; its entry stays as history.

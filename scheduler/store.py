@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from scheduler.contact_locks import AdvisoryLocks, ContactLocks, FileLocks
 from scheduler.errors import StoreUnavailable, first_line
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.locks = _locks(engine)
+        """Per-contact locks that order opt-outs against the sends racing them (`scheduler.contact_locks`)."""
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -87,6 +91,7 @@ class Store:
         return cls(engine)
 
     def close(self) -> None:
+        self.locks.close()
         self.engine.dispose()
 
     @property
@@ -116,6 +121,15 @@ def _engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _locks(engine: Engine) -> ContactLocks:
+    if engine.dialect.name == "postgresql":
+        return AdvisoryLocks(engine)
+    database = engine.url.database
+    if not database or database == ":memory:":  # a private database: private locks
+        return FileLocks(tempfile.mkstemp(prefix="scheduler-", suffix=".locks")[1])
+    return FileLocks(f"{database}.locks")
 
 
 def upgrade(engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from scheduler import contact_locks
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
@@ -124,6 +126,55 @@ def test_concurrent_opt_outs_of_one_contact_leave_one_active_entry(consent: Cons
         t.join()
     assert sorted(created) == [False] * 7 + [True]
     assert history(consent, "+12125550142") == [("keyword STOP", True)]
+
+
+async def test_an_opt_out_waits_for_the_sends_to_its_contact_in_flight(
+    consent: Consent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`suppress` returns only once no send holds the contact (or, past the wait, logs that one still did)."""
+    monkeypatch.setattr(contact_locks, "FENCE_WAIT", 0.3)
+    locks = consent.store.locks
+    async with consent.sending("+12125550142") as suppressed:
+        assert not suppressed
+        assert not await asyncio.to_thread(locks.fence, "+12125550142")
+        assert await asyncio.to_thread(locks.fence, "+12125550143")  # another contact is not held
+        async with consent.sending("+12125550142"):  # sends share the hold
+            pass
+    assert await asyncio.to_thread(locks.fence, "+12125550142")
+
+    async with consent.sending("+12125550142"):
+        opt_out = asyncio.create_task(asyncio.to_thread(consent.suppress, "+12125550142", reason="keyword STOP"))
+        await asyncio.sleep(0.1)
+        assert not opt_out.done()
+    await opt_out
+    async with consent.sending("+12125550142") as suppressed:
+        assert suppressed
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_sends_hold_contacts_again_after_the_lock_session_is_lost(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL drops a session's advisory locks with it (a failover, a restart): the next send reconnects."""
+    monkeypatch.setattr(contact_locks, "FENCE_WAIT", 0.3)
+    store = Store.open(store_url)
+    consent = Consent(store)
+    try:
+        async with consent.sending("+12125550142"):
+            pass
+        with store.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        async with consent.sending("+12125550142") as suppressed:
+            assert not suppressed
+            assert not await asyncio.to_thread(store.locks.fence, "+12125550142")
+        assert await asyncio.to_thread(store.locks.fence, "+12125550142")
+    finally:
+        store.close()
 
 
 def test_pages_follow_the_cursor_to_the_end(consent: Consent) -> None:

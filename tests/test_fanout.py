@@ -33,21 +33,6 @@ def write_carts(c: Campaigns) -> None:
     (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-async def run_and_wait(c: Campaigns, name: str, runs_before: int) -> dict[str, Any]:
-    """Trigger the schedule and return the memo of the run it started, once that run completed."""
-    client = c.client
-    await client.get_schedule_handle(c.sid(name)).trigger()
-
-    async def completed() -> dict[str, Any]:
-        recent = (await c.describe(name)).info.recent_actions
-        assert len(recent) == runs_before + 1
-        run = await client.get_workflow_handle(getattr(recent[-1].action, "workflow_id", "")).describe()
-        assert run.status == WorkflowExecutionStatus.COMPLETED
-        return dict(await run.memo())
-
-    return await eventually(completed, timeout=60)
-
-
 async def flows_of(client: Client, campaign_id: str) -> list[Any]:
     query = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{campaign_id}'"
     return [w async for w in client.list_workflows(query)]
@@ -60,7 +45,7 @@ async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns
     await c.sync()
     try:
         async with make_worker(c.client, c.settings):
-            first = await run_and_wait(c, "a", 0)
+            first = await c.run("a", 0)
             assert (first["started"], first["skipped_duplicate"], first["skipped_invalid"]) == (292, 5, 3)
 
             async def all_flows() -> list[Any]:
@@ -75,7 +60,7 @@ async def test_run_starts_one_flow_per_cart_and_never_twice(campaigns: Campaigns
             assert k7.typed_search_attributes.get(CUSTOMER_CONTACT) == ["+12125550007"]
             assert k7.typed_search_attributes.get(DEFINITION_VERSION) == c.campaign("a").workflow.version
 
-            second = await run_and_wait(c, "a", 1)
+            second = await c.run("a", 1)
             assert (second["started"], second["skipped_duplicate"], second["skipped_invalid"]) == (0, 297, 3)
             assert second["window"]["since"] == first["window"]["until"]
 
@@ -116,11 +101,11 @@ query = "SELECT ref, phone FROM carts WHERE abandoned_at >= :since AND abandoned
     await c.sync()
     try:
         async with make_worker(c.client, c.settings):
-            first = await run_and_wait(c, "s", 0)
+            first = await c.run("s", 0)
             assert (first["started"], first["skipped_duplicate"]) == (1, 0)  # 'old' is outside the 1h lookback
             with sqlite3.connect(db) as conn:
                 conn.execute("INSERT INTO carts VALUES ('s2', '+12125550102', ?)", (_db_time(datetime.now(UTC)),))
-            second = await run_and_wait(c, "s", 1)
+            second = await c.run("s", 1)
             assert (second["started"], second["skipped_duplicate"]) == (1, 0)  # only the new row: s1 is not re-read
             assert second["window"]["since"] == first["window"]["until"]
             ids = {f.id for f in await eventually(lambda: _n_flows(c, "s", 2))}
@@ -269,7 +254,7 @@ async def test_run_skips_carts_of_suppressed_customers_until_they_opt_in(campaig
     await c.sync()
     try:
         async with make_worker(c.client, c.settings, consent=consent):
-            first = await run_and_wait(c, "s", 0)
+            first = await c.run("s", 0)
             assert (first["started"], first["skipped_suppressed"]) == (2, 1)
             assert {f.id for f in await eventually(lambda: flows_counted(c, "s", 2))} == {
                 f"{c.id('s')}-s0",
@@ -282,7 +267,7 @@ async def test_run_skips_carts_of_suppressed_customers_until_they_opt_in(campaig
 
             await eventually(shown_in_status)
             consent.lift("+12125550101", reason="keyword START")
-            second = await run_and_wait(c, "s", 1)
+            second = await c.run("s", 1)
             assert (second["started"], second["skipped_duplicate"], second["skipped_suppressed"]) == (1, 2, 0)
     finally:
         store.close()

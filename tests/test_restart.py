@@ -267,7 +267,7 @@ async def stop_with_sigint(proc: subprocess.Popen[bytes], spawned: set[int], log
     return proc.returncode
 
 
-async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_path: Path) -> None:
+async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history_and_opt_outs(tmp_path: Path) -> None:
     config, settings = write_up_config(tmp_path)
     log = tmp_path / "up.log"
     async with healthy_up(config, settings, log) as (proc, spawned, http):
@@ -283,6 +283,9 @@ async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_p
             assert lines[1]["to"] == "growth@example.com"
 
         await eventually(notified, timeout=30)
+        stopped = await http.post("/start-workflow", json={"customer": {"id": "c4", "phone": "(212) 555-0144"}})
+        stop = {"workflow_id": stopped.json()["workflow_id"], "signal_name": "client-answered", "text": "STOP"}
+        assert (await http.post("/send-signal", json=stop)).status_code == 200
         assert await stop_with_sigint(proc, spawned, log) == 0
         assert not port_in_use("127.0.0.1", settings.dev_server.port)
         assert not port_in_use("127.0.0.1", settings.api.port)
@@ -295,6 +298,11 @@ async def test_scheduler_up_serves_flows_stops_on_sigint_and_keeps_history(tmp_p
         assert described.status == WorkflowExecutionStatus.COMPLETED
         result = await client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
         assert result.path == SATISFIED_PATH
+        kept = (await http.get("/suppressions", params={"contact": "+12125550144"})).json()["items"]
+        assert [(e["contact"], e["reason"]) for e in kept] == [("+12125550144", "keyword STOP")]
+        again = await http.post("/start-workflow", json={"customer": {"id": "c4", "phone": "+12125550144"}})
+        result = await client.get_workflow_handle(again.json()["workflow_id"], result_type=FlowStatus).result()
+        assert (result.outcome, result.path) == ("opted_out", ["step_1"])  # its first message was not sent
         assert await stop_with_sigint(proc, spawned, log) == 0
     assert not port_in_use("127.0.0.1", settings.dev_server.port)
 

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from scheduler.api import create_app
 from scheduler.channels import Outbox
 from scheduler.config import Settings
 from scheduler.flow.attributes import OUTCOME
 from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.worker import make_worker
 from tests.helpers.api import Api, running_api
-from tests.helpers.flows import start_flow_input, wait_then_send
+from tests.helpers.campaigns import JSONL_AUDIENCE, WAITING
+from tests.helpers.flows import one_step, reaches, start_flow_input, wait_then_send
+from tests.helpers.schedules import Campaigns, terminate_flows
+from tests.helpers.servers import scripted_server
+from tests.helpers.signing import PUBLIC_URL, TWILIO_TOKEN, sms_form, twilio_request
 from tests.helpers.waiting import eventually
+
+WAIT_THEN_MESSAGE = """\
+[workflow]
+start_step = "wait"
+
+[workflow.steps.wait]
+node = "explicit_wait"
+params = { duration = "1h" }
+go_to = "send"
+
+[workflow.steps.send]
+node = "send_message"
+"""
 
 
 @pytest_asyncio.fixture
@@ -87,3 +110,99 @@ async def test_send_to_a_suppressed_contact_delivers_nothing_and_ends_the_flow_o
             assert attributes.get(OUTCOME) == outcome
 
     await eventually(outcomes_indexed)
+
+
+async def test_once_an_opt_out_is_answered_no_delivery_to_that_contact_starts(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, store_url: str
+) -> None:
+    """50 flows of five campaigns message one phone through a slow gateway while it opts out: each send
+    either saw the opt-out or reached the gateway before the opt-out was answered (the gateway's log)."""
+    phone = "+12125550142"
+    settings.store.url = store_url
+    with scripted_server("/messages", delay=0.2) as gateway:
+        settings.channels.http.url = gateway.url
+        async with running_api(dev_env.client, settings, task_queue) as api:
+
+            async def start(i: int) -> str:
+                customer = {"id": f"u{i}", "phone": phone}
+                flow = FlowInput(definition=one_step(channel="http"), campaign_id=f"c{i % 5}", customer=customer)
+                return (await start_flow_input(api.client, flow, task_queue)).id
+
+            async def opt_out_once_sending() -> float:
+                await eventually(first_delivery, timeout=30)
+                response = await api.http.post("/suppressions", json={"contact": phone})
+                assert response.status_code == 201, response.text
+                return time.monotonic()
+
+            async def first_delivery() -> None:
+                assert gateway.requests
+
+            answered, *flows = await asyncio.gather(opt_out_once_sending(), *(start(i) for i in range(50)))
+            outcomes = [(await api.result(workflow_id)).outcome for workflow_id in flows]
+
+    delivered = [request["at"] for request in gateway.requests]
+    assert outcomes.count("completed") == len(delivered)
+    assert outcomes.count("opted_out") == 50 - len(delivered)
+    assert delivered and len(delivered) < 50, "the opt-out raced no send"
+    late = [round(at - answered, 3) for at in delivered if at > answered]
+    assert not late, f"deliveries started after the opt-out was answered (seconds after): {late}"
+
+
+async def test_stop_in_one_campaign_ends_and_skips_every_campaign_until_start(campaigns: Campaigns) -> None:
+    """A signed Twilio STOP answering campaign A ends B's flow of that phone while it waits (nothing sent);
+    the next runs of A and B start nothing for the phone; after START, the run after messages it again."""
+    c, phone = campaigns, "+12125550142"
+    settings = c.settings
+    settings.webhooks.twilio_auth_token = TWILIO_TOKEN
+    settings.webhooks.public_url = PUBLIC_URL
+    outbox = Outbox(settings.channels.outbox)
+
+    def carts(*refs: str) -> None:
+        rows = [{"cart_ref": ref, "mobile": "(212) 555-0142", "name": "Ada"} for ref in refs]
+        (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    async def sms(body: str) -> str:
+        content, headers = twilio_request(sms_form(phone, body=body))
+        response = await http.post("/webhooks/twilio", content=content, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.text
+
+    carts("k1")
+    c.write("a", workflow=JSONL_AUDIENCE + WAITING)  # message, then wait for the answer
+    c.write("b", workflow=JSONL_AUDIENCE + WAIT_THEN_MESSAGE)
+    await c.sync()
+    app = create_app(settings, client=c.client)
+    try:
+        async with (
+            make_worker(c.client, settings),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        ):
+            assert [(await c.run(name, 0))["started"] for name in "ab"] == [1, 1]
+            a1, b1 = (c.client.get_workflow_handle(f"{c.id(name)}-k1", result_type=FlowStatus) for name in "ab")
+            await reaches(a1, "wait")
+            await reaches(b1, "wait")
+            assert [m["workflow_id"] for m in outbox.read()] == [a1.id]
+
+            assert await sms("Stop") == "<Response/>"  # Twilio confirms opt-outs itself
+            a_result, b_result = await a1.result(), await b1.result()
+            assert (a_result.outcome, a_result.path) == ("opted_out", ["send", "wait"])
+            assert (b_result.outcome, b_result.path) == ("opted_out", [])
+
+            carts("k1", "k2")  # the customer left another cart
+            for name in "ab":
+                run = await c.run(name, 1)
+                assert (run["started"], run["skipped_suppressed"]) == (0, 2), run
+
+            assert await sms("START") == "<Response/>"
+            for name in "ab":
+                run = await c.run(name, 2)
+                assert (run["started"], run["skipped_suppressed"], run["skipped_duplicate"]) == (1, 0, 1), run
+            await reaches(c.client.get_workflow_handle(f"{c.id('b')}-k2"), "wait")
+
+            async def messaged_again() -> None:
+                assert [m["workflow_id"] for m in outbox.read()] == [a1.id, f"{c.id('a')}-k2"]
+
+            await eventually(messaged_again)
+    finally:
+        for name in "ab":
+            await terminate_flows(c.client, c.id(name))

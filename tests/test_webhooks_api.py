@@ -43,11 +43,9 @@ from scheduler.store import Store
 from scheduler.worker import make_worker
 from tests.helpers.flows import reaches, start_flow_input, status, terminate, wait_then_send
 from tests.helpers.metrics import metric
-from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
+from tests.helpers.signing import PUBLIC_URL, TWILIO_TOKEN, WEBHOOK_SECRET, signed_headers, sms_form, twilio_request
 from tests.helpers.waiting import eventually
 
-TOKEN = "twilio-auth-token-for-tests"
-PUBLIC_URL = "https://hooks.example.com"
 TWIML = "<Response/>"
 
 
@@ -83,14 +81,10 @@ class Hooks:
             headers |= signed_headers(content, msg_id=msg_id, **sign)
         return await self.http.post("/webhooks/replies", content=content, headers=headers)
 
-    async def sms(self, form: dict[str, str], *, url: str | None = None, token: str = TOKEN) -> httpx.Response:
+    async def sms(self, form: dict[str, str], *, url: str | None = None, token: str = TWILIO_TOKEN) -> httpx.Response:
         """POST /webhooks/twilio as Twilio does, signed by `twilio` over `url` (default: the public URL)."""
-        signature = RequestValidator(token).compute_signature(url or f"{PUBLIC_URL}/webhooks/twilio", form)
-        return await self.http.post(
-            "/webhooks/twilio",
-            content=urlencode(form),
-            headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
-        )
+        content, headers = twilio_request(form, url=url, token=token)
+        return await self.http.post("/webhooks/twilio", content=content, headers=headers)
 
     async def status(self, workflow_id: str) -> FlowStatus:
         return await status(self.client.get_workflow_handle(workflow_id))
@@ -99,23 +93,12 @@ class Hooks:
         return await self.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
 
 
-def sms_form(from_: str, *, sid: str | None = None, body: str = "Yes please") -> dict[str, str]:
-    return {
-        "From": from_,
-        "To": "+15005550006",
-        "Body": body,
-        "MessageSid": sid or f"SM{uuid.uuid4().hex}",
-        "AccountSid": "AC" + "0" * 32,
-        "NumMedia": "0",
-    }
-
-
 @pytest_asyncio.fixture
 async def hooks(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str) -> AsyncIterator[Hooks]:
     """The app with both secrets set, and a worker on a fresh queue; flows it started are ended afterwards."""
     settings.temporal.task_queue = task_queue
     settings.webhooks.secret = WEBHOOK_SECRET
-    settings.webhooks.twilio_auth_token = TOKEN
+    settings.webhooks.twilio_auth_token = TWILIO_TOKEN
     settings.webhooks.public_url = PUBLIC_URL
     settings.webhooks.route_timeout = timedelta(seconds=5)
     app = create_app(settings, client=dev_env.client)
@@ -382,8 +365,8 @@ async def test_replies_without_secret_need_no_signature(hooks: Hooks) -> None:
 @pytest.mark.parametrize(
     ("signed_for", "token"),
     [
-        ("https://evil.example.com/webhooks/twilio", TOKEN),
-        ("http://test/webhooks/twilio", TOKEN),  # the request's own URL, but public_url says otherwise
+        ("https://evil.example.com/webhooks/twilio", TWILIO_TOKEN),
+        ("http://test/webhooks/twilio", TWILIO_TOKEN),  # the request's own URL, but public_url says otherwise
         (f"{PUBLIC_URL}/webhooks/twilio", "another-token"),
     ],
     ids=["other-host", "internal-url", "wrong-token"],
@@ -404,7 +387,7 @@ async def test_twilio_signed_url_is_public_url_plus_path_and_query(hooks: Hooks)
     workflow_id = await hooks.start(phone=phone)
     form = sms_form(e164(phone))
     query = "?campaign=spring&x=%2F"
-    signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC_URL}/webhooks/twilio{query}", form)
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"{PUBLIC_URL}/webhooks/twilio{query}", form)
 
     response = await hooks.http.post(
         f"/webhooks/twilio{query}",

@@ -22,6 +22,7 @@ from temporalio.client import (
     ScheduleDescription,
     ScheduleSpec,
     ScheduleState,
+    WorkflowExecutionStatus,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -134,6 +135,19 @@ class Campaigns:
 
     async def describe(self, name: str) -> ScheduleDescription:
         return await self.client.get_schedule_handle(self.sid(name)).describe()
+
+    async def run(self, name: str, runs_before: int) -> dict[str, Any]:
+        """Trigger the schedule and return the memo of the run it started, once that run completed."""
+        await self.client.get_schedule_handle(self.sid(name)).trigger()
+
+        async def completed() -> dict[str, Any]:
+            recent = (await self.describe(name)).info.recent_actions
+            assert len(recent) == runs_before + 1
+            run = await self.client.get_workflow_handle(getattr(recent[-1].action, "workflow_id", "")).describe()
+            assert run.status == WorkflowExecutionStatus.COMPLETED
+            return dict(await run.memo())
+
+        return await eventually(completed, timeout=60)
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,23 +93,28 @@ class ScriptedServer:
 
     statuses: list[int] = field(default_factory=lambda: [200])
     requests: list[dict[str, Any]] = field(default_factory=list)
-    """Each POST: its `path`, `headers` and `json` body."""
+    """Each POST: its `path`, `headers`, `json` body and `at` (`time.monotonic()` when it arrived)."""
     url: str = ""
 
 
 @contextlib.contextmanager
-def scripted_server(path: str) -> Iterator[ScriptedServer]:
-    """A `ScriptedServer` at `path`; a 4xx/5xx answer says `{"error": "invalid number"}`, as an SMS gateway would."""
+def scripted_server(path: str, *, delay: float = 0.0) -> Iterator[ScriptedServer]:
+    """A `ScriptedServer` at `path`; a 4xx/5xx answer says `{"error": "invalid number"}`, as an SMS gateway would.
+
+    `delay`: seconds each answer takes (a slow gateway).
+    """
     state = ScriptedServer()
     lock = threading.Lock()
 
     class Handler(QuietHandler):
         def do_POST(self) -> None:
+            at = time.monotonic()
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
                 request = {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"null")}
-                state.requests.append(request)
+                state.requests.append(request | {"at": at})
                 status = state.statuses[min(len(state.requests), len(state.statuses)) - 1]
+            time.sleep(delay)
             self.send_json(status, b'{"error": "invalid number"}' if status >= 400 else b'{"ok": true}')
 
     with http_server(Handler) as base:
