@@ -1,8 +1,9 @@
 """Record the histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
 
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
-no reply → the timeout branch; STOP → the flow ends), and a campaign run with and without an audience,
-and writes `tests/histories/<name>.json` (all, or the names given). Re-record only on purpose: a history
+no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, a
+flow whose first message finds its customer suppressed, and a campaign run with and without an
+audience, and writes `tests/histories/<name>.json` (all, or the names given). Re-record only on purpose: a history
 that no longer replays means running flows would break when the new code is deployed.
 """
 
@@ -13,6 +14,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -22,23 +24,54 @@ sys.path.insert(0, str(TESTS.parent))
 
 from scheduler.campaign import load_campaign  # noqa: E402
 from scheduler.config import load_settings  # noqa: E402
+from scheduler.consent import Consent  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
 from scheduler.flow.models import CampaignRunInput, CampaignRunResult, FlowInput, FlowStatus  # noqa: E402
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
+from scheduler.store import Store  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 from tests.helpers import BIN, ROOT  # noqa: E402
 from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, SEED, campaign_toml  # noqa: E402
 
 HISTORIES = TESTS / "histories"
+WAIT_THEN_SEND = {
+    "start_step": "wait",
+    "steps": {
+        "wait": {"node": "explicit_wait", "params": {"duration": "1m"}, "go_to": "send"},
+        "send": {"node": "send_message"},
+    },
+}
 TASK_QUEUE = "record-histories"
+SUPPRESSED_PHONE = "+15550009"
+"""On the recording worker's suppression list."""
 FLOWS = {
-    # name: (workflow id, reply or None)
-    "satisfied": ("abandoned_cart-replay-satisfied", Reply(reply_id="r1", text="yes please", channel="sms")),
-    "timeout": ("abandoned_cart-replay-timeout", None),
-    "opt-out": ("abandoned_cart-replay-opt-out", Reply(reply_id="r1", text="STOP", channel="sms")),
+    # name: (workflow id, reply or None, definition, the step the reply comes in, the customer's phone)
+    "satisfied": (
+        "abandoned_cart-replay-satisfied",
+        Reply(reply_id="r1", text="yes please", channel="sms"),
+        SEED,
+        "step_2",
+        "+15550001",
+    ),
+    "timeout": ("abandoned_cart-replay-timeout", None, SEED, "", "+15550001"),
+    "opt-out": (
+        "abandoned_cart-replay-opt-out",
+        Reply(reply_id="r1", text="STOP", channel="sms"),
+        SEED,
+        "step_2",
+        "+15550001",
+    ),
+    "opt-out-in-wait": (
+        "abandoned_cart-replay-opt-out-in-wait",
+        Reply(reply_id="r1", text="STOP", channel="sms", opt_out=True),
+        WAIT_THEN_SEND,
+        "wait",
+        "+15550001",
+    ),
+    "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
 RUNS = {
@@ -61,29 +94,37 @@ RUN_FILES = {
 """A campaign run reads its audience from the worker's campaigns directory: these files are written there."""
 
 
-async def record(env: WorkflowEnvironment, name: str, workflow_id: str, reply: Reply | None) -> Path:
+async def record(
+    env: WorkflowEnvironment,
+    name: str,
+    workflow_id: str,
+    reply: Reply | None,
+    definition: dict[str, Any],
+    reply_step: str,
+    phone: str,
+) -> Path:
     flow = FlowInput(
-        definition=WorkflowDefinition.model_validate(SEED),
+        definition=WorkflowDefinition.model_validate(definition),
         campaign_id="abandoned-cart",
         owner="owner@example.com",
-        customer={"id": "c1", "phone": "+15550001", "name": "Ada"},
+        customer={"id": "c1", "phone": phone, "name": "Ada"},
         cart={"id": "cart-7", "url": "https://shop.example/cart/7"},
     )
     handle = await env.client.start_workflow(
         AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
     )
     if reply is not None:
-        # Reply while step_2 waits (time only skips inside `result()`), so the history has the wait's
+        # Reply while the step waits (time only skips inside `result()`), so the history has the wait's
         # timer started and then cancelled by the reply.
         for _ in range(200):
-            if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == "step_2":
+            if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == reply_step:
                 break
             await asyncio.sleep(0.05)
         else:
-            raise RuntimeError(f"{workflow_id} never reached step_2")
+            raise RuntimeError(f"{workflow_id} never reached {reply_step}")
         await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
     result = await handle.result()
-    print(f"{name}: path {' → '.join(result.path)}")
+    print(f"{name}: {result.outcome}, path {' → '.join(result.path)}")
     path = HISTORIES / f"{name}.json"
     path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
     return path
@@ -116,16 +157,20 @@ async def main(names: list[str]) -> None:
             settings.campaigns.dir = Path(tmp)
             for file, text in RUN_FILES.items():
                 (Path(tmp) / file).write_text(text, encoding="utf-8")
-            async with make_worker(env.client, settings, task_queue=TASK_QUEUE):
-                for name, (workflow_id, reply) in FLOWS.items():
+            store = Store.open(f"sqlite:///{tmp}/scheduler.db")
+            consent = Consent(store)
+            consent.suppress(SUPPRESSED_PHONE, reason="keyword STOP")
+            async with make_worker(env.client, settings, task_queue=TASK_QUEUE, consent=consent):
+                for name, flow in FLOWS.items():
                     if names and name not in names:
                         continue
-                    print(f"wrote {(await record(env, name, workflow_id, reply)).relative_to(ROOT)}")
+                    print(f"wrote {(await record(env, name, *flow)).relative_to(ROOT)}")
                 for name, (workflow_id, file) in RUNS.items():
                     if names and name not in names:
                         continue
                     path = await record_run(env, name, workflow_id, Path(tmp) / file)
                     print(f"wrote {path.relative_to(ROOT)}")
+            store.close()
     finally:
         await env.shutdown()
 

@@ -6,6 +6,7 @@ or campaign runs already running: they would break when the new worker picks the
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -35,11 +36,22 @@ EXPECTED = {
     ),
     # step_2's wait is cut short by a STOP (recorded when an opt-out still set ClientAnswered and outcome completed)
     "opt-out": ("abandoned_cart-replay-opt-out", ["send_message"], ["started", "canceled"]),
+    # an opt-out ends a flow in its 1m explicit_wait: nothing sent, outcome opted_out
+    "opt-out-in-wait": ("abandoned_cart-replay-opt-out-in-wait", [], ["started", "canceled"]),
+    # step_1's message finds the customer suppressed: nothing sent, the flow ends opted_out
+    "suppressed-send": ("abandoned_cart-replay-suppressed-send", ["send_message"], []),
     # a campaign run reading a 3-row audience in one page (2 flows, 1 row skipped)
     "campaign-run": ("campaign-run-replay-audience", ["start_audience_page"], []),
     # a campaign run without an audience: one child flow
     "campaign-run-one": ("campaign-run-replay-one", [], []),
 }
+
+PATCHES = {
+    "opt-out": ["reply-ids-attribute"],
+    "opt-out-in-wait": ["reply-ids-attribute", "opt-out-exit", "outcome-attribute"],
+    "suppressed-send": ["opt-out-exit", "outcome-attribute"],
+}
+"""The `workflow.patched` markers a history holds (none where not named): the patched branches it covers."""
 
 
 def load(name: str) -> tuple[WorkflowHistory, dict[str, Any]]:
@@ -93,6 +105,8 @@ async def test_replay_history_replays_with_current_workflow(name: str) -> None:
     assert timer_events == timers
     assert all(e["timerStartedEventAttributes"]["startToFireTimeout"] == "60s" for e in events_of(raw, "TIMER_STARTED"))
     assert raw["events"][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    markers = [e["markerRecordedEventAttributes"]["details"]["patch-data"] for e in events_of(raw, "MARKER_RECORDED")]
+    assert [json.loads(base64.b64decode(m["payloads"][0]["data"]))["id"] for m in markers] == PATCHES.get(name, [])
 
     result = await replayer().replay_workflow(history)
     assert result.replay_failure is None
