@@ -329,20 +329,36 @@ def signal(
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Send a signal to a running flow (like POST /send-signal)."""
+    """Send a signal to a running flow (like POST /send-signal).
+
+    A reply that is one keyword (STOP, START, HELP, … see `[compliance]`) changes the consent of the
+    flow's customer in every campaign instead, also when the flow has ended.
+    """
     from scheduler.flow.signals import Reply
     from scheduler.flow_client import signal_flow, signal_sent
+    from scheduler.keywords import apply_keyword, keyword_of
+    from scheduler.replies import FlowTarget
     from scheduler.temporal import connect
 
     settings = _settings(config)
+    reply = Reply(reply_id=reply_id, text=text, channel="cli")
+    keyword = name == CLIENT_ANSWERED_SIGNAL and keyword_of(text, settings.compliance) is not None
 
-    async def go() -> None:
+    async def go() -> str:
         client = await connect(settings)
-        reply = Reply(reply_id=reply_id, text=text, channel="cli")
+        if keyword:
+            consent = _consent(config)
+            try:
+                target = FlowTarget(workflow_id=workflow_id)
+                handled = await apply_keyword(client, consent, settings, target=target, reply=reply)
+                assert handled is not None
+                return handled.message(workflow_id)
+            finally:
+                consent.store.close()
         await signal_flow(client, workflow_id=workflow_id, run_id=run_id, signal_name=name, reply=reply)
+        return signal_sent(name, workflow_id)
 
-    _run(go())
-    typer.echo(json.dumps({"message": signal_sent(name, workflow_id)}))
+    typer.echo(json.dumps({"message": _run(go())}))
     _exit(0)
 
 

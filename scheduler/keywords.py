@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Keyword = Literal["opt_out", "opt_in", "help"]
 
 
-def _keyword_of(text: str | None, compliance: ComplianceSettings) -> tuple[Keyword, str] | None:
+def keyword_of(text: str | None, compliance: ComplianceSettings) -> tuple[Keyword, str] | None:
     """(what the reply asks for, the keyword) if the reply is exactly one keyword, trimmed, any case."""
     word = (text or "").strip().strip(".!").strip().upper()
     if not word:
@@ -62,6 +62,15 @@ class Handled:
     answer: str = ""
     """What to send back to the sender (a confirmation or the help text; empty: nothing)."""
 
+    def message(self, workflow_id: str) -> str:
+        """What `/send-signal` and `scheduler signal` answer for a keyword sent to `workflow_id`."""
+        contacts = len(self.contacts)
+        if self.keyword == "opt_out":
+            return f"Opted out {contacts} contact(s) of workflow {workflow_id}; ended flows: {len(self.signaled)}"
+        if self.keyword == "opt_in":
+            return f"Opted in {contacts} contact(s) of workflow {workflow_id}"
+        return f"Help requested by the customer of workflow {workflow_id}"
+
 
 async def apply_keyword(
     client: Client,
@@ -77,7 +86,7 @@ async def apply_keyword(
     `send_answer`: send the confirmation or help text through the sender's channel; False where the
     caller answers itself (Twilio sends the TwiML answer back).
     """
-    found = _keyword_of(reply.text, settings.compliance)
+    found = keyword_of(reply.text, settings.compliance)
     if found is None:
         return None
     keyword, word = found

@@ -20,6 +20,7 @@ from scheduler.worker import make_worker
 from tests.helpers import ROOT
 from tests.helpers.campaigns import SEED
 from tests.helpers.cli import assert_one_line_error, scheduler, write_config
+from tests.helpers.flows import reaches
 from tests.helpers.servers import free_ports
 from tests.helpers.waiting import eventually
 
@@ -80,6 +81,27 @@ async def test_start_then_signal_completes_satisfied_branch(cli: Cli) -> None:
     result = await handle.result()
     assert result.path == ["step_1", "step_2", "step_3"]
     assert result.outcome == "completed"
+
+
+async def test_signal_stop_opts_the_customer_out_everywhere_and_start_back_in(cli: Cli) -> None:
+    """A keyword given to `scheduler signal` is handled as on every reply path, not passed on as a reply."""
+    customer = json.dumps({"id": "c8", "phone": "(212) 555-0148"})
+    started = await scheduler("start", "--customer", customer, "--config", cli.config)
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    await reaches(cli.env.client.get_workflow_handle(workflow_id), "step_2")
+
+    stop = await scheduler("signal", workflow_id, "--text", " stop ", "--config", cli.config)
+    assert stop.code == 0, stop
+    assert json.loads(stop.stdout) == {"message": f"Opted out 1 contact(s) of workflow {workflow_id}; ended flows: 1"}
+    result = await cli.env.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
+    assert result.outcome == "opted_out"
+    listed = await scheduler("suppress", "list", "--json", "--config", cli.config)
+    assert [(e["contact"], e["reason"]) for e in json.loads(listed.stdout)] == [("+12125550148", "keyword STOP")]
+
+    start = await scheduler("signal", workflow_id, "--text", "START", "--config", cli.config)  # the flow has ended
+    assert json.loads(start.stdout) == {"message": f"Opted in 1 contact(s) of workflow {workflow_id}"}
+    listed = await scheduler("suppress", "list", "--json", "--config", cli.config)
+    assert json.loads(listed.stdout) == []
 
 
 async def test_start_customer_and_cart_options_reach_outbox(cli: Cli) -> None:

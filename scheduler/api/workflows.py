@@ -15,7 +15,7 @@ from scheduler.api.responses import errors
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
 from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
-from scheduler.keywords import Handled, apply_keyword
+from scheduler.keywords import apply_keyword
 from scheduler.replies import FlowTarget
 
 router = APIRouter(tags=["workflows"])
@@ -115,7 +115,7 @@ async def send_signal(
     if body.signal_name == CLIENT_ANSWERED_SIGNAL:
         target = FlowTarget(workflow_id=body.workflow_id)
         if (handled := await apply_keyword(client, consent, settings, target=target, reply=reply)) is not None:
-            return MessageResponse(message=_keyword_message(handled, body.workflow_id))
+            return MessageResponse(message=handled.message(body.workflow_id))
     await signal_flow(
         client,
         workflow_id=body.workflow_id,
@@ -124,12 +124,3 @@ async def send_signal(
         reply=reply,
     )
     return MessageResponse(message=signal_sent(body.signal_name, body.workflow_id))
-
-
-def _keyword_message(handled: Handled, workflow_id: str) -> str:
-    contacts = len(handled.contacts)
-    if handled.keyword == "opt_out":
-        return f"Opted out {contacts} contact(s) of workflow {workflow_id}; ended flows: {len(handled.signaled)}"
-    if handled.keyword == "opt_in":
-        return f"Opted in {contacts} contact(s) of workflow {workflow_id}"
-    return f"Help requested by the customer of workflow {workflow_id}"
