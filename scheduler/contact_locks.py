@@ -10,6 +10,10 @@ SQLite (one machine): open-file-description byte-range locks (`F_OFD_SETLK`) on 
 database, one byte per contact hash; they exclude across processes and between two opens in one process.
 PostgreSQL (a cluster): advisory locks keyed by the same hash; each process keeps one session that holds
 its sends' shared locks, so a send costs two short round trips, not a connection.
+
+`exclusive(key)` is the same lock taken exclusively and held for a moment around a short read-then-write
+(the send ledger's count and insert, on `"cap:" + contact`): it excludes every other hold of `key`, shared
+or exclusive, in this process and in the others.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -38,11 +43,17 @@ SEND_WAIT = 30.0
 """Seconds a send waits for an opt-out's fence to pass (it is held for an instant) before it fails and retries."""
 FENCE_WAIT = 60.0
 """Seconds an opt-out waits for the sends in flight to its contact (each bounded by its channel's timeout)."""
+EXCLUSIVE_WAIT = 30.0
+"""Seconds an exclusive hold waits for the others on its key (each held for a moment) before it fails and retries."""
 
 
 class ContactLocks(Protocol):
     def shared(self, contact: str) -> Any:
         """An async context manager held while a message to `contact` is checked and handed over."""
+        ...
+
+    def exclusive(self, key: str) -> Any:
+        """An async context manager holding `key` alone, across processes: keep it to a short read-then-write."""
         ...
 
     def fence(self, contact: str) -> bool:
@@ -52,9 +63,9 @@ class ContactLocks(Protocol):
     def close(self) -> None: ...
 
 
-def lock_key(contact: str) -> int:
-    """A signed 64-bit hash of a normalized contact (PostgreSQL's advisory-lock key)."""
-    return int.from_bytes(hashlib.blake2b(contact.encode(), digest_size=8).digest(), "big", signed=True)
+def lock_key(key: str) -> int:
+    """A signed 64-bit hash of a lock's key, e.g. a normalized contact (PostgreSQL's advisory-lock key)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class FileLocks:
@@ -72,6 +83,16 @@ class FileLocks:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[None]:
+        fd = self._open()
+        try:
+            if not await _poll_async(lambda: _async(_try_lock(fd, fcntl.F_WRLCK, key)), EXCLUSIVE_WAIT):
+                raise StoreUnavailable(f"lock {self.path}: held by another for over {EXCLUSIVE_WAIT:.0f} s")
+            yield
+        finally:
+            os.close(fd)
 
     def fence(self, contact: str) -> bool:
         fd = self._open()
@@ -91,8 +112,8 @@ _FLOCK = "hhqqixxxx"
 """struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding."""
 
 
-def _try_lock(fd: int, kind: int, contact: str) -> bool:
-    offset = lock_key(contact) & (2**62 - 1)
+def _try_lock(fd: int, kind: int, key: str) -> bool:
+    offset = lock_key(key) & (2**62 - 1)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, kind, os.SEEK_SET, offset, 1, 0))
     except OSError as exc:
@@ -103,30 +124,38 @@ def _try_lock(fd: int, kind: int, contact: str) -> bool:
 
 
 class AdvisoryLocks:
-    """PostgreSQL advisory locks: shared ones on this process's lock session, the fence in a transaction."""
+    """PostgreSQL advisory locks: shared and exclusive holds on this process's lock session, the fence in a
+    transaction of its own."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._mutex = threading.Lock()
         self._session: Connection | None = None
+        self._held: dict[int, int] = {}
+        """This process's holds by key: how many shared ones, or -1 for an exclusive one. One session's advisory
+        locks never conflict with each other, so the process keeps its own holders apart itself."""
 
     @asynccontextmanager
     async def shared(self, contact: str) -> AsyncIterator[None]:
         key = lock_key(contact)
-        held: list[Connection] = []
-
-        def attempt() -> bool:
-            session, locked = self._on_session("SELECT pg_try_advisory_lock_shared(:k)", key)
-            if locked:
-                held.append(session)
-            return bool(locked)
-
-        if not await _poll_async(lambda: asyncio.to_thread(attempt), SEND_WAIT):
+        session = await self._hold(key, exclusive=False, wait=SEND_WAIT)
+        if session is None:
             raise StoreUnavailable(f"contact lock: an opt-out held it for over {SEND_WAIT:.0f} s")
         try:
             yield
         finally:
-            await asyncio.to_thread(self._unlock, held[0], key)
+            await asyncio.to_thread(self._unlock, session, key, exclusive=False)
+
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[None]:
+        hashed = lock_key(key)
+        session = await self._hold(hashed, exclusive=True, wait=EXCLUSIVE_WAIT)
+        if session is None:
+            raise StoreUnavailable(f"advisory lock: held by another for over {EXCLUSIVE_WAIT:.0f} s")
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self._unlock, session, hashed, exclusive=True)
 
     def fence(self, contact: str) -> bool:
         try:
@@ -145,28 +174,70 @@ class AdvisoryLocks:
                 self._session.close()
                 self._session = None
 
-    def _on_session(self, sql: str, key: int) -> tuple[Connection, Any]:
-        with self._mutex:
-            for retry in (False, True):
-                if self._session is None:
-                    self._session = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                session = self._session
-                try:
-                    return session, session.execute(text(sql), {"k": key}).scalar()
-                except DBAPIError as exc:
-                    if retry or not exc.connection_invalidated:
-                        raise
-                    # The server dropped the session (and with it the locks it held): start a new one.
-                    log.warning("contact locks: lock session lost, reconnecting")
-                    self._session = None
-            raise AssertionError("unreachable")
+    async def _hold(self, key: int, *, exclusive: bool, wait: float) -> Connection | None:
+        """Poll for `key` on the lock session: the session that holds it, or None after `wait` seconds.
 
-    def _unlock(self, session: Connection, key: int) -> None:
+        A cancelled wait leaves no lock behind: an attempt under way in its thread is undone once it returns.
+        """
+        deadline = time.monotonic() + wait
+        delay = 0.001
+        while True:
+            attempt = asyncio.ensure_future(asyncio.to_thread(self._try, key, exclusive=exclusive))
+            try:
+                session = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                attempt.add_done_callback(functools.partial(self._undo, key=key, exclusive=exclusive))
+                raise
+            if session is not None:
+                return session
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _try(self, key: int, *, exclusive: bool) -> Connection | None:
         with self._mutex:
+            held = self._held.get(key, 0)
+            if held < 0 or (exclusive and held > 0):
+                return None
+            function = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
+            session, locked = self._on_session(f"SELECT {function}(:k)", key)
+            if not locked:
+                return None
+            self._held[key] = -1 if exclusive else held + 1
+            return session
+
+    def _undo(self, attempt: asyncio.Future[Connection | None], *, key: int, exclusive: bool) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and (session := attempt.result()) is not None:
+            # A done callback runs on the event loop, which must not wait for the database.
+            threading.Thread(target=self._unlock, args=(session, key), kwargs={"exclusive": exclusive}).start()
+
+    def _on_session(self, sql: str, key: int) -> tuple[Connection, Any]:
+        """Run `sql` on the lock session (the caller holds `_mutex`), reconnecting once if the server dropped it."""
+        for retry in (False, True):
+            if self._session is None:
+                self._session = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            session = self._session
+            try:
+                return session, session.execute(text(sql), {"k": key}).scalar()
+            except DBAPIError as exc:
+                if retry or not exc.connection_invalidated:
+                    raise
+                # The server dropped the session (and with it the locks it held): start a new one.
+                log.warning("contact locks: lock session lost, reconnecting")
+                self._session = None
+        raise AssertionError("unreachable")
+
+    def _unlock(self, session: Connection, key: int, *, exclusive: bool) -> None:
+        with self._mutex:
+            held = self._held.pop(key)
+            if held > 1:
+                self._held[key] = held - 1
             if session is not self._session:
                 return  # that session is gone, and its locks with it
+            function = "pg_advisory_unlock" if exclusive else "pg_advisory_unlock_shared"
             try:
-                session.execute(text("SELECT pg_advisory_unlock_shared(:k)"), {"k": key})
+                session.execute(text(f"SELECT {function}(:k)"), {"k": key})
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
