@@ -20,6 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Engine,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     create_engine,
     event,
     text,
@@ -66,6 +68,25 @@ suppressions = Table(
 )
 """Every opt-out, active while `lifted_at` is null; an opt-in sets `lifted_at` and keeps the row."""
 
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("contact", String(320), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("campaign_id", String(255), nullable=False),
+    Column("workflow_id", String(255), nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    # A retried delivery reuses its message's key: it is recorded once.
+    UniqueConstraint("key", name="sends_key"),
+    Index("sends_contact_at", "contact", "at"),
+    Index("sends_at", "at"),
+)
+"""The send ledger (`scheduler.ledger`): one row per message delivered or being delivered, for frequency caps.
+Rows older than the longest cap's window are pruned."""
+
 
 class Store:
     """The engine of the service's database, its schema brought up to date (`open`)."""
@@ -73,7 +94,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.locks = _locks(engine)
-        """Per-contact locks that order opt-outs against the sends racing them (`scheduler.contact_locks`)."""
+        """Per-contact locks that order opt-outs against the sends racing them, and frequency-cap reservations
+        against each other (`scheduler.contact_locks`)."""
 
     @classmethod
     def open(cls, url: str) -> Store:
