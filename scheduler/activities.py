@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,15 +14,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
-from scheduler.config import ChannelsSettings, env_var
+from scheduler.config import ChannelsSettings, ComplianceSettings, env_var
 from scheduler.consent import Consent
 from scheduler.errors import DeliveryError, InvalidContact
 from scheduler.flow.contacts import normalize_contact, redact
-from scheduler.flow.models import ActivityInput
+from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
+from scheduler.flow.models import ActivityInput, MessageEvent
 from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
+from scheduler.ledger import Ledger
+from scheduler.metrics import MESSAGES
 from scheduler.outbound import http_client, retryable_status
 from scheduler.renderer import Renderer
 from scheduler.templates import TemplateRenderError
@@ -36,11 +41,18 @@ class Activities:
     """
 
     def __init__(
-        self, settings: ChannelsSettings, consent: Consent | None = None, unsubscribe: Links | None = None
+        self,
+        settings: ChannelsSettings,
+        consent: Consent | None = None,
+        unsubscribe: Links | None = None,
+        compliance: ComplianceSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.compliance = compliance or ComplianceSettings()
         self.consent = consent
         """The suppression list `send_message` checks right before delivering (None: no store, no check)."""
+        self.ledger = Ledger(consent.store) if consent is not None else None
+        """Counts customer messages against `compliance.frequency_caps` (in the same store)."""
         self.unsubscribe = unsubscribe
         """Signs the one-click unsubscribe link of every customer e-mail (None: not configured)."""
         self.outbox = Outbox(settings.outbox)
@@ -48,7 +60,17 @@ class Activities:
         self.renderer = Renderer()
 
     def all(self) -> list[Any]:
-        return [self.send_message, self.notify_creator, self.webhook]
+        return [self.send_message, self.notify_creator, self.webhook, self.delivery_defaults, self.count_message]
+
+    @activity.defn(name=COUNT_MESSAGE)
+    async def count_message(self, event: MessageEvent) -> None:
+        """Count a message a flow held or did not send by policy (a local activity)."""
+        MESSAGES.labels(event.channel or self.settings.default, event.result).inc()
+
+    @activity.defn(name=DELIVERY_DEFAULTS)
+    async def delivery_defaults(self) -> str:
+        """The service's quiet hours, for a flow whose campaign sets none (a local activity, asked once)."""
+        return self.compliance.quiet_hours
 
     @activity.defn(name="send_message")
     async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
@@ -61,20 +83,22 @@ class Activities:
             contact: str | None = normalize_contact(to)
         except InvalidContact:
             contact = None  # not a phone or an address (a console name): nothing to opt out or unsubscribe
-        sent = await self._send(
+        not_sent = await self._send(
             channel,
             inp,
             to=to,
             template=params.template,
             subject=params.subject,
             unless_suppressed=contact,
+            capped=inp.frequency_capped and contact is not None,
             list_unsubscribe=self._list_unsubscribe(channel, inp, contact),
         )
-        if not sent:
-            return ActivityOutcome(
-                event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
-            )
-        return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
+        if not_sent is None:
+            MESSAGES.labels(channel.name, "sent").inc()
+            return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
+        if not_sent.suppressed:
+            MESSAGES.labels(channel.name, "suppressed").inc()
+        return not_sent
 
     @activity.defn(name="notify_creator")
     async def notify_creator(self, inp: ActivityInput) -> ActivityOutcome:
@@ -118,13 +142,16 @@ class Activities:
         template: str,
         subject: str,
         unless_suppressed: str | None = None,
+        capped: bool = False,
         list_unsubscribe: str = "",
-    ) -> bool:
-        """Render and deliver; False if the contact `unless_suppressed` names is suppressed (nothing is delivered).
+    ) -> ActivityOutcome | None:
+        """Render and deliver; None if delivered, else why not: the contact `unless_suppressed` names is
+        suppressed, or (`capped`) a frequency cap holds it.
 
         The suppression list is read last, right before delivery, so an opt-out that came in while the
         template rendered still counts; the contact stays held until the channel has the message, so an
-        opt-out is answered only after it (`Consent.sending`).
+        opt-out is answered only after it (`Consent.sending`). A capped message is counted in the send
+        ledger before it goes, and no longer if its delivery fails (the retry counts it again).
         """
         context = template_context(inp)
         text = await self._render(inp, channel, "template", template, context, channel.max_length)
@@ -146,10 +173,40 @@ class Activities:
         checked = unless_suppressed is not None and self.consent is not None
         async with self.consent.sending(unless_suppressed) if checked else nullcontext(False) as suppressed:
             if suppressed:
-                return False
-            with _delivery_errors():
-                await channel.send(message)
-        return True
+                return ActivityOutcome(
+                    event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
+                )
+            counted = capped and unless_suppressed is not None and self._counted(channel)
+            if counted:
+                assert self.ledger is not None and unless_suppressed is not None
+                until = await self.ledger.reserve(
+                    contact=unless_suppressed,
+                    channel=channel.name,
+                    rules=self.compliance.frequency_caps,
+                    key=message.idempotency_key,
+                    campaign_id=inp.campaign_id,
+                    workflow_id=inp.workflow_id,
+                    step=inp.step,
+                    # The later of the worker's and the server's clocks, so the ledger's time never runs
+                    # behind the workflow's (which holds the message until the instant given back).
+                    now=max(datetime.now(UTC), info.current_attempt_scheduled_time),
+                )
+                if until is not None:
+                    detail = f"not sent: {redact(to)} reached a frequency cap until {until:%Y-%m-%d %H:%M}Z"
+                    return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, capped_until=until)
+            try:
+                with _delivery_errors():
+                    await channel.send(message)
+            except BaseException:
+                if counted:
+                    assert self.ledger is not None
+                    await asyncio.to_thread(self.ledger.release, message.idempotency_key)
+                raise
+        return None
+
+    def _counted(self, channel: Channel) -> bool:
+        """Whether a cap counts messages through `channel` (and the ledger is there to count them)."""
+        return self.ledger is not None and any(channel.name in cap.channels for cap in self.compliance.frequency_caps)
 
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int

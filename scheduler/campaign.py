@@ -27,7 +27,8 @@ from scheduler.cron import aware, cron_problem, schedule_warnings
 from scheduler.errors import UnknownCampaign, clip
 from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.flow.durations import Duration
-from scheduler.flow.models import RunCampaign, RunCampaignInfo
+from scheduler.flow.models import RunCampaign, RunCampaignInfo, RunDelivery, RunSchedule
+from scheduler.flow.quiet_hours import parse_quiet_hours
 from scheduler.locate import (
     KeyPath,
     dotted_line,
@@ -70,7 +71,9 @@ class CampaignInfo(RunCampaignInfo):
     """How fast a run starts flows (the messaging provider's pace)."""
 
 
-class CampaignSchedule(_Table):
+class CampaignSchedule(RunSchedule):
+    model_config = ConfigDict(extra="forbid")
+
     cron: list[str] = Field(min_length=1, max_length=MAX_CRONS)
     timezone: str = "UTC"
     jitter: Duration = timedelta(0)
@@ -115,6 +118,35 @@ class CampaignSchedule(_Table):
         return v
 
 
+MAX_DELAY_LIMIT = timedelta(days=7)
+
+
+class Delivery(RunDelivery):
+    """`[delivery]`: when this campaign's messages may go, over the service's `[compliance]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quiet_hours: str | None = None
+    """`HH:MM-HH:MM` in the customer's local time, "" for none; unset: `compliance.quiet_hours`."""
+    max_delay: Duration = timedelta(hours=12)
+    frequency_capped: bool = True
+    on_cap: Literal["skip", "delay"] = "skip"
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_quiet_hours(v)
+        return v
+
+    @field_validator("max_delay")
+    @classmethod
+    def _bounded(cls, v: timedelta) -> timedelta:
+        if not timedelta(0) <= v <= MAX_DELAY_LIMIT:
+            raise ValueError(f"max_delay must be between 0s and {MAX_DELAY_LIMIT.days}d")
+        return v
+
+
 class Campaign(RunCampaign):
     """A campaign file. Its schedule starts runs with all of it; the workflows read it as a `RunCampaign`."""
 
@@ -124,14 +156,18 @@ class Campaign(RunCampaign):
     schedule: CampaignSchedule | None = None
     """Required in campaign files; None for a seed-shaped JSON definition."""
     audience: Audience | None = None
+    delivery: Delivery | None = None
     workflow: WorkflowDefinition
     source: Path | None = Field(default=None, exclude=True)
 
     @cached_property
     def sha256(self) -> str:
         """Hash of the canonical content (comments and formatting do not count), worked out once: loaded
-        campaigns are cached and read only, and the reconcile loop compares every hash on every tick."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        campaigns are cached and read only, and the reconcile loop compares every hash on every tick.
+
+        A file without `[delivery]` hashes as before that table existed, so its schedule stays unchanged."""
+        content = self.model_dump(mode="json", exclude={"delivery"} if self.delivery is None else None)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

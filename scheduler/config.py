@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scheduler.errors import ConfigError
-from scheduler.flow.durations import Duration
+from scheduler.flow.durations import Duration, format_duration
 from scheduler.flow.nodes.send_message import ChannelName
+from scheduler.flow.quiet_hours import parse_quiet_hours
 from scheduler.signatures import webhook_key
 
 DEFAULT_CONFIG = Path("config/scheduler.toml")
@@ -86,6 +87,46 @@ class StoreSettings(_Section):
         return v
 
 
+MAX_WINDOW = timedelta(days=366)
+"""The longest `per` of a cap: a year, so the ledger never keeps a contact's sends for longer."""
+
+
+class FrequencyCap(BaseModel):
+    """At most `max` messages to one contact over `channels` in any window of `per`, all campaigns together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[ChannelName]
+    """The channels the cap counts and limits together, e.g. `["http"]` for SMS."""
+    max: int
+    """Messages allowed in a window."""
+    per: Duration
+    """The sliding window, e.g. "24h"."""
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channel(cls, v: list[ChannelName]) -> list[ChannelName]:
+        if not v:
+            raise ValueError("name at least one channel the cap counts: 'console', 'http' or 'smtp'")
+        return list(dict.fromkeys(v))
+
+    @field_validator("max")
+    @classmethod
+    def _at_least_one(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"at least 1 message per window, got {v}")
+        return v
+
+    @field_validator("per")
+    @classmethod
+    def _window(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("the window must be longer than 0s, e.g. '24h'")
+        if v > MAX_WINDOW:
+            raise ValueError(f"the window is at most {format_duration(MAX_WINDOW)}, got {format_duration(v)!r}")
+        return v
+
+
 class ComplianceSettings(_Section):
     """Consent keywords: a reply that is exactly one of them (trimmed, any case) changes consent."""
 
@@ -100,6 +141,17 @@ class ComplianceSettings(_Section):
     """HMAC key of the one-click unsubscribe links in e-mail (`List-Unsubscribe`); needs `webhooks.public_url`."""
     unsubscribe_mailto: str = ""
     """An address that also unsubscribes (a second `List-Unsubscribe` URI), e.g. `unsubscribe@shop.example`."""
+    quiet_hours: str = ""
+    """`HH:MM-HH:MM` in each customer's local time: customer messages due then are held until it ends
+    (empty: none). A campaign's `[delivery] quiet_hours` overrides it."""
+    frequency_caps: list[FrequencyCap] = []
+    """Every rule must hold for a customer message to go (`[delivery] frequency_capped = false` exempts a campaign)."""
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        parse_quiet_hours(v)
+        return v
 
     @field_validator("opt_out_keywords", "opt_in_keywords", "help_keywords")
     @classmethod

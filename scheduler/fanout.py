@@ -32,8 +32,18 @@ from scheduler.flow.workflows import FLOW_TYPE, FLOWS_KEPT, START_AUDIENCE_PAGE
 class FanoutActivities:
     """Starts flows with the worker's client; register `.all()` on the worker."""
 
-    def __init__(self, client: Client, *, campaigns_dir: Path, task_queue: str, consent: Consent | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        campaigns_dir: Path,
+        task_queue: str,
+        consent: Consent | None = None,
+        quiet_hours: str = "",
+    ) -> None:
         self.client = client
+        self.quiet_hours = quiet_hours
+        """The service's `compliance.quiet_hours`, for flows of campaigns that set none."""
         self.consent = consent
         """The suppression list: a cart whose customer has an opted-out contact gets no flow (None: no check)."""
         self.campaigns_dir = campaigns_dir
@@ -73,7 +83,7 @@ class FanoutActivities:
             if (wait := next_at - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             next_at = max(next_at, time.monotonic()) + interval
-            flow = flow_input(campaign, customer=target.customer, cart=target.cart)
+            flow = flow_input(campaign, customer=target.customer, cart=target.cart, quiet_hours=self.quiet_hours)
             flow_id = f"{campaign.id}-{target.cart['id']}"
             try:
                 await self.client.start_workflow(

@@ -64,7 +64,7 @@ async def start_flow(
     cart = check_record(cart or {}, what="cart")
     # In a thread: parsing a changed campaign file may take a second, which the event loop must not wait for.
     campaign = await asyncio.to_thread(find_campaign, settings.campaigns.dir, campaign_id or settings.campaigns.default)
-    flow = flow_input(campaign, customer=customer, cart=cart)
+    flow = flow_input(campaign, customer=customer, cart=cart, quiet_hours=settings.compliance.quiet_hours)
     workflow_id = workflow_id or new_workflow_id(campaign.id)
     try:
         return await client.start_workflow(

@@ -15,61 +15,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from scheduler.flow.durations import Duration, format_duration
-from scheduler.flow.nodes.send_message import ChannelName
+from scheduler.config import FrequencyCap
 from scheduler.store import Store, sends
 
 T = TypeVar("T")
 
-MAX_WINDOW = timedelta(days=366)
-"""The longest `per` of a cap: a year, so the ledger never keeps a contact's sends for longer."""
 PRUNE_EVERY = 60.0
 """Seconds between two write-time prunes of one `Ledger`."""
 LOCK_PREFIX = "cap:"
 """The contact lock a reservation holds is `"cap:" + contact`: apart from the one sends share with opt-outs."""
-
-
-class FrequencyCap(BaseModel):
-    """At most `max` messages to one contact over `channels` in any window of `per`, all campaigns together."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    channels: list[ChannelName]
-    """The channels the cap counts and limits together, e.g. `["http"]` for SMS."""
-    max: int
-    """Messages allowed in a window."""
-    per: Duration
-    """The sliding window, e.g. "24h"."""
-
-    @field_validator("channels")
-    @classmethod
-    def _some_channel(cls, v: list[ChannelName]) -> list[ChannelName]:
-        if not v:
-            raise ValueError("name at least one channel the cap counts: 'console', 'http' or 'smtp'")
-        return list(dict.fromkeys(v))
-
-    @field_validator("max")
-    @classmethod
-    def _at_least_one(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"at least 1 message per window, got {v}")
-        return v
-
-    @field_validator("per")
-    @classmethod
-    def _window(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("the window must be longer than 0s, e.g. '24h'")
-        if v > MAX_WINDOW:
-            raise ValueError(f"the window is at most {format_duration(MAX_WINDOW)}, got {format_duration(v)!r}")
-        return v
 
 
 class Ledger:

@@ -31,3 +31,9 @@ UNMATCHED = Counter(
     "Replies and conversions that matched no running flow, by endpoint (Twilio's are answered 200 all the same).",
     ["endpoint"],
 )
+MESSAGES = Counter(
+    "scheduler_messages",
+    "Customer messages (send_message) by channel and what became of them: sent, suppressed, held (quiet hours or"
+    " a cap's delay; counted when the hold begins, and again as sent), skipped_quiet_hours, skipped_frequency_cap.",
+    ["channel", "result"],
+)

@@ -38,8 +38,16 @@ def make_worker(
         store = Store.open(settings.store_url)
         consent = Consent(store)
         plugins.append(SimplePlugin("scheduler.store", run_context=lambda: _closing(store)))
-    fanout = FanoutActivities(client, campaigns_dir=settings.campaigns.dir, task_queue=task_queue, consent=consent)
-    activities = Activities(settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings))
+    fanout = FanoutActivities(
+        client,
+        campaigns_dir=settings.campaigns.dir,
+        task_queue=task_queue,
+        consent=consent,
+        quiet_hours=settings.compliance.quiet_hours,
+    )
+    activities = Activities(
+        settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings), compliance=settings.compliance
+    )
     # The template renderer's child processes end with the worker's run.
     plugins.append(SimplePlugin("scheduler.renderer", run_context=activities.renderer.running))
     return Worker(

@@ -35,10 +35,11 @@ def seed_definition() -> WorkflowDefinition:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Defaults with the outbox and the store in a fresh temporary directory."""
+    """The shipped config with the outbox and the store in a fresh temporary directory, and no quiet hours."""
     s = load_settings(ROOT / "config" / "scheduler.toml")
     s.channels.outbox = tmp_path / "outbox.jsonl"
     s.store.url = f"sqlite:///{tmp_path / 'scheduler.db'}"
+    s.compliance.quiet_hours = ""  # the shipped window would make tests depend on the time of day
     return s
 
 

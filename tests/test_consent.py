@@ -40,7 +40,7 @@ def test_open_migrates_once_and_again_is_a_no_op(store_url: str) -> None:
     first = Store.open(store_url)
     again = Store.open(store_url)
     with again.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     first.close()
     again.close()
 
@@ -62,7 +62,7 @@ def test_processes_starting_together_migrate_once(store_url: str) -> None:
     assert errors == []
     store = Store.open(store_url)
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
     assert Consent(store).suppress("+12125550142", reason="api")[1]  # the schema is whole
     store.close()
 

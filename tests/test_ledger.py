@@ -20,8 +20,9 @@ from sqlalchemy import inspect, select, text
 
 from scheduler import contact_locks
 from scheduler import ledger as ledger_module
+from scheduler.config import FrequencyCap
 from scheduler.errors import StoreUnavailable
-from scheduler.ledger import FrequencyCap, Ledger
+from scheduler.ledger import Ledger
 from scheduler.store import MIGRATIONS, Store, sends
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("America/New_York"))

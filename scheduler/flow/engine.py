@@ -45,8 +45,9 @@ from scheduler.flow.attributes import (
 )
 from scheduler.flow.contacts import customer_contacts
 from scheduler.flow.definition import validate_definition
-from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus, StepRecord
-from scheduler.flow.nodes import ActivityOutcome, NodeParams, get_node
+from scheduler.flow.models import ActivityInput, DeliveryPolicy, FlowInput, FlowStatus, MessageEvent, StepRecord
+from scheduler.flow.nodes import ActivityOutcome, EventType, NodeParams, get_node
+from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -57,6 +58,14 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
+MIN_HOLD = timedelta(seconds=1)
+"""The shortest hold: a cap that frees "now" by the worker's clock may not yet have by the server's."""
+MAX_HOLDS = 10
+"""Holds one message may go through (quiet hours, then a cap, …) before it is given up as capped."""
+COUNT_MESSAGE = "count_message"
+"""The local activity that counts a customer message the flow held or did not send (`_count_message`)."""
+DELIVERY_DEFAULTS = "delivery_defaults"
+"""The local activity that tells a flow the service's `compliance.quiet_hours` (see `FlowRun._quiet_hours`)."""
 """Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 
 
@@ -114,6 +123,11 @@ class FlowRun:
         self.conversion: Conversion | None = None
         """The first `cart-converted` signal's payload (later ones are ignored)."""
         self._exit_on_conversion = CART_CONVERTED_SIGNAL in flow.definition.exit_on
+        self.waiting_until: datetime | None = None
+        """A message of the current step is held until then."""
+        self._notes: dict[str, Any] = {}
+        """What the current step's memo entry records besides its event (`StepRecord`'s optional fields)."""
+        self._service_quiet_hours: str | None = None
 
     # Signals and queries
 
@@ -163,6 +177,7 @@ class FlowRun:
             definition_version=self.version,
             outcome=self.outcome,
             converted=self.conversion is not None,
+            waiting_until=self.waiting_until,
         )
 
     # What nodes use (the `nodes.Flow` protocol)
@@ -201,6 +216,7 @@ class FlowRun:
         *,
         timeout: timedelta = ACTIVITY_TIMEOUT,
         retry: RetryPolicy,
+        frequency_capped: bool = True,
     ) -> ActivityOutcome:
         info = workflow.info()
         previous = self.records[-1] if self.records else None
@@ -219,6 +235,7 @@ class FlowRun:
                 previous_node=previous.node if previous else "",
                 previous_event=previous.event.value if previous else "",
                 reply=(self._replies[-1].text or "") if self._replies else None,
+                frequency_capped=frequency_capped,
             ),
             result_type=ActivityOutcome,
             start_to_close_timeout=timeout,
@@ -228,6 +245,68 @@ class FlowRun:
         if outcome.suppressed and workflow.patched(OPT_OUT_EXIT_PATCH):
             self.suppressed = self.opted_out = True
         return outcome
+
+    async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType:
+        """Deliver a customer message under the flow's `DeliveryPolicy`: held through the customer's quiet
+        hours and, with `on_cap = "delay"`, until a frequency cap frees (durable timers); not sent when that
+        would take longer than `max_delay` (`not_satisfied`, memo `reason`).
+
+        A flow started before policies existed has none (`FlowInput.delivery`), so its history never
+        reaches the new commands here: the input field versions the change.
+        """
+        policy = self.input.delivery
+        if policy is None:
+            return (await self.call_activity(name, params, retry=retry)).event
+        deadline = workflow.now() + policy.max_delay
+        quiet = parse_quiet_hours(await self._quiet_hours(policy))
+        for _ in range(MAX_HOLDS):
+            if quiet is not None:
+                zones, rule = customer_zones(self.input.customer, policy.timezone)
+                self._notes["zone"] = f"{rule}: {', '.join(zones)}"
+                until = allowed_at(workflow.now(), quiet, zones)
+                if until is None or until > deadline:
+                    return await self._not_sent("quiet_hours", params)
+                if until > workflow.now():
+                    await self._hold(until, params)
+            outcome = await self.call_activity(name, params, retry=retry, frequency_capped=policy.frequency_capped)
+            if outcome.capped_until is None:
+                return outcome.event
+            if policy.on_cap == "skip" or outcome.capped_until > deadline:
+                return await self._not_sent("frequency_cap", params)
+            await self._hold(outcome.capped_until, params)
+        return await self._not_sent("frequency_cap", params)
+
+    async def _count_message(self, params: NodeParams, result: str) -> None:
+        """Count a held or skipped message in the worker's `scheduler_messages_total` (a local activity:
+        counted once, not again when the history replays)."""
+        event = MessageEvent(channel=getattr(params, "channel", ""), result=result)
+        await workflow.execute_local_activity(COUNT_MESSAGE, event, start_to_close_timeout=timedelta(seconds=10))
+
+    async def _quiet_hours(self, policy: DeliveryPolicy) -> str:
+        """The policy's window; the service's (asked of the worker once, recorded in history) when it has none."""
+        if policy.quiet_hours is not None:
+            return policy.quiet_hours
+        if self._service_quiet_hours is None:
+            self._service_quiet_hours = await workflow.execute_local_activity(
+                DELIVERY_DEFAULTS, result_type=str, start_to_close_timeout=timedelta(seconds=10)
+            )
+        return self._service_quiet_hours
+
+    async def _hold(self, until: datetime, params: NodeParams) -> None:
+        """Wait until `until` (a durable timer), showing it in `status` and the memo."""
+        self.waiting_until = self._notes["held_until"] = until
+        self._write_state()
+        await self._count_message(params, "held")
+        try:
+            summary = f"{self.current_step}: held until {until:%Y-%m-%d %H:%M}Z"
+            await workflow.sleep(max(until - workflow.now(), MIN_HOLD), summary=summary)
+        finally:
+            self.waiting_until = None
+
+    async def _not_sent(self, reason: str, params: NodeParams) -> EventType:
+        self._notes["reason"] = reason
+        await self._count_message(params, f"skipped_{reason}")
+        return EventType.NOT_SATISFIED
 
     # The interpreter
 
@@ -283,6 +362,7 @@ class FlowRun:
 
     async def _run_step(self, name: str) -> str | None:
         self.current_step = name
+        self._notes = {}
         step = self.definition.steps[name]
         node = get_node(step.node)
         assert node is not None  # `_steps` validated the definition, which rejects unknown nodes
@@ -290,7 +370,7 @@ class FlowRun:
         if node.waits:
             self._write_state()
         event = await node.run(self, params)
-        self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now()))
+        self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))
         return None if self.suppressed else step.next_step(event)
 
     def _write_state(self, *, outcome: str | None = None) -> None:
@@ -321,7 +401,7 @@ class FlowRun:
             workflow.upsert_search_attributes(updates)
 
     def _steps_memo(self) -> list[dict[str, Any]]:
-        return [r.model_dump(mode="json") for r in self.records]
+        return [r.model_dump(mode="json", exclude_none=True) for r in self.records]
 
     def _finish(self, outcome: str) -> None:
         self.outcome = outcome

@@ -4,8 +4,8 @@ fields can be added)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
@@ -15,6 +15,22 @@ from scheduler.flow.nodes.registry import EventType
 
 PAGE_SIZE = 500
 """Audience rows a run reads per activity call: small enough to heartbeat often."""
+
+
+class DeliveryPolicy(BaseModel):
+    """When a flow's customer messages may go (`[delivery]` of its campaign, over `[compliance]`)."""
+
+    quiet_hours: str | None = None
+    """`HH:MM-HH:MM` in the customer's local time, or "" for none; None: the service's `compliance.quiet_hours`,
+    which the flow asks its worker for once (a local activity), before its first message."""
+    timezone: str = "UTC"
+    """The campaign's schedule timezone: the customer's, when neither they nor their phone tell."""
+    max_delay: Duration = timedelta(hours=12)
+    """A message that would be held longer than this (quiet hours, a cap's `delay`) is not sent."""
+    frequency_capped: bool = True
+    """False (transactional messages): sends neither count toward `compliance.frequency_caps` nor are capped."""
+    on_cap: Literal["skip", "delay"] = "skip"
+    """A capped message: not sent (`skip`), or held until the cap frees, within `max_delay` (`delay`)."""
 
 
 class FlowInput(BaseModel):
@@ -28,15 +44,23 @@ class FlowInput(BaseModel):
     """Who `notify_creator` tells."""
     customer: dict[str, Any] = Field(default_factory=dict)
     cart: dict[str, Any] = Field(default_factory=dict)
+    delivery: DeliveryPolicy | None = None
+    """None: a flow started before send policies existed, which keeps running without them."""
 
 
 class StepRecord(BaseModel):
-    """One executed step, as kept in the memo `steps`."""
+    """One executed step, as kept in the memo `steps` (fields that are None are left out)."""
 
     step: str
     node: str
     event: EventType
     at: datetime
+    reason: str | None = None
+    """Why a message was not sent by policy: `quiet_hours` or `frequency_cap`."""
+    held_until: datetime | None = None
+    """The last instant a message was held until (quiet hours, a cap's `delay`)."""
+    zone: str | None = None
+    """The customer's time zones for quiet hours and the rule that gave them, e.g. `phone: America/New_York`."""
 
 
 class FlowStatus(BaseModel):
@@ -51,6 +75,8 @@ class FlowStatus(BaseModel):
     got an opt-out reply such as STOP) or `failed`; None while running."""
     converted: bool = False
     """A `cart-converted` signal was received (with or without `exit_on`)."""
+    waiting_until: datetime | None = None
+    """A message of the current step is held until then (quiet hours, a frequency cap): UTC."""
 
 
 class ActivityInput(BaseModel):
@@ -71,6 +97,17 @@ class ActivityInput(BaseModel):
     """What the previous step gave (empty for the first step): with `reply`, how the flow got here."""
     reply: str | None = None
     """Text of the latest reply the flow received (None: no reply yet)."""
+    frequency_capped: bool = True
+    """Whether this message counts toward, and is held to, `compliance.frequency_caps`."""
+
+
+class MessageEvent(BaseModel):
+    """A customer message a flow held or did not send, for the worker's metrics."""
+
+    channel: str
+    """The step's `params.channel` ("": the service's default)."""
+    result: str
+    """`held`, `skipped_quiet_hours` or `skipped_frequency_cap`."""
 
 
 class _Carried(BaseModel):
@@ -89,6 +126,17 @@ class RunAudience(_Carried):
     lookback: Duration
 
 
+class RunDelivery(_Carried):
+    quiet_hours: str | None = None
+    max_delay: Duration = timedelta(hours=12)
+    frequency_capped: bool = True
+    on_cap: Literal["skip", "delay"] = "skip"
+
+
+class RunSchedule(_Carried):
+    timezone: str = "UTC"
+
+
 class RunCampaign(_Carried):
     """A campaign as the workflows read it: the fields they use, and the rest of the file carried along.
 
@@ -100,6 +148,8 @@ class RunCampaign(_Carried):
     campaign: RunCampaignInfo
     workflow: WorkflowDefinition
     audience: RunAudience | None = None
+    schedule: RunSchedule | None = None
+    delivery: RunDelivery | None = None
 
     @property
     def id(self) -> str:
@@ -107,8 +157,14 @@ class RunCampaign(_Carried):
 
 
 def flow_input(
-    campaign: RunCampaign, *, customer: dict[str, Any] | None = None, cart: dict[str, Any] | None = None
+    campaign: RunCampaign,
+    *,
+    customer: dict[str, Any] | None = None,
+    cart: dict[str, Any] | None = None,
+    quiet_hours: str | None = None,
 ) -> FlowInput:
+    """A flow of `campaign`; `quiet_hours`: the service's, for a campaign that sets none (None: the flow asks)."""
+    delivery = campaign.delivery or RunDelivery()
     return FlowInput(
         definition=campaign.workflow,
         campaign_id=campaign.id,
@@ -116,6 +172,13 @@ def flow_input(
         owner=campaign.campaign.owner,
         customer=customer or {},
         cart=cart or {},
+        delivery=DeliveryPolicy(
+            quiet_hours=quiet_hours if delivery.quiet_hours is None else delivery.quiet_hours,
+            timezone=campaign.schedule.timezone if campaign.schedule else "UTC",
+            max_delay=delivery.max_delay,
+            frequency_capped=delivery.frequency_capped,
+            on_cap=delivery.on_cap,
+        ),
     )
 
 

@@ -7,7 +7,7 @@ side effects. It returns one of the three event types, which the step's `conditi
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -32,6 +32,8 @@ class ActivityOutcome(BaseModel):
     detail: str = ""
     suppressed: bool = False
     """The customer's contact is suppressed (opted out): nothing was sent, and the flow ends `opted_out`."""
+    capped_until: datetime | None = None
+    """Not sent: a frequency cap holds the contact until then (`compliance.frequency_caps`)."""
 
 
 class NodeParams(BaseModel):
@@ -50,7 +52,10 @@ class Flow(Protocol):
         *,
         timeout: timedelta = ...,
         retry: RetryPolicy,
+        frequency_capped: bool = ...,
     ) -> ActivityOutcome: ...
+
+    async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType: ...
 
     async def wait_for_replies(self, timeout: timedelta) -> list[Reply] | None: ...
 

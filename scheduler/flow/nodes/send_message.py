@@ -73,5 +73,12 @@ class SendMessageParams(MessageParams):
 
 @register
 class SendMessage(MessageNode):
+    """A customer message: `not_satisfied` when a send policy kept it from going (quiet hours past
+    `max_delay`, a frequency cap) or the customer is suppressed."""
+
     name = "send_message"
     Params = SendMessageParams
+    events = frozenset({EventType.SATISFIED, EventType.NOT_SATISFIED})
+
+    async def run(self, flow: Flow, params: MessageParams) -> EventType:
+        return await flow.send_to_customer(self.name, params, retry=send_retry(params.max_attempts))
