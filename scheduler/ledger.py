@@ -6,8 +6,10 @@ the insert are one step across threads and processes: both happen under the cont
 `"cap:" + contact` (`scheduler.contact_locks`), held for those few statements only, never across a delivery.
 
 A message's idempotency key makes a retried delivery count once; a delivery that failed for good is
-`release`d and stops counting. The table stays bounded without a separate job: `reserve` deletes the rows
-older than the longest window of the caps it is given, at most once a minute (`PRUNE_EVERY`) per `Ledger`.
+`release`d and stops counting. Reservations commit without waiting for the disk (`Store.relaxed`): a power
+cut may forget the last ones, so a cap counts a message or two fewer, never more. The table stays bounded
+without a separate job: `reserve` deletes the rows older than the longest window of the caps it is given, at
+most once a minute (`PRUNE_EVERY`) per `Ledger`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.config import FrequencyCap
@@ -101,7 +103,9 @@ class Ledger:
 
     def _reserve_held(self, row: dict[str, Any], caps: list[FrequencyCap]) -> datetime | None:
         """Count and insert, the contact's lock held (blocking)."""
-        with self.store.engine.begin() as connection:
+        with self.store.relaxed.begin() as connection:
+            if self.store.dialect == "postgresql":
+                connection.execute(text("SET LOCAL synchronous_commit = off"))
             if connection.execute(select(sends.c.id).where(sends.c.key == row["key"])).first() is not None:
                 return None
             free = [at for cap in caps if (at := _free_at(connection, row["contact"], cap, row["at"])) is not None]

@@ -34,7 +34,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.contact_locks import AdvisoryLocks, ContactLocks, FileLocks
@@ -96,6 +96,10 @@ class Store:
         self.locks = _locks(engine)
         """Per-contact locks that order opt-outs against the sends racing them, and frequency-cap reservations
         against each other (`scheduler.contact_locks`)."""
+        self.relaxed = _relaxed(engine)
+        """For writes a power cut may lose (the send ledger: a cap then counts a message or two fewer), so they
+        need not wait for the disk: SQLite commits without fsync; PostgreSQL callers `SET LOCAL
+        synchronous_commit = off`. Consent is never written through it."""
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -114,6 +118,7 @@ class Store:
 
     def close(self) -> None:
         self.locks.close()
+        self.relaxed.dispose()
         self.engine.dispose()
 
     @property
@@ -126,7 +131,7 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str | URL, *, synchronous: str = "FULL") -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
@@ -139,10 +144,17 @@ def _engine(url: str) -> Engine:
         # WAL: readers never wait for the writer; FULL: a committed opt-out survives a power cut.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
     return engine
+
+
+def _relaxed(engine: Engine) -> Engine:
+    """SQLite: a second engine on the same file whose commits skip the fsync (WAL, `synchronous=NORMAL`)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    return _engine(engine.url, synchronous="NORMAL")
 
 
 def _locks(engine: Engine) -> ContactLocks:
