@@ -2,9 +2,10 @@
 
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
 no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, a
-flow whose first message finds its customer suppressed, and a campaign run with and without an
-audience, and writes `tests/histories/<name>.json` (all, or the names given). Re-record only on purpose: a history
-that no longer replays means running flows would break when the new code is deployed.
+flow whose first message finds its customer suppressed, a message held through quiet hours, and a campaign
+run with and without an audience, and writes `tests/histories/<name>.json` (all, or the names given).
+Re-record only on purpose: a history that no longer replays means running flows would break when the new
+code is deployed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,13 @@ from scheduler.config import load_settings  # noqa: E402
 from scheduler.consent import Consent  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
-from scheduler.flow.models import CampaignRunInput, CampaignRunResult, FlowInput, FlowStatus  # noqa: E402
+from scheduler.flow.models import (  # noqa: E402
+    CampaignRunInput,
+    CampaignRunResult,
+    DeliveryPolicy,
+    FlowInput,
+    FlowStatus,
+)
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
 from scheduler.store import Store  # noqa: E402
@@ -74,6 +82,8 @@ FLOWS = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
+HELD = ("quiet-hold", "abandoned_cart-replay-quiet-hold")
+"""A flow whose message waits out quiet hours: the service's window (asked by local activity) around now."""
 RUNS = {
     # name: (workflow id, campaign file); the audience file is `carts.jsonl` beside it
     "campaign-run": ("campaign-run-replay-audience", "replay-run.toml"),
@@ -130,6 +140,25 @@ async def record(
     return path
 
 
+async def record_held(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(
+            {"start_step": "send", "steps": {"send": {"node": "send_message"}}}
+        ),
+        campaign_id="abandoned-cart",
+        customer={"id": "c1", "phone": "+15550001", "timezone": "UTC"},
+        delivery=DeliveryPolicy(quiet_hours=None, timezone="UTC"),
+    )
+    handle = await env.client.start_workflow(
+        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
+    )
+    result = await handle.result()
+    print(f"{name}: {result.outcome}, path {' → '.join(result.path)}")
+    path = HISTORIES / f"{name}.json"
+    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    return path
+
+
 async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path: Path) -> Path:
     campaign, problems = load_campaign(path)
     assert campaign is not None, problems
@@ -152,6 +181,8 @@ async def main(names: list[str]) -> None:
     try:
         await ensure_search_attributes(env.client, env.client.namespace)
         settings = load_settings(ROOT / "config" / "scheduler.toml")
+        now = datetime.now(UTC)
+        settings.compliance.quiet_hours = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
         with tempfile.TemporaryDirectory() as tmp:
             settings.channels.outbox = Path(tmp) / "outbox.jsonl"  # don't touch the real outbox
             settings.campaigns.dir = Path(tmp)
@@ -165,6 +196,8 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     print(f"wrote {(await record(env, name, *flow)).relative_to(ROOT)}")
+                if not names or HELD[0] in names:
+                    print(f"wrote {(await record_held(env, *HELD)).relative_to(ROOT)}")
                 for name, (workflow_id, file) in RUNS.items():
                     if names and name not in names:
                         continue

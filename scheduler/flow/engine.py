@@ -58,6 +58,7 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
+"""Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 MIN_HOLD = timedelta(seconds=1)
 """The shortest hold: a cap that frees "now" by the worker's clock may not yet have by the server's."""
 MAX_HOLDS = 10
@@ -66,7 +67,6 @@ COUNT_MESSAGE = "count_message"
 """The local activity that counts a customer message the flow held or did not send (`_count_message`)."""
 DELIVERY_DEFAULTS = "delivery_defaults"
 """The local activity that tells a flow the service's `compliance.quiet_hours` (see `FlowRun._quiet_hours`)."""
-"""Flows that ended before the `Outcome` search attribute existed did not upsert it."""
 
 
 def start_attributes(
