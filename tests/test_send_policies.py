@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType as HistoryEventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -361,10 +361,19 @@ async def test_transactional_campaigns_neither_count_nor_get_capped(
 
 
 async def test_twenty_flows_messaging_one_contact_at_once_under_max_1_deliver_one(
-    clock: WorkflowEnvironment, settings: Settings, task_queue: str
+    clock: WorkflowEnvironment, settings: Settings, task_queue: str, store_url: str
 ) -> None:
+    """Two workers, each with a store of its own (its own lock file handles, or PostgreSQL lock session), as
+    two worker processes have."""
     caps(settings, max=1, per="24h")
-    async with make_worker(clock.client, settings, task_queue=task_queue):
+    settings.store.url = store_url
+    other = await Client.connect(
+        clock.client.service_client.config.target_host, data_converter=pydantic_data_converter
+    )  # a worker of its own needs a client of its own
+    async with (
+        make_worker(clock.client, settings, task_queue=task_queue),
+        make_worker(other, settings, task_queue=task_queue),
+    ):
         handles = await asyncio.gather(*(start_sending(clock, task_queue, f"k{i}") for i in range(20)))
         results = await finish(handles)
     assert sorted(r.path[-1] for r in results) == ["done"] + ["owner"] * 19
