@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, ComplianceSettings, env_var
 from scheduler.consent import Consent
-from scheduler.errors import DeliveryError, InvalidContact
+from scheduler.errors import DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
 from scheduler.flow.models import ActivityInput, MessageEvent
@@ -64,8 +65,13 @@ class Activities:
 
     @activity.defn(name=COUNT_MESSAGE)
     async def count_message(self, event: MessageEvent) -> None:
-        """Count a message a flow held or did not send by policy (a local activity)."""
+        """Count a message a flow held or did not send by policy (a local activity), and for its campaign run."""
         MESSAGES.labels(event.channel or self.settings.default, event.result).inc()
+        if event.run_id is not None and self.ledger is not None:
+            try:
+                await asyncio.to_thread(self.ledger.count_run_message, event.run_id, event.result)
+            except SQLAlchemyError as exc:  # a count is not worth holding up the message for
+                log.warning("could not count a %s message of run %s: %s", event.result, event.run_id, first_line(exc))
 
     @activity.defn(name=DELIVERY_DEFAULTS)
     async def delivery_defaults(self) -> str:

@@ -76,6 +76,7 @@ class FanoutActivities:
         todo = page.targets[handled:]
         suppressed = await self._suppressed(c for target in todo for c in target.contacts)
         version = campaign.workflow.version
+        run_id = activity.info().workflow_id
         for target in todo:
             if suppressed.intersection(target.contacts):
                 done.skipped_suppressed += 1
@@ -83,7 +84,9 @@ class FanoutActivities:
             if (wait := next_at - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             next_at = max(next_at, time.monotonic()) + interval
-            flow = flow_input(campaign, customer=target.customer, cart=target.cart, quiet_hours=self.quiet_hours)
+            flow = flow_input(
+                campaign, customer=target.customer, cart=target.cart, quiet_hours=self.quiet_hours, run_id=run_id
+            )
             flow_id = f"{campaign.id}-{target.cart['id']}"
             try:
                 await self.client.start_workflow(

@@ -10,6 +10,9 @@ A message's idempotency key makes a retried delivery count once; a delivery that
 cut may forget the last ones, so a cap counts a message or two fewer, never more. The table stays bounded
 without a separate job: `reserve` deletes the rows older than the longest window of the caps it is given, at
 most once a minute (`PRUNE_EVERY`) per `Ledger`.
+
+It also counts, per campaign run, the messages the run's flows held or did not send by policy
+(`count_run_message`), which `GET /schedules` shows with the run.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.config import FrequencyCap
-from scheduler.store import Store, sends
+from scheduler.store import Store, run_messages, sends
 
 T = TypeVar("T")
 
 PRUNE_EVERY = 60.0
 """Seconds between two write-time prunes of one `Ledger`."""
+RUN_MESSAGES_KEPT = timedelta(days=90)
+"""How long a run's message counts are kept after its flows' last hold or skip (`GET /schedules` shows the last
+few runs of each campaign)."""
 LOCK_PREFIX = "cap:"
 """The contact lock a reservation holds is `"cap:" + contact`: apart from the one sends share with opt-outs."""
 
@@ -90,6 +96,29 @@ class Ledger:
         }
         async with self.store.locks.exclusive(LOCK_PREFIX + contact):
             return await _to_the_end(lambda: self._reserve_held(row, caps))
+
+    def count_run_message(self, run_id: str, result: str, *, now: datetime | None = None) -> None:
+        """One more message of run `run_id`'s flows `held` or skipped (`skipped_quiet_hours`, …)."""
+        at = _utc(now) if now is not None else datetime.now(UTC)
+        dialect = sqlite if self.store.dialect == "sqlite" else postgresql
+        insert = dialect.insert(run_messages).values(run_id=run_id, result=result, count=1, at=at)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["run_id", "result"], set_={"count": run_messages.c.count + 1, "at": at}
+        )
+        with self.store.relaxed.begin() as connection:
+            connection.execute(upsert)
+            connection.execute(delete(run_messages).where(run_messages.c.at < at - RUN_MESSAGES_KEPT))
+
+    def run_messages(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """{run id: {result: count}} of these runs (those with none left out)."""
+        if not run_ids:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        query = select(run_messages).where(run_messages.c.run_id.in_(sorted(set(run_ids))))
+        with self.store.engine.connect() as connection:
+            for row in connection.execute(query):
+                out.setdefault(row.run_id, {})[row.result] = row.count
+        return out
 
     def release(self, key: str) -> None:
         """The delivery under `key` failed: its row no longer counts (a retry reserves again)."""

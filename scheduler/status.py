@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, ScheduleDescription
 
+from scheduler.errors import first_line
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
+from scheduler.ledger import Ledger
 from scheduler.schedules import MANAGED_BY, applied_campaign, campaign_id_of, describe, list_schedules, schedule_id
+
+log = logging.getLogger(__name__)
 
 
 class RunStatus(BaseModel):
@@ -28,6 +34,9 @@ class RunStatus(BaseModel):
     failed: int = 0
     window: dict[str, datetime] | None = None
     """The audience time span the run covered: {since, until}."""
+    messages: dict[str, int] = {}
+    """Messages of the run's flows held or not sent by policy so far, by what happened: `held`,
+    `skipped_quiet_hours`, `skipped_frequency_cap` (counted as they happen, after the run itself ended)."""
 
 
 class ScheduleStatus(BaseModel):
@@ -57,15 +66,19 @@ async def managed_schedule(client: Client, campaign_id: str) -> tuple[ScheduleDe
     return description, memo
 
 
-async def schedule_statuses(client: Client, ids: Sequence[str] | None = None) -> list[ScheduleStatus | None]:
+async def schedule_statuses(
+    client: Client, ids: Sequence[str] | None = None, *, ledger: Ledger | None = None
+) -> list[ScheduleStatus | None]:
     """`schedule_status` of each campaign id (None: every managed schedule), concurrently."""
     if ids is None:
         ids = await list_managed(client)
-    return list(await asyncio.gather(*(schedule_status(client, cid) for cid in ids)))
+    return list(await asyncio.gather(*(schedule_status(client, cid, ledger=ledger) for cid in ids)))
 
 
-async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | None:
-    """A managed schedule's state, next and recent runs, and running flows; None if there is none."""
+async def schedule_status(client: Client, campaign_id: str, *, ledger: Ledger | None = None) -> ScheduleStatus | None:
+    """A managed schedule's state, next and recent runs, and running flows; None if there is none.
+
+    `ledger`: where the runs' held and skipped messages are counted (None: not shown)."""
     if (managed := await managed_schedule(client, campaign_id)) is None:
         return None
     description, memo = managed
@@ -85,6 +98,14 @@ async def schedule_status(client: Client, campaign_id: str) -> ScheduleStatus | 
                 {**run_memo, "workflow_id": workflow_id, "scheduled_at": action.scheduled_at, "status": status}
             )
         )
+    if ledger is not None and recent:
+        try:
+            counts = await asyncio.to_thread(ledger.run_messages, [run.workflow_id for run in recent])
+        except SQLAlchemyError as exc:  # the schedule's own status still stands
+            log.warning("runs of %s without their message counts: %s", campaign_id, first_line(exc))
+            counts = {}
+        for run in recent:
+            run.messages = counts.get(run.workflow_id, {})
     state = description.schedule.state
     schedule = campaign.schedule if campaign else None
     return ScheduleStatus(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -86,6 +87,19 @@ sends = Table(
 )
 """The send ledger (`scheduler.ledger`): one row per message delivered or being delivered, for frequency caps.
 Rows older than the longest cap's window are pruned."""
+
+run_messages = Table(
+    "run_messages",
+    metadata,
+    Column("run_id", String(255), nullable=False),
+    Column("result", String(32), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("run_id", "result", name="run_messages_pk"),
+    Index("run_messages_at", "at"),
+)
+"""How many messages of a campaign run's flows were held or not sent by policy (`held`, `skipped_quiet_hours`,
+`skipped_frequency_cap`), for `GET /schedules`; `at`: the last count. Kept `RUN_MESSAGES_KEPT`."""
 
 
 class Store:
@@ -166,11 +180,23 @@ def _locks(engine: Engine) -> ContactLocks:
     return FileLocks(f"{database}.locks")
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration, once even when several processes start together."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration: the schema every open store is brought to."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration, once even when several processes start together."""
+    config = _alembic_config()
+    head = head_revision()
     with _migration_lock(engine), engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(7233001)"))  # held until this transaction ends

@@ -23,7 +23,7 @@ from scheduler import ledger as ledger_module
 from scheduler.config import FrequencyCap
 from scheduler.errors import StoreUnavailable
 from scheduler.ledger import Ledger
-from scheduler.store import MIGRATIONS, Store, sends
+from scheduler.store import MIGRATIONS, Store, head_revision, sends
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("America/New_York"))
 """Not UTC, so nothing silently assumes it."""
@@ -261,17 +261,19 @@ async def test_a_cancelled_reservation_leaves_the_contact_free(ledger: Ledger) -
     assert recorded(ledger) == ["next"]
 
 
-def test_migration_0002_downgrades_and_upgrades_again(store_url: str) -> None:
+def test_migrations_0002_and_0003_downgrade_and_upgrade_again(store_url: str) -> None:
     store = Store.open(store_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with store.engine.begin() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
             config.attributes["connection"] = connection
             command.downgrade(config, "0001")
             assert not inspect(connection).has_table("sends")
+            assert not inspect(connection).has_table("run_messages")
             command.upgrade(config, "head")
+            assert inspect(connection).get_pk_constraint("run_messages")["constrained_columns"] == ["run_id", "result"]
             indexes = {
                 index["name"]: index["column_names"]
                 for index in inspect(connection).get_indexes("sends")
@@ -306,3 +308,16 @@ def test_frequency_cap_reads_and_writes_durations() -> None:
     cap = FrequencyCap.model_validate({"channels": ["http", "smtp", "http"], "max": 3, "per": "1d12h"})
     assert (cap.channels, cap.per) == (["http", "smtp"], 36 * HOUR)
     assert cap.model_dump() == {"channels": ["http", "smtp"], "max": 3, "per": "1d12h"}
+
+
+def test_a_runs_held_and_skipped_messages_are_counted_and_forgotten_after_90_days(ledger: Ledger) -> None:
+    for result in ("held", "held", "skipped_quiet_hours"):
+        ledger.count_run_message("run-1", result, now=T0)
+    ledger.count_run_message("run-2", "skipped_frequency_cap", now=T0)
+    assert ledger.run_messages(["run-1", "run-2", "run-3"]) == {
+        "run-1": {"held": 2, "skipped_quiet_hours": 1},
+        "run-2": {"skipped_frequency_cap": 1},
+    }
+    ledger.count_run_message("run-3", "held", now=T0 + timedelta(days=91))  # counting also forgets the old ones
+    assert ledger.run_messages(["run-1", "run-2", "run-3"]) == {"run-3": {"held": 1}}
+    assert ledger.run_messages([]) == {}

@@ -33,9 +33,9 @@ from scheduler.temporal import ensure_search_attributes
 from scheduler.worker import make_worker
 from tests.helpers import BIN, ROOT
 from tests.helpers.api import running_api
-from tests.helpers.campaigns import campaign_toml
+from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, campaign_toml
 from tests.helpers.flows import start_flow_input, status
-from tests.helpers.schedules import Campaigns
+from tests.helpers.schedules import Campaigns, terminate_flows
 from tests.helpers.waiting import eventually
 
 
@@ -526,3 +526,30 @@ def test_the_shipped_config_holds_phone_messages_through_the_tcpa_window() -> No
     settings = load_settings(ROOT / "config" / "scheduler.toml")
     assert settings.compliance.quiet_hours == TCPA
     assert settings.compliance.frequency_caps == []
+
+
+async def test_a_runs_held_messages_are_counted_in_its_recent_runs(campaigns: Campaigns, task_queue: str) -> None:
+    c, now = campaigns, datetime.now(NEW_YORK)
+    around_now = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=2):%H:%M}"
+    rows = [{"cart_ref": f"k{i}", "mobile": f"+1 212 555 01{i:02d}", "name": f"N{i}"} for i in range(2)]
+    (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    text = campaign_toml(c.id("r"), workflow=JSONL_AUDIENCE + ONE_STEP)
+    c.path("r").write_text(text + f'\n[delivery]\nquiet_hours = "{around_now}"\n', encoding="utf-8")
+    c.owned.add(c.sid("r"))
+    await c.sync()
+    try:
+        async with running_api(c.client, c.settings, task_queue) as api:
+            run = await c.run("r", 0)
+            assert run["started"] == 2
+
+            async def counted_in_recent_runs() -> None:
+                response = await api.http.get(f"/schedules/{c.id('r')}")
+                assert response.status_code == 200, response.text
+                assert response.json()["recent_runs"][0]["messages"] == {"held": 2}
+
+            await eventually(counted_in_recent_runs)
+            listed = (await api.http.get("/schedules")).json()["schedules"]
+            assert [s["recent_runs"][0]["messages"] for s in listed if s["campaign_id"] == c.id("r")] == [{"held": 2}]
+            assert Outbox(c.settings.channels.outbox).read() == []
+    finally:
+        await terminate_flows(c.client, c.id("r"))

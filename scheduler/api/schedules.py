@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep
+from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep, get_consent
 from scheduler.api.workflows import MessageResponse
 from scheduler.campaign import CAMPAIGN_ID_PATTERN
-from scheduler.errors import NoSchedule
+from scheduler.errors import NoSchedule, StoreUnavailable
+from scheduler.ledger import Ledger
 from scheduler.problems import Problem
 from scheduler.reconcile import load_campaigns
 from scheduler.schedules import schedule_id
 from scheduler.status import ScheduleStatus, managed_schedule, schedule_status, schedule_statuses
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
@@ -59,16 +63,26 @@ async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
 
 @router.get("")
 async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
-    statuses = await schedule_statuses(client)
+    statuses = await schedule_statuses(client, ledger=await _ledger(request))
     return ScheduleList(schedules=[s for s in statuses if s is not None], errors=await _errors(request, settings))
 
 
 @router.get("/{campaign_id}", responses={404: {}})
-async def get_schedule(campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
-    status = await schedule_status(client, campaign_id)
+async def get_schedule(request: Request, campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
+    status = await schedule_status(client, campaign_id, ledger=await _ledger(request))
     if status is None:
         raise NoSchedule(campaign_id)
     return status
+
+
+async def _ledger(request: Request) -> Ledger | None:
+    """Where runs' held and skipped messages are counted; None (and no counts shown) while the store is down:
+    the schedules themselves come from Temporal."""
+    try:
+        return Ledger((await get_consent(request)).store)
+    except StoreUnavailable as exc:
+        log.warning("schedules without their runs' message counts: %s", exc)
+        return None
 
 
 async def _require(client: ClientDep, campaign_id: str) -> None:

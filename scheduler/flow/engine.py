@@ -279,7 +279,7 @@ class FlowRun:
     async def _count_message(self, params: NodeParams, result: str) -> None:
         """Count a held or skipped message in the worker's `scheduler_messages_total` (a local activity:
         counted once, not again when the history replays)."""
-        event = MessageEvent(channel=getattr(params, "channel", ""), result=result)
+        event = MessageEvent(channel=getattr(params, "channel", ""), result=result, run_id=self.input.run_id)
         await workflow.execute_local_activity(COUNT_MESSAGE, event, start_to_close_timeout=timedelta(seconds=10))
 
     async def _quiet_hours(self, policy: DeliveryPolicy) -> str:

@@ -46,6 +46,8 @@ class FlowInput(BaseModel):
     cart: dict[str, Any] = Field(default_factory=dict)
     delivery: DeliveryPolicy | None = None
     """None: a flow started before send policies existed, which keeps running without them."""
+    run_id: str | None = None
+    """The campaign run that started the flow (its workflow id), which counts the messages it held or skipped."""
 
 
 class StepRecord(BaseModel):
@@ -108,6 +110,8 @@ class MessageEvent(BaseModel):
     """The step's `params.channel` ("": the service's default)."""
     result: str
     """`held`, `skipped_quiet_hours` or `skipped_frequency_cap`."""
+    run_id: str | None = None
+    """The campaign run that started the flow, if one did."""
 
 
 class _Carried(BaseModel):
@@ -162,8 +166,10 @@ def flow_input(
     customer: dict[str, Any] | None = None,
     cart: dict[str, Any] | None = None,
     quiet_hours: str | None = None,
+    run_id: str | None = None,
 ) -> FlowInput:
-    """A flow of `campaign`; `quiet_hours`: the service's, for a campaign that sets none (None: the flow asks)."""
+    """A flow of `campaign`; `quiet_hours`: the service's, for a campaign that sets none (None: the flow asks);
+    `run_id`: the campaign run starting it."""
     delivery = campaign.delivery or RunDelivery()
     return FlowInput(
         definition=campaign.workflow,
@@ -179,6 +185,7 @@ def flow_input(
             frequency_capped=delivery.frequency_capped,
             on_cap=delivery.on_cap,
         ),
+        run_id=run_id,
     )
 
 

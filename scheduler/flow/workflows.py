@@ -128,7 +128,7 @@ def _memo(result: CampaignRunResult) -> dict[str, Any]:
 
 
 async def _start_one(campaign: RunCampaign) -> CampaignRunResult:
-    flow = flow_input(campaign)
+    flow = flow_input(campaign, run_id=workflow.info().workflow_id)
     flow_id = f"{campaign.id}-{workflow.uuid4()}"
     await workflow.start_child_workflow(
         FLOW_TYPE,
