@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType as HistoryEventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,9 +26,9 @@ from scheduler.campaign import load_campaign
 from scheduler.channels import Outbox
 from scheduler.config import FrequencyCap, Settings, load_settings
 from scheduler.errors import ConfigError
-from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.models import DeliveryPolicy, FlowInput, FlowStatus, flow_input
-from scheduler.flow.signals import CART_CONVERTED_SIGNAL, Conversion
+from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.temporal import ensure_search_attributes
 from scheduler.worker import make_worker
 from tests.helpers import BIN, ROOT
@@ -36,6 +36,7 @@ from tests.helpers.api import running_api
 from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, campaign_toml
 from tests.helpers.flows import start_flow_input, status
 from tests.helpers.schedules import Campaigns, terminate_flows
+from tests.helpers.servers import scripted_server
 from tests.helpers.waiting import eventually
 
 
@@ -220,6 +221,41 @@ async def test_a_conversion_during_the_hold_ends_the_flow(
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert (result.outcome, result.path) == ("converted", [])
     assert await sent_at(handle) == []
+
+
+async def test_an_opt_out_during_the_hold_ends_the_flow_opted_out(
+    clock: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    await skip_to(clock, NEW_YORK, time(23, 30))
+    flow = flow_of({"id": "c11", "phone": PHONE_NY}, quiet_hours=TCPA)
+    async with make_worker(clock.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(clock.client, flow, task_queue)
+
+        async def held() -> None:
+            assert (await status(handle)).waiting_until is not None
+
+        await eventually(held)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="STOP", opt_out=True))
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert (result.outcome, result.path) == ("opted_out", [])
+    assert await sent_at(handle) == []
+
+
+async def test_a_number_whose_area_code_spans_two_zones_waits_for_the_later_one(
+    clock: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    """Idaho's 208 covers Boise (Mountain time) and the panhandle (Pacific): 08:00 in Los Angeles, an hour after
+    Boise's."""
+    los_angeles = ZoneInfo("America/Los_Angeles")
+    start = await skip_to(clock, los_angeles, time(6, 30))
+    handle, result = await run(
+        clock, flow_of({"id": "c12", "phone": "+1 208 555 0142"}, quiet_hours=TCPA), settings, task_queue
+    )
+    assert result.outcome == "completed"
+    [sent] = await sent_at(handle)
+    assert near(sent, start.replace(hour=8, minute=0).astimezone(UTC))
+    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
+    assert steps[0]["zone"] == "phone: America/Boise, America/Los_Angeles"
 
 
 async def test_service_quiet_hours_reach_flows_whose_campaign_sets_none(
@@ -553,3 +589,43 @@ async def test_a_runs_held_messages_are_counted_in_its_recent_runs(campaigns: Ca
             assert Outbox(c.settings.channels.outbox).read() == []
     finally:
         await terminate_flows(c.client, c.id("r"))
+
+
+def test_send_message_branches_on_not_satisfied_without_a_warning() -> None:
+    """A message a policy kept from going gives `condition_not_satisfied`: a condition on it is no mistake."""
+    assert validate_definition(send_or_tell_owner()) == []
+    timeout_edge = send_or_tell_owner().model_copy(deep=True)
+    timeout_edge.steps["send"].condition.timeout = "owner"  # type: ignore[union-attr]
+    [warning] = validate_definition(timeout_edge)
+    assert (warning.key, warning.message, warning.warning) == (
+        "steps.send.condition.timeout",
+        "node 'send_message' never gives condition_timeout",
+        True,
+    )
+
+
+async def test_a_delivery_that_fails_for_good_does_not_count_toward_the_cap(
+    clock: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    caps(settings, max=1, per="24h", channels=("http", "console"))
+    failing = WorkflowDefinition.model_validate(
+        {
+            "start_step": "send",
+            "steps": {"send": {"node": "send_message", "params": {"channel": "http", "max_attempts": 2}}},
+        }
+    )
+    with scripted_server("/messages") as gateway:
+        gateway.statuses = [503]
+        settings.channels.http.url = gateway.url
+        async with make_worker(clock.client, settings, task_queue=task_queue):
+            flow = flow_of({"id": "c1", "phone": PHONE_NY}, quiet_hours="").model_copy(update={"definition": failing})
+            handle = await start_flow_input(clock.client, flow, task_queue)
+
+            async def failed() -> None:  # not `result()`: that would let the clock jump past the cap's window
+                assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+
+            await eventually(failed)
+            assert len(gateway.requests) == 2  # both attempts reached the gateway, and failed
+            after = await start_sending(clock, task_queue, "b")
+            await finish([after])
+    assert sent_to(settings, PHONE_NY) == ["b"]
