@@ -42,12 +42,11 @@ from scheduler.consent import Consent
 from scheduler.fanout import FanoutActivities
 from scheduler.flow.contacts import normalize_contact
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import FlowInput, FlowStatus, PageInput, PageResult, Window
-from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.flow.models import FlowInput, PageInput, PageResult, Window
 from scheduler.store import Store
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, campaign_toml
+from tests.helpers.flows import flows_per_second
 from tests.helpers.servers import local_environment
 
 IMPORT_ROWS = 100_000
@@ -108,26 +107,9 @@ def postgres_url(workdir: Path) -> tuple[str, object]:
 
 
 async def send_round(client: Client, task_queue: str, label: str) -> float:
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(i: int) -> None:
-        flow = FlowInput(definition=ONE_SEND, campaign_id="bench", customer={"id": f"c{i}", "phone": "+15550001"})
-        async with semaphore:
-            handle = await client.start_workflow(
-                AbandonedCartWorkflow.run,
-                flow,
-                id=f"bench-{label}-{i}-{uuid.uuid4()}",
-                task_queue=task_queue,
-                search_attributes=start_attributes(flow),
-                execution_timeout=timedelta(minutes=2),
-            )
-            status: FlowStatus = await handle.result()
-            if status.outcome != "completed":
-                raise RuntimeError(f"{handle.id} ended {status.outcome}")
-
-    start = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(FLOWS_PER_ROUND))), timeout=120)
-    return FLOWS_PER_ROUND / (time.perf_counter() - start)
+    customer = {"id": "c1", "phone": "+15550001"}
+    flows = [FlowInput(definition=ONE_SEND, campaign_id="bench", customer=customer)] * FLOWS_PER_ROUND
+    return await flows_per_second(client, task_queue, flows, label=label, concurrency=CONCURRENCY)
 
 
 def write_fanout_campaign(directory: Path, cid: str) -> Path:

@@ -32,16 +32,25 @@ from temporalio.client import Client
 
 from scheduler.config import FrequencyCap, load_settings
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import DeliveryPolicy, FlowInput, FlowStatus
-from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.flow.models import DeliveryPolicy, FlowInput
 from scheduler.worker import make_worker
+from tests.helpers.flows import flows_per_second
 from tests.helpers.servers import local_environment
 
 ROUNDS = 4
 FLOWS_PER_ROUND = 150
 CONCURRENCY = 50
-ONE_SEND = WorkflowDefinition.model_validate({"start_step": "send", "steps": {"send": {"node": "send_message"}}})
+ONE_SEND = WorkflowDefinition.model_validate(
+    {
+        "start_step": "send",
+        "steps": {
+            "send": {"node": "send_message", "condition": {"not_satisfied": "not_sent"}},
+            "not_sent": {"node": "explicit_wait", "params": {"duration": "1s"}},
+        },
+    }
+)
+"""A message; a flow that did not send it (held past `max_delay`, capped) ends through `not_sent`, and fails the
+round."""
 
 
 def quiet_window_elsewhere() -> str:
@@ -51,27 +60,12 @@ def quiet_window_elsewhere() -> str:
 
 
 async def send_round(client: Client, task_queue: str, label: str, policy: DeliveryPolicy) -> float:
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(i: int) -> None:
-        customer = {"id": f"c{i}", "phone": f"+1 646 555 {i:04d}"}
-        flow = FlowInput(definition=ONE_SEND, campaign_id="bench", customer=customer, delivery=policy)
-        async with semaphore:
-            handle = await client.start_workflow(
-                AbandonedCartWorkflow.run,
-                flow,
-                id=f"bench-{label}-{i}-{uuid.uuid4()}",
-                task_queue=task_queue,
-                search_attributes=start_attributes(flow),
-                execution_timeout=timedelta(minutes=2),
-            )
-            status: FlowStatus = await handle.result()
-            if status.path != ["send"] or status.waiting_until is not None or status.outcome != "completed":
-                raise RuntimeError(f"{handle.id} was held or capped: {status}")
-
-    start = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(FLOWS_PER_ROUND))), timeout=120)
-    return FLOWS_PER_ROUND / (time.perf_counter() - start)
+    flows = [
+        FlowInput(definition=ONE_SEND, campaign_id="bench", customer={"id": f"c{i}", "phone": f"+1 646 555 {i:04d}"},
+                  delivery=policy)
+        for i in range(FLOWS_PER_ROUND)
+    ]  # fmt: skip
+    return await flows_per_second(client, task_queue, flows, label=label, concurrency=CONCURRENCY, path=["send"])
 
 
 async def bench(workdir: Path) -> dict[str, float]:

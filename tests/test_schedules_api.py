@@ -41,6 +41,7 @@ FIELDS = {
 }
 RUN_FIELDS = {
     "workflow_id",
+    "messages",
     "scheduled_at",
     "status",
     "started",

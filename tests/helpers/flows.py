@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -93,3 +97,35 @@ async def terminate(client: Client, *workflow_ids: str) -> None:
         handle = client.get_workflow_handle(workflow_id)
         if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
             await handle.terminate("test cleanup")
+
+
+async def flows_per_second(
+    client: Client,
+    task_queue: str,
+    flows: list[FlowInput],
+    *,
+    label: str,
+    concurrency: int = 50,
+    path: list[str] | None = None,
+) -> float:
+    """Run `flows` to their ends, `concurrency` at a time (benchmarks); raises unless each one `completed`
+    (through `path`, if given)."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, flow: FlowInput) -> None:
+        async with semaphore:
+            handle = await client.start_workflow(
+                AbandonedCartWorkflow.run,
+                flow,
+                id=f"bench-{label}-{i}-{uuid.uuid4()}",
+                task_queue=task_queue,
+                search_attributes=start_attributes(flow),
+                execution_timeout=timedelta(minutes=2),
+            )
+            status = await handle.result()
+            if status.outcome != "completed" or (path is not None and status.path != path):
+                raise RuntimeError(f"{handle.id} ended {status.outcome} through {status.path}")
+
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(one(i, flow) for i, flow in enumerate(flows))), timeout=120)
+    return len(flows) / (time.perf_counter() - start)
