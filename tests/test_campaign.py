@@ -146,6 +146,11 @@ def test_load_campaign_toml_syntax_error_in_a_later_table() -> None:
             '"Asia/Atlantis"',
             "c.toml:7: schedule.timezone: unknown timezone 'Asia/Atlantis': use an IANA name such as 'Europe/Berlin'",
         ),
+        (  # the host's own zone: a different one on every machine
+            '"Asia/Tokyo"',
+            '"localtime"',
+            "c.toml:7: schedule.timezone: unknown timezone 'localtime': use an IANA name such as 'Europe/Berlin'",
+        ),
         (
             '"Asia/Tokyo"',
             '"Asia/Tokyo"\njitter = "5x"',
@@ -206,6 +211,7 @@ def test_load_campaign_toml_syntax_error_in_a_later_table() -> None:
         "cron-six-fields",
         "cron-empty-list",
         "bad-timezone",
+        "host-timezone",
         "bad-jitter",
         "bad-overlap",
         "unknown-node",

@@ -381,10 +381,15 @@ def test_allowed_at_gives_up_past_the_horizon() -> None:
     assert HORIZON == timedelta(days=8)
 
 
+def test_a_number_of_more_than_16_zones_tells_no_local_time() -> None:
+    """A toll-free +1 number maps to 42 zones, from Adak (UTC-10) to Guam (UTC+10): quiet somewhere at every hour."""
+    assert customer_zones({"phone": "+1 800 555 0142"}, "America/Chicago") == (["America/Chicago"], "campaign timezone")
+    zones, rule = customer_zones({"phone": "+7 916 123 4567"}, "UTC")  # a Russian mobile: 16 zones, all count
+    assert (len(zones), rule) == (16, "phone")
+
+
 def test_allowed_at_counts_the_first_16_zones_sorted() -> None:
-    """A toll-free +1 number maps to 42 zones, from Adak (UTC-10) to Guam (UTC+10)."""
-    zones, rule = customer_zones({"phone": "+1 800 555 0142"}, "UTC")
-    assert rule == "phone"
+    zones = list(phonenumbers.timezone.time_zones_for_number(phonenumbers.parse("+18005550142")))
     assert len(zones) > MAX_ZONES == 16
     now = utc(2027, 1, 14, 12)
     assert allowed_at(now, NIGHT, zones) == allowed_at(now, NIGHT, sorted(zones)[:16]) == utc(2027, 1, 14, 18)

@@ -46,7 +46,8 @@ HORIZON = timedelta(days=8)
 """How far `allowed_at` looks ahead. Quiet periods repeat daily: a customer with no free instant in a week
 and a day has, DST changes aside, none at all."""
 MAX_ZONES = 16
-"""Zones `allowed_at` considers: a toll-free +1 number maps to 42, and the work grows with each one."""
+"""Zones `allowed_at` considers (the work grows with each one), and the most a phone number may map to and still
+tell a customer's local time (Russia's mobile numbers map to 16; a toll-free +1 number to 42)."""
 
 ZoneRule = Literal["customer.timezone", "phone", "campaign timezone"]
 """Which rule of `customer_zones` gave a customer's zones."""
@@ -110,16 +111,17 @@ def customer_zones(customer: Mapping[str, Any], fallback: str) -> tuple[list[str
 
     1. `customer["timezone"]`, when it names an IANA zone;
     2. else every zone of the area of `customer["phone"]` (read as `scheduler.flow.contacts` reads it), sorted:
-       an area code can span several zones (208, Idaho: Boise and Los Angeles);
+       an area code can span several zones (208, Idaho: Boise and Los Angeles). A number that maps to more
+       than `MAX_ZONES` (a toll-free +1 number: 42, from Adak to Guam) tells no local time;
     3. else `fallback`, the campaign's timezone.
 
     Raises:
         ValueError: `fallback` is not a timezone.
     """
     own = customer.get("timezone")
-    if isinstance(own, str) and _place(own.strip()) is not None:
+    if isinstance(own, str) and place(own.strip()) is not None:
         return [own.strip()], "customer.timezone"
-    if zones := _phone_zones(customer.get("phone")):
+    if (zones := _phone_zones(customer.get("phone"))) and len(zones) <= MAX_ZONES:
         return zones, "phone"
     _zone(fallback)
     return [fallback], "campaign timezone"
@@ -215,10 +217,10 @@ def _phone_zones(phone: object) -> list[str]:
             names = phonenumbers.timezone.time_zones_for_number(phonenumbers.parse(contact))
         except phonenumbers.NumberParseException:
             return []
-    return sorted({name for name in names if name != _UNKNOWN_ZONE and _place(name) is not None})
+    return sorted({name for name in names if name != _UNKNOWN_ZONE and place(name) is not None})
 
 
-def _place(name: str) -> ZoneInfo | None:
+def place(name: str) -> ZoneInfo | None:
     """The zone an IANA name stands for; None for anything else (customer data may say anything)."""
     if len(name) > 64 or not _ZONE_NAME.fullmatch(name) or name in _NOT_PLACES or name.startswith(("posix/", "right/")):
         return None
