@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -380,6 +381,8 @@ suppress_app = typer.Typer(
 app.add_typer(suppress_app, name="suppress")
 db_app = typer.Typer(help="The service's own database (the store).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys: who may call the HTTP API (see `Authorization: Bearer`).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _store(config: Path | None) -> Any:
@@ -401,7 +404,8 @@ def _consent(config: Path | None) -> Any:
 
 @contextlib.contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """A contact that is neither a phone nor an e-mail address, or is not suppressed: one line, exit 1."""
+    """A contact that is neither a phone nor an e-mail address, a contact not suppressed, a bad or unknown key
+    name: one line, exit 1."""
     try:
         yield
     except SchedulerError as exc:
@@ -485,6 +489,73 @@ def suppress_export(
         with file.open("w", encoding="utf-8", newline="") as f:
             count = consent.export_csv(f)
     typer.echo(f"{count} exported", err=True)
+    _exit(0)
+
+
+class _Scope(enum.StrEnum):
+    read = "read"
+    write = "write"
+
+
+def _keys(config: Path | None) -> Any:
+    from scheduler.keys import Keys
+
+    return Keys(_store(config))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="1-64 letters, digits, '.', '_', '-'; never reused once revoked")],
+    scope: Annotated[_Scope, typer.Option("--scope", help="read: the GET routes; write: every route")],
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"name","key","scope"}')] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an API key and print it: the only time it is shown (the store keeps its hash)."""
+    keys = _keys(config)
+    with _one_line_errors():
+        entry, key = keys.create(name, scope=scope.value)
+    keys.store.close()
+    if as_json:
+        typer.echo(json.dumps({"name": entry.name, "key": key, "scope": entry.scope}))
+    else:
+        typer.echo(key)
+        typer.echo(f"created API key {entry.name!r} ({entry.scope}): copy it now, it is not shown again", err=True)
+    _exit(0)
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every API key, revoked ones too: name, scope, created, revoked (never the key)."""
+    keys = _keys(config)
+    entries = keys.all()
+    keys.store.close()
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries]))
+        _exit(0)
+    rows = [("NAME", "SCOPE", "CREATED (UTC)", "REVOKED (UTC)")]
+    for e in entries:
+        revoked = f"{e.revoked_at:%Y-%m-%d %H:%M:%S}" if e.revoked_at else "-"
+        rows.append((e.name, e.scope, f"{e.created_at:%Y-%m-%d %H:%M:%S}", revoked))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    _exit(0)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name (see `scheduler keys list`)")],
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke an API key: every API process refuses it within 5 seconds. Its entry stays in the list."""
+    keys = _keys(config)
+    with _one_line_errors():
+        keys.revoke(name)
+    keys.store.close()
+    typer.echo(f"revoked: {name}")
     _exit(0)
 
 

@@ -55,7 +55,10 @@ class DevServerSettings(_Section):
 
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
+    """Any address but a loopback one needs an API key (`scheduler keys create`) before `up` or `api` start."""
     port: int = Field(8081, ge=1, le=65535)
+    metrics_need_key: bool = False
+    """True: `GET /metrics` needs a `read` key like the other `GET` routes (false: open, for a scraper)."""
 
     @property
     def on_loopback(self) -> bool:
@@ -181,6 +184,10 @@ class WebhooksSettings(_Section):
     """The base URL providers call (`https://hooks.example.com`), for Twilio signatures behind a proxy."""
     route_timeout: Duration = timedelta(seconds=5)
     """How long a reply waits for its flow to show up in Temporal's (eventually consistent) visibility before 404."""
+    allow_unsigned: bool = False
+    """Only matters when `api.host` is not loopback: true lets the webhooks accept unsigned requests there (without
+    it, `up` and `api` refuse to start while `secret` is empty, and `/webhooks/twilio` refuses requests while
+    `twilio_auth_token` is)."""
 
     @field_validator("secret")
     @classmethod

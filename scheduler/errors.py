@@ -15,6 +15,10 @@ SchedulerError
 ├── DevServerError      the embedded Temporal dev server could not start (busy port, db file in use)
 ├── StoreUnavailable    the service's database cannot be reached or migrated
 ├── NotSuppressed       that contact is not suppressed (404)
+├── KeyNameInvalid      an API key name that is empty, too long or has other characters than letters, digits, . _ -
+├── KeyNameTaken        an API key (active or revoked) already has that name
+├── UnknownKey          no active API key has that name
+├── UnsafeExposure      the API would listen beyond loopback without API keys or webhook signatures
 ├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
 ├── DeliveryError       a message could not be delivered (retryable or not)
 ├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
@@ -83,6 +87,26 @@ class StoreUnavailable(SchedulerError):
 class NotSuppressed(SchedulerError):
     def __init__(self, contact: str) -> None:
         super().__init__(f"{contact} is not suppressed")
+
+
+class KeyNameInvalid(SchedulerError):
+    def __init__(self, name: str, rule: str) -> None:
+        super().__init__(f"API key name {clip(name, 80)!r}: {rule}")
+
+
+class KeyNameTaken(SchedulerError):
+    def __init__(self, name: str, *, revoked: bool) -> None:
+        history = " (revoked; names stay in the history and are not reused)" if revoked else ""
+        super().__init__(f"an API key named {name!r} exists already{history}; choose another name")
+
+
+class UnknownKey(SchedulerError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no active API key named {name!r} (see `scheduler keys list`)")
+
+
+class UnsafeExposure(SchedulerError):
+    """Refused at start: `api.host` is not a loopback address and something would be open to everyone."""
 
 
 class AudienceError(SchedulerError):

@@ -14,7 +14,9 @@ from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.devserver import DevServer, check_ports
+from scheduler.errors import UnsafeExposure
 from scheduler.flow.durations import format_duration
+from scheduler.keys import Keys
 from scheduler.store import Store
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
@@ -38,15 +40,31 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def warn_if_exposed(settings: Settings) -> None:
-    """Say loudly that the unsigned routes are open to anyone who can reach a non-loopback `api.host`."""
-    if not settings.api.on_loopback:
+def refuse_if_exposed(settings: Settings, keys: Keys) -> None:
+    """Refuse to serve a non-loopback `api.host` while anyone who reaches it could change state or forge replies.
+
+    Raises:
+        UnsafeExposure: no API key is active, or `webhooks.secret` is empty without `webhooks.allow_unsigned`
+            (one line naming what fixes each).
+    """
+    if settings.api.on_loopback:
+        return
+    problems = []
+    if not keys.any_active():
+        problems.append("no API key exists: create one with `scheduler keys create NAME --scope write`")
+    if not settings.webhooks.secret and not settings.webhooks.allow_unsigned:
+        problems.append(
+            "webhooks.secret is empty, so /webhooks/replies and /webhooks/conversions would accept unsigned"
+            " requests: set it (SCHEDULER_WEBHOOKS__SECRET), or set webhooks.allow_unsigned = true on purpose"
+        )
+    if problems:
+        raise UnsafeExposure(
+            f"api.host is {settings.api.host!r}, not a loopback address, and " + "; and ".join(problems)
+        )
+    if settings.webhooks.allow_unsigned:
         log.warning(
-            "api.host is %r, not a loopback address: POST /start-workflow, /send-signal,"
-            " /schedules/{id}/pause|unpause|trigger and /suppressions are unauthenticated, so anyone who can"
-            " reach port %d can start flows, forge customer replies and opt-outs, lift opt-outs and stop"
-            " campaigns; keep api.host on"
-            " 127.0.0.1 or put an authenticating proxy in front",
+            "webhooks.allow_unsigned is true and api.host is %r: webhooks without a secret (webhooks.secret,"
+            " webhooks.twilio_auth_token) accept unsigned requests from anyone who can reach port %d",
             settings.api.host,
             settings.api.port,
         )
@@ -55,12 +73,15 @@ def warn_if_exposed(settings: Settings) -> None:
 async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, reconcile: bool = False) -> None:
     """Run the chosen parts until SIGINT/SIGTERM."""
     stop = _stop_event()
-    if api:
-        warn_if_exposed(settings)
     server = DevServer(settings) if dev_server and settings.embedded else None
     async with contextlib.AsyncExitStack() as stack:
+        # First: a refusal to serve leaves nothing started (the store holds the keys, and is migrated here).
+        store = await asyncio.to_thread(Store.open, settings.store_url)
+        stack.callback(store.close)
+        if api:
+            await asyncio.to_thread(refuse_if_exposed, settings, Keys(store))
         if server:
-            stack.callback(server.stop)  # registered first: the server stops last, after the worker
+            stack.callback(server.stop)  # registered before the worker: the server stops after it
             # Before any port check: a busy port may be another server on this db file.
             server.claim()
         check_ports(settings, {"api.port": settings.api.port} if api else {})
@@ -69,8 +90,6 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, 
             await server.start()
         client = await connect(settings)
         await ensure_search_attributes(client, settings.temporal.namespace)
-        store = await asyncio.to_thread(Store.open, settings.store_url)  # migrated before anything uses it
-        stack.callback(store.close)
         consent = Consent(store)
         if worker:
             await stack.enter_async_context(make_worker(client, settings, consent=consent))

@@ -101,6 +101,20 @@ run_messages = Table(
 """How many messages of a campaign run's flows were held or not sent by policy (`held`, `skipped_quiet_hours`,
 `skipped_frequency_cap`), for `GET /schedules`; `at`: the last count. Kept `RUN_MESSAGES_KEPT`."""
 
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("scope", String(8), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    UniqueConstraint("name", name="api_keys_name"),
+    UniqueConstraint("key_hash", name="api_keys_key_hash"),
+)
+"""API keys (`scheduler.keys`): the SHA-256 of each key, never the key; a revoked key keeps its row (`revoked_at`)."""
+
 
 class Store:
     """The engine of the service's database, its schema brought up to date (`open`)."""

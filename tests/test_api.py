@@ -459,7 +459,14 @@ async def test_openapi_documents_each_error_of_the_seed_endpoints_with_its_schem
             assert found[status_code] in components
         return found
 
-    errors = {"413": "ErrorMessage", "415": "ErrorMessage", "422": "HTTPValidationError", "503": "ErrorMessage"}
+    errors = {
+        "401": "ErrorMessage",  # no API key, or an unknown or revoked one
+        "403": "ErrorMessage",  # a read key
+        "413": "ErrorMessage",
+        "415": "ErrorMessage",
+        "422": "HTTPValidationError",
+        "503": "ErrorMessage",
+    }
     assert documented("/start-workflow") == {
         "200": "StartResponse",
         "400": "ErrorMessage",

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
+from scheduler.api import auth, health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import (
@@ -32,6 +32,7 @@ from scheduler.errors import (
     UnsupportedMediaType,
     WebhookSignatureInvalid,
 )
+from scheduler.keys import CACHE_SECONDS
 from scheduler.reconcile import Reconciler
 from scheduler.temporal import connect
 
@@ -56,10 +57,17 @@ _STATUS: dict[type[SchedulerError], int] = {
 
 
 def create_app(
-    settings: Settings, *, client: Client | None = None, reconcile: bool = False, consent: Consent | None = None
+    settings: Settings,
+    *,
+    client: Client | None = None,
+    reconcile: bool = False,
+    consent: Consent | None = None,
+    key_cache_seconds: float = CACHE_SECONDS,
 ) -> FastAPI:
     """The API. Without `client`, the lifespan connects to the configured Temporal; without `consent`, the
-    configured store is opened on first use.
+    configured store is opened on first use (it also holds the API keys, see `scheduler.api.auth`).
+
+    `key_cache_seconds`: how long a key found stays trusted without asking the store (0: never cached).
 
     `reconcile`: this process (and only this one) keeps the schedules in step with the campaigns
     directory; API replicas behind a load balancer leave it off.
@@ -85,13 +93,15 @@ def create_app(
     app.state.reconciler = None
     app.state.schedules = None
     app.state.consent = consent
+    app.state.keys = None
+    app.state.key_cache_seconds = key_cache_seconds
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(suppressions.router)
     app.include_router(unsubscribe.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(metrics.router, dependencies=[auth.ReadAccess] if settings.api.metrics_need_key else [])
     app.add_middleware(metrics.RequestMetrics)
 
     @app.exception_handler(SchedulerError)

@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from scheduler.config import Settings
 from scheduler.consent import Consent
+from scheduler.keys import KeyCache, Keys
 from scheduler.schedules import ScheduleWriter
 from scheduler.store import Store
 
@@ -42,6 +43,14 @@ async def get_consent(request: Request) -> Consent:
     if state.consent is None:
         state.consent = Consent(await asyncio.to_thread(Store.open, state.settings.store_url))
     return state.consent  # type: ignore[no-any-return]
+
+
+async def get_keys(request: Request) -> KeyCache:
+    """The API keys, in the store `get_consent` opens, behind this app's cache."""
+    state = request.app.state
+    if state.keys is None:
+        state.keys = KeyCache(Keys((await get_consent(request)).store), seconds=state.key_cache_seconds)
+    return state.keys  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

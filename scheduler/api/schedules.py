@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from scheduler.api.auth import Caller, ReadAccess, WriteAccess, WriteKey, auth_errors
 from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep, get_consent
+from scheduler.api.responses import errors
 from scheduler.api.workflows import MessageResponse
 from scheduler.campaign import CAMPAIGN_ID_PATTERN
 from scheduler.errors import NoSchedule, StoreUnavailable
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
+_READ = errors(auth_errors("read"))
+_WRITE = errors({**auth_errors("write"), 404: "no schedule of this tool for that campaign"})
 
 
 class LoadError(BaseModel):
@@ -61,13 +65,13 @@ async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
     return [LoadError.of(p) for p in problems if not p.warning]
 
 
-@router.get("")
+@router.get("", dependencies=[ReadAccess], responses=_READ)
 async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
     statuses = await schedule_statuses(client, ledger=await _ledger(request))
     return ScheduleList(schedules=[s for s in statuses if s is not None], errors=await _errors(request, settings))
 
 
-@router.get("/{campaign_id}", responses={404: {}})
+@router.get("/{campaign_id}", dependencies=[ReadAccess], responses={404: {}, **_READ})
 async def get_schedule(request: Request, campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
     status = await schedule_status(client, campaign_id, ledger=await _ledger(request))
     if status is None:
@@ -90,22 +94,31 @@ async def _require(client: ClientDep, campaign_id: str) -> None:
         raise NoSchedule(campaign_id)
 
 
-@router.post("/{campaign_id}/pause", responses={404: {}})
-async def pause(campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep) -> MessageResponse:
+@router.post("/{campaign_id}/pause", responses=_WRITE)
+async def pause(
+    campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
+) -> MessageResponse:
     await _require(client, campaign_id)
-    await schedules.set_paused(campaign_id, paused=True, note="paused through the API")
+    await schedules.set_paused(campaign_id, paused=True, note=_note("paused", caller))
     return MessageResponse(message=f"Paused schedule {schedule_id(campaign_id)}")
 
 
-@router.post("/{campaign_id}/unpause", responses={404: {}})
-async def unpause(campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep) -> MessageResponse:
+@router.post("/{campaign_id}/unpause", responses=_WRITE)
+async def unpause(
+    campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
+) -> MessageResponse:
     await _require(client, campaign_id)
-    await schedules.set_paused(campaign_id, paused=False, note="unpaused through the API")
+    await schedules.set_paused(campaign_id, paused=False, note=_note("unpaused", caller))
     return MessageResponse(message=f"Unpaused schedule {schedule_id(campaign_id)}")
 
 
-@router.post("/{campaign_id}/trigger", responses={404: {}})
+@router.post("/{campaign_id}/trigger", dependencies=[WriteAccess], responses=_WRITE)
 async def trigger(campaign_id: CampaignId, client: ClientDep) -> MessageResponse:
     await _require(client, campaign_id)
     await client.get_schedule_handle(schedule_id(campaign_id)).trigger()
     return MessageResponse(message=f"Triggered schedule {schedule_id(campaign_id)}")
+
+
+def _note(action: str, caller: Caller) -> str:
+    """The schedule's note: who paused it, by key name ("paused through the API by key ops")."""
+    return f"{action} through the API" + (f" by key {caller.key}" if caller.key else "")

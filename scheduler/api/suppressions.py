@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from scheduler.api.auth import ReadAccess, WriteAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
 from scheduler.api.deps import ConsentDep
 from scheduler.api.responses import errors
@@ -37,7 +38,13 @@ class SuppressRequest(BaseModel):
         return normalize_contact(v)  # InvalidContact is a ValueError: a 422 naming the field
 
 
-@router.get("", responses=errors({422: "`contact` is not a phone number or an e-mail address, or a bad cursor"}))
+@router.get(
+    "",
+    dependencies=[ReadAccess],
+    responses=errors(
+        {**auth_errors("read"), 422: "`contact` is not a phone number or an e-mail address, or a bad cursor"}
+    ),
+)
 async def list_suppressions(
     consent: ConsentDep,
     contact: Annotated[str | None, Query(max_length=320)] = None,
@@ -54,7 +61,11 @@ async def list_suppressions(
     router,
     "",
     status_code=201,
-    responses={200: {"description": "the contact was suppressed already", "model": Suppression}},
+    dependencies=[WriteAccess],
+    responses={
+        200: {"description": "the contact was suppressed already", "model": Suppression},
+        **errors(auth_errors("write")),
+    },
 )
 async def suppress(body: SuppressRequest, consent: ConsentDep, response: Response) -> Suppression:
     """Suppress a contact in every campaign (written before the answer); 200 if it was already, with its entry."""
@@ -67,9 +78,11 @@ async def suppress(body: SuppressRequest, consent: ConsentDep, response: Respons
 @router.delete(
     "/{contact}",
     status_code=204,
-    responses=errors({404: "the contact is not suppressed", 422: "not a phone number or an e-mail address"}),
+    responses=errors(
+        {**auth_errors("write"), 404: "the contact is not suppressed", 422: "not a phone number or an e-mail address"}
+    ),
 )
-async def lift(contact: str, consent: ConsentDep) -> Response:
-    """Opt a contact back in; its entry stays in the history."""
-    await asyncio.to_thread(consent.lift, contact, reason="api")
+async def lift(contact: str, consent: ConsentDep, caller: WriteKey) -> Response:
+    """Opt a contact back in; its entry stays in the history (the reason names the key that lifted it)."""
+    await asyncio.to_thread(consent.lift, contact, reason=f"api, key {caller.key}" if caller.key else "api")
     return Response(status_code=204)

@@ -178,7 +178,8 @@ async def conversions(request: Request, client: ClientDep, settings: SettingsDep
         200: {"content": {"text/xml": {}}},
         **errors(
             {
-                403: "a missing or wrong `X-Twilio-Signature`, when `webhooks.twilio_auth_token` is set",
+                403: "a missing or wrong `X-Twilio-Signature`, when `webhooks.twilio_auth_token` is set; any"
+                " request while it is not, `api.host` is not loopback and `webhooks.allow_unsigned` is false",
                 413: "the body is over 64 KiB",
                 415: "the body is not form-encoded",
                 422: "no `From` or `MessageSid`",
@@ -208,6 +209,12 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep, con
         except SignatureError as exc:
             log.warning("rejected /webhooks/twilio: %s", exc)
             raise TwilioSignatureInvalid(str(exc)) from None
+    elif not settings.api.on_loopback and not settings.webhooks.allow_unsigned:
+        # Reachable from elsewhere and nothing to check the sender with: a forged STOP must not opt anyone out.
+        raise TwilioSignatureInvalid(
+            "webhooks.twilio_auth_token is not set and api.host is not loopback: set the token, or set"
+            " webhooks.allow_unsigned = true to accept unsigned SMS on purpose"
+        )
     message = _validate(lambda: TwilioMessage.model_validate(dict(params)))
     reply = Reply(reply_id=message.MessageSid, text=message.Body, channel="sms", received_at=datetime.now(UTC))
     try:

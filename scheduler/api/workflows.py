@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.api.auth import WriteAccess, auth_errors
 from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
@@ -18,12 +19,12 @@ from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.keywords import apply_keyword
 from scheduler.replies import FlowTarget
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(tags=["workflows"], dependencies=[WriteAccess])
 
 START_BODY = 4 * MAX_RECORD_BYTES
 """`/start-workflow`'s body limit: room for a customer and a cart of the largest size, and their JSON escapes."""
 _UNREADABLE = "the body cannot be parsed (not UTF-8, or nested too deeply); JSON with a syntax error is a 422"
-_COMMON = {415: "the body is not `application/json`", 503: "Temporal is unavailable"}
+_COMMON = {**auth_errors("write"), 415: "the body is not `application/json`", 503: "Temporal is unavailable"}
 
 
 class StartRequest(BaseModel):
