@@ -2,8 +2,9 @@
 
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
 no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, a
-flow whose first message finds its customer suppressed, a message held through quiet hours, and a campaign
-run with and without an audience, and writes `tests/histories/<name>.json` (all, or the names given).
+flow whose first message finds its customer suppressed, a message held through quiet hours, a flow
+cancelled while it waits, and a campaign run with and without an audience, and writes
+`tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -82,6 +84,8 @@ FLOWS = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
+STOPPED = ("stopped", "abandoned_cart-replay-stopped")
+"""A flow cancelled while it waits for an answer (its campaign stopped): it ends `stopped`."""
 HELD = ("quiet-hold", "abandoned_cart-replay-quiet-hold")
 """A flow whose message waits out quiet hours: the service's window (asked by local activity) around now."""
 RUNS = {
@@ -135,6 +139,31 @@ async def record(
         await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
     result = await handle.result()
     print(f"{name}: {result.outcome}, path {' → '.join(result.path)}")
+    path = HISTORIES / f"{name}.json"
+    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    return path
+
+
+async def record_stopped(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(SEED),
+        campaign_id="abandoned-cart",
+        owner="owner@example.com",
+        customer={"id": "c1", "phone": "+15550001", "name": "Ada"},
+    )
+    handle = await env.client.start_workflow(
+        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
+    )
+    for _ in range(200):
+        if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == "step_2":
+            break
+        await asyncio.sleep(0.05)
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass
+    print(f"{name}: cancelled in step_2")
     path = HISTORIES / f"{name}.json"
     path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
     return path
@@ -196,6 +225,8 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     print(f"wrote {(await record(env, name, *flow)).relative_to(ROOT)}")
+                if not names or STOPPED[0] in names:
+                    print(f"wrote {(await record_stopped(env, *STOPPED)).relative_to(ROOT)}")
                 if not names or HELD[0] in names:
                     print(f"wrote {(await record_held(env, *HELD)).relative_to(ROOT)}")
                 for name, (workflow_id, file) in RUNS.items():

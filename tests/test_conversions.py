@@ -28,7 +28,7 @@ from temporalio.worker import Replayer
 from scheduler.api import create_app
 from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.flow.attributes import REPLY_IDS, conversion_key
+from scheduler.flow.attributes import OUTCOME, REPLY_IDS, conversion_key
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, Conversion, Reply
@@ -184,6 +184,8 @@ async def test_conversion_flow_with_exit_on_cancelled_cancels_its_timer(
     assert isinstance(info.value.cause, CancelledError)
     assert timer_events(history) == ["STARTED", "CANCELED"]
     assert sent_steps(settings, handle.id) == ["send"]
+    assert await outcome_of(handle) == "stopped"  # a stopped campaign's flows say so
+    assert (await handle.describe()).typed_search_attributes.get(OUTCOME) == "stopped"
 
 
 async def test_conversion_without_exit_on_is_recorded_and_the_flow_carries_on(

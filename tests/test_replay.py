@@ -42,6 +42,8 @@ EXPECTED = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", ["send_message"], []),
     # the message waits out quiet hours (the service's window, asked by local activity): one hold, then the send
     "quiet-hold": ("abandoned_cart-replay-quiet-hold", ["send_message"], ["started", "fired"]),
+    # cancelled while step_2 waits (its campaign stopped): the wait's timer is cancelled, outcome stopped
+    "stopped": ("abandoned_cart-replay-stopped", ["send_message"], ["started", "canceled"]),
     # a campaign run reading a 3-row audience in one page (2 flows, 1 row skipped)
     "campaign-run": ("campaign-run-replay-audience", ["start_audience_page"], []),
     # a campaign run without an audience: one child flow
@@ -53,6 +55,7 @@ PATCHES = {
     "opt-out-in-wait": ["reply-ids-attribute", "opt-out-exit", "outcome-attribute"],
     "suppressed-send": ["opt-out-exit", "outcome-attribute"],
     "quiet-hold": ["outcome-attribute"],
+    "stopped": ["stopped-outcome", "outcome-attribute"],
 }
 """The `workflow.patched` markers a history holds (none where not named): the patched branches it covers."""
 HOLDS = {"quiet-hold"}
@@ -115,7 +118,8 @@ async def test_replay_history_replays_with_current_workflow(name: str) -> None:
     else:  # the local activities that ask for the service's quiet hours and count the hold
         markers = [e["markerRecordedEventAttributes"]["markerName"] for e in events_of(raw, "MARKER_RECORDED")]
         assert markers.count("core_local_activity") == 2
-    assert raw["events"][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    ending = "CANCELED" if name == "stopped" else "COMPLETED"
+    assert raw["events"][-1]["eventType"] == f"EVENT_TYPE_WORKFLOW_EXECUTION_{ending}"
     markers = [
         e["markerRecordedEventAttributes"]["details"]["patch-data"]
         for e in events_of(raw, "MARKER_RECORDED")

@@ -59,6 +59,8 @@ OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
 """Flows that ended before the `Outcome` search attribute existed did not upsert it."""
+STOPPED_OUTCOME_PATCH = "stopped-outcome"
+"""Flows cancelled before the `stopped` outcome existed ended with no outcome (no memo or attribute upsert)."""
 MIN_HOLD = timedelta(seconds=1)
 """The shortest hold: a cap that frees "now" by the worker's clock may not yet have by the server's."""
 MAX_HOLDS = 10
@@ -317,6 +319,10 @@ class FlowRun:
             )
         try:
             exited = await self._steps_until_exit()
+        except asyncio.CancelledError:  # cancelled (a campaign stopped): the step in progress was cancelled
+            if workflow.patched(STOPPED_OUTCOME_PATCH):
+                self._finish("stopped")
+            raise
         except Exception:
             self._finish("failed")
             raise

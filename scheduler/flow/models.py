@@ -74,7 +74,7 @@ class FlowStatus(BaseModel):
     definition_version: str
     outcome: str | None = None
     """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`), `opted_out` (a `wait_answer`
-    got an opt-out reply such as STOP) or `failed`; None while running."""
+    got an opt-out reply such as STOP), `failed` or `stopped` (cancelled); None while running."""
     converted: bool = False
     """A `cart-converted` signal was received (with or without `exit_on`)."""
     waiting_until: datetime | None = None
