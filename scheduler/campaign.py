@@ -123,12 +123,6 @@ class Delivery(RunDelivery):
 
     model_config = ConfigDict(extra="forbid")
 
-    quiet_hours: str | None = None
-    """`HH:MM-HH:MM` in the customer's local time, "" for none; unset: `compliance.quiet_hours`."""
-    max_delay: Duration = timedelta(hours=12)
-    frequency_capped: bool = True
-    on_cap: Literal["skip", "delay"] = "skip"
-
     @field_validator("quiet_hours")
     @classmethod
     def _window(cls, v: str | None) -> str | None:

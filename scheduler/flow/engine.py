@@ -130,6 +130,7 @@ class FlowRun:
         self._notes: dict[str, Any] = {}
         """What the current step's memo entry records besides its event (`StepRecord`'s optional fields)."""
         self._service_quiet_hours: str | None = None
+        """The worker's `compliance.quiet_hours`, once asked (`_quiet_hours`)."""
 
     # Signals and queries
 

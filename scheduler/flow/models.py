@@ -131,7 +131,10 @@ class RunAudience(_Carried):
 
 
 class RunDelivery(_Carried):
+    """A campaign's `[delivery]`, as `flow_input` turns it into each flow's `DeliveryPolicy`."""
+
     quiet_hours: str | None = None
+    """`HH:MM-HH:MM` in the customer's local time, "" for none; None (unset): `compliance.quiet_hours`."""
     max_delay: Duration = timedelta(hours=12)
     frequency_capped: bool = True
     on_cap: Literal["skip", "delay"] = "skip"
