@@ -334,9 +334,10 @@ async def test_scheduler_up_killed_takes_its_dev_server_and_next_up_finds_waitin
 
         async def server_gone() -> None:
             assert not any(alive(pid) for pid in spawned), "the dev server outlived a killed `up`"
-            assert not port_in_use("127.0.0.1", settings.dev_server.port)
+            for port in (settings.dev_server.port, settings.dev_server.ui_port, settings.api.port):
+                assert not port_in_use("127.0.0.1", port), port  # the next `up` binds them all again
 
-        await eventually(server_gone, timeout=5)
+        await eventually(server_gone, timeout=10)
 
     async with healthy_up(config, settings, log, new_session=True) as (proc, spawned, http):
         client = await connect(settings)
