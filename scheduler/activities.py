@@ -182,10 +182,11 @@ class Activities:
                 return ActivityOutcome(
                     event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
                 )
-            counted = capped and unless_suppressed is not None and self._counted(channel)
-            if counted:
-                assert self.ledger is not None and unless_suppressed is not None
-                until = await self.ledger.reserve(
+            # The ledger counts the message if a cap names its channel (`reserve` decides).
+            ledger = self.ledger if capped and self.compliance.frequency_caps else None
+            if ledger is not None:
+                assert unless_suppressed is not None
+                until = await ledger.reserve(
                     contact=unless_suppressed,
                     channel=channel.name,
                     rules=self.compliance.frequency_caps,
@@ -204,15 +205,10 @@ class Activities:
                 with _delivery_errors():
                     await channel.send(message)
             except BaseException:
-                if counted:
-                    assert self.ledger is not None
-                    await asyncio.to_thread(self.ledger.release, message.idempotency_key)
+                if ledger is not None:
+                    await asyncio.to_thread(ledger.release, message.idempotency_key)
                 raise
         return None
-
-    def _counted(self, channel: Channel) -> bool:
-        """Whether a cap counts messages through `channel` (and the ledger is there to count them)."""
-        return self.ledger is not None and any(channel.name in cap.channels for cap in self.compliance.frequency_caps)
 
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int

@@ -28,8 +28,8 @@ import os
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
@@ -74,25 +74,21 @@ class FileLocks:
     def __init__(self, path: str) -> None:
         self.path = path
 
+    def shared(self, contact: str) -> AbstractAsyncContextManager[None]:
+        return self._holding(contact, fcntl.F_RDLCK, SEND_WAIT, "an opt-out held it")
+
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._holding(key, fcntl.F_WRLCK, EXCLUSIVE_WAIT, "another held it")
+
     @asynccontextmanager
-    async def shared(self, contact: str) -> AsyncIterator[None]:
+    async def _holding(self, key: str, kind: int, wait: float, why: str) -> AsyncIterator[None]:
         fd = self._open()
         try:
-            if not await _poll_async(lambda: _async(_try_lock(fd, fcntl.F_RDLCK, contact)), SEND_WAIT):
-                raise StoreUnavailable(f"contact lock {self.path}: an opt-out held it for over {SEND_WAIT:.0f} s")
+            if not await _poll_async(lambda: _try_lock(fd, kind, key), wait):
+                raise StoreUnavailable(f"lock {self.path}: {why} for over {wait:.0f} s")
             yield
         finally:
             os.close(fd)  # releases the lock
-
-    @asynccontextmanager
-    async def exclusive(self, key: str) -> AsyncIterator[None]:
-        fd = self._open()
-        try:
-            if not await _poll_async(lambda: _async(_try_lock(fd, fcntl.F_WRLCK, key)), EXCLUSIVE_WAIT):
-                raise StoreUnavailable(f"lock {self.path}: held by another for over {EXCLUSIVE_WAIT:.0f} s")
-            yield
-        finally:
-            os.close(fd)
 
     def fence(self, contact: str) -> bool:
         fd = self._open()
@@ -135,27 +131,22 @@ class AdvisoryLocks:
         """This process's holds by key: how many shared ones, or -1 for an exclusive one. One session's advisory
         locks never conflict with each other, so the process keeps its own holders apart itself."""
 
-    @asynccontextmanager
-    async def shared(self, contact: str) -> AsyncIterator[None]:
-        key = lock_key(contact)
-        session = await self._hold(key, exclusive=False, wait=SEND_WAIT)
-        if session is None:
-            raise StoreUnavailable(f"contact lock: an opt-out held it for over {SEND_WAIT:.0f} s")
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(self._unlock, session, key, exclusive=False)
+    def shared(self, contact: str) -> AbstractAsyncContextManager[None]:
+        return self._holding(contact, exclusive=False, wait=SEND_WAIT, why="an opt-out held it")
+
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._holding(key, exclusive=True, wait=EXCLUSIVE_WAIT, why="another held it")
 
     @asynccontextmanager
-    async def exclusive(self, key: str) -> AsyncIterator[None]:
+    async def _holding(self, key: str, *, exclusive: bool, wait: float, why: str) -> AsyncIterator[None]:
         hashed = lock_key(key)
-        session = await self._hold(hashed, exclusive=True, wait=EXCLUSIVE_WAIT)
+        session = await self._hold(hashed, exclusive=exclusive, wait=wait)
         if session is None:
-            raise StoreUnavailable(f"advisory lock: held by another for over {EXCLUSIVE_WAIT:.0f} s")
+            raise StoreUnavailable(f"advisory lock: {why} for over {wait:.0f} s")
         try:
             yield
         finally:
-            await asyncio.to_thread(self._unlock, session, hashed, exclusive=True)
+            await asyncio.to_thread(self._unlock, session, hashed, exclusive=exclusive)
 
     def fence(self, contact: str) -> bool:
         try:
@@ -255,16 +246,13 @@ def _poll(attempt: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-async def _poll_async(attempt: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+async def _poll_async(attempt: Callable[[], bool], timeout: float) -> bool:
+    """`_poll` without blocking the event loop (`attempt` must be quick: a non-blocking lock call)."""
     deadline = time.monotonic() + timeout
     delay = 0.001
-    while not await attempt():
+    while not attempt():
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
     return True
-
-
-async def _async(value: bool) -> bool:
-    return value

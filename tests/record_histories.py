@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -108,6 +108,37 @@ RUN_FILES = {
 """A campaign run reads its audience from the worker's campaigns directory: these files are written there."""
 
 
+async def start(env: WorkflowEnvironment, workflow_id: str, flow: FlowInput) -> WorkflowHandle[Any, FlowStatus]:
+    return await env.client.start_workflow(
+        AbandonedCartWorkflow.run,
+        flow,
+        id=workflow_id,
+        task_queue=TASK_QUEUE,
+        search_attributes=start_attributes(flow),
+        result_type=FlowStatus,
+    )
+
+
+async def until_in(handle: WorkflowHandle[Any, FlowStatus], step: str) -> None:
+    """Until the flow waits in `step` (time only skips inside `result()`), so its wait's timer is started."""
+    for _ in range(200):
+        if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == step:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id} never reached {step}")
+
+
+async def save(name: str, handle: WorkflowHandle[Any, Any], summary: str) -> Path:
+    path = HISTORIES / f"{name}.json"
+    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    print(f"wrote {path.name}: {summary}")
+    return path
+
+
+def ended(result: FlowStatus) -> str:
+    return f"{result.outcome}, path {' → '.join(result.path)}"
+
+
 async def record(
     env: WorkflowEnvironment,
     name: str,
@@ -124,24 +155,11 @@ async def record(
         customer={"id": "c1", "phone": phone, "name": "Ada"},
         cart={"id": "cart-7", "url": "https://shop.example/cart/7"},
     )
-    handle = await env.client.start_workflow(
-        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
-    )
-    if reply is not None:
-        # Reply while the step waits (time only skips inside `result()`), so the history has the wait's
-        # timer started and then cancelled by the reply.
-        for _ in range(200):
-            if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == reply_step:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError(f"{workflow_id} never reached {reply_step}")
+    handle = await start(env, workflow_id, flow)
+    if reply is not None:  # the reply cancels the wait's timer
+        await until_in(handle, reply_step)
         await handle.signal(CLIENT_ANSWERED_SIGNAL, reply)
-    result = await handle.result()
-    print(f"{name}: {result.outcome}, path {' → '.join(result.path)}")
-    path = HISTORIES / f"{name}.json"
-    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
-    return path
+    return await save(name, handle, ended(await handle.result()))
 
 
 async def record_stopped(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
@@ -151,22 +169,14 @@ async def record_stopped(env: WorkflowEnvironment, name: str, workflow_id: str) 
         owner="owner@example.com",
         customer={"id": "c1", "phone": "+15550001", "name": "Ada"},
     )
-    handle = await env.client.start_workflow(
-        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
-    )
-    for _ in range(200):
-        if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).current_step == "step_2":
-            break
-        await asyncio.sleep(0.05)
+    handle = await start(env, workflow_id, flow)
+    await until_in(handle, "step_2")
     await handle.cancel()
     try:
         await handle.result()
     except WorkflowFailureError:
         pass
-    print(f"{name}: cancelled in step_2")
-    path = HISTORIES / f"{name}.json"
-    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
-    return path
+    return await save(name, handle, "cancelled in step_2")
 
 
 async def record_held(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
@@ -178,14 +188,8 @@ async def record_held(env: WorkflowEnvironment, name: str, workflow_id: str) -> 
         customer={"id": "c1", "phone": "+15550001", "timezone": "UTC"},
         delivery=DeliveryPolicy(quiet_hours=None, timezone="UTC"),
     )
-    handle = await env.client.start_workflow(
-        AbandonedCartWorkflow.run, flow, id=workflow_id, task_queue=TASK_QUEUE, search_attributes=start_attributes(flow)
-    )
-    result = await handle.result()
-    print(f"{name}: {result.outcome}, path {' → '.join(result.path)}")
-    path = HISTORIES / f"{name}.json"
-    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
-    return path
+    handle = await start(env, workflow_id, flow)
+    return await save(name, handle, ended(await handle.result()))
 
 
 async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path: Path) -> Path:
@@ -196,10 +200,7 @@ async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path
     )
     result = await handle.result()
     assert isinstance(result, CampaignRunResult)
-    print(f"{name}: started {result.started}, skipped {result.skipped_invalid}")
-    out = HISTORIES / f"{name}.json"
-    out.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
-    return out
+    return await save(name, handle, f"started {result.started}, skipped {result.skipped_invalid}")
 
 
 async def main(names: list[str]) -> None:
@@ -224,16 +225,15 @@ async def main(names: list[str]) -> None:
                 for name, flow in FLOWS.items():
                     if names and name not in names:
                         continue
-                    print(f"wrote {(await record(env, name, *flow)).relative_to(ROOT)}")
+                    await record(env, name, *flow)
                 if not names or STOPPED[0] in names:
-                    print(f"wrote {(await record_stopped(env, *STOPPED)).relative_to(ROOT)}")
+                    await record_stopped(env, *STOPPED)
                 if not names or HELD[0] in names:
-                    print(f"wrote {(await record_held(env, *HELD)).relative_to(ROOT)}")
+                    await record_held(env, *HELD)
                 for name, (workflow_id, file) in RUNS.items():
                     if names and name not in names:
                         continue
-                    path = await record_run(env, name, workflow_id, Path(tmp) / file)
-                    print(f"wrote {path.relative_to(ROOT)}")
+                    await record_run(env, name, workflow_id, Path(tmp) / file)
             store.close()
     finally:
         await env.shutdown()

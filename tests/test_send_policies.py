@@ -115,6 +115,12 @@ async def run(
         return handle, await asyncio.wait_for(handle.result(), timeout=60)
 
 
+async def send_step(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """The memo entry of the flow's `send` step (its first)."""
+    steps: list[dict[str, Any]] = await (await handle.describe()).memo_value("steps", type_hint=list)
+    return steps[0]
+
+
 def counted(result: str, channel: str = "console") -> float:
     """`scheduler_messages_total` of this process (the tests' workers run in it)."""
     return REGISTRY.get_sample_value("scheduler_messages_total", {"channel": channel, "result": result}) or 0.0
@@ -145,10 +151,10 @@ async def test_a_message_due_at_night_in_new_york_goes_at_eight_the_next_morning
     assert (counted("held") - held_before, counted("sent") - sent_before) == (1, 1)
     [sent] = await sent_at(handle)
     assert near(sent, eight.astimezone(UTC)), (sent, eight)
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert steps[0]["zone"] == "phone: America/New_York"
-    assert steps[0]["held_until"].startswith(eight.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
-    assert "reason" not in steps[0]
+    send = await send_step(handle)
+    assert send["zone"] == "phone: America/New_York"
+    assert send["held_until"].startswith(eight.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
+    assert "reason" not in send
 
 
 async def test_a_berlin_customer_at_7_59_gets_the_message_at_8(
@@ -160,8 +166,8 @@ async def test_a_berlin_customer_at_7_59_gets_the_message_at_8(
     assert result.outcome == "completed"
     [sent] = await sent_at(handle)
     assert near(sent, start.replace(minute=0, hour=8).astimezone(UTC))
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert steps[0]["zone"] == "customer.timezone: Europe/Berlin"
+    send = await send_step(handle)
+    assert send["zone"] == "customer.timezone: Europe/Berlin"
 
 
 async def test_a_message_in_the_day_goes_at_once(
@@ -172,8 +178,8 @@ async def test_a_message_in_the_day_goes_at_once(
     assert result.outcome == "completed"
     [sent] = await sent_at(handle)
     assert near(sent, start.astimezone(UTC))
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert "held_until" not in steps[0]
+    send = await send_step(handle)
+    assert "held_until" not in send
 
 
 async def test_without_a_phone_or_timezone_the_campaign_timezone_counts(
@@ -186,8 +192,8 @@ async def test_without_a_phone_or_timezone_the_campaign_timezone_counts(
     assert result.outcome == "completed"
     [sent] = await sent_at(handle)
     assert near(sent, datetime.combine(start.date() + timedelta(days=1), time(8), tzinfo=tokyo).astimezone(UTC))
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert steps[0]["zone"] == "campaign timezone: Asia/Tokyo"
+    send = await send_step(handle)
+    assert send["zone"] == "campaign timezone: Asia/Tokyo"
 
 
 async def test_a_hold_longer_than_max_delay_sends_nothing_and_takes_the_not_satisfied_branch(
@@ -200,8 +206,8 @@ async def test_a_hold_longer_than_max_delay_sends_nothing_and_takes_the_not_sati
     assert (result.outcome, result.path) == ("completed", ["send", "owner"])
     assert await sent_at(handle) == []
     assert [m["to"] for m in Outbox(settings.channels.outbox).read()] == ["growth@example.com"]
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert (steps[0]["event"], steps[0]["reason"]) == ("condition_not_satisfied", "quiet_hours")
+    send = await send_step(handle)
+    assert (send["event"], send["reason"]) == ("condition_not_satisfied", "quiet_hours")
     assert counted("skipped_quiet_hours") - skipped_before == 1
 
 
@@ -254,8 +260,8 @@ async def test_a_number_whose_area_code_spans_two_zones_waits_for_the_later_one(
     assert result.outcome == "completed"
     [sent] = await sent_at(handle)
     assert near(sent, start.replace(hour=8, minute=0).astimezone(UTC))
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    assert steps[0]["zone"] == "phone: America/Boise, America/Los_Angeles"
+    send = await send_step(handle)
+    assert send["zone"] == "phone: America/Boise, America/Los_Angeles"
 
 
 async def test_service_quiet_hours_reach_flows_whose_campaign_sets_none(
@@ -365,8 +371,7 @@ async def finish(handles: list[WorkflowHandle[Any, FlowStatus]]) -> list[FlowSta
 
 
 async def reason_of(handle: WorkflowHandle[Any, Any]) -> str | None:
-    steps = await (await handle.describe()).memo_value("steps", type_hint=list)
-    return steps[0].get("reason")
+    return (await send_step(handle)).get("reason")
 
 
 async def test_a_cap_across_campaigns_lets_two_messages_through_and_the_third_branches(
