@@ -29,6 +29,7 @@ from scheduler.ledger import Ledger
 from scheduler.metrics import MESSAGES
 from scheduler.outbound import http_client, retryable_status
 from scheduler.renderer import Renderer
+from scheduler.stop import CampaignStops
 from scheduler.templates import TemplateRenderError
 from scheduler.unsubscribe import Links, Unsubscribe
 
@@ -54,6 +55,8 @@ class Activities:
         """The suppression list `send_message` checks right before delivering (None: no store, no check)."""
         self.ledger = Ledger(consent.store) if consent is not None else None
         """Counts customer messages against `compliance.frequency_caps` (in the same store)."""
+        self.stops = CampaignStops(consent.store) if consent is not None else None
+        """The campaigns' emergency stops, checked right before anything goes out (in the same store)."""
         self.unsubscribe = unsubscribe
         """Signs the one-click unsubscribe link of every customer e-mail (None: not configured)."""
         self.outbox = Outbox(settings.outbox)
@@ -102,8 +105,8 @@ class Activities:
         if not_sent is None:
             MESSAGES.labels(channel.name, "sent").inc()
             return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
-        if not_sent.suppressed:
-            MESSAGES.labels(channel.name, "suppressed").inc()
+        if not_sent.suppressed or not_sent.stopped:
+            MESSAGES.labels(channel.name, "suppressed" if not_sent.suppressed else "stopped").inc()
         return not_sent
 
     @activity.defn(name="notify_creator")
@@ -121,8 +124,8 @@ class Activities:
                     non_retryable=True,
                 )
             to = "campaign owner"
-        await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
-        return ActivityOutcome(detail=f"notified {to} by {channel.name}")
+        stopped = await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
+        return stopped or ActivityOutcome(detail=f"notified {to} by {channel.name}")
 
     def _channel(self, name: str) -> Channel:
         name = name or self.settings.default
@@ -151,8 +154,8 @@ class Activities:
         capped: bool = False,
         list_unsubscribe: str = "",
     ) -> ActivityOutcome | None:
-        """Render and deliver; None if delivered, else why not: the contact `unless_suppressed` names is
-        suppressed, or (`capped`) a frequency cap holds it.
+        """Render and deliver; None if delivered, else why not: the campaign was stopped, the contact
+        `unless_suppressed` names is suppressed, or (`capped`) a frequency cap holds it.
 
         The suppression list is read last, right before delivery, so an opt-out that came in while the
         template rendered still counts; the contact stays held until the channel has the message, so an
@@ -176,6 +179,8 @@ class Activities:
             idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
             list_unsubscribe=list_unsubscribe,
         )
+        if stopped := await self._stopped(inp):
+            return stopped
         checked = unless_suppressed is not None and self.consent is not None
         async with self.consent.sending(unless_suppressed) if checked else nullcontext(False) as suppressed:
             if suppressed:
@@ -210,6 +215,18 @@ class Activities:
                 raise
         return None
 
+    async def _stopped(self, inp: ActivityInput) -> ActivityOutcome | None:
+        """Why nothing may go out for this flow: its campaign was stopped (`cancel`) since it started; else None.
+
+        Read right before delivery, so a stop recorded while the activity ran still counts."""
+        if self.stops is None:
+            return None
+        barred = await asyncio.to_thread(self.stops.barred_before, inp.campaign_id)
+        if barred is None or (inp.flow_started_at is not None and inp.flow_started_at >= barred):
+            return None  # no start time: a flow older than the field, so than any stop
+        detail = f"not sent: campaign {inp.campaign_id!r} was stopped at {barred:%Y-%m-%d %H:%M:%S}Z"
+        return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, stopped=True)
+
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int
     ) -> str:
@@ -224,6 +241,8 @@ class Activities:
     async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
         """2xx: satisfied. 3xx, 4xx (except 408/425/429): not_satisfied. Anything else raises, so it is retried."""
         params = WebhookParams.model_validate(inp.params)
+        if stopped := await self._stopped(inp):
+            return stopped
         body = {
             "workflow_id": inp.workflow_id,
             "campaign_id": inp.campaign_id,

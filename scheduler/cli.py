@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import getpass
 import json
 import logging
 import os
@@ -103,16 +104,23 @@ PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete managed schedule
 
 def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> Any:
     from scheduler.reconcile import sync
+    from scheduler.schedules import Action
+    from scheduler.stop import pruned_note
     from scheduler.temporal import connect
 
     settings = _settings(config)
 
-    async def go() -> Any:
-        return await sync(await connect(settings), settings, prune=prune, dry_run=dry_run)
+    async def go() -> tuple[Any, list[str | None]]:
+        client = await connect(settings)
+        outcome = await sync(client, settings, prune=prune, dry_run=dry_run)
+        deleted = [c.campaign_id for c in outcome.changes if c.action == Action.DELETE]
+        return outcome, await asyncio.gather(*(pruned_note(client, cid) for cid in deleted))
 
-    outcome = _run(go())
+    outcome, notes = _run(go())
     for p in outcome.problems:
         typer.echo(str(p), err=True)
+    for note in filter(None, notes):
+        typer.echo(note, err=True)
     if outcome.errors:
         typer.echo(f"{len(outcome.errors)} error(s): nothing was changed", err=True)
         _exit(1)
@@ -358,6 +366,96 @@ def signal(
                 consent.store.close()
         await signal_flow(client, workflow_id=workflow_id, run_id=run_id, signal_name=name, reply=reply)
         return signal_sent(name, workflow_id)
+
+    typer.echo(json.dumps({"message": _run(go())}))
+    _exit(0)
+
+
+class _StopMode(enum.StrEnum):  # typer shows an Enum's values as the choices
+    cancel = "cancel"
+    drain = "drain"
+
+
+def _cli_caller() -> str:
+    """Who stops or resumes from the command line, for the schedule's note and the stop's record."""
+    try:
+        return f"the CLI ({getpass.getuser()})"
+    except (OSError, KeyError):
+        return "the CLI"
+
+
+@app.command()
+def stop(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],
+    mode: Annotated[
+        _StopMode, typer.Option(help="cancel: cancel its running flows; drain: let them finish")
+    ] = _StopMode.cancel,
+    reason: Annotated[str, typer.Option(help="Why: the schedule's note and the flows' cancel reason")] = "",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the cancellation has begun")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"schedule","cancelled"}')] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Emergency stop (like POST /campaigns/ID/stop): pause the campaign's schedule, end a run still starting
+    flows, and cancel its running flows (they end `stopped`), or with `--mode drain` let them finish.
+
+    Then waits, with a progress line, until no flow of the campaign runs (Ctrl-C stops waiting, not the stop).
+    `scheduler resume ID` unpauses the schedule.
+    """
+    from scheduler.schedules import ScheduleWriter
+    from scheduler.stop import CampaignStops, StopMode, Stopper
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+    by, stop_mode = _cli_caller(), StopMode(mode.value)
+    try:
+        store = _store(config)
+    except SystemExit:  # the stop goes on without its record: pausing and cancelling matter more
+        store = None
+    stopper_stops = CampaignStops(store) if store is not None else None
+
+    async def go() -> Any:
+        client = await connect(settings)
+        stopper = Stopper(client, ScheduleWriter(client, settings), stopper_stops)
+        result = await stopper.stop(campaign_id, mode=stop_mode, reason=reason, by=by)
+        if as_json:
+            typer.echo(json.dumps(result.model_dump()))
+        else:
+            cancelled = f"{result.cancelled} running flow(s) cancelled" if stop_mode == StopMode.CANCEL else "draining"
+            typer.echo(f"stopped campaign {campaign_id}: schedule {result.schedule}, {cancelled}")
+        if no_wait:
+            return
+
+        def progress(running: int) -> None:
+            typer.echo(f"\r{running} flow(s) of {campaign_id} still running\x1b[K", err=True, nl=False)
+
+        await stopper.finish(campaign_id, mode=stop_mode, reason=reason, by=by, progress=progress)
+        typer.echo(f"\rno flow of {campaign_id} runs any more\x1b[K", err=True)
+
+    try:
+        _run(go())
+    except KeyboardInterrupt:
+        typer.echo("\nstopped waiting; the stop stands (`scheduler status` shows the flows left)", err=True)
+    finally:
+        if store is not None:
+            store.close()
+    _exit(0)
+
+
+@app.command()
+def resume(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],
+    config: ConfigOpt = None,
+) -> None:
+    """Unpause a stopped (or paused) campaign's schedule; the flows a stop ended stay ended."""
+    from scheduler.schedules import ScheduleWriter
+    from scheduler.stop import Stopper
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> str:
+        client = await connect(settings)
+        return await Stopper(client, ScheduleWriter(client, settings), None).resume(campaign_id, by=_cli_caller())
 
     typer.echo(json.dumps({"message": _run(go())}))
     _exit(0)

@@ -5,6 +5,7 @@ SchedulerError
 ├── DefinitionError     a workflow definition is invalid (raised inside a running flow)
 ├── UnknownCampaign     no campaign with that id in the campaigns directory (404)
 ├── NoSchedule          no schedule of this tool for that campaign id (404)
+├── NoCampaign          nothing of that campaign to stop: no schedule, run or running flow (404)
 ├── UnmanagedSchedule   a campaign's schedule id is taken by a schedule this tool did not create
 ├── ApplyFailed         Temporal refused some campaigns' schedules (the others were applied)
 ├── FlowAlreadyRunning  a flow with that workflow id is running (409)
@@ -68,6 +69,13 @@ class NoSchedule(SchedulerError):
 
     def __init__(self, campaign_id: str) -> None:
         super().__init__(f"no schedule for campaign {campaign_id!r}")
+
+
+class NoCampaign(SchedulerError):
+    """Nothing of the campaign to stop: no schedule of this tool, no run, no running flow."""
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"no schedule, run or running flow of campaign {campaign_id!r}")
 
 
 class UnmanagedSchedule(SchedulerError):

@@ -16,6 +16,7 @@ from scheduler.config import Settings
 from scheduler.errors import ApplyFailed, UnmanagedSchedule
 from scheduler.problems import Problem
 from scheduler.schedules import Action, Change, ScheduleWriter, campaign_id_of
+from scheduler.stop import pruned_note
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class Reconciler:
             self.loaded |= set(campaigns)
             for change in outcome.pending:
                 log.info("reconcile: %s", change)
+                if change.action == Action.DELETE and (note := await pruned_note(self.client, change.campaign_id)):
+                    log.info("reconcile: %s", note)
         self._log_changes(outcome.errors)
         self.last = outcome
         return outcome

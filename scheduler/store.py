@@ -115,6 +115,20 @@ api_keys = Table(
 )
 """API keys (`scheduler.keys`): the SHA-256 of each key, never the key; a revoked key keeps its row (`revoked_at`)."""
 
+campaign_stops = Table(
+    "campaign_stops",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(255), nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("by", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("campaign_stops_campaign_at", "campaign_id", "at"),
+)
+"""Every emergency stop of a campaign (`scheduler.stop`): who, why, when. A `cancel` stop also bars every flow
+of the campaign started before it from sending anything more."""
+
 
 class Store:
     """The engine of the service's database, its schema brought up to date (`open`)."""

@@ -155,6 +155,8 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
         ("POST", f"/schedules/{cid}/trigger", None, "write", 200),
         ("POST", "/start-workflow", {"campaign": cid, "workflow_id": flow, "customer": {"id": "c1"}}, "write", 200),
         ("POST", "/send-signal", {"workflow_id": flow, "signal_name": "client-answered"}, "write", 200),
+        ("POST", f"/campaigns/{cid}/stop", {"mode": "drain", "reason": "keys test"}, "write", 202),
+        ("POST", f"/campaigns/{cid}/resume", None, "write", 200),
     ]
     wrong: list[str] = []
     caplog.set_level(logging.INFO, logger="scheduler.api.auth")
@@ -180,7 +182,7 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
                     }
         assert wrong == []
         note = (await c.describe("a")).schedule.state.note
-        assert note == "unpaused through the API by key write-key"
+        assert note == "resumed by key write-key"
         written = [r.getMessage() for r in caplog.records if r.name == "scheduler.api.auth"]
         assert "DELETE /suppressions/{contact} by key write-key" in written
         assert "POST /start-workflow by key write-key" in written
@@ -295,6 +297,8 @@ def test_openapi_declares_the_bearer_scheme_on_exactly_the_protected_routes(
         "DELETE /suppressions/{contact}",
         "POST /start-workflow",
         "POST /send-signal",
+        "POST /campaigns/{campaign_id}/stop",
+        "POST /campaigns/{campaign_id}/resume",
         *(["GET /metrics"] if metrics_need_key else []),
     }
 

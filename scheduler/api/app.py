@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import auth, health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
+from scheduler.api import auth, campaigns, health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import (
@@ -20,6 +20,7 @@ from scheduler.errors import (
     FlowAlreadyRunning,
     FlowNotFound,
     InvalidValue,
+    NoCampaign,
     NoFlowForReply,
     NoSchedule,
     NotSuppressed,
@@ -46,6 +47,7 @@ _STATUS: dict[type[SchedulerError], int] = {
     TemporalUnavailable: 503,
     NoFlowForReply: 404,
     NoSchedule: 404,
+    NoCampaign: 404,
     NotSuppressed: 404,
     StoreUnavailable: 503,
     WebhookSignatureInvalid: 401,
@@ -85,6 +87,8 @@ def create_app(
         finally:
             if reconcile:
                 app.state.reconciler.stop()
+            for task in list(app.state.background):
+                task.cancel()
 
     # /docs and /redoc with Swagger UI and ReDoc served from the package's files, not a CDN: they work offline.
     app = FastAPIOffline(title="Campaign scheduler", lifespan=lifespan)
@@ -95,8 +99,11 @@ def create_app(
     app.state.consent = consent
     app.state.keys = None
     app.state.key_cache_seconds = key_cache_seconds
+    app.state.background = set()
+    """Tasks that outlive their request (a stop's follow-up); cancelled when the app stops."""
     app.include_router(workflows.router)
     app.include_router(schedules.router)
+    app.include_router(campaigns.router)
     app.include_router(suppressions.router)
     app.include_router(unsubscribe.router)
     app.include_router(webhooks.router)

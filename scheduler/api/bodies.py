@@ -43,21 +43,34 @@ async def read_body(request: Request, media_type: str, *, limit: int = MAX_BODY)
     return bytes(body)
 
 
-def post_json(router: APIRouter, path: str, *, limit: int = MAX_BODY, **options: Any) -> Callable[[F], F]:
+def post_json(
+    router: APIRouter, path: str, *, limit: int = MAX_BODY, optional: bool = False, **options: Any
+) -> Callable[[F], F]:
     """Like `@router.post(path, **options)`, for an endpoint whose body must be JSON of at most `limit` bytes.
 
     Without it FastAPI reads a body of any size, and answers one in another content type (curl's
-    default form encoding) with a 422 about a field nobody sent.
+    default form encoding) with a 422 about a field nobody sent. `optional`: a request with no body at
+    all (and no content type) is let through too, for an endpoint whose body has defaults for everything.
     """
 
     def register(endpoint: F) -> F:
-        router.add_api_route(path, endpoint, methods=["POST"], route_class_override=_json_route(limit), **options)
+        route = _json_route(limit, optional=optional)
+        router.add_api_route(path, endpoint, methods=["POST"], route_class_override=route, **options)
         return endpoint
 
     return register
 
 
-def _json_route(limit: int) -> type[APIRoute]:
+def _no_body(request: Request) -> bool:
+    headers = request.headers
+    return (
+        "content-type" not in headers
+        and "transfer-encoding" not in headers
+        and headers.get("content-length", "0") == "0"
+    )
+
+
+def _json_route(limit: int, *, optional: bool) -> type[APIRoute]:
     class JsonRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handle = super().get_route_handler()
@@ -65,7 +78,8 @@ def _json_route(limit: int) -> type[APIRoute]:
             async def checked(request: Request) -> Response:
                 # Starlette keeps a request's body in `_body` once read; FastAPI then parses it from there
                 # (as in FastAPI's documented custom Request classes).
-                request._body = await read_body(request, JSON, limit=limit)
+                if not (optional and _no_body(request)):
+                    request._body = await read_body(request, JSON, limit=limit)
                 return await handle(request)
 
             return checked

@@ -117,6 +117,8 @@ class FlowRun:
         """A `wait_answer` got an opt-out reply: the flow ends `opted_out`, and it does not count as answered."""
         self.suppressed = False
         """A message step found the customer's contact suppressed: no later step runs, the flow ends `opted_out`."""
+        self.stopped = False
+        """An activity found the campaign stopped since the flow started: no later step runs; ends `stopped`."""
         self.opt_out_exit = False
         """An opt-out reply came while no `wait_answer` waited for it: the flow ends at once, `opted_out`."""
         self._waiting_for_replies = False
@@ -239,6 +241,7 @@ class FlowRun:
                 previous_event=previous.event.value if previous else "",
                 reply=(self._replies[-1].text or "") if self._replies else None,
                 frequency_capped=frequency_capped,
+                flow_started_at=info.start_time,
             ),
             result_type=ActivityOutcome,
             start_to_close_timeout=timeout,
@@ -247,6 +250,9 @@ class FlowRun:
         )
         if outcome.suppressed and workflow.patched(OPT_OUT_EXIT_PATCH):
             self.suppressed = self.opted_out = True
+        if outcome.stopped:
+            self.stopped = True
+            self._notes["reason"] = "stopped"
         return outcome
 
     async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType:
@@ -327,8 +333,13 @@ class FlowRun:
         except Exception:
             self._finish("failed")
             raise
-        self._finish((exited and self._exit_reason()) or ("opted_out" if self.opted_out else "completed"))
+        self._finish((exited and self._exit_reason()) or self._end_reason())
         return self.status()
+
+    def _end_reason(self) -> str:
+        if self.stopped:
+            return "stopped"
+        return "opted_out" if self.opted_out else "completed"
 
     def _exit_reason(self) -> str | None:
         """Why the flow must end now, before its steps do: `converted` (with `exit_on`) or `opted_out`."""
@@ -378,7 +389,7 @@ class FlowRun:
             self._write_state()
         event = await node.run(self, params)
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))
-        return None if self.suppressed else step.next_step(event)
+        return None if self.suppressed or self.stopped else step.next_step(event)
 
     def _write_state(self, *, outcome: str | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`.

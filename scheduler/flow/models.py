@@ -58,7 +58,7 @@ class StepRecord(BaseModel):
     event: EventType
     at: datetime
     reason: str | None = None
-    """Why a message was not sent by policy: `quiet_hours` or `frequency_cap`."""
+    """Why a message was not sent: by policy (`quiet_hours`, `frequency_cap`), or its campaign was `stopped`."""
     held_until: datetime | None = None
     """The last instant a message was held until (quiet hours, a cap's `delay`)."""
     zone: str | None = None
@@ -74,7 +74,7 @@ class FlowStatus(BaseModel):
     definition_version: str
     outcome: str | None = None
     """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`), `opted_out` (a `wait_answer`
-    got an opt-out reply such as STOP), `failed` or `stopped` (cancelled); None while running."""
+    got an opt-out reply such as STOP), `failed` or `stopped` (its campaign was stopped); None while running."""
     converted: bool = False
     """A `cart-converted` signal was received (with or without `exit_on`)."""
     waiting_until: datetime | None = None
@@ -101,6 +101,8 @@ class ActivityInput(BaseModel):
     """Text of the latest reply the flow received (None: no reply yet)."""
     frequency_capped: bool = True
     """Whether this message counts toward, and is held to, `compliance.frequency_caps`."""
+    flow_started_at: datetime | None = None
+    """When the flow started: a campaign stopped since then lets it send nothing (`scheduler.stop`)."""
 
 
 class MessageEvent(BaseModel):

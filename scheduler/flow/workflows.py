@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from scheduler.errors import DefinitionError
@@ -40,6 +41,8 @@ FLOWS_KEPT = 100
 """Flow ids listed in a run's result (the counts cover them all)."""
 START_AUDIENCE_PAGE = "start_audience_page"
 """The activity that reads one page of a run's audience and starts its flows (`scheduler.fanout`)."""
+STOPPED_RUN_PATCH = "run-waits-for-its-page"
+"""A cancelled run closes only once its page activity has stopped starting flows (it used not to wait)."""
 
 
 @workflow.defn(name=FLOW_TYPE, failure_exception_types=[DefinitionError])
@@ -51,7 +54,7 @@ class AbandonedCartWorkflow:
     counts) says the customer bought: a definition with `exit_on = ["cart-converted"]` ends at once
     with outcome `converted`, any other records it and carries on. Query `status` gives the current
     step, the path so far, the number of distinct replies, the definition version, whether a
-    conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out` or `failed`).
+    conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out`, `stopped` or `failed`).
     The memo `steps` and the search attribute `CurrentStep` are brought up to date before every step
     that waits (a timer, a signal, webhook retries) and when the flow ends.
     """
@@ -107,6 +110,10 @@ class CampaignRunWorkflow:
                 start_to_close_timeout=timedelta(hours=1),
                 heartbeat_timeout=timedelta(minutes=1),
                 retry_policy=RetryPolicy(maximum_attempts=10, non_retryable_error_types=["AudienceError"]),
+                # A stop waits for the run to close, and must know then that no more flows start.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                if workflow.patched(STOPPED_RUN_PATCH)
+                else ActivityCancellationType.TRY_CANCEL,
                 summary=f"page of {campaign.id}'s audience",
             )
             result = result.model_copy(update=result.plus(page, keep=FLOWS_KEPT))

@@ -34,6 +34,8 @@ class ActivityOutcome(BaseModel):
     """The customer's contact is suppressed (opted out): nothing was sent, and the flow ends `opted_out`."""
     capped_until: datetime | None = None
     """Not sent: a frequency cap holds the contact until then (`compliance.frequency_caps`)."""
+    stopped: bool = False
+    """Nothing was done: the campaign was stopped since the flow started, which ends `stopped`."""
 
 
 class NodeParams(BaseModel):

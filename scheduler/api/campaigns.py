@@ -1,0 +1,92 @@
+"""A campaign's emergency stop and its resumption (see `scheduler.stop`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.api.auth import Caller, WriteKey, auth_errors
+from scheduler.api.bodies import post_json
+from scheduler.api.deps import ClientDep, SchedulesDep, get_consent
+from scheduler.api.responses import errors
+from scheduler.api.schedules import CampaignId
+from scheduler.api.workflows import MessageResponse
+from scheduler.errors import StoreUnavailable
+from scheduler.stop import MAX_REASON, CampaignStops, StopMode, Stopper, StopResult
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+FOLLOW_UP_SECONDS = 600.0
+"""How long the API keeps cancelling the flows of a stopped campaign that visibility shows late."""
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    mode: StopMode = StopMode.CANCEL
+    """`cancel`: cancel every running flow of the campaign; `drain`: let them finish. Both pause the schedule
+    and end a run still starting flows."""
+    reason: str = Field("", max_length=MAX_REASON)
+    """Why: the schedule's note, the flows' cancel reason and the stop's record say it."""
+
+
+async def _stopper(request: Request, client: ClientDep, schedules: SchedulesDep) -> Stopper:
+    try:
+        stops: CampaignStops | None = CampaignStops((await get_consent(request)).store)
+    except StoreUnavailable as exc:  # an emergency stop still pauses and cancels without its record
+        log.error("campaign stop without the store: %s", exc)
+        stops = None
+    return Stopper(client, schedules, stops)
+
+
+def _by(caller: Caller) -> str:
+    return f"key {caller.key}" if caller.key else "the API"
+
+
+@post_json(
+    router,
+    "/{campaign_id}/stop",
+    limit=4096,
+    optional=True,
+    status_code=202,
+    responses=errors({**auth_errors("write"), 404: "no schedule, run or running flow of that campaign"}),
+)
+async def stop(
+    request: Request, campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey,
+    body: StopRequest | None = None,
+) -> StopResult:  # fmt: skip
+    """Pause the campaign's schedule, end a run still starting flows, and cancel its running flows (`drain`: let
+    them finish). Answers once the cancellation has begun; flows end `stopped` within seconds, and nothing
+    more goes out for a flow started before the stop, but for a message already handed to its channel."""
+    body = body or StopRequest()
+    stopper = await _stopper(request, client, schedules)
+    by = _by(caller)
+    result = await stopper.stop(campaign_id, mode=body.mode, reason=body.reason, by=by)
+    if body.mode == StopMode.CANCEL:  # flows that visibility shows late are cancelled in the background
+        task = asyncio.create_task(_follow_up(stopper, campaign_id, reason=body.reason, by=by))
+        request.app.state.background.add(task)
+        task.add_done_callback(request.app.state.background.discard)
+    return result
+
+
+async def _follow_up(stopper: Stopper, campaign_id: str, *, reason: str, by: str) -> None:
+    try:
+        left = await stopper.finish(campaign_id, mode=StopMode.CANCEL, reason=reason, by=by, timeout=FOLLOW_UP_SECONDS)
+    except Exception:
+        log.exception("stop of %s: cancelling its remaining flows failed", campaign_id)
+        return
+    if left:
+        log.warning("stop of %s: %d flow(s) still running after %.0f s (is a worker running?)", campaign_id, left,
+                    FOLLOW_UP_SECONDS)  # fmt: skip
+
+
+@router.post("/{campaign_id}/resume", responses=errors({**auth_errors("write"), 404: "no schedule of that campaign"}))
+async def resume(
+    campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
+) -> MessageResponse:
+    """Unpause the campaign's schedule; the flows a stop ended stay ended."""
+    return MessageResponse(message=await Stopper(client, schedules, None).resume(campaign_id, by=_by(caller)))
