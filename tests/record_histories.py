@@ -3,7 +3,8 @@
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
 no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, a
 flow whose first message finds its customer suppressed, a message held through quiet hours, a flow
-cancelled while it waits, and a campaign run with and without an audience, and writes
+cancelled while it waits, a flow whose message finds its campaign stopped, and a campaign run with and
+without an audience and one cancelled while it starts flows, and writes
 `tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
@@ -40,6 +41,7 @@ from scheduler.flow.models import (  # noqa: E402
 )
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
+from scheduler.stop import CampaignStops, StopMode  # noqa: E402
 from scheduler.store import Store  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
@@ -88,6 +90,16 @@ STOPPED = ("stopped", "abandoned_cart-replay-stopped")
 """A flow cancelled while it waits for an answer (its campaign stopped): it ends `stopped`."""
 HELD = ("quiet-hold", "abandoned_cart-replay-quiet-hold")
 """A flow whose message waits out quiet hours: the service's window (asked by local activity) around now."""
+STOPPED_SEND = ("stopped-send", "abandoned_cart-replay-stopped-send")
+"""A flow whose campaign is stopped while it waits: its message is not sent, it ends `stopped`."""
+STOPPED_RUNS = {
+    # name: (workflow id, campaign file)
+    "campaign-run-stopped": ("campaign-run-replay-stopped", "replay-run-stopped.toml"),
+    "campaign-run-stopped-late": ("campaign-run-replay-stopped-late", "replay-run-stopped-late.toml"),
+}
+"""Campaign runs cancelled (their campaign stopped) while their page activity starts flows, one every 2 s: of
+ten carts (the activity sees the cancellation: the run is cancelled), and of two (it has started both before it
+sees it: its last page done, the run completes)."""
 RUNS = {
     # name: (workflow id, campaign file); the audience file is `carts.jsonl` beside it
     "campaign-run": ("campaign-run-replay-audience", "replay-run.toml"),
@@ -96,6 +108,17 @@ RUNS = {
 RUN_FILES = {
     "replay-run.toml": campaign_toml("replay-run", workflow=JSONL_AUDIENCE + ONE_STEP),
     "replay-run-one.toml": campaign_toml("replay-run-one"),
+    "replay-run-stopped.toml": campaign_toml(
+        "replay-run-stopped",
+        max_starts_per_second=0.5,
+        workflow=JSONL_AUDIENCE.replace("carts.jsonl", "ten-carts.jsonl") + ONE_STEP,
+    ),
+    "replay-run-stopped-late.toml": campaign_toml(
+        "replay-run-stopped-late", max_starts_per_second=0.5, workflow=JSONL_AUDIENCE + ONE_STEP
+    ),
+    "ten-carts.jsonl": "".join(
+        json.dumps({"cart_ref": f"t-{i}", "mobile": f"+1555001{i:04d}"}) + "\n" for i in range(10)
+    ),
     "carts.jsonl": "".join(
         json.dumps(row) + "\n"
         for row in (
@@ -117,6 +140,23 @@ async def start(env: WorkflowEnvironment, workflow_id: str, flow: FlowInput) -> 
         search_attributes=start_attributes(flow),
         result_type=FlowStatus,
     )
+
+
+async def start_run(env: WorkflowEnvironment, workflow_id: str, path: Path) -> WorkflowHandle[Any, Any]:
+    campaign, problems = load_campaign(path)
+    assert campaign is not None, problems
+    return await env.client.start_workflow(
+        CampaignRunWorkflow.run, CampaignRunInput(campaign=campaign), id=workflow_id, task_queue=TASK_QUEUE
+    )
+
+
+async def cancel(handle: WorkflowHandle[Any, Any]) -> None:
+    """Cancel a workflow and wait until it has closed."""
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass
 
 
 async def until_in(handle: WorkflowHandle[Any, FlowStatus], step: str) -> None:
@@ -171,12 +211,28 @@ async def record_stopped(env: WorkflowEnvironment, name: str, workflow_id: str) 
     )
     handle = await start(env, workflow_id, flow)
     await until_in(handle, "step_2")
-    await handle.cancel()
-    try:
-        await handle.result()
-    except WorkflowFailureError:
-        pass
+    await cancel(handle)
     return await save(name, handle, "cancelled in step_2")
+
+
+async def record_stopped_send(env: WorkflowEnvironment, name: str, workflow_id: str, stops: CampaignStops) -> Path:
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(WAIT_THEN_SEND),
+        campaign_id="stopped-campaign",
+        customer={"id": "c1", "phone": "+15550001"},
+    )
+    handle = await start(env, workflow_id, flow)
+    await until_in(handle, "wait")
+    stops.record("stopped-campaign", mode=StopMode.CANCEL, reason="replay", by="record_histories")
+    return await save(name, handle, ended(await handle.result()))
+
+
+async def record_stopped_run(env: WorkflowEnvironment, name: str, workflow_id: str, path: Path) -> Path:
+    handle = await start_run(env, workflow_id, path)
+    await asyncio.sleep(1)  # the page activity started the first flow and paces the next
+    await cancel(handle)
+    status = (await handle.describe()).status
+    return await save(name, handle, f"{status.name if status else '?'} after a cancellation while starting flows")
 
 
 async def record_held(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
@@ -193,11 +249,7 @@ async def record_held(env: WorkflowEnvironment, name: str, workflow_id: str) -> 
 
 
 async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path: Path) -> Path:
-    campaign, problems = load_campaign(path)
-    assert campaign is not None, problems
-    handle = await env.client.start_workflow(
-        CampaignRunWorkflow.run, CampaignRunInput(campaign=campaign), id=workflow_id, task_queue=TASK_QUEUE
-    )
+    handle = await start_run(env, workflow_id, path)
     result = await handle.result()
     assert isinstance(result, CampaignRunResult)
     return await save(name, handle, f"started {result.started}, skipped {result.skipped_invalid}")
@@ -230,6 +282,11 @@ async def main(names: list[str]) -> None:
                     await record_stopped(env, *STOPPED)
                 if not names or HELD[0] in names:
                     await record_held(env, *HELD)
+                if not names or STOPPED_SEND[0] in names:
+                    await record_stopped_send(env, *STOPPED_SEND, CampaignStops(store))
+                for name, (workflow_id, file) in STOPPED_RUNS.items():
+                    if not names or name in names:
+                        await record_stopped_run(env, name, workflow_id, Path(tmp) / file)
                 for name, (workflow_id, file) in RUNS.items():
                     if names and name not in names:
                         continue

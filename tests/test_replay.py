@@ -44,6 +44,12 @@ EXPECTED = {
     "quiet-hold": ("abandoned_cart-replay-quiet-hold", ["send_message"], ["started", "fired"]),
     # cancelled while step_2 waits (its campaign stopped): the wait's timer is cancelled, outcome stopped
     "stopped": ("abandoned_cart-replay-stopped", ["send_message"], ["started", "canceled"]),
+    # the campaign is stopped while step wait's 1m timer runs: the message is not sent, outcome stopped
+    "stopped-send": ("abandoned_cart-replay-stopped-send", ["send_message"], ["started", "fired"]),
+    # a campaign run cancelled while its page activity starts flows: the activity is cancelled, then the run
+    "campaign-run-stopped": ("campaign-run-replay-stopped", ["start_audience_page"], []),
+    # a campaign run cancelled after its page activity started its last flow: the page ends, the run completes
+    "campaign-run-stopped-late": ("campaign-run-replay-stopped-late", ["start_audience_page"], []),
     # a campaign run reading a 3-row audience in one page (2 flows, 1 row skipped)
     "campaign-run": ("campaign-run-replay-audience", ["start_audience_page"], []),
     # a campaign run without an audience: one child flow
@@ -56,6 +62,9 @@ PATCHES = {
     "suppressed-send": ["opt-out-exit", "outcome-attribute"],
     "quiet-hold": ["outcome-attribute"],
     "stopped": ["stopped-outcome", "outcome-attribute"],
+    "stopped-send": ["outcome-attribute"],
+    "campaign-run-stopped": ["run-waits-for-its-page"],
+    "campaign-run-stopped-late": ["run-waits-for-its-page"],
 }
 """The `workflow.patched` markers a history holds (none where not named): the patched branches it covers."""
 HOLDS = {"quiet-hold"}
@@ -118,7 +127,7 @@ async def test_replay_history_replays_with_current_workflow(name: str) -> None:
     else:  # the local activities that ask for the service's quiet hours and count the hold
         markers = [e["markerRecordedEventAttributes"]["markerName"] for e in events_of(raw, "MARKER_RECORDED")]
         assert markers.count("core_local_activity") == 2
-    ending = "CANCELED" if name == "stopped" else "COMPLETED"
+    ending = "CANCELED" if name in ("stopped", "campaign-run-stopped") else "COMPLETED"
     assert raw["events"][-1]["eventType"] == f"EVENT_TYPE_WORKFLOW_EXECUTION_{ending}"
     markers = [
         e["markerRecordedEventAttributes"]["details"]["patch-data"]

@@ -278,8 +278,8 @@ async def test_cli_stop_waits_until_no_flow_runs_and_resume_unpauses(campaigns: 
         await terminate_flows(c.client, cid)
 
 
-async def test_a_pruned_campaign_s_flows_finish_and_reconcile_says_how_to_stop_them(
-    campaigns: Campaigns, caplog: pytest.LogCaptureFixture
+async def test_a_pruned_campaign_s_flows_finish_and_plan_and_reconcile_say_how_to_stop_them(
+    campaigns: Campaigns, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     c = campaigns
     c.write("p", workflow=WAITING)
@@ -291,11 +291,17 @@ async def test_a_pruned_campaign_s_flows_finish_and_reconcile_says_how_to_stop_t
             await c.client.get_schedule_handle(c.sid("p")).trigger()
             await eventually(lambda: _running(c, cid, 1), timeout=30)
             c.path("p").unlink()
+            note = f"{cid}: its 1 running flow(s) finish; `scheduler stop {cid}` cancels them"
+            config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
+                                  task_queue=c.settings.temporal.task_queue)  # fmt: skip
+            plan = await scheduler("plan", "--prune", "--config", config, env={"SCHEDULER_CAMPAIGNS__DIR": str(c.dir)})
+            assert plan.code == 2, plan
+            assert f"delete {cid}" in plan.stdout.splitlines()
+            assert note in plan.stderr.splitlines()
             caplog.set_level(logging.INFO, logger="scheduler.reconcile")
             outcome = await reconciler.run_once()
             assert [(ch.action, ch.campaign_id) for ch in outcome.pending] == [(Action.DELETE, cid)]
-            note = f"reconcile: {cid}: its 1 running flow(s) finish; `scheduler stop {cid}` cancels them"
-            assert note in [r.getMessage() for r in caplog.records]
+            assert f"reconcile: {note}" in [r.getMessage() for r in caplog.records]
             await asyncio.sleep(1)
             assert await running_flows(c.client, cid) == 1  # deleting the schedule left the flow alone
 

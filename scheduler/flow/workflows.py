@@ -6,6 +6,7 @@ renaming one strands them.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -102,6 +103,8 @@ class CampaignRunWorkflow:
         ))  # fmt: skip
         assert result.window is not None
         cursor = run.cursor
+        # A stop waits for the run to close, and must know then that no more flows start.
+        waits = workflow.patched(STOPPED_RUN_PATCH)
         for _ in range(PAGES_PER_RUN):
             page: PageResult = await workflow.execute_activity(
                 START_AUDIENCE_PAGE,
@@ -110,18 +113,26 @@ class CampaignRunWorkflow:
                 start_to_close_timeout=timedelta(hours=1),
                 heartbeat_timeout=timedelta(minutes=1),
                 retry_policy=RetryPolicy(maximum_attempts=10, non_retryable_error_types=["AudienceError"]),
-                # A stop waits for the run to close, and must know then that no more flows start.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-                if workflow.patched(STOPPED_RUN_PATCH)
+                if waits
                 else ActivityCancellationType.TRY_CANCEL,
                 summary=f"page of {campaign.id}'s audience",
             )
             result = result.model_copy(update=result.plus(page, keep=FLOWS_KEPT))
             cursor = page.next_cursor
-            if cursor is None:
+            if cursor is None or (waits and _cancel_requested()):
                 workflow.upsert_memo(_memo(result))
+                if cursor is not None:
+                    raise asyncio.CancelledError("the run was cancelled while its page finished")
                 return result
         workflow.continue_as_new(CampaignRunInput(campaign=campaign, progress=result, cursor=cursor))
+
+
+def _cancel_requested() -> bool:
+    """Whether the run was cancelled while its page activity finished all the same (it had started the page's
+    last flow before it saw the cancellation): the activity's result then arrives, the cancellation does not."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _previous_until() -> Any:
