@@ -403,19 +403,20 @@ def stop(
     """
     from scheduler.schedules import ScheduleWriter
     from scheduler.stop import CampaignStops, StopMode, Stopper
+    from scheduler.store import Store
     from scheduler.temporal import connect
 
     settings = _settings(config)
     by, stop_mode = _cli_caller(), StopMode(mode.value)
     try:
-        store = _store(config)
-    except SystemExit:  # the stop goes on without its record: pausing and cancelling matter more
+        store: Store | None = Store.open(settings.store_url)
+    except SchedulerError as exc:  # pausing and cancelling matter more than the stop's record
+        typer.echo(f"warning: the stop goes unrecorded: {exc}", err=True)
         store = None
-    stopper_stops = CampaignStops(store) if store is not None else None
 
     async def go() -> Any:
         client = await connect(settings)
-        stopper = Stopper(client, ScheduleWriter(client, settings), stopper_stops)
+        stopper = Stopper(client, ScheduleWriter(client, settings), CampaignStops(store) if store else None)
         result = await stopper.stop(campaign_id, mode=stop_mode, reason=reason, by=by)
         if as_json:
             typer.echo(json.dumps(result.model_dump()))

@@ -119,6 +119,11 @@ async def pruned_note(client: Client, campaign_id: str) -> str | None:
     return f"{campaign_id}: its {running} running flow(s) finish; `scheduler stop {campaign_id}` cancels them"
 
 
+def _why(by: str, reason: str) -> str:
+    """The schedule's note and the flows' cancel reason: `stopped by key ops: wrong link`."""
+    return f"stopped by {by}" + (f": {reason}" if reason else "")
+
+
 class Stopper:
     """Stops and resumes campaigns through one process's `ScheduleWriter` (so a pause never overlaps reconcile).
 
@@ -138,7 +143,7 @@ class Stopper:
         """
         if not _CAMPAIGN_ID.match(campaign_id):  # it goes into visibility queries
             raise NoCampaign(campaign_id)
-        why = f"stopped by {by}" + (f": {reason}" if reason else "")
+        why = _why(by, reason)
         paused = await self._pause(campaign_id, why)
         runs = await self._stop_runs(campaign_id, why)
         flows = await running_flows(self.client, campaign_id)
@@ -169,7 +174,7 @@ class Stopper:
         """Wait until visibility shows no running flow of the campaign; with `cancel`, cancel any it still shows
         once the previous batch is done (flows started just before the stop show up late). The flows left
         running when `timeout` seconds have passed (0: none left)."""
-        why = f"stopped by {by}" + (f": {reason}" if reason else "")
+        why = _why(by, reason)
         deadline = None if timeout is None else time.monotonic() + timeout
         job: str | None = None
         next_batch = time.monotonic() + REBATCH_SECONDS  # `stop` has just started one

@@ -150,13 +150,15 @@ class Store:
         Raises:
             StoreUnavailable: the database cannot be reached or migrated (the message says which and why).
         """
-        engine = _engine(url)
+        engine: Engine | None = None
         try:
+            engine = _engine(url)
             upgrade(engine)
-        except SQLAlchemyError as exc:
-            engine.dispose()
+            return cls(engine)
+        except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite directory or lock file that cannot be made
+            if engine is not None:
+                engine.dispose()
             raise StoreUnavailable(f"store {_shown(url)}: {first_line(exc)}") from None
-        return cls(engine)
 
     def close(self) -> None:
         self.locks.close()

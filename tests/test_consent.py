@@ -82,6 +82,14 @@ def test_unreachable_store_is_one_clear_error(tmp_path: Path) -> None:
         Store.open("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
 
 
+def test_a_sqlite_store_whose_directory_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory", encoding="utf-8")
+    with pytest.raises(
+        StoreUnavailable, match=r"store sqlite:///.*/file/sub/scheduler\.db: \[Errno 20\] Not a directory"
+    ):
+        Store.open(f"sqlite:///{tmp_path}/file/sub/scheduler.db")
+
+
 def test_suppress_normalizes_and_the_first_opt_out_stands(consent: Consent) -> None:
     entry, created = consent.suppress("(212) 555-0142", reason="keyword STOP", campaign_id="a", workflow_id="a-1")
     assert created

@@ -15,11 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.api.batch.v1 import BatchOperationSignal
+from temporalio.api.workflowservice.v1 import StartBatchOperationRequest, StopBatchOperationRequest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from scheduler.api import create_app
 from scheduler.channels import Outbox
-from scheduler.flow.attributes import OUTCOME
+from scheduler.flow.attributes import CAMPAIGN_ID, OUTCOME
 from scheduler.flow.models import FlowStatus, flow_input
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
 from scheduler.reconcile import Reconciler
@@ -272,6 +275,14 @@ async def test_cli_stop_waits_until_no_flow_runs_and_resume_unpauses(campaigns: 
             assert json.loads(run.stdout) == {"message": f"Resumed campaign {cid}: schedule {c.sid('cli')} unpaused"}
             assert not (await c.describe("cli")).schedule.state.paused
 
+            (tmp_path / "file").write_text("not a directory", encoding="utf-8")
+            unrecorded = {"SCHEDULER_STORE__URL": f"sqlite:///{tmp_path}/file/scheduler.db"}
+            run = await scheduler("stop", cid, "--mode", "drain", "--no-wait", "--config", config, env=unrecorded)
+            assert run.code == 0, run
+            assert run.stdout == f"stopped campaign {cid}: schedule paused, draining\n"
+            assert run.stderr.startswith(f"warning: the stop goes unrecorded: store sqlite:///{tmp_path}/file/")
+            assert (await c.describe("cli")).schedule.state.paused  # a store that is down does not hold a stop back
+
             assert_one_line_error(await scheduler("stop", "no-such-campaign", "--config", config), "no-such-campaign")
             assert_one_line_error(await scheduler("resume", "no-such-campaign", "--config", config), "no-such-campaign")
     finally:
@@ -312,3 +323,54 @@ async def test_a_pruned_campaign_s_flows_finish_and_plan_and_reconcile_say_how_t
             await eventually(lambda: _running(c, cid, 0), timeout=30)
     finally:
         await terminate_flows(c.client, cid)
+
+
+async def test_while_the_server_runs_its_limit_of_batches_a_stop_cancels_flows_one_by_one(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = api.c
+    write_audience(c, 3)
+    c.write("f", max_starts_per_second=100, workflow=JSONL_AUDIENCE + WAITING)
+    await c.sync()
+    cid = c.id("f")
+    hold = await _hold_the_batch_slot(c, f"{cid}-hold")
+    try:
+        await c.client.get_schedule_handle(c.sid("f")).trigger()
+        await eventually(lambda: _running(c, cid, 3), timeout=30)
+        caplog.set_level(logging.INFO, logger="scheduler.stop")
+
+        response = await api.stop(cid)
+        assert (response.status_code, response.json()) == (202, {"schedule": "paused", "cancelled": 3})
+        assert any("cancelling one by one" in r.getMessage() for r in caplog.records)
+        await eventually(lambda: _running(c, cid, 0), timeout=10)
+        assert [w.typed_search_attributes.get(OUTCOME) for w in await flows(c, cid)] == ["stopped"] * 3
+    finally:
+        request = StopBatchOperationRequest(namespace=c.client.namespace, job_id=hold, reason="test over")
+        await c.client.workflow_service.stop_batch_operation(request)
+        await terminate_flows(c.client, cid)
+
+
+async def _hold_the_batch_slot(c: Campaigns, tag: str) -> str:
+    """Start a slow batch operation (the dev server runs one at a time): signals, one a second, to 60 closed
+    workflows of a type no worker runs (each fails, nothing changes). Its job id, to stop it."""
+    for i in range(60):
+        handle = await c.client.start_workflow(
+            "Placeholder", id=f"{tag}-{i}", task_queue=f"{tag}-none",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(CAMPAIGN_ID, tag)]),
+        )  # fmt: skip
+        await handle.terminate("only holds a place")
+    await eventually(lambda: _closed(c, tag, 60))
+    request = StartBatchOperationRequest(
+        namespace=c.client.namespace,
+        job_id=tag,
+        visibility_query=f"CampaignId = '{tag}'",
+        reason="holds the slot",
+        max_operations_per_second=1,
+        signal_operation=BatchOperationSignal(signal="ignored", identity="test"),
+    )
+    await c.client.workflow_service.start_batch_operation(request)
+    return tag
+
+
+async def _closed(c: Campaigns, tag: str, n: int) -> None:
+    assert (await c.client.count_workflows(f"CampaignId = '{tag}' AND ExecutionStatus != 'Running'")).count == n
