@@ -371,6 +371,49 @@ def signal(
     _exit(0)
 
 
+@app.command()
+def stats(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 date or time (UTC without an offset) [default: 7 days ago]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same JSON as GET /campaigns/ID/stats")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """A campaign's funnel: flows running at each step now, and outcomes, starts and answers since `--since`
+    (from Temporal's visibility, about a second behind the flows)."""
+    from datetime import UTC, datetime
+
+    from scheduler.stats import known_campaign_stats
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+    start: datetime | None = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since: not an ISO 8601 date or time: {since!r}")
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+
+    async def go() -> Any:
+        return await known_campaign_stats(await connect(settings), campaign_id, since=start)
+
+    result = _run(go())
+    if as_json:
+        typer.echo(result.model_dump_json())
+        _exit(0)
+    typer.echo(f"campaign {campaign_id}: since {result.since:%Y-%m-%d %H:%M} UTC")
+    rows = [("RUNNING AT STEP", "FLOWS"), *((step, str(n)) for step, n in result.running.items())]
+    rows += [("", ""), ("ENDED AS", "FLOWS"), *((outcome, str(n)) for outcome, n in result.outcomes.items())]
+    width = max(len(r[0]) for r in rows)
+    for name, n in rows:
+        typer.echo(f"{name.ljust(width)}  {n}".rstrip())
+    share = f" ({100 * result.answered / result.started:.0f} %)" if result.started else ""
+    typer.echo(f"\nstarted {result.started}, answered {result.answered}{share}")
+    _exit(0)
+
+
 class _StopMode(enum.StrEnum):  # typer shows an Enum's values as the choices
     cancel = "cancel"
     drain = "drain"

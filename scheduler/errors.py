@@ -5,7 +5,7 @@ SchedulerError
 ├── DefinitionError     a workflow definition is invalid (raised inside a running flow)
 ├── UnknownCampaign     no campaign with that id in the campaigns directory (404)
 ├── NoSchedule          no schedule of this tool for that campaign id (404)
-├── NoCampaign          nothing of that campaign to stop: no schedule, run or running flow (404)
+├── NoCampaign          no schedule of that campaign, nor any (running) flow or run to count or stop (404)
 ├── UnmanagedSchedule   a campaign's schedule id is taken by a schedule this tool did not create
 ├── ApplyFailed         Temporal refused some campaigns' schedules (the others were applied)
 ├── FlowAlreadyRunning  a flow with that workflow id is running (409)
@@ -72,10 +72,12 @@ class NoSchedule(SchedulerError):
 
 
 class NoCampaign(SchedulerError):
-    """Nothing of the campaign to stop: no schedule of this tool, no run, no running flow."""
+    """Nothing of the campaign to stop (no schedule of this tool, run or running flow) or to count (no schedule
+    or flow)."""
 
-    def __init__(self, campaign_id: str) -> None:
-        super().__init__(f"no schedule, run or running flow of campaign {campaign_id!r}")
+    def __init__(self, campaign_id: str, *, running: bool = True) -> None:
+        what = "schedule, run or running flow" if running else "schedule or flow"
+        super().__init__(f"no {what} of campaign {campaign_id!r}")
 
 
 class UnmanagedSchedule(SchedulerError):

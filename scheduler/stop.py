@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from temporalio.api.workflowservice.v1 import DescribeBatchOperationRequest, Sta
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.campaign import CAMPAIGN_ID_PATTERN
+from scheduler.campaign import is_campaign_id
 from scheduler.errors import NoCampaign, NoSchedule, first_line
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
 from scheduler.schedules import ScheduleWriter, describe, schedule_id
@@ -46,7 +45,6 @@ from scheduler.status import managed_schedule
 from scheduler.store import Store, campaign_stops
 
 log = logging.getLogger(__name__)
-_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 
 RUNS_CLOSE_WITHIN = 30.0
 """Seconds a stop waits for the campaign's runs to close once cancelled (a worker must be running)."""
@@ -141,7 +139,7 @@ class Stopper:
         Raises:
             NoCampaign: the campaign has neither a schedule of ours nor a running flow or run.
         """
-        if not _CAMPAIGN_ID.match(campaign_id):  # it goes into visibility queries
+        if not is_campaign_id(campaign_id):  # it goes into visibility queries
             raise NoCampaign(campaign_id)
         why = _why(by, reason)
         paused = await self._pause(campaign_id, why)
@@ -196,7 +194,7 @@ class Stopper:
         Raises:
             NoSchedule: no schedule of ours for the campaign.
         """
-        if not _CAMPAIGN_ID.match(campaign_id) or await managed_schedule(self.client, campaign_id) is None:
+        if not is_campaign_id(campaign_id) or await managed_schedule(self.client, campaign_id) is None:
             raise NoSchedule(campaign_id)
         await self.schedules.set_paused(campaign_id, paused=False, note=f"resumed by {by}")
         log.info("campaign %s resumed by %s", campaign_id, by)

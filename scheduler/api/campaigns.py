@@ -1,20 +1,23 @@
-"""A campaign's emergency stop and its resumption (see `scheduler.stop`)."""
+"""A campaign's emergency stop and its resumption (see `scheduler.stop`), and its funnel (`scheduler.stats`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.api.auth import Caller, WriteKey, auth_errors
+from scheduler.api.auth import Caller, ReadAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
 from scheduler.api.deps import ClientDep, SchedulesDep, get_consent
 from scheduler.api.responses import errors
 from scheduler.api.schedules import CampaignId
 from scheduler.api.workflows import MessageResponse
 from scheduler.errors import StoreUnavailable
+from scheduler.stats import CampaignStats, known_campaign_stats
 from scheduler.stop import MAX_REASON, CampaignStops, StopMode, Stopper, StopResult
 
 log = logging.getLogger(__name__)
@@ -90,3 +93,20 @@ async def resume(
 ) -> MessageResponse:
     """Unpause the campaign's schedule; the flows a stop ended stay ended."""
     return MessageResponse(message=await Stopper(client, schedules, None).resume(campaign_id, by=_by(caller)))
+
+
+@router.get(
+    "/{campaign_id}/stats",
+    dependencies=[ReadAccess],
+    responses=errors({**auth_errors("read"), 404: "no schedule or flow of that campaign"}),
+)
+async def stats(
+    campaign_id: CampaignId,
+    client: ClientDep,
+    since: Annotated[
+        datetime | None, Query(description="ISO 8601; without an offset, UTC. Default: 7 days ago.")
+    ] = None,
+) -> CampaignStats:
+    """Flows running at each step now, and outcomes, starts and answers since `since`, from Temporal's
+    visibility (about a second behind the flows)."""
+    return await known_campaign_stats(client, campaign_id, since=since)

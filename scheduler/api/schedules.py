@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -13,7 +12,7 @@ from scheduler.api.auth import Caller, ReadAccess, WriteAccess, WriteKey, auth_e
 from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep, get_consent
 from scheduler.api.responses import errors
 from scheduler.api.workflows import MessageResponse
-from scheduler.campaign import CAMPAIGN_ID_PATTERN
+from scheduler.campaign import is_campaign_id
 from scheduler.errors import NoSchedule, StoreUnavailable
 from scheduler.ledger import Ledger
 from scheduler.problems import Problem
@@ -24,7 +23,6 @@ from scheduler.status import ScheduleStatus, managed_schedule, schedule_status, 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
-_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 _READ = errors(auth_errors("read"))
 _WRITE = errors({**auth_errors("write"), 404: "no schedule of this tool for that campaign"})
 
@@ -48,7 +46,7 @@ class ScheduleList(BaseModel):
 
 
 def _known_id(campaign_id: str) -> str:
-    if not _CAMPAIGN_ID.match(campaign_id):
+    if not is_campaign_id(campaign_id):
         raise NoSchedule(campaign_id)
     return campaign_id
 

@@ -1,0 +1,109 @@
+"""A campaign's funnel on demand (`GET /campaigns/{id}/stats`, `scheduler stats`), counted by Temporal's visibility.
+
+- `running`: flows running now, per `CurrentStep`: one count per step of the definition the campaign's
+  schedule runs (zeros included), then one for the flows at any other step (older definitions still
+  running); if there are some, their steps are listed (at most `MAX_LISTED` flows) and counted one by one.
+- `outcomes`: flows that ended since `since`, per `Outcome` (every outcome named, zeros included).
+- `started`: flows started since `since`; `answered`: those of them with `ClientAnswered = true`.
+
+Every count is one `count_workflows` call, all at once. Visibility lags the flows by about a second.
+There is no per-step Prometheus gauge on purpose: campaigns times steps labels would grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from scheduler.campaign import is_campaign_id
+from scheduler.errors import NoCampaign
+from scheduler.flow.attributes import CURRENT_STEP
+from scheduler.flow.workflows import FLOW_TYPE
+from scheduler.schedules import applied_campaign
+from scheduler.status import managed_schedule
+
+OUTCOMES = ("completed", "converted", "failed", "opted_out", "stopped")
+"""The outcomes a flow ends with (the memo `outcome` and the search attribute `Outcome`)."""
+DEFAULT_SINCE = timedelta(days=7)
+MAX_LISTED = 1000
+"""Running flows listed at most to find the steps of older definitions (their counts are exact all the same)."""
+
+
+class CampaignStats(BaseModel):
+    campaign_id: str
+    since: datetime
+    running: dict[str, int]
+    """Flows running now, per step: the current definition's steps in order, then others still occupied."""
+    outcomes: dict[str, int]
+    """Flows ended since `since`, per outcome."""
+    answered: int
+    """Flows started since `since` whose customer answered (`ClientAnswered`)."""
+    started: int
+    """Flows started since `since`."""
+
+
+def _literal(value: str) -> str:
+    """A string in a visibility query: single-quoted, a quote doubled (its grammar's escape)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def known_campaign_stats(client: Client, campaign_id: str, *, since: datetime | None = None) -> CampaignStats:
+    """`campaign_stats` over the steps of the definition the campaign's schedule runs, in the file's order.
+
+    Raises:
+        NoCampaign: the campaign has no schedule of ours and no flow (a typo, most likely).
+    """
+    if not is_campaign_id(campaign_id):
+        raise NoCampaign(campaign_id, running=False)
+    managed = await managed_schedule(client, campaign_id)
+    campaign = await applied_campaign(client, managed[0]) if managed else None
+    stats = await campaign_stats(client, campaign_id, steps=campaign.workflow.steps if campaign else (), since=since)
+    if managed is None and not (stats.started or any(stats.running.values()) or any(stats.outcomes.values())):
+        flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = {_literal(campaign_id)}"
+        if not (await client.count_workflows(flows)).count:
+            raise NoCampaign(campaign_id, running=False)
+    return stats
+
+
+async def campaign_stats(
+    client: Client, campaign_id: str, *, steps: Iterable[str] = (), since: datetime | None = None
+) -> CampaignStats:
+    """The counts of one campaign (`steps`: its definition's, counted even when no flow is there)."""
+    since = (since or datetime.now(UTC) - DEFAULT_SINCE).astimezone(UTC)
+    flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = {_literal(campaign_id)}"
+    running = f"{flows} AND ExecutionStatus = 'Running'"
+    started = f"{flows} AND StartTime >= '{since.isoformat()}'"
+    closed = f"{flows} AND ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
+    steps = list(dict.fromkeys(steps))
+    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(_literal, steps))})" if steps else running
+
+    async def count(query: str) -> int:
+        return (await client.count_workflows(query)).count
+
+    async def at_steps(names: list[str]) -> dict[str, int]:
+        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {_literal(s)}") for s in names))
+        return dict(zip(names, found, strict=True))
+
+    running_at, others, outcomes, started_n, answered_n = await asyncio.gather(
+        at_steps(steps),
+        count(elsewhere),
+        asyncio.gather(*(count(f"{closed} AND Outcome = '{o}'") for o in OUTCOMES)),
+        count(started),
+        count(f"{started} AND ClientAnswered = true"),
+    )
+    if others:  # flows of older definitions, at steps the current one does not have
+        listed = client.list_workflows(elsewhere, limit=MAX_LISTED)
+        names = sorted({e.typed_search_attributes.get(CURRENT_STEP) or "" async for e in listed} - {""})
+        running_at |= await at_steps(names)
+    return CampaignStats(
+        campaign_id=campaign_id,
+        since=since,
+        running=running_at,
+        outcomes=dict(zip(OUTCOMES, outcomes, strict=True)),
+        started=started_n,
+        answered=answered_n,
+    )
