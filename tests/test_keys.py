@@ -148,6 +148,7 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
         ("GET", "/schedules", None, "read", 200),
         ("GET", f"/schedules/{cid}", None, "read", 200),
         ("GET", "/suppressions", None, "read", 200),
+        ("GET", f"/campaigns/{cid}/stats", None, "read", 200),
         ("POST", "/suppressions", {"contact": "+12125550142"}, "write", 201),
         ("DELETE", "/suppressions/+12125550142", None, "write", 204),
         ("POST", f"/schedules/{cid}/pause", None, "write", 200),
@@ -299,6 +300,7 @@ def test_openapi_declares_the_bearer_scheme_on_exactly_the_protected_routes(
         "POST /send-signal",
         "POST /campaigns/{campaign_id}/stop",
         "POST /campaigns/{campaign_id}/resume",
+        "GET /campaigns/{campaign_id}/stats",
         *(["GET /metrics"] if metrics_need_key else []),
     }
 
