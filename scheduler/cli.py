@@ -414,6 +414,112 @@ def stats(
     _exit(0)
 
 
+DEMO_CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+12125550100", "email": "ada@example.com"}
+DEMO_CART = {"id": "cart-1", "url": "https://shop.example/cart/1", "total": "42.00"}
+
+
+@app.command()
+def simulate(
+    file: Annotated[Path, typer.Argument(help="A campaign .toml file (or a seed .json definition)")],
+    customer: Annotated[
+        str | None, typer.Option(help=f"Customer as JSON [default: {json.dumps(DEMO_CUSTOMER)}]")
+    ] = None,
+    cart: Annotated[str | None, typer.Option(help=f"Cart as JSON [default: {json.dumps(DEMO_CART)}]")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When the flow starts, ISO 8601, now or later (UTC without an offset)")
+    ] = None,
+    reply: Annotated[
+        list[str] | None,
+        typer.Option(help="STEP=TEXT[@DELAY]: the customer answers TEXT in wait_answer STEP, DELAY after it began"),
+    ] = None,
+    convert_at: Annotated[
+        str | None, typer.Option("--convert-at", help="The customer buys DELAY after the start (e.g. 2h)")
+    ] = None,
+    all_paths: Annotated[
+        bool, typer.Option("--all-paths", help="Every answered/opted out/timed out and webhook 2xx/failure")
+    ] = False,
+    max_paths: Annotated[int, typer.Option("--max-paths", min=1, help="Refuse more combinations than this")] = 64,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='A list of {"path","events","outcome","messages",…}, one per path')
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a campaign's real flow on a time-skipping test server, nothing sent, and print what happens when.
+
+    Without --reply no one answers (every wait times out). Exit 0 when every path ends, 1 when one fails
+    (a template error, a step that would fail), naming it. `validate` is the static check; this is the dynamic one.
+    """
+    from datetime import UTC, datetime
+
+    from scheduler import simulate as sim
+    from scheduler.flow.durations import parse_duration
+    from scheduler.flow.simulation import PlannedReply, SimulationPlan
+
+    settings = _settings(config)
+    campaign, problems = load_campaign(file)
+    for p in problems:
+        typer.echo(str(p), err=True)
+    if campaign is None or any(not p.warning for p in problems):
+        _exit(1)
+    definition = campaign.workflow
+    customer_data = _json_option("--customer", customer) or DEMO_CUSTOMER
+    cart_data = _json_option("--cart", cart) or DEMO_CART
+
+    def duration(flag: str, text: str) -> Any:
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            _fail(f"{flag}: {exc}")
+
+    start: datetime | None = None
+    if at is not None:
+        try:
+            start = datetime.fromisoformat(at)
+        except ValueError:
+            _fail(f"--at: not an ISO 8601 date or time: {at!r}")
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    if all_paths and (reply or convert_at):
+        _fail("--all-paths chooses the replies itself: leave out --reply and --convert-at")
+    if all_paths:
+        combinations = sim.count_paths(definition)
+        if combinations > max_paths:
+            _fail(f"{file}: {combinations} combinations of replies and webhook results, over --max-paths {max_paths}")
+        plans = [(choices, sim.plan_of(choices)) for choices in sim.all_plans(definition)]
+    else:
+        replies = []
+        for given in reply or []:
+            step, eq, rest = given.partition("=")
+            text, _, delay = rest.rpartition("@") if "@" in rest else (rest, "", "")
+            if not eq or step not in definition.steps or definition.steps[step].node != "wait_answer":
+                waits = ", ".join(n for n, s in definition.steps.items() if s.node == "wait_answer") or "none"
+                _fail(f"--reply {given!r}: expected STEP=TEXT[@DELAY] with a wait_answer step ({waits})")
+            after = duration("--reply", delay) if delay else sim.timedelta(0)
+            replies.append(PlannedReply(step=step, text=text, after=after, opt_out=sim.is_opt_out(text, settings)))
+        convert = duration("--convert-at", convert_at) if convert_at else None
+        combinations = 1
+        plans = [([], SimulationPlan(replies=replies, convert_after=convert))]
+    if not as_json:
+        typer.echo(f"{file}: {combinations} combination(s) to run")
+
+    async def go() -> Any:
+        return await sim.simulate(campaign, settings, plans, customer=customer_data, cart=cart_data, at=start)
+
+    logging.getLogger("temporalio").setLevel(logging.ERROR)  # a planned webhook failure is no warning
+    paths = _run(go())
+    if as_json:
+        typer.echo(json.dumps([first.model_dump(mode="json") for first, _ in sim.distinct(paths)]))
+    else:
+        zone = sim.customer_zone(campaign, customer_data)
+        for line in sim.timeline(paths, zone=zone, combinations=combinations):
+            typer.echo(line)
+    failed = [p for p in paths if p.error]
+    for p in failed:
+        typer.echo(
+            f"error: path {' → '.join(p.path)} ({', '.join(p.choices) or 'no reply'}) failed: {p.error}", err=True
+        )
+    _exit(1 if failed else 0)
+
+
 class _StopMode(enum.StrEnum):  # typer shows an Enum's values as the choices
     cancel = "cancel"
     drain = "drain"

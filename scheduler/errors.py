@@ -22,6 +22,7 @@ SchedulerError
 ├── UnsafeExposure      the API would listen beyond loopback without API keys or webhook signatures
 ├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
 ├── DeliveryError       a message could not be delivered (retryable or not)
+├── SimulationError     `scheduler simulate` cannot run as asked (a start time in the past, no test server)
 ├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
 │   └── InvalidContact  neither a phone number nor an e-mail address (422)
 └── RequestRejected     an HTTP request refused before its body is parsed
@@ -78,6 +79,10 @@ class NoCampaign(SchedulerError):
     def __init__(self, campaign_id: str, *, running: bool = True) -> None:
         what = "schedule, run or running flow" if running else "schedule or flow"
         super().__init__(f"no {what} of campaign {campaign_id!r}")
+
+
+class SimulationError(SchedulerError):
+    """`scheduler simulate` cannot run as asked."""
 
 
 class UnmanagedSchedule(SchedulerError):

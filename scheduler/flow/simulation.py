@@ -1,0 +1,79 @@
+"""What `scheduler simulate` adds to a flow: the customer's replies and purchase, at simulated times.
+
+The flow runs its real code; a workflow interceptor (only on the simulator's worker) reads the plan from the
+flow's memo `simulation` and, inside the flow, waits until the flow enters each planned step, sleeps the
+planned delay on a durable timer and delivers the reply as the `client-answered` signal handler would; a
+purchase comes `convert_after` the start. Deterministic, so the time-skipping server runs it in an instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
+
+from scheduler.flow.signals import Conversion, Reply
+
+SIMULATION_MEMO = "simulation"
+
+
+class PlannedReply(BaseModel):
+    step: str
+    """The `wait_answer` step the reply comes in."""
+    text: str
+    after: timedelta = timedelta(0)
+    """From the moment the flow enters the step."""
+    opt_out: bool = False
+
+
+class SimulationPlan(BaseModel):
+    replies: list[PlannedReply] = Field(default_factory=list)
+    convert_after: timedelta | None = None
+    """From the flow's start: a `cart-converted` signal then (None: no purchase)."""
+    webhooks: dict[str, bool] = Field(default_factory=dict)
+    """Step → whether its webhook answers 2xx (default) or fails."""
+
+
+class SimulationInterceptor(Interceptor):
+    """Register on the simulator's worker only."""
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+        return _Inbound
+
+
+class _Inbound(WorkflowInboundInterceptor):
+    customer: list[asyncio.Task[None]]
+    """What the simulated customer does, alongside the flow (kept, so the tasks are not collected)."""
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        raw = workflow.memo_value(SIMULATION_MEMO, default=None, type_hint=dict)
+        if raw is not None:
+            plan = SimulationPlan.model_validate(raw)
+            instance = workflow.instance()
+            self.customer = [
+                asyncio.create_task(_reply(instance, r, f"simulated-{i}")) for i, r in enumerate(plan.replies)
+            ]
+            if plan.convert_after is not None:
+                self.customer.append(asyncio.create_task(_convert(instance, plan.convert_after)))
+        return await super().execute_workflow(input)
+
+
+async def _reply(instance: Any, reply: PlannedReply, reply_id: str) -> None:
+    await workflow.wait_condition(lambda: instance._flow.current_step == reply.step)
+    if reply.after > timedelta(0):
+        await workflow.sleep(reply.after, summary=f"simulated reply in {reply.step}")
+    instance.client_answered(Reply(reply_id=reply_id, text=reply.text, channel="simulation", opt_out=reply.opt_out))
+
+
+async def _convert(instance: Any, after: timedelta) -> None:
+    await workflow.sleep(after, summary="simulated purchase")
+    instance.cart_converted(Conversion(conversion_id="simulated"))

