@@ -38,6 +38,7 @@ from scheduler.campaign import Campaign
 from scheduler.channels import Channel, Message
 from scheduler.config import Settings
 from scheduler.errors import SimulationError, first_line
+from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS, start_attributes
 from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, flow_input
@@ -327,18 +328,23 @@ async def simulate(
 async def _path(
     handle: Any, result: FlowStatus | BaseException, choices: list[Choice], messages: list[SimulatedMessage]
 ) -> SimulatedPath:
-    memo = await (await handle.describe()).memo()
+    description = await handle.describe()
+    memo = await description.memo()
     steps = [SimulatedStep.model_validate(s) for s in memo.get("steps", [])]
+    path = [s.step for s in steps]
     error = None
     if isinstance(result, WorkflowFailureError):
         cause = result.cause
         while cause is not None and cause.__cause__ is not None and not isinstance(cause, ApplicationError):
             cause = cause.__cause__  # type: ignore[assignment]
         error = first_line(cause or result)
+        failed_in = description.typed_search_attributes.get(CURRENT_STEP)
+        if failed_in and failed_in not in path:  # the step that failed has no record of its own
+            path.append(failed_in)
     elif isinstance(result, BaseException):
         raise result
     return SimulatedPath(
-        path=[s.step for s in steps],
+        path=path,
         events=[s.event for s in steps],
         outcome=memo.get("outcome"),
         messages=messages,
