@@ -21,7 +21,7 @@ run: $(VENV)/.installed
 	$(BIN)/scheduler up
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -45,6 +45,9 @@ class TemporalSettings(_Section):
     task_queue: str = TASK_QUEUE
     api_key: str = ""
     tls: bool = False
+    ui_url: str = ""
+    """The Temporal web UI the dashboard links to, e.g. `https://temporal.example.com`; empty: the embedded dev
+    server's (`dev_server.ui_port`) when `address` is empty, else no links."""
 
 
 class DevServerSettings(_Section):

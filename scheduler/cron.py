@@ -637,3 +637,52 @@ def _times(walls: list[datetime]) -> str:
     if len(walls) > 4:
         return f"{walls[0]:%H:%M} to {walls[-1]:%H:%M} ({len(walls)} times)"
     return ", ".join(f"{w:%H:%M}" for w in walls)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In words, for the dashboard
+
+_SHORTHANDS = {
+    "@yearly": "every year on 1 January at 00:00",
+    "@annually": "every year on 1 January at 00:00",
+    "@monthly": "every month on day 1 at 00:00",
+    "@weekly": "every Sunday at 00:00",
+    "@daily": "every day at 00:00",
+    "@midnight": "every day at 00:00",
+    "@hourly": "every hour at minute 0",
+}
+_DAYS = {str(i): d for i, d in enumerate(("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))}
+
+
+def describe(expr: str) -> str:
+    """A cron expression in words, for people ("every day at 09:00", "Mon-Fri at 09:30"); the expression
+    itself when it is not a plain five-field one (it is shown beside it anyway)."""
+    text = " ".join(expr.split())
+    if text.lower() in _SHORTHANDS:
+        return _SHORTHANDS[text.lower()]
+    if text.lower().startswith("@every "):
+        return "every " + text[7:]
+    fields = text.split(" ")
+    if len(fields) != 5:
+        return text
+    minute, hour, dom, month, dow = fields
+    if minute.isdigit() and hour.isdigit():
+        when = f"at {int(hour):02d}:{int(minute):02d}"
+    elif minute.isdigit() and hour == "*":
+        when = f"every hour at minute {int(minute)}"
+    elif minute.startswith("*/") and hour == "*":
+        when = f"every {minute[2:]} minutes"
+    elif minute == "*" and hour == "*":
+        when = "every minute"
+    else:
+        when = f"at minute {minute} of hour {hour}"
+    days = []
+    if dow != "*":
+        days.append("on " + re.sub(r"\d", lambda m: _DAYS.get(m.group(), m.group()), dow).replace(",", ", "))
+    if dom != "*":
+        days.append(f"on day {dom} of the month")
+    if month != "*":
+        days.append(f"in month {month}")
+    if not days:
+        return when if when.startswith("every") else f"every day {when}"
+    return f"{' '.join(days)} {when}"

@@ -568,3 +568,15 @@ def test_warnings_default_to_now() -> None:
     key, message = first.key, first.message
     assert key == "schedule.cron"
     assert message.startswith("'30 2 * * *' in America/New_York: 2031-03-09 02:30 does not exist")
+
+
+def test_describe_says_a_cron_expression_in_words() -> None:
+    from scheduler.cron import describe
+
+    assert describe("0 * * * *") == "every hour at minute 0"
+    assert describe("0 9 * * *") == "every day at 09:00"
+    assert describe("30 9 * * 1-5") == "on Mon-Fri at 09:30"
+    assert describe("*/15 * * * *") == "every 15 minutes"
+    assert describe("@daily") == "every day at 00:00"
+    assert describe("@every 90m") == "every 90m"
+    assert describe("0 0 12 * * * *") == "0 0 12 * * * *"  # not a five-field expression: as written

@@ -99,3 +99,27 @@ def test_mermaid_marks_missing_targets() -> None:
         "flowchart TD\n    start([Start]) --> a\n"
         '    a["a<br/>send_message"]\n    a --> missing_ghost["ghost (missing)"]\n'
     )
+
+
+def test_svg_draws_each_step_with_its_count_and_link_one_arrow_per_pair_and_an_end_per_way_out() -> None:
+    from scheduler.graph import svg
+
+    campaign, _ = load_campaign(ROOT / "campaigns" / "abandoned_cart.toml")
+    assert campaign is not None
+    picture = svg(campaign.workflow, counts={"step_2": 7}, links={"step_2": "http://ui/x?query=a%20b"})
+    assert picture.startswith("<svg") and picture.endswith("</svg>")
+    assert picture.count('<g class="step"') == 6
+    assert '<a href="http://ui/x?query=a%20b" target="_blank"><g class="step" data-step="step_2">' in picture
+    assert 'fill="#a60">7</text>' in picture  # step_2's count; the others show 0
+    assert picture.count('fill="#aab">0</text>') == 5
+    # step_2: satisfied → step_3, timeout → step_4, not_satisfied → an End; step_3 and step_6 end too
+    assert picture.count(">End</text>") == 3
+    assert picture.count("marker-end=") == 1 + 8  # Start's arrow and one per pair of boxes
+    assert ">satisfied</text>" in picture and ">timeout</text>" in picture and ">not_satisfied</text>" in picture
+
+
+def test_svg_escapes_step_names() -> None:
+    from scheduler.graph import svg
+
+    definition = WorkflowDefinition.model_validate({"start_step": "<b>", "steps": {"<b>": {"node": "send_message"}}})
+    assert "<b>" not in svg(definition).replace('"<b>"', "")

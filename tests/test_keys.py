@@ -149,6 +149,8 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
         ("GET", f"/schedules/{cid}", None, "read", 200),
         ("GET", "/suppressions", None, "read", 200),
         ("GET", f"/campaigns/{cid}/stats", None, "read", 200),
+        ("GET", "/ui/", None, "read", 200),
+        ("GET", f"/ui/campaigns/{cid}", None, "read", 200),
         ("POST", "/suppressions", {"contact": "+12125550142"}, "write", 201),
         ("DELETE", "/suppressions/+12125550142", None, "write", 204),
         ("POST", f"/schedules/{cid}/pause", None, "write", 200),
@@ -176,7 +178,10 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
                 elif status == 401:
                     assert response.headers["www-authenticate"] == "Bearer"
                     required = "an API key is required: send `Authorization: Bearer <key>`"
-                    assert response.json()["detail"] == (required if who is None else "unknown or revoked API key")
+                    if path.startswith("/ui/"):  # a page that asks for the key
+                        assert 'id="key-input"' in response.text
+                    else:
+                        assert response.json()["detail"] == (required if who is None else "unknown or revoked API key")
                 elif status == 403:
                     assert response.json() == {
                         "detail": "API key 'read-key' has scope 'read'; this route needs 'write'"

@@ -12,7 +12,18 @@ from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.api import auth, campaigns, health, metrics, schedules, suppressions, unsubscribe, webhooks, workflows
+from scheduler.api import (
+    auth,
+    campaigns,
+    health,
+    metrics,
+    schedules,
+    suppressions,
+    ui,
+    unsubscribe,
+    webhooks,
+    workflows,
+)
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import (
@@ -104,6 +115,7 @@ def create_app(
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(campaigns.router)
+    app.include_router(ui.router)
     app.include_router(suppressions.router)
     app.include_router(unsubscribe.router)
     app.include_router(webhooks.router)

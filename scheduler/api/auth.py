@@ -37,6 +37,8 @@ class Caller:
     """Who made a request: the key's name, or None on an open API (loopback, no key created)."""
 
     key: str | None
+    scope: Scope = "write"
+    """What the key may do (an open API: everything)."""
 
     def __str__(self) -> str:
         return f"key {self.key}" if self.key else "no key (loopback API, no key created)"
@@ -53,7 +55,7 @@ async def _caller(request: Request, credentials: HTTPAuthorizationCredentials | 
         raise _unauthorized("unknown or revoked API key")
     if not key.allows(scope):
         raise HTTPException(403, f"API key {key.name!r} has scope {key.scope!r}; this route needs {scope!r}")
-    return Caller(key.name)
+    return Caller(key.name, key.scope)
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -54,7 +54,7 @@ def _known_id(campaign_id: str) -> str:
 CampaignId = Annotated[str, Depends(_known_id)]
 
 
-async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
+async def file_errors(request: Request, settings: SettingsDep) -> list[LoadError]:
     reconciler = request.app.state.reconciler
     if reconciler is not None and reconciler.last is not None:
         problems: list[Problem] = reconciler.last.problems
@@ -65,19 +65,19 @@ async def _errors(request: Request, settings: SettingsDep) -> list[LoadError]:
 
 @router.get("", dependencies=[ReadAccess], responses=_READ)
 async def list_schedules(request: Request, client: ClientDep, settings: SettingsDep) -> ScheduleList:
-    statuses = await schedule_statuses(client, ledger=await _ledger(request))
-    return ScheduleList(schedules=[s for s in statuses if s is not None], errors=await _errors(request, settings))
+    statuses = await schedule_statuses(client, ledger=await message_ledger(request))
+    return ScheduleList(schedules=[s for s in statuses if s is not None], errors=await file_errors(request, settings))
 
 
 @router.get("/{campaign_id}", dependencies=[ReadAccess], responses={404: {}, **_READ})
 async def get_schedule(request: Request, campaign_id: CampaignId, client: ClientDep) -> ScheduleStatus:
-    status = await schedule_status(client, campaign_id, ledger=await _ledger(request))
+    status = await schedule_status(client, campaign_id, ledger=await message_ledger(request))
     if status is None:
         raise NoSchedule(campaign_id)
     return status
 
 
-async def _ledger(request: Request) -> Ledger | None:
+async def message_ledger(request: Request) -> Ledger | None:
     """Where runs' held and skipped messages are counted; None (and no counts shown) while the store is down:
     the schedules themselves come from Temporal."""
     try:
