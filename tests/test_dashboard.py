@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -100,6 +101,17 @@ async def test_pages_need_a_read_key_once_one_exists_and_show_the_counts(parked:
         assert index.status_code == 200 and f'href="/ui/campaigns/{cid}"' in index.text
         missing = await http.get(f"/ui/campaigns/{c.id('nothing')}", headers={"Authorization": f"Bearer {read_key}"})
         assert missing.status_code == 404
+
+    c.settings.temporal.ui_url = "https://temporal.example.com/"
+    c.path("shop").write_text(c.path("shop").read_text().replace('node = "wait_answer"', 'node = "nope"'))
+    app = create_app(c.settings, client=c.client, key_cache_seconds=0)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        page = (await http.get(f"/ui/campaigns/{cid}", headers={"Authorization": f"Bearer {read_key}"})).text
+    waiting = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{cid}' AND ExecutionStatus = 'Running'"
+    at_wait = quote(waiting + " AND CurrentStep = 'wait'")
+    link = f"https://temporal.example.com/namespaces/default/workflows?query={at_wait}"
+    assert f'<a href="{link}" target="_blank"><g class="step" data-step="wait">' in page
+    assert "Its file does not load" in page and "shop.toml:" in page and "nope" in page
 
 
 @pytest.mark.skipif(not HAS_CHROMIUM, reason=f"no Chromium at {CHROMIUM}: the browser tests need Debian's chromium")
