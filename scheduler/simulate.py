@@ -206,8 +206,8 @@ class _Activities:
 
     @activity.defn(name="send_message")
     async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
-        opted_out = {r.step for r in self.plans[inp.workflow_id].replies if r.opt_out}
-        if opted_out.intersection(inp.path):  # the opt-out put the contact on the suppression list
+        opt_outs = {r.text for r in self.plans[inp.workflow_id].replies if r.opt_out}
+        if inp.reply in opt_outs:  # the flow got its opt-out: that put the contact on the suppression list
             detail = "not sent: the customer opted out (simulated)"
             return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
         return await self.real.send_message(inp)

@@ -132,3 +132,30 @@ def test_paths_are_counted_without_making_them() -> None:
     steps = {f"w{i}": {"node": "webhook", "go_to": f"w{i + 1}" if i < 19 else None} for i in range(20)}
     wide = WorkflowDefinition.model_validate({"start_step": "w0", "steps": steps})
     assert count_paths(wide) == 2**20
+
+
+async def test_after_an_opt_out_no_later_message_goes(tmp_path: Path) -> None:
+    after_stop = tmp_path / "after.toml"
+    workflow = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1h" }
+condition = { not_satisfied = "sorry", timeout = "sorry" }
+
+[workflow.steps.sorry]
+node = "send_message"
+params = { template = "Sorry to see you go" }
+"""
+    after_stop.write_text(campaign_toml("after", workflow=workflow), encoding="utf-8")
+    (stopped,) = await simulated(after_stop, "--reply", "wait=STOP@5m")
+    assert (stopped["path"], stopped["outcome"]) == (["send", "wait", "sorry"], "opted_out")
+    assert [m["step"] for m in stopped["messages"]] == ["send"]  # STOP suppressed the contact: no "sorry"
+    (late,) = await simulated(after_stop, "--reply", "wait=STOP@2h")  # the wait timed out first: no opt-out
+    assert (late["outcome"], [m["step"] for m in late["messages"]]) == ("completed", ["send", "sorry"])
