@@ -642,24 +642,14 @@ def _times(walls: list[datetime]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # In words, for the dashboard
 
-_SHORTHANDS = {
-    "@yearly": "every year on 1 January at 00:00",
-    "@annually": "every year on 1 January at 00:00",
-    "@monthly": "every month on day 1 at 00:00",
-    "@weekly": "every Sunday at 00:00",
-    "@daily": "every day at 00:00",
-    "@midnight": "every day at 00:00",
-    "@hourly": "every hour at minute 0",
-}
-_DAYS = {str(i): d for i, d in enumerate(("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))}
+_DAY_NAMES = {str(i): d for i, d in enumerate(("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))}
 
 
 def describe(expr: str) -> str:
     """A cron expression in words, for people ("every day at 09:00", "Mon-Fri at 09:30"); the expression
     itself when it is not a plain five-field one (it is shown beside it anyway)."""
     text = " ".join(expr.split())
-    if text.lower() in _SHORTHANDS:
-        return _SHORTHANDS[text.lower()]
+    text = _SHORTHANDS.get(text.lower(), text)
     if text.lower().startswith("@every "):
         return "every " + text[7:]
     fields = text.split(" ")
@@ -678,7 +668,7 @@ def describe(expr: str) -> str:
         when = f"at minute {minute} of hour {hour}"
     days = []
     if dow != "*":
-        days.append("on " + re.sub(r"\d", lambda m: _DAYS.get(m.group(), m.group()), dow).replace(",", ", "))
+        days.append("on " + re.sub(r"\d", lambda m: _DAY_NAMES.get(m.group(), m.group()), dow).replace(",", ", "))
     if dom != "*":
         days.append(f"on day {dom} of the month")
     if month != "*":
