@@ -382,19 +382,12 @@ def stats(
 ) -> None:
     """A campaign's funnel: flows running at each step now, and outcomes, starts and answers since `--since`
     (from Temporal's visibility, about a second behind the flows)."""
-    from datetime import UTC, datetime
 
     from scheduler.stats import known_campaign_stats
     from scheduler.temporal import connect
 
     settings = _settings(config)
-    start: datetime | None = None
-    if since is not None:
-        try:
-            start = datetime.fromisoformat(since)
-        except ValueError:
-            _fail(f"--since: not an ISO 8601 date or time: {since!r}")
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    start = _moment("--since", since)
 
     async def go() -> Any:
         return await known_campaign_stats(await connect(settings), campaign_id, since=start)
@@ -449,7 +442,6 @@ def simulate(
     Without --reply no one answers (every wait times out). Exit 0 when every path ends, 1 when one fails
     (a template error, a step that would fail), naming it. `validate` is the static check; this is the dynamic one.
     """
-    from datetime import UTC, datetime
 
     from scheduler import simulate as sim
     from scheduler.flow.durations import parse_duration
@@ -471,13 +463,7 @@ def simulate(
         except ValueError as exc:
             _fail(f"{flag}: {exc}")
 
-    start: datetime | None = None
-    if at is not None:
-        try:
-            start = datetime.fromisoformat(at)
-        except ValueError:
-            _fail(f"--at: not an ISO 8601 date or time: {at!r}")
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    start = _moment("--at", at)
     if all_paths and (reply or convert_at):
         _fail("--all-paths chooses the replies itself: leave out --reply and --convert-at")
     if all_paths:
@@ -609,6 +595,19 @@ def resume(
 
     typer.echo(json.dumps({"message": _run(go())}))
     _exit(0)
+
+
+def _moment(flag: str, value: str | None) -> Any:
+    """An ISO 8601 date or time option as an aware datetime (UTC when it has no offset); None if not given."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{flag}: not an ISO 8601 date or time: {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _json_option(flag: str, value: str | None) -> dict[str, Any] | None:

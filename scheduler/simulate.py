@@ -41,7 +41,7 @@ from scheduler.errors import SimulationError, first_line
 from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS, start_attributes
-from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, flow_input
+from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, StepRecord, flow_input
 from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.quiet_hours import customer_zones
 from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
@@ -144,16 +144,6 @@ class SimulatedMessage(BaseModel):
     subject: str = ""
 
 
-class SimulatedStep(BaseModel):
-    step: str
-    node: str
-    event: str
-    at: datetime
-    held_until: datetime | None = None
-    reason: str | None = None
-    zone: str | None = None
-
-
 class SimulatedPath(BaseModel):
     path: list[str]
     events: list[str]
@@ -161,7 +151,8 @@ class SimulatedPath(BaseModel):
     messages: list[SimulatedMessage]
     choices: list[str] = Field(default_factory=list)
     """The planned outcomes that led here (`step=outcome`; `--all-paths`)."""
-    steps: list[SimulatedStep] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    """As the flow's memo `steps` keeps them."""
     error: str | None = None
     """Why the flow failed (a template error, a step that would fail); None if it ended."""
 
@@ -330,7 +321,7 @@ async def _path(
 ) -> SimulatedPath:
     description = await handle.describe()
     memo = await description.memo()
-    steps = [SimulatedStep.model_validate(s) for s in memo.get("steps", [])]
+    steps = [StepRecord.model_validate(s) for s in memo.get("steps", [])]
     path = [s.step for s in steps]
     error = None
     if isinstance(result, WorkflowFailureError):

@@ -30,11 +30,11 @@ from scheduler.stop import running_flows
 from scheduler.store import Store
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
+from tests.helpers.campaigns import FUNNEL
 from tests.helpers.flows import reaches
 from tests.helpers.schedules import Campaigns, terminate_flows
 from tests.helpers.servers import free_ports
 from tests.helpers.waiting import eventually
-from tests.test_stats import FUNNEL
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAS_CHROMIUM = Path(CHROMIUM).exists()

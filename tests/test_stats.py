@@ -20,29 +20,11 @@ from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL
 from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.stats import OUTCOMES
 from scheduler.worker import make_worker
+from tests.helpers.campaigns import FUNNEL
 from tests.helpers.cli import assert_one_line_error, scheduler, write_config
 from tests.helpers.flows import reaches
 from tests.helpers.schedules import Campaigns, terminate_flows
 from tests.helpers.waiting import eventually
-
-FUNNEL = """\
-[workflow]
-start_step = "send"
-exit_on = ["cart-converted"]
-
-[workflow.steps.send]
-node = "send_message"
-go_to = "wait"
-
-[workflow.steps.wait]
-node = "wait_answer"
-params = { timeout = "1h" }
-condition = { satisfied = "pause", timeout = "pause" }
-
-[workflow.steps.pause]
-node = "explicit_wait"
-params = { duration = "1h" }
-"""
 
 
 @pytest_asyncio.fixture

@@ -200,3 +200,24 @@ def campaign_toml(
     lines += [f"start_at = {start_at}"] if start_at else []
     lines += [f"end_at = {end_at}"] if end_at else []
     return "\n".join(lines) + "\n\n" + workflow
+
+
+FUNNEL = """\
+[workflow]
+start_step = "send"
+exit_on = ["cart-converted"]
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1h" }
+condition = { satisfied = "pause", timeout = "pause" }
+
+[workflow.steps.pause]
+node = "explicit_wait"
+params = { duration = "1h" }
+"""
+"""Flows that park: at `wait` (for a reply, an hour), then at `pause` (an hour); a purchase ends them."""
