@@ -24,7 +24,7 @@ from scheduler.errors import NoCampaign
 from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.schedules import applied_campaign
-from scheduler.status import managed_schedule
+from scheduler.status import managed_schedule, running_query
 
 OUTCOMES = ("completed", "converted", "failed", "opted_out", "stopped")
 """The outcomes a flow ends with (the memo `outcome` and the search attribute `Outcome`)."""
@@ -63,7 +63,7 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
     campaign = await applied_campaign(client, managed[0]) if managed else None
     stats = await campaign_stats(client, campaign_id, steps=campaign.workflow.steps if campaign else (), since=since)
     if managed is None and not (stats.started or any(stats.running.values()) or any(stats.outcomes.values())):
-        flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = {_literal(campaign_id)}"
+        flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}'"
         if not (await client.count_workflows(flows)).count:
             raise NoCampaign(campaign_id, running=False)
     return stats
@@ -74,8 +74,8 @@ async def campaign_stats(
 ) -> CampaignStats:
     """The counts of one campaign (`steps`: its definition's, counted even when no flow is there)."""
     since = (since or datetime.now(UTC) - DEFAULT_SINCE).astimezone(UTC)
-    flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = {_literal(campaign_id)}"
-    running = f"{flows} AND ExecutionStatus = 'Running'"
+    flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}'"
+    running = running_query(campaign_id)
     started = f"{flows} AND StartTime >= '{since.isoformat()}'"
     closed = f"{flows} AND ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
     steps = list(dict.fromkeys(steps))

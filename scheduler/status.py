@@ -53,6 +53,11 @@ class ScheduleStatus(BaseModel):
     source: str | None
 
 
+def running_query(campaign_id: str, workflow_type: str = FLOW_TYPE) -> str:
+    """The visibility query of a campaign's running flows (or runs); ids are `[a-z0-9_-]`, nothing to escape."""
+    return f"WorkflowType = '{workflow_type}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+
+
 async def list_managed(client: Client) -> list[str]:
     """Ids of the campaigns whose schedule this tool manages."""
     return sorted(campaign_id_of(sid) for sid, entry in (await list_schedules(client)).items() if entry.managed)
@@ -85,9 +90,7 @@ async def schedule_status(client: Client, campaign_id: str, *, ledger: Ledger | 
     campaign = await applied_campaign(client, description)
     runs, running = await asyncio.gather(
         _runs_by_id(client, campaign_id),
-        client.count_workflows(
-            f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
-        ),
+        client.count_workflows(running_query(campaign_id)),
     )
     recent = []
     for action in reversed(description.info.recent_actions):  # newest first

@@ -39,9 +39,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.campaign import is_campaign_id
 from scheduler.errors import NoCampaign, NoSchedule, first_line
-from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
+from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE
 from scheduler.schedules import ScheduleWriter, describe, schedule_id
-from scheduler.status import managed_schedule
+from scheduler.status import managed_schedule, running_query
 from scheduler.store import Store, campaign_stops
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,6 @@ class CampaignStops:
         if at is None:
             return None
         return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite keeps no offset: stored in UTC
-
-
-def running_query(campaign_id: str, workflow_type: str = FLOW_TYPE) -> str:
-    """The visibility query of the campaign's running flows (or runs); ids are `[a-z0-9_-]`, nothing to escape."""
-    return f"WorkflowType = '{workflow_type}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
 
 
 async def running_flows(client: Client, campaign_id: str) -> int:

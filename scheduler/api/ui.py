@@ -25,11 +25,10 @@ from scheduler.api.schedules import CampaignId, file_errors, message_ledger
 from scheduler.config import Settings
 from scheduler.cron import describe
 from scheduler.errors import NoCampaign
-from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.graph import svg
 from scheduler.schedules import applied_campaign
 from scheduler.stats import campaign_stats
-from scheduler.status import managed_schedule, schedule_status, schedule_statuses
+from scheduler.status import managed_schedule, running_query, schedule_status, schedule_statuses
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -93,7 +92,7 @@ async def campaign_page(
         file_errors(request, settings),
     )
     assert status is not None
-    running = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+    running = running_query(campaign_id)
     links = {s: link for s in stats.running if (link := flows_link(settings, f"{running} AND CurrentStep = '{s}'"))}
     zone = ZoneInfo(status.timezone or "UTC")
     source = Path(status.source).name if status.source else None
