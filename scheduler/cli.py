@@ -444,7 +444,7 @@ def simulate(
     """
 
     from scheduler import simulate as sim
-    from scheduler.flow.durations import parse_duration
+    from scheduler.flow.durations import format_duration, parse_duration
     from scheduler.flow.simulation import PlannedReply, SimulationPlan
 
     settings = _settings(config)
@@ -483,7 +483,9 @@ def simulate(
             replies.append(PlannedReply(step=step, text=text, after=after, opt_out=sim.is_opt_out(text, settings)))
         convert = duration("--convert-at", convert_at) if convert_at else None
         combinations = 1
-        plans = [([], SimulationPlan(replies=replies, convert_after=convert))]
+        given = [sim.Choice(r.step, f"{r.text}@{format_duration(r.after)}") for r in replies]
+        given += [sim.Choice("purchase", f"@{format_duration(convert)}")] if convert else []
+        plans = [(given, SimulationPlan(replies=replies, convert_after=convert))]
     if not as_json:
         typer.echo(f"{file}: {combinations} combination(s) to run")
 
