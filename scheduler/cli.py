@@ -443,6 +443,8 @@ def simulate(
     (a template error, a step that would fail), naming it. `validate` is the static check; this is the dynamic one.
     """
 
+    from datetime import timedelta
+
     from scheduler import simulate as sim
     from scheduler.flow.durations import format_duration, parse_duration
     from scheduler.flow.simulation import PlannedReply, SimulationPlan
@@ -479,7 +481,7 @@ def simulate(
             if not eq or step not in definition.steps or definition.steps[step].node != "wait_answer":
                 waits = ", ".join(n for n, s in definition.steps.items() if s.node == "wait_answer") or "none"
                 _fail(f"--reply {given!r}: expected STEP=TEXT[@DELAY] with a wait_answer step ({waits})")
-            after = duration("--reply", delay) if delay else sim.timedelta(0)
+            after = duration("--reply", delay) if delay else timedelta(0)
             replies.append(PlannedReply(step=step, text=text, after=after, opt_out=sim.is_opt_out(text, settings)))
         convert = duration("--convert-at", convert_at) if convert_at else None
         combinations = 1

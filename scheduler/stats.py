@@ -46,7 +46,7 @@ class CampaignStats(BaseModel):
     """Flows started since `since`."""
 
 
-def _literal(value: str) -> str:
+def literal(value: str) -> str:
     """A string in a visibility query: single-quoted, a quote doubled (its grammar's escape)."""
     return "'" + value.replace("'", "''") + "'"
 
@@ -79,13 +79,13 @@ async def campaign_stats(
     started = f"{flows} AND StartTime >= '{since.isoformat()}'"
     closed = f"{flows} AND ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
     steps = list(dict.fromkeys(steps))
-    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(_literal, steps))})" if steps else running
+    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(literal, steps))})" if steps else running
 
     async def count(query: str) -> int:
         return (await client.count_workflows(query)).count
 
     async def at_steps(names: list[str]) -> dict[str, int]:
-        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {_literal(s)}") for s in names))
+        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {literal(s)}") for s in names))
         return dict(zip(names, found, strict=True))
 
     running_at, others, outcomes, started_n, answered_n = await asyncio.gather(

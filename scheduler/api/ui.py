@@ -9,7 +9,6 @@ in a URL) and loads the page with it. The graph is SVG drawn on the server: no C
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +26,7 @@ from scheduler.cron import describe
 from scheduler.errors import NoCampaign
 from scheduler.graph import svg
 from scheduler.schedules import applied_campaign
-from scheduler.stats import campaign_stats
+from scheduler.stats import campaign_stats, literal
 from scheduler.status import managed_schedule, running_query, schedule_status, schedule_statuses
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -91,9 +90,10 @@ async def campaign_page(
         campaign_stats(client, campaign_id, steps=steps),
         file_errors(request, settings),
     )
-    assert status is not None
-    running = running_query(campaign_id)
-    links = {s: link for s in stats.running if (link := flows_link(settings, f"{running} AND CurrentStep = '{s}'"))}
+    if status is None:  # deleted meanwhile
+        raise NoCampaign(campaign_id, running=False)
+    at_step = {s: f"{running_query(campaign_id)} AND CurrentStep = {literal(s)}" for s in stats.running}
+    links = {s: link for s, query in at_step.items() if (link := flows_link(settings, query))}
     zone = ZoneInfo(status.timezone or "UTC")
     source = Path(status.source).name if status.source else None
     return _page(
@@ -109,5 +109,4 @@ async def campaign_page(
         next_runs=[(t, t.astimezone(zone)) for t in status.next_runs[:5]],
         all_flows=flows_link(settings, f"CampaignId = '{campaign_id}'"),
         errors=[e for e in errors if source and Path(e.source).name == source],
-        now=datetime.now(zone),
     )
