@@ -443,7 +443,7 @@ def simulate(
     (a template error, a step that would fail), naming it. `validate` is the static check; this is the dynamic one.
     """
 
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from scheduler import simulate as sim
     from scheduler.flow.durations import format_duration, parse_duration
@@ -466,6 +466,8 @@ def simulate(
             _fail(f"{flag}: {exc}")
 
     start = _moment("--at", at)
+    if start is not None and start < datetime.now(UTC):  # checked again against the test server's clock
+        _fail(f"--at {start.isoformat()} is in the past: a simulation starts now or later")
     if all_paths and (reply or convert_at):
         _fail("--all-paths chooses the replies itself: leave out --reply and --convert-at")
     if all_paths:

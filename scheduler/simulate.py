@@ -155,6 +155,8 @@ class SimulatedPath(BaseModel):
     """As the flow's memo `steps` keeps them."""
     error: str | None = None
     """Why the flow failed (a template error, a step that would fail); None if it ended."""
+    warnings: list[str] = Field(default_factory=list)
+    """What went out but looks wrong: a message that rendered empty (a variable the customer or cart lacks)."""
 
 
 # Running
@@ -334,7 +336,9 @@ async def _path(
             path.append(failed_in)
     elif isinstance(result, BaseException):
         raise result
+    warnings = [f"step {m.step!r} rendered an empty message" for m in messages if not m.text.strip()]
     return SimulatedPath(
+        warnings=warnings,
         path=path,
         events=[s.event for s in steps],
         outcome=memo.get("outcome"),
@@ -387,6 +391,7 @@ def timeline(paths: list[SimulatedPath], *, zone: str, combinations: int) -> lis
             for m in (m for m in messages if m.step == step.step):
                 subject = f" [{m.subject}]" if m.subject else ""
                 lines.append(f"      {m.channel} to {m.to}{subject}: {m.text}")
+        lines += [f"  warning: {w}" for w in first.warnings]
         if first.error:
             lines.append(f"  FAILED: {first.error}")
     return lines

@@ -115,6 +115,18 @@ async def test_a_template_that_fails_to_render_fails_its_path_with_exit_1(tmp_pa
     assert "division by zero" in run.stderr
     assert "FAILED: TemplateError" in run.stdout
 
+    empty = tmp_path / "empty.toml"
+    empty.write_text(
+        campaign_toml("empty", workflow=ONE_SEND.replace("Hi {{ customer.name }}", "{{ cart.coupon }}")),
+        encoding="utf-8",
+    )
+    (path,) = await simulated(empty)  # it goes out (exit 0), but it is flagged
+    assert (path["outcome"], path["messages"][0]["text"], path["warnings"]) == (
+        "completed",
+        "",
+        ["step 'send' rendered an empty message"],
+    )
+
 
 async def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(await scheduler("simulate", SHIPPED, "--reply", "step_9=yes"), "step_2")
