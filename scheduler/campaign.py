@@ -50,15 +50,13 @@ class _Table(BaseModel):
 
 
 CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""A campaign id: it names the schedule, and flow ids start with it."""
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 
 
 def is_campaign_id(value: str) -> bool:
     """Whether `value` can be a campaign's id (so it can go into a visibility query as it is)."""
     return _CAMPAIGN_ID.match(value) is not None
-
-
-"""A campaign id: it names the schedule, and flow ids start with it."""
 
 
 MAX_CRONS = 50

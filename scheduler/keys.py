@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.errors import KeyNameInvalid, KeyNameTaken, UnknownKey
-from scheduler.store import Store, api_keys
+from scheduler.store import Store, api_keys, stored_utc
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
@@ -188,10 +188,6 @@ def _entry(row: Any) -> ApiKey:
     return ApiKey(
         name=row["name"],
         scope=row["scope"],
-        created_at=_utc(row["created_at"]),
-        revoked_at=_utc(row["revoked_at"]) if row.get("revoked_at") else None,
+        created_at=stored_utc(row["created_at"]),
+        revoked_at=stored_utc(row["revoked_at"]) if row.get("revoked_at") else None,
     )
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite keeps no offset: stored in UTC

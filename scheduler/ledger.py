@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, select, text
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.config import FrequencyCap
-from scheduler.store import Store, run_messages, sends
+from scheduler.store import Store, run_messages, sends, stored_utc
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class Ledger:
         upsert = insert.on_conflict_do_update(
             index_elements=["run_id", "result"], set_={"count": run_messages.c.count + 1, "at": at}
         )
-        with self.store.relaxed.begin() as connection:
+        with self.store.relaxed() as connection:
             connection.execute(upsert)
             connection.execute(delete(run_messages).where(run_messages.c.at < at - RUN_MESSAGES_KEPT))
 
@@ -132,9 +132,7 @@ class Ledger:
 
     def _reserve_held(self, row: dict[str, Any], caps: list[FrequencyCap]) -> datetime | None:
         """Count and insert, the contact's lock held (blocking)."""
-        with self.store.relaxed.begin() as connection:
-            if self.store.dialect == "postgresql":
-                connection.execute(text("SET LOCAL synchronous_commit = off"))
+        with self.store.relaxed() as connection:
             if connection.execute(select(sends.c.id).where(sends.c.key == row["key"])).first() is not None:
                 return None
             free = [at for cap in caps if (at := _free_at(connection, row["contact"], cap, row["at"])) is not None]
@@ -159,15 +157,13 @@ def _free_at(connection: Connection, contact: str, cap: FrequencyCap, now: datet
         .limit(1)
     )
     at = connection.execute(query).scalar()
-    return None if at is None else _utc(at, naive_is_utc=True) + cap.per
+    return None if at is None else stored_utc(at) + cap.per
 
 
-def _utc(value: datetime, *, naive_is_utc: bool = False) -> datetime:
-    """`value` in UTC: the store compares instants as UTC (SQLite keeps no offset, and gives none back)."""
+def _utc(value: datetime) -> datetime:
+    """`value` in UTC: the store compares instants as UTC (SQLite keeps no offset)."""
     if value.tzinfo is None:
-        if not naive_is_utc:
-            raise ValueError(f"expected a timezone-aware instant, got {value.isoformat()!r}")
-        return value.replace(tzinfo=UTC)
+        raise ValueError(f"expected a timezone-aware instant, got {value.isoformat()!r}")
     return value.astimezone(UTC)
 
 

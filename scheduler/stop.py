@@ -42,7 +42,7 @@ from scheduler.errors import NoCampaign, NoSchedule, first_line
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE
 from scheduler.schedules import ScheduleWriter, describe, schedule_id
 from scheduler.status import managed_schedule, running_query
-from scheduler.store import Store, campaign_stops
+from scheduler.store import Store, campaign_stops, stored_utc
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ class CampaignStops:
         )
         with self.store.engine.connect() as connection:
             at = connection.execute(query).scalar_one_or_none()
-        if at is None:
-            return None
-        return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite keeps no offset: stored in UTC
+        return None if at is None else stored_utc(at)
 
 
 async def running_flows(client: Client, campaign_id: str) -> int:

@@ -12,6 +12,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -130,6 +132,11 @@ campaign_stops = Table(
 of the campaign started before it from sending anything more."""
 
 
+def stored_utc(at: datetime) -> datetime:
+    """An instant read back from the store, in UTC (SQLite keeps no offset: what it gives back is UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 class Store:
     """The engine of the service's database, its schema brought up to date (`open`)."""
 
@@ -138,10 +145,7 @@ class Store:
         self.locks = _locks(engine)
         """Per-contact locks that order opt-outs against the sends racing them, and frequency-cap reservations
         against each other (`scheduler.contact_locks`)."""
-        self.relaxed = _relaxed(engine)
-        """For writes a power cut may lose (the send ledger: a cap then counts a message or two fewer), so they
-        need not wait for the disk: SQLite commits without fsync; PostgreSQL callers `SET LOCAL
-        synchronous_commit = off`. Consent is never written through it."""
+        self._relaxed = _relaxed(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -160,9 +164,19 @@ class Store:
                 engine.dispose()
             raise StoreUnavailable(f"store {_shown(url)}: {first_line(exc)}") from None
 
+    @contextmanager
+    def relaxed(self) -> Iterator[Connection]:
+        """A transaction for writes a power cut may lose (the send ledger: a cap then counts a message or two
+        fewer), so its commit need not wait for the disk: SQLite commits without fsync, PostgreSQL with
+        `synchronous_commit = off`. Consent is never written through it."""
+        with self._relaxed.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SET LOCAL synchronous_commit = off"))
+            yield connection
+
     def close(self) -> None:
         self.locks.close()
-        self.relaxed.dispose()
+        self._relaxed.dispose()
         self.engine.dispose()
 
     @property

@@ -11,7 +11,7 @@ from scheduler.campaign import load_campaign
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.simulate import all_plans, count_paths
 from tests.helpers import ROOT
-from tests.helpers.campaigns import campaign_toml
+from tests.helpers.campaigns import WAITING, campaign_toml
 from tests.helpers.cli import assert_one_line_error, scheduler
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"
@@ -148,23 +148,16 @@ def test_paths_are_counted_without_making_them() -> None:
 
 async def test_after_an_opt_out_no_later_message_goes(tmp_path: Path) -> None:
     after_stop = tmp_path / "after.toml"
-    workflow = """\
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-go_to = "wait"
-
-[workflow.steps.wait]
-node = "wait_answer"
-params = { timeout = "1h" }
+    workflow = (
+        WAITING
+        + """\
 condition = { not_satisfied = "sorry", timeout = "sorry" }
 
 [workflow.steps.sorry]
 node = "send_message"
 params = { template = "Sorry to see you go" }
 """
+    )
     after_stop.write_text(campaign_toml("after", workflow=workflow), encoding="utf-8")
     (stopped,) = await simulated(after_stop, "--reply", "wait=STOP@5m")
     assert (stopped["path"], stopped["outcome"]) == (["send", "wait", "sorry"], "opted_out")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowHandle
 
@@ -128,3 +130,20 @@ async def test_stats_of_a_campaign_without_flows_are_zeros_and_of_an_unknown_one
         missing = await http.get(path)
         assert missing.status_code == 404, missing.text
     assert (await http.get(f"/campaigns/{c.id('empty')}/stats", params={"since": "soon"})).status_code == 422
+
+
+async def test_a_since_without_an_offset_is_utc_whatever_the_machine_s_zone(
+    campaigns: Campaigns, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = campaigns
+    c.write("tz", workflow=FUNNEL)
+    await c.sync()
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        response = await http.get(f"/campaigns/{c.id('tz')}/stats", params={"since": "2026-11-01T00:00:00"})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert response.status_code == 200, response.text
+    assert datetime.fromisoformat(response.json()["since"]) == datetime(2026, 11, 1, tzinfo=UTC)

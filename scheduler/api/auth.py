@@ -43,6 +43,11 @@ class Caller:
     def __str__(self) -> str:
         return f"key {self.key}" if self.key else "no key (loopback API, no key created)"
 
+    @property
+    def by(self) -> str:
+        """Who, as the records of what a request did say it: `key ops`, or `the API` when it is open."""
+        return f"key {self.key}" if self.key else "the API"
+
 
 async def _caller(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: Scope) -> Caller:
     keys = await get_keys(request)

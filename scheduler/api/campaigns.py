@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.api.auth import Caller, ReadAccess, WriteKey, auth_errors
+from scheduler.api.auth import ReadAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
 from scheduler.api.deps import ClientDep, SchedulesDep, get_consent
 from scheduler.api.responses import errors
@@ -46,10 +46,6 @@ async def _stopper(request: Request, client: ClientDep, schedules: SchedulesDep)
     return Stopper(client, schedules, stops)
 
 
-def _by(caller: Caller) -> str:
-    return f"key {caller.key}" if caller.key else "the API"
-
-
 @post_json(
     router,
     "/{campaign_id}/stop",
@@ -67,7 +63,7 @@ async def stop(
     more goes out for a flow started before the stop, but for a message already handed to its channel."""
     body = body or StopRequest()
     stopper = await _stopper(request, client, schedules)
-    by = _by(caller)
+    by = caller.by
     result = await stopper.stop(campaign_id, mode=body.mode, reason=body.reason, by=by)
     if body.mode == StopMode.CANCEL:  # flows that visibility shows late are cancelled in the background
         task = asyncio.create_task(_follow_up(stopper, campaign_id, reason=body.reason, by=by))
@@ -92,7 +88,7 @@ async def resume(
     campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
 ) -> MessageResponse:
     """Unpause the campaign's schedule; the flows a stop ended stay ended."""
-    return MessageResponse(message=await Stopper(client, schedules, None).resume(campaign_id, by=_by(caller)))
+    return MessageResponse(message=await Stopper(client, schedules, None).resume(campaign_id, by=caller.by))
 
 
 @router.get(

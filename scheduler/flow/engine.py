@@ -268,10 +268,11 @@ class FlowRun:
             return (await self.call_activity(name, params, retry=retry)).event
         deadline = workflow.now() + policy.max_delay
         quiet = parse_quiet_hours(await self._quiet_hours(policy))
+        if quiet is not None:
+            zones, rule = customer_zones(self.input.customer, policy.timezone)
+            self._notes["zone"] = f"{rule}: {', '.join(zones)}"
         for _ in range(MAX_HOLDS):
             if quiet is not None:
-                zones, rule = customer_zones(self.input.customer, policy.timezone)
-                self._notes["zone"] = f"{rule}: {', '.join(zones)}"
                 until = allowed_at(workflow.now(), quiet, zones)
                 if until is None or until > deadline:
                     return await self._not_sent("quiet_hours", params)

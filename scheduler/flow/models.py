@@ -17,20 +17,25 @@ PAGE_SIZE = 500
 """Audience rows a run reads per activity call: small enough to heartbeat often."""
 
 
-class DeliveryPolicy(BaseModel):
-    """When a flow's customer messages may go (`[delivery]` of its campaign, over `[compliance]`)."""
+class DeliveryTerms(BaseModel):
+    """When customer messages may go: a campaign's `[delivery]` (`RunDelivery`), and each of its flows' policy."""
 
     quiet_hours: str | None = None
-    """`HH:MM-HH:MM` in the customer's local time, or "" for none; None: the service's `compliance.quiet_hours`,
-    which the flow asks its worker for once (a local activity), before its first message."""
-    timezone: str = "UTC"
-    """The campaign's schedule timezone: the customer's, when neither they nor their phone tell."""
+    """`HH:MM-HH:MM` in the customer's local time, or "" for none; None: the service's `compliance.quiet_hours`
+    (which a flow without it asks its worker for once, a local activity, before its first message)."""
     max_delay: Duration = timedelta(hours=12)
     """A message that would be held longer than this (quiet hours, a cap's `delay`) is not sent."""
     frequency_capped: bool = True
     """False (transactional messages): sends neither count toward `compliance.frequency_caps` nor are capped."""
     on_cap: Literal["skip", "delay"] = "skip"
     """A capped message: not sent (`skip`), or held until the cap frees, within `max_delay` (`delay`)."""
+
+
+class DeliveryPolicy(DeliveryTerms):
+    """A flow's: its campaign's terms over the service's `[compliance]`, and where its customer is."""
+
+    timezone: str = "UTC"
+    """The campaign's schedule timezone: the customer's, when neither they nor their phone tell."""
 
 
 class FlowInput(BaseModel):
@@ -132,14 +137,8 @@ class RunAudience(_Carried):
     lookback: Duration
 
 
-class RunDelivery(_Carried):
+class RunDelivery(_Carried, DeliveryTerms):
     """A campaign's `[delivery]`, as `flow_input` turns it into each flow's `DeliveryPolicy`."""
-
-    quiet_hours: str | None = None
-    """`HH:MM-HH:MM` in the customer's local time, "" for none; None (unset): `compliance.quiet_hours`."""
-    max_delay: Duration = timedelta(hours=12)
-    frequency_capped: bool = True
-    on_cap: Literal["skip", "delay"] = "skip"
 
 
 class RunSchedule(_Carried):
