@@ -16,9 +16,10 @@ import smtplib
 import ssl
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +31,12 @@ from scheduler.errors import DeliveryError
 from scheduler.outbound import http_client, retryable_status
 
 log = logging.getLogger(__name__)
+
+LINE_LIMIT = 998
+"""Characters a header line may hold (RFC 5322)."""
+_EMAIL_POLICY = SMTP.clone(refold_source="none")
+"""Encodes and folds at 78 characters what needs it (a non-ASCII Subject or name, RFC 2047), and sends a
+header set raw (`set_raw`) as given: `List-Unsubscribe` must stay `<https://…>`, which providers read."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,11 @@ class SmtpChannel(Channel):
         super().__init__(outbox)
         self.settings = settings
 
+    async def send(self, message: Message) -> None:
+        # A subject is one line: line breaks from a template or customer data become spaces, so they
+        # cannot start a header of their own (`Bcc: …`).
+        await super().send(replace(message, subject=" ".join(message.subject.split())))
+
     async def _deliver(self, message: Message) -> None:
         password = ""
         if self.settings.username and self.settings.password_env:
@@ -209,18 +221,22 @@ class SmtpChannel(Channel):
             raise _smtp_error(exc, self.settings) from None
 
     def _email(self, message: Message) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = self.settings.sender
-        email["To"] = message.to
-        email["Subject"] = message.subject
+        """The message; a header value with a line break is refused for good (no retry removes it)."""
+        email = EmailMessage(policy=_EMAIL_POLICY)
+        for name, value in (("From", self.settings.sender), ("To", message.to), ("Subject", message.subject)):
+            if "\r" in value or "\n" in value:
+                raise DeliveryError(
+                    f"the {name} header {value[:100]!r} holds a line break", kind="InvalidMessage", retryable=False
+                )
+            email[name] = value
         email["Date"] = formatdate(usegmt=True)
         # Derived from the idempotency key: a retry that re-sends after a lost answer carries the
         # same Message-ID, which mail clients use to drop the duplicate.
         domain = self.settings.sender.rpartition("@")[2] or "scheduler.invalid"
         email["Message-ID"] = f"<{message.idempotency_key or uuid.uuid4()}@{domain}>"
         if message.list_unsubscribe:
-            email["List-Unsubscribe"] = message.list_unsubscribe
-            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            email.set_raw("List-Unsubscribe", _list_unsubscribe(message.list_unsubscribe))
+            email.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
         email.set_content(message.text)
         return email
 
@@ -235,6 +251,25 @@ class SmtpChannel(Channel):
 
     def _record(self, message: Message) -> dict[str, Any]:
         return {**super()._record(message), "subject": message.subject}
+
+
+def _list_unsubscribe(value: str) -> str:
+    """`value` as it goes on the wire: one line, or folded between its URIs when that is too long (RFC 5322).
+
+    Raises:
+        DeliveryError: not printable ASCII, or a URI longer than a line (the links are made to fit).
+    """
+    if not (value.isascii() and value.isprintable()):
+        raise DeliveryError(
+            f"List-Unsubscribe {value[:100]!r} is not printable ASCII", kind="InvalidMessage", retryable=False
+        )
+    if len("List-Unsubscribe: ") + len(value) > LINE_LIMIT:
+        value = value.replace(", <", ",\n <")
+    if any(len(line) > LINE_LIMIT - len("List-Unsubscribe: ") for line in value.splitlines()):
+        raise DeliveryError(
+            f"List-Unsubscribe has a URI over {LINE_LIMIT} characters", kind="InvalidMessage", retryable=False
+        )
+    return value
 
 
 def _secret(key: str, env_name: str) -> str:

@@ -14,13 +14,15 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from scheduler.config import Settings
 
 VALID_FOR = 90 * 24 * 3600
 """Seconds a link works: providers and people may use it weeks after the message."""
+MAX_URL = 998 - len("List-Unsubscribe: <>,")
+"""Characters of a link that still fits on one header line (RFC 5322's 998) in `List-Unsubscribe`."""
 
 
 class InvalidToken(ValueError):
@@ -75,8 +77,15 @@ class Links:
         return f"{self.public_url}/unsubscribe?token={quote(self.token(unsubscribe))}"
 
     def header(self, unsubscribe: Unsubscribe) -> str:
-        """The `List-Unsubscribe` value: the HTTPS link, then the mailto if configured."""
-        header = f"<{self.url(unsubscribe)}>"
+        """The `List-Unsubscribe` value: the HTTPS link, then the mailto if configured.
+
+        A link too long for a header line (a flow id can be 1000 characters) leaves the flow id out:
+        it still unsubscribes, only without saying which flow the message came from.
+        """
+        url = self.url(unsubscribe)
+        if len(url) > MAX_URL:
+            url = self.url(replace(unsubscribe, workflow_id=None))
+        header = f"<{url}>"
         if self.mailto:
             header += f", <mailto:{self.mailto}?subject=unsubscribe>"
         return header

@@ -45,6 +45,7 @@ from tests.helpers.servers import QuietHandler, ScriptedServer, free_ports, http
 OWNER = "growth@example.com"
 SENDER = "shop@example.com"
 CART = {"id": "k1", "url": "https://shop.example/cart/k1"}
+UNSUBSCRIBE_SECRET = "q8ZkX0v3Qf9rL2mN7pT4wY6bC1dE5gHj"  # 32 characters, as compliance.unsubscribe_secret requires
 
 
 # Servers
@@ -61,6 +62,8 @@ class Mailbox:
     """What an aiosmtpd server received; `refuse` maps a recipient to the RCPT answer refusing it."""
 
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    """Each message's DATA as the server received it (CRLF line ends)."""
     logins: list[tuple[str, str]] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     port: int = 0
@@ -72,6 +75,7 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.raw.append(envelope.original_content)
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
@@ -134,6 +138,23 @@ def tls_mailbox(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch)
         yield box
     finally:
         controller.stop()
+
+
+def raw_headers(data: bytes) -> list[str]:
+    """The header lines of a message as sent, continuation lines kept (CRLF split, nothing decoded)."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    return head.decode("ascii").split("\r\n")
+
+
+def unfolded(lines: list[str]) -> dict[str, str]:
+    """Raw header lines unfolded (RFC 5322: CRLF before white space is removed), by name; nothing decoded."""
+    fields: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return {name: value for name, _, value in (f.partition(": ") for f in fields)}
 
 
 def use_smtp(settings: Settings, box: Mailbox, **changes: Any) -> None:
@@ -596,7 +617,7 @@ async def test_customer_email_has_a_one_click_unsubscribe_link_that_suppresses(
 ) -> None:
     """RFC 8058 with a real SMTP server: the headers, the POST that suppresses, a changed or old link refused."""
     use_smtp(settings, mailbox)
-    settings.compliance.unsubscribe_secret = "unsubscribe-secret-for-tests"
+    settings.compliance.unsubscribe_secret = UNSUBSCRIBE_SECRET
     settings.compliance.unsubscribe_mailto = "unsubscribe@example.com"
     settings.webhooks.public_url = "https://hooks.example.com/"
     handle, result = await run_flow(ts_env, one_step(channel="smtp"), settings, task_queue)
@@ -624,18 +645,108 @@ async def test_customer_email_has_a_one_click_unsubscribe_link_that_suppresses(
         assert (await http.post(f"/unsubscribe?{url.query}", **one_click)).status_code == 200  # again: a no-op
         assert consent.count() == 1
 
-        links = Links(public_url="https://hooks.example.com", secret="unsubscribe-secret-for-tests")
+        links = Links(public_url="https://hooks.example.com", secret=UNSUBSCRIBE_SECRET)
         payload, _, signature = token.partition(".")
         other = links.token(Unsubscribe("bob@example.net"))
         tampered = f"{other.partition('.')[0]}.{signature}"  # someone else's address under this signature
         expired = links.token(Unsubscribe("bob@example.net"), now=time.time() - VALID_FOR - 1)
-        forged = Links(public_url="https://x", secret="guessed").token(Unsubscribe("bob@example.net"))
+        forged = Links(public_url="https://x", secret="a-guess-of-the-secret-0123456789abcdef").token(
+            Unsubscribe("bob@example.net")
+        )
         for bad in (tampered, expired, forged, "nonsense", payload, f"{payload}.\u00e9"):
             refused = await http.post("/unsubscribe", params={"token": bad}, **one_click)
             assert refused.status_code == 400, (bad, refused.text)
             assert "bob@example.net" not in refused.text
         assert consent.suppressed(["bob@example.net"]) == set()
         consent.store.close()
+
+
+async def test_email_headers_on_the_wire_one_click_unencoded_and_non_ascii_encoded(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    """The raw DATA the server got: `List-Unsubscribe` is `<https://…>, <mailto:…>` as RFC 2369/8058 require
+    (never RFC 2047 encoded words, which providers' one-click rules do not read), while a non-ASCII
+    Subject and From name are encoded words in lines of at most 78 characters."""
+    use_smtp(settings, mailbox, sender="Shöp 🛒 <shop@example.com>")
+    settings.compliance.unsubscribe_secret = UNSUBSCRIBE_SECRET
+    settings.compliance.unsubscribe_mailto = "unsubscribe@example.com"
+    settings.webhooks.public_url = "https://hooks.example.com"
+    definition = one_step(channel="smtp", subject="Grüße 🛒 {{ customer.name }}, your cart is waiting for you today")
+    handle, result = await run_flow(ts_env, definition, settings, task_queue)
+    assert isinstance(result, FlowStatus), result
+    [data] = mailbox.raw
+    lines = raw_headers(data)
+    assert all(len(line) <= 998 for line in lines)
+    headers = unfolded(lines)
+    links = Links(public_url="https://hooks.example.com", secret=UNSUBSCRIBE_SECRET)
+    [(_, _, message)] = mailbox.messages
+    token = parse_qs(urlsplit(message["List-Unsubscribe"].split(",")[0].strip("<>")).query)["token"][0]
+    assert links.read(token).workflow_id == handle.id
+    url = links.url(Unsubscribe("ada@example.net", "spring", handle.id)).split("token=")[0]
+    assert headers["List-Unsubscribe"].startswith(f"<{url}token=")
+    assert headers["List-Unsubscribe"].endswith(">, <mailto:unsubscribe@example.com?subject=unsubscribe>")
+    assert "=?" not in headers["List-Unsubscribe"] and len(headers["List-Unsubscribe"]) > 78
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "=?utf-8?" in headers["Subject"] and "=?utf-8?" in headers["From"]
+    assert all(len(line) <= 78 for line in lines if not line.startswith("List-Unsubscribe:"))
+    assert message["Subject"] == "Grüße 🛒 Ada, your cart is waiting for you today"
+    assert (message["From"].addresses[0].display_name, message["From"].addresses[0].addr_spec) == (
+        "Shöp 🛒",
+        "shop@example.com",
+    )
+
+
+async def test_a_long_unsubscribe_link_stays_unencoded_within_the_line_limit(tmp_path: Path, mailbox: Mailbox) -> None:
+    """A flow id as long as Temporal allows: the link leaves it out rather than outgrow a 998-character line."""
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"),
+        SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, starttls=False, sender=SENDER),
+    )
+    links = Links(public_url="https://hooks.example.com", secret=UNSUBSCRIBE_SECRET, mailto="unsubscribe@example.com")
+    long_id = "spring-" + "k" * 993
+    header = links.header(Unsubscribe("ada@example.net", "spring", long_id))
+    await channel.send(replace(message(), list_unsubscribe=header))
+    [data] = mailbox.raw
+    lines = raw_headers(data)
+    assert all(len(line) <= 998 for line in lines)
+    value = unfolded(lines)["List-Unsubscribe"]
+    assert "=?" not in value and value.startswith("<https://hooks.example.com/unsubscribe?token=")
+    token = parse_qs(urlsplit(value.split(",")[0].strip("<>")).query)["token"][0]
+    assert links.read(token) == Unsubscribe("ada@example.net", "spring", None)
+
+    # Both URIs too long for one line: folded at the white space between them, nothing encoded.
+    https, mailto = "<https://hooks.example.com/" + "a" * 940 + ">", "<mailto:unsubscribe@example.com>"
+    await channel.send(replace(message(), list_unsubscribe=f"{https}, {mailto}"))
+    lines = raw_headers(mailbox.raw[1])
+    at = lines.index(f"List-Unsubscribe: {https},")
+    assert lines[at + 1] == f" {mailto}"
+
+
+async def test_header_injection_from_campaign_data_is_neutralised(tmp_path: Path, mailbox: Mailbox) -> None:
+    """A subject rendered from customer data with CR/LF stays one Subject line: no header of its own on the wire."""
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"),
+        SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, starttls=False, sender=SENDER),
+    )
+    await channel.send(replace(message(), subject="x\r\nBcc: victim@example.com\nX-Evil: 1"))
+    [data] = mailbox.raw
+    lines = raw_headers(data)
+    assert not [line for line in lines if line.lower().startswith(("bcc:", "x-evil:"))], lines
+    assert unfolded(lines)["Subject"] == "x Bcc: victim@example.com X-Evil: 1"
+    assert [m[1] for m in mailbox.messages] == [["ada@example.net"]]
+    assert channel.outbox.read()[0]["subject"] == "x Bcc: victim@example.com X-Evil: 1"
+
+
+async def test_a_recipient_with_a_line_break_is_refused_for_good(tmp_path: Path, mailbox: Mailbox) -> None:
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"),
+        SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, starttls=False, sender=SENDER),
+    )
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(message("ada@example.net\r\nBcc: victim@example.com"))
+    assert (info.value.kind, info.value.retryable) == ("InvalidMessage", False)
+    assert "To" in str(info.value) and "line break" in str(info.value)
+    assert mailbox.raw == []
 
 
 async def test_without_an_unsubscribe_secret_email_has_no_link(
