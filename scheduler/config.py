@@ -153,6 +153,20 @@ class ComplianceSettings(_Section):
     frequency_caps: list[FrequencyCap] = []
     """Every rule must hold for a customer message to go (`[delivery] frequency_capped = false` exempts a campaign)."""
 
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _strong_secret(cls, v: str) -> str:
+        """Empty: no links. Else at least 32 characters with at least 10 different ones: a short or repetitive key
+        is found from a single link in moments, and then anyone can forge links that unsubscribe anyone."""
+        if v and (len(v) < 32 or len(set(v)) < 10):
+            raise ValueError(
+                f"too weak to sign unsubscribe links ({len(v)} characters, {len(set(v))} different): it needs at"
+                f" least 32 characters with at least 10 different ones; make one with"
+                f" python -c 'import secrets;print(secrets.token_urlsafe(32))' and set it in"
+                f" compliance.unsubscribe_secret or {env_var('compliance.unsubscribe_secret')}"
+            )
+        return v
+
     @field_validator("quiet_hours")
     @classmethod
     def _window(cls, v: str) -> str:

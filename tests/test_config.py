@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from scheduler.config import TASK_QUEUE, ApiSettings, config_hint, load_settings
 from scheduler.errors import ConfigError
 from tests.helpers import ROOT
+from tests.helpers.cli import assert_one_line_error, scheduler
 
 SHIPPED = ROOT / "config" / "scheduler.toml"
 
@@ -213,6 +215,51 @@ def test_load_settings_bad_env_value_names_the_variable(monkeypatch: pytest.Monk
         load_settings(SHIPPED)
     assert "SCHEDULER_API__PORT" in str(exc.value)
     assert str(SHIPPED) not in str(exc.value)
+
+
+WEAK_SECRETS = {
+    "two-characters": "ab",
+    "the-old-test-secret": "unsubscribe-secret-for-tests",
+    "31-characters": secrets.token_urlsafe(32)[:31],
+    "one-character-repeated": "x" * 64,
+    "few-different": "abcabcabc" * 8,
+}
+MAKE_ONE = "python -c 'import secrets;print(secrets.token_urlsafe(32))'"
+
+
+@pytest.mark.parametrize("secret", WEAK_SECRETS.values(), ids=WEAK_SECRETS.keys())
+def test_a_weak_unsubscribe_secret_is_a_config_error(tmp_path: Path, secret: str) -> None:
+    """The secret signs unsubscribe links: a short or repetitive one is found from one link, then links are forged."""
+    path = write_config(tmp_path, f'[compliance]\nunsubscribe_secret = "{secret}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: compliance.unsubscribe_secret: ")
+    assert "SCHEDULER_COMPLIANCE__UNSUBSCRIBE_SECRET" in message and MAKE_ONE in message
+    assert "\n" not in message and secret not in message
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["", secrets.token_urlsafe(32), secrets.token_hex(32), "q8ZkX0v3Qf9rL2mN7pT4wY6bC1dE5gHj"],
+    ids=["empty-means-off", "token_urlsafe", "token_hex", "32-characters"],
+)
+def test_a_strong_or_empty_unsubscribe_secret_is_accepted(tmp_path: Path, secret: str) -> None:
+    path = write_config(tmp_path, f'[compliance]\nunsubscribe_secret = "{secret}"\n')
+    assert load_settings(path).compliance.unsubscribe_secret == secret
+
+
+def test_a_weak_unsubscribe_secret_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_COMPLIANCE__UNSUBSCRIBE_SECRET", "hunter2")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(SHIPPED)
+    assert str(exc.value).startswith("SCHEDULER_COMPLIANCE__UNSUBSCRIBE_SECRET: compliance.unsubscribe_secret: ")
+
+
+async def test_validate_with_a_weak_unsubscribe_secret_exits_1_with_one_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[compliance]\nunsubscribe_secret = "ab"\n')
+    run = await scheduler("validate", "--config", path)
+    assert_one_line_error(run, "compliance.unsubscribe_secret", "SCHEDULER_COMPLIANCE__UNSUBSCRIBE_SECRET", MAKE_ONE)
 
 
 @pytest.mark.parametrize(
