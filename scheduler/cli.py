@@ -716,17 +716,22 @@ def suppress_import(
 ) -> None:
     """Suppress every contact of a CSV in one transaction; bad rows are listed with their line and left out.
 
-    Exit 0: all rows imported (or suppressed already); 1: some rows were bad (the good ones are imported)."""
+    Exit 0: every row added or suppressed already; 1: some rows were bad (the good ones are imported), or the
+    file is not CSV (nothing is imported)."""
     consent = _consent(config)
     try:
         with file.open(encoding="utf-8-sig", newline="") as f:
             result = consent.import_csv(f)
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {file}: {exc}")
+    if result.refused is not None:
+        _fail(f"{file}:{result.refused}; nothing imported")
     for problem in result.problems:
         typer.echo(f"{file}:{problem}", err=True)
-    typer.echo(f"imported: {result.added} added, {result.already} already suppressed, {len(result.problems)} bad")
-    _exit(1 if result.problems else 0)
+    if result.bad > len(result.problems):
+        typer.echo(f"{file}: {result.bad - len(result.problems)} more bad rows", err=True)
+    typer.echo(f"imported: {result.added} added, {result.already} already suppressed, {result.bad} bad")
+    _exit(1 if result.bad else 0)
 
 
 @suppress_app.command("export")
@@ -734,7 +739,10 @@ def suppress_export(
     file: Annotated[Path | None, typer.Argument(help="Where to write the CSV [default: standard output]")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Every suppressed contact as CSV: contact, kind, reason, at, campaign_id, workflow_id."""
+    """Every suppressed contact as CSV: contact, kind, reason, at, campaign_id, workflow_id.
+
+    A cell that would start with = + - @ (a phone's `+` too), a tab or a carriage return starts with `'`
+    (spreadsheet formula injection); `suppress import` takes it off again."""
     consent = _consent(config)
     if file is None:
         count = consent.export_csv(sys.stdout)

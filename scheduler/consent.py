@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ ACTIVE = suppressions.c.lifted_at.is_(None)
 MAX_REASON = 200
 IMPORT_BATCH = 5000
 """Rows per INSERT during an import: big enough to be fast, small enough for PostgreSQL's 65,535 parameters."""
+MAX_PROBLEMS = 100
+"""Bad rows an import describes (it counts them all): a wrong file must not print a million lines."""
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+"""A cell a spreadsheet would read as a formula (OWASP, CSV injection), also behind `'`s of our own escaping."""
 
 
 class Suppression(BaseModel):
@@ -53,11 +58,17 @@ def kind_of(contact: str) -> Kind:
 
 @dataclass
 class ImportResult:
+    """What an import did with each row (record) of its file: added, already suppressed or bad; or why it refused
+    the whole file (nothing imported). `added + already + bad` is the number of rows."""
+
     added: int = 0
     already: int = 0
-    """Rows whose contact was suppressed already (an import is idempotent)."""
+    """Rows whose contact was suppressed already, by the store or by an earlier row (an import is idempotent)."""
+    bad: int = 0
     problems: list[str] = field(default_factory=list)
-    """`line N: why` for each row left out."""
+    """`line N: why` for the first `MAX_PROBLEMS` bad rows."""
+    refused: str | None = None
+    """`line N: why` the file is not CSV (an unclosed quote, a field over the size limit): then nothing is imported."""
 
 
 class Consent:
@@ -158,50 +169,46 @@ class Consent:
     def import_csv(self, file: IO[str], *, reason: str = "import") -> ImportResult:
         """Suppress every `contact` of a CSV (optional `reason` column), in one transaction.
 
-        Bad rows are reported with their line and left out; the others all go in or, if the database
-        fails, none does. Contacts suppressed already are counted, not changed: importing twice is a no-op.
+        Read strictly: a file that is not CSV is refused whole, naming the line (`refused`). Bad rows are
+        reported with their line and left out; the others all go in or, if the database fails, none does.
+        Each row is counted by what the store did with it, so opt-outs written meanwhile cannot skew the counts.
         """
         result = ImportResult()
-        reader = csv.DictReader(file)
-        if reader.fieldnames is None or "contact" not in [name.strip() for name in reader.fieldnames]:
-            result.problems.append("line 1: no 'contact' column in the header")
-            return result
-        rows: dict[str, dict[str, Any]] = {}
-        for record in reader:
-            line = reader.line_num
-            raw = {(k or "").strip(): (v or "") for k, v in record.items()}
-            try:
-                normal = normalize_contact(raw.get("contact", ""))
-            except InvalidContact as exc:
-                result.problems.append(f"line {line}: {exc}")
-                continue
-            if normal not in rows:
-                rows[normal] = _row(normal, reason=raw.get("reason", "").strip() or reason)
+        try:
+            rows = _read_rows(file, result, default_reason=reason)
+        except _Malformed as exc:
+            return ImportResult(refused=str(exc))
+        unique: dict[str, dict[str, Any]] = {}
+        for contact, why in rows:
+            unique.setdefault(contact, _row(contact, reason=why))
+        batch = list(unique.values())
         with self.store.engine.begin() as connection:
-            before = _active_count(connection)
-            batch = list(rows.values())
             for start in range(0, len(batch), IMPORT_BATCH):
-                connection.execute(self._insert_new(), batch[start : start + IMPORT_BATCH])
-            result.added = _active_count(connection) - before
+                inserted = connection.execute(
+                    self._insert_new().returning(suppressions.c.contact), batch[start : start + IMPORT_BATCH]
+                )
+                result.added += len(inserted.all())
         result.already = len(rows) - result.added
         return result
 
     def export_csv(self, file: IO[str]) -> int:
-        """Every active entry as CSV (`contact,kind,reason,at,campaign_id,workflow_id`); how many."""
+        """Every active entry as CSV (`contact,kind,reason,at,campaign_id,workflow_id`); how many.
+
+        No cell starts with a character a spreadsheet reads as a formula (`_escape`); import undoes that.
+        """
         writer = csv.writer(file)
         writer.writerow(["contact", "kind", "reason", "at", "campaign_id", "workflow_id"])
         count = 0
         for entry in self.all():
-            writer.writerow(
-                [
-                    entry.contact,
-                    entry.kind,
-                    entry.reason,
-                    entry.at.isoformat(),
-                    entry.campaign_id or "",
-                    entry.workflow_id or "",
-                ]
-            )
+            cells = [
+                entry.contact,
+                entry.kind,
+                _one_line(entry.reason),
+                entry.at.isoformat(),
+                entry.campaign_id or "",
+                entry.workflow_id or "",
+            ]
+            writer.writerow([_escape(cell) for cell in cells])
             count += 1
         return count
 
@@ -220,13 +227,96 @@ class Consent:
         return dialect.insert(suppressions).on_conflict_do_nothing(index_elements=["contact"], index_where=ACTIVE)
 
 
+class _Malformed(Exception):
+    """The file is not CSV; the message names the line."""
+
+
+def _read_rows(file: IO[str], result: ImportResult, *, default_reason: str) -> list[tuple[str, str]]:
+    """The good rows of a CSV as (normalized contact, reason), in file order; bad ones are counted in `result`.
+
+    Raises:
+        _Malformed: the file is not CSV, or its header has no `contact` column (the message names the line).
+    """
+    records = _records(csv.reader(file, strict=True))
+    header = next(records, None)
+    names = [_unescape(name).strip() for name in header[2]] if header else []
+    if "contact" not in names:
+        raise _Malformed("line 1: no 'contact' column in the header")
+    if len(set(names)) != len(names):
+        raise _Malformed("line 1: a column name appears twice in the header")
+    at_contact = names.index("contact")
+    at_reason = names.index("reason") if "reason" in names else None
+    rows: list[tuple[str, str]] = []
+    for first, last, record in records:
+        problem = None
+        if last != first:
+            problem = f"a field runs over several lines (a quote opened on line {first} and closed too late?)"
+        elif len(record) > len(names):
+            problem = f"{len(record)} fields, the header has {len(names)}"
+        else:
+            cells = [_unescape(cell) for cell in record] + [""] * (len(names) - len(record))
+            try:
+                contact = normalize_contact(cells[at_contact])
+            except InvalidContact as exc:
+                problem = str(exc)
+            else:
+                why = cells[at_reason].strip() if at_reason is not None else ""
+                rows.append((contact, why or default_reason))
+        if problem is not None:
+            result.bad += 1
+            if len(result.problems) < MAX_PROBLEMS:
+                where = f"line {first}" if last == first else f"lines {first}-{last}"
+                result.problems.append(f"{where}: {problem}")
+    return rows
+
+
+def _records(reader: Any) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of each non-blank record of a strict `csv.reader`.
+
+    Raises:
+        _Malformed: the reader's error, at the record's first line. An unclosed quote at the end of the file
+            would otherwise be one field holding every line after it.
+    """
+    while True:
+        first = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            message = str(exc)
+            if message == "unexpected end of data":
+                message = 'a quote (") opened on this line is never closed'
+            elif message.startswith("field larger than field limit"):
+                message = f"a field is longer than {csv.field_size_limit()} characters"
+            raise _Malformed(f"line {first}: {message}") from None
+        if record:
+            yield first, reader.line_num, record
+
+
+def _escape(cell: str) -> str:
+    """A cell as export writes it: a leading `'` before what a spreadsheet would run as a formula."""
+    return f"'{cell}" if _FORMULA.match(cell) else cell
+
+
+def _unescape(cell: str) -> str:
+    """A cell as export meant it: the one `'` that `_escape` added taken off again."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell, 1) else cell
+
+
+def _one_line(text: str) -> str:
+    """A reason on one line, its runs of white space one space: an exported row stays one line of its file, so
+    an import can refuse every row that runs over several (an unclosed quote) and lose none silently."""
+    return " ".join(text.split())
+
+
 def _row(
     contact: str, *, reason: str, campaign_id: str | None = None, workflow_id: str | None = None
 ) -> dict[str, Any]:
     return {
         "contact": contact,
         "kind": kind_of(contact),
-        "reason": reason[:MAX_REASON] or "api",
+        "reason": _one_line(reason)[:MAX_REASON] or "api",
         "at": datetime.now(UTC),
         "campaign_id": campaign_id,
         "workflow_id": workflow_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
 from scheduler.store import Store, head_revision, suppressions
+from tests.helpers.cli import scheduler, write_config
 
 
 @pytest.fixture
@@ -200,24 +202,24 @@ def test_pages_follow_the_cursor_to_the_end(consent: Consent) -> None:
 def test_import_is_idempotent_reports_bad_lines_and_exports_back(consent: Consent) -> None:
     source = "contact,reason\n(212) 555-0142,old list\nann@example.com,\nnot a contact,\n+12125550142,twice\n"
     result = consent.import_csv(io.StringIO(source))
-    assert (result.added, result.already) == (2, 0)
+    assert (result.added, result.already, result.bad) == (2, 1, 1)  # the repeated contact: already suppressed
     assert len(result.problems) == 1 and result.problems[0].startswith("line 4: 'not a contact'")
     again = consent.import_csv(io.StringIO(source))
-    assert (again.added, again.already) == (0, 2)
+    assert (again.added, again.already, again.bad) == (0, 3, 1)
     assert consent.count() == 2
     out = io.StringIO()
     assert consent.export_csv(out) == 2
     lines = out.getvalue().splitlines()
     assert lines[0] == "contact,kind,reason,at,campaign_id,workflow_id"
     assert [line.split(",")[:3] for line in lines[1:]] == [
-        ["+12125550142", "sms", "old list"],
+        ["'+12125550142", "sms", "old list"],  # no cell starts like a formula
         ["ann@example.com", "email", "import"],
     ]
 
 
 def test_import_without_a_contact_column_changes_nothing(consent: Consent) -> None:
     result = consent.import_csv(io.StringIO("phone\n+12125550142\n"))
-    assert result.problems == ["line 1: no 'contact' column in the header"]
+    assert result.refused == "line 1: no 'contact' column in the header"
     assert consent.count() == 0
 
 
@@ -232,3 +234,128 @@ def test_nothing_is_lost_when_the_store_is_opened_again(store_url: str) -> None:
     with reopened.store.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(suppressions)).scalar_one() == 2
     reopened.store.close()
+
+
+def test_import_refuses_a_file_whose_quote_never_closes_naming_its_line(consent: Consent) -> None:
+    """csv reads an unclosed quote to the end of the file as one field: 998 rows would vanish into it."""
+    rows = "".join(f"+1212555{i:04d},r\n" for i in range(998))
+    result = consent.import_csv(io.StringIO(f'contact,reason\n+12125559999,"oops\n{rows}'))
+    assert result.refused == 'line 2: a quote (") opened on this line is never closed'
+    assert (result.added, result.already, result.bad) == (0, 0, 0)
+    assert consent.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ('contact,reason\n+12125550100,x\n+12125550101,"a"b\n', "line 3: ',' expected after '\"'"),
+        ("contact\n" + "x" * 200_000 + "\n", "line 2: a field is longer than 131072 characters"),
+        ('contact,reason\n"+12125550100\n', 'line 2: a quote (") opened on this line is never closed'),
+    ],
+    ids=["junk-after-quote", "field-over-limit", "unclosed-at-eof"],
+)
+def test_import_refuses_a_malformed_file_whole(consent: Consent, source: str, problem: str) -> None:
+    result = consent.import_csv(io.StringIO(source))
+    assert result.refused == problem
+    assert consent.count() == 0
+
+
+def test_import_reports_every_row_as_added_already_or_bad(consent: Consent) -> None:
+    """A row is never dropped silently: a quote closed lines later, a row with extra fields, a repeated contact."""
+    consent.suppress("+12125550109", reason="api")
+    source = (
+        "contact,reason\n"
+        "+12125550100,one\n"
+        '+12125550101,"runs\n+12125550102,on\n+12125550103,here"\n'
+        "+12125550104,a,b\n"
+        "\n"
+        "+12125550105\n"
+        "(212) 555-0105,again\n"
+        "+12125550109,\n"
+    )
+    result = consent.import_csv(io.StringIO(source))
+    assert result.refused is None
+    assert (result.added, result.already, result.bad) == (2, 2, 2)
+    assert result.problems == [
+        "lines 3-5: a field runs over several lines (a quote opened on line 3 and closed too late?)",
+        "line 6: 3 fields, the header has 2",
+    ]
+    assert consent.suppressed(f"+1212555010{i}" for i in range(10)) == {"+12125550100", "+12125550105", "+12125550109"}
+
+
+@pytest.mark.parametrize("writers", [1, 4], ids=["one-writer", "four-writers"])
+def test_import_counts_stay_right_while_other_writes_land(consent: Consent, writers: int) -> None:
+    """Counts come from what the store did with each row, not from the list's size before and after."""
+    rows = 3000
+    source = "contact\n" + "".join(f"+1212555{i:04d}\n" for i in range(rows)) + "not a contact\n"
+    stop = threading.Event()
+    written: list[str] = []
+
+    def write(offset: int) -> None:
+        i = offset
+        while not stop.is_set() and i < rows:
+            consent.suppress(f"+1212555{i:04d}", reason="api")
+            written.append(f"+1212555{i:04d}")
+            i += 7 * writers
+
+    threads = [threading.Thread(target=write, args=(k * 7,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    try:
+        results = [consent.import_csv(io.StringIO(source)) for _ in range(2)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert written  # the writers did land writes meanwhile
+    for result in results:
+        assert min(result.added, result.already, result.bad) >= 0
+        assert result.added + result.already + result.bad == rows + 1
+        assert result.bad == 1
+    assert results[1].added == 0
+    assert results[0].added + results[1].added + len(set(written)) >= rows  # every row is suppressed
+    assert consent.count() == rows
+
+
+def test_export_never_starts_a_cell_with_a_formula_and_imports_back(consent: Consent) -> None:
+    """OWASP's CSV injection rule: a cell starting with = + - @ tab or CR gets a leading `'`, which import strips."""
+    reasons = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "'=kept", "plain", "it's"]
+    for i, reason in enumerate(reasons):
+        consent.suppress(f"+1212555010{i}", reason=reason, campaign_id="-c", workflow_id="@w")
+    out = io.StringIO()
+    consent.export_csv(out)
+    for row in list(csv.reader(io.StringIO(out.getvalue())))[1:]:
+        assert all(not cell or cell[0] not in "=+-@\t\r" for cell in row), row
+    assert [row[0] for row in csv.reader(io.StringIO(out.getvalue()))][1:3] == ["'+12125550100", "'+12125550101"]
+    before = {e.contact: e.reason for e in consent.all()}
+    for entry in list(consent.all()):
+        consent.lift(entry.contact, reason="test")
+    result = consent.import_csv(io.StringIO(out.getvalue()))
+    assert (result.added, result.bad) == (len(reasons), 0), result.problems
+    assert {e.contact: e.reason for e in consent.all()} == before
+    assert before["+12125550106"] == "'=kept"
+
+
+async def test_suppress_import_cli_exits_1_naming_the_line_of_a_malformed_file(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path / "scheduler.toml", address="", task_queue="unused"))
+    source = tmp_path / "optouts.csv"
+    rows = "".join(f"+1212555{i:04d},r\n" for i in range(998))
+    source.write_text(f'contact,reason\n+12125559999,"oops\n{rows}', encoding="utf-8")
+    run = await scheduler("suppress", "import", str(source), "--config", config)
+    assert (run.code, run.stdout) == (1, "")
+    assert run.stderr == f'error: {source}:line 2: a quote (") opened on this line is never closed; nothing imported\n'
+
+    source.write_text("contact\n" + "+" * 200_000 + "\n", encoding="utf-8")
+    run = await scheduler("suppress", "import", str(source), "--config", config)
+    assert (run.code, run.stderr) == (
+        1,
+        f"error: {source}:line 2: a field is longer than 131072 characters; nothing imported\n",
+    )
+
+    source.write_text("contact\n+12125550100\n+12125550100\nnope\n", encoding="utf-8")
+    run = await scheduler("suppress", "import", str(source), "--config", config)
+    assert run.code == 1
+    assert run.stdout == "imported: 1 added, 1 already suppressed, 1 bad\n"
+    source.write_text("contact\n+12125550100\n+12125550101\n", encoding="utf-8")
+    run = await scheduler("suppress", "import", str(source), "--config", config)
+    assert (run.code, run.stdout) == (0, "imported: 1 added, 1 already suppressed, 0 bad\n")
