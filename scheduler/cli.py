@@ -539,8 +539,8 @@ def stop(
     """Emergency stop (like POST /campaigns/ID/stop): pause the campaign's schedule, end a run still starting
     flows, and cancel its running flows (they end `stopped`), or with `--mode drain` let them finish.
 
-    Then waits, with a progress line, until no flow of the campaign runs (Ctrl-C stops waiting, not the stop).
-    `scheduler resume ID` unpauses the schedule.
+    Then waits, with a progress line, until no flow started before the stop runs (Ctrl-C stops waiting, not
+    the stop). `scheduler resume ID` unpauses the schedule, which also ends the waiting.
     """
     from scheduler.schedules import ScheduleWriter
     from scheduler.stop import CampaignStops, StopMode, Stopper
@@ -558,7 +558,8 @@ def stop(
     async def go() -> Any:
         client = await connect(settings)
         stopper = Stopper(client, ScheduleWriter(client, settings), CampaignStops(store) if store else None)
-        result = await stopper.stop(campaign_id, mode=stop_mode, reason=reason, by=by)
+        stopped = await stopper.stop(campaign_id, mode=stop_mode, reason=reason, by=by)
+        result = stopped.result
         if as_json:
             typer.echo(json.dumps(result.model_dump()))
         else:
@@ -570,8 +571,12 @@ def stop(
         def progress(running: int) -> None:
             typer.echo(f"\r{running} flow(s) of {campaign_id} still running\x1b[K", err=True, nl=False)
 
-        await stopper.finish(campaign_id, mode=stop_mode, reason=reason, by=by, progress=progress)
-        typer.echo(f"\rno flow of {campaign_id} runs any more\x1b[K", err=True)
+        running, resumed = await stopper.finish(stopped, progress=progress)
+        if resumed:
+            typer.echo(f"\r{campaign_id} was resumed; stopped waiting ({running} flow(s) of the stop left)\x1b[K",
+                       err=True)  # fmt: skip
+        else:
+            typer.echo(f"\rno flow of {campaign_id} runs any more\x1b[K", err=True)
 
     try:
         _run(go())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -53,9 +53,15 @@ class ScheduleStatus(BaseModel):
     source: str | None
 
 
-def running_query(campaign_id: str, workflow_type: str = FLOW_TYPE) -> str:
-    """The visibility query of a campaign's running flows (or runs); ids are `[a-z0-9_-]`, nothing to escape."""
-    return f"WorkflowType = '{workflow_type}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+def running_query(campaign_id: str, workflow_type: str = FLOW_TYPE, *, started_before: datetime | None = None) -> str:
+    """The visibility query of a campaign's running flows (or runs); ids are `[a-z0-9_-]`, nothing to escape.
+
+    `started_before`: only those the server started before that instant (`StartTime` compares to the
+    microsecond on the dev server's SQLite as on the other stores)."""
+    query = f"WorkflowType = '{workflow_type}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
+    if started_before is not None:
+        query += f" AND StartTime < '{started_before.astimezone(UTC).isoformat()}'"
+    return query
 
 
 async def list_managed(client: Client) -> list[str]:

@@ -12,8 +12,13 @@ A stop, in this order:
 4. `cancel` mode: cancels the running flows with one Temporal batch operation over visibility; each
    flow cancels its step and ends `stopped`.
 
+A stop is about the flows started before it: its instant (`Stopped.at`, taken once the runs have closed)
+is the one the store records, which the activities compare with each flow's start, and the bound of every
+batch (`StartTime < at`). So a flow started after a `resume`, however soon, runs and sends as usual.
+
 Visibility lags a little behind the flows started last, so `finish` starts another batch while it still
-shows running flows once the previous batch is done. The stop is recorded (`drain` too, as history).
+shows running flows of the stop once the previous batch is done; it ends when none is left or the campaign
+is resumed (its schedule unpaused, from any process). The stop is recorded (`drain` too, as history).
 A paused schedule stays paused across reconcile until `resume` or a change of the campaign's file.
 """
 
@@ -24,9 +29,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 from sqlalchemy import func, insert, select
@@ -70,15 +76,42 @@ class StopResult(BaseModel):
     """Running flows the stop asked Temporal to cancel (0 with `drain`)."""
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """A stop that has begun: what `finish` goes on with."""
+
+    campaign_id: str
+    mode: StopMode
+    why: str
+    by: str
+    at: datetime
+    """The stop's instant: the flows the server started before it are the stop's, later ones are not.
+
+    Read on this machine's clock once the campaign's runs have closed (no flow of theirs starts later), and
+    compared with the `StartTime` the server stamps. Temporal offers no call that tells its time, so the
+    same instant serves both comparisons (the activities' check of the stop's record and the batches'
+    bound) and they always agree on which flows are stopped. A skew between the clocks (milliseconds with
+    NTP; none with the embedded server) moves that line by as much: it matters only to a flow started
+    within the skew of the stop, which an operator could not have ordered before or after it anyway."""
+    result: StopResult
+
+
+class Finished(NamedTuple):
+    running: int
+    """Flows of the stop still running (0: all ended)."""
+    resumed: bool
+    """The campaign was resumed meanwhile (its schedule unpaused), which ends the waiting."""
+
+
 class CampaignStops:
     """The stops in the store. Synchronous: async callers use `asyncio.to_thread`."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, campaign_id: str, *, mode: StopMode, reason: str, by: str) -> datetime:
-        """Write down a stop; the instant it counts from."""
-        at = datetime.now(UTC)
+    def record(self, campaign_id: str, *, mode: StopMode, reason: str, by: str, at: datetime | None = None) -> datetime:
+        """Write down a stop (at `at`, default now); the instant it counts from."""
+        at = at or datetime.now(UTC)
         row = {"campaign_id": campaign_id, "mode": mode.value, "reason": reason[:MAX_REASON], "by": by[:64], "at": at}
         with self.store.engine.begin() as connection:
             connection.execute(insert(campaign_stops).values(row))
@@ -94,8 +127,8 @@ class CampaignStops:
         return None if at is None else stored_utc(at)
 
 
-async def running_flows(client: Client, campaign_id: str) -> int:
-    return (await client.count_workflows(running_query(campaign_id))).count
+async def running_flows(client: Client, campaign_id: str, *, started_before: datetime | None = None) -> int:
+    return (await client.count_workflows(running_query(campaign_id, started_before=started_before))).count
 
 
 async def pruned_note(client: Client, campaign_id: str) -> str | None:
@@ -126,7 +159,7 @@ class Stopper:
         self.schedules = schedules
         self.stops = stops
 
-    async def stop(self, campaign_id: str, *, mode: StopMode, reason: str, by: str) -> StopResult:
+    async def stop(self, campaign_id: str, *, mode: StopMode, reason: str, by: str) -> Stopped:
         """Steps 1 to 4 (see the module); returns once the flows' cancellation has begun, not ended (`finish`).
 
         Raises:
@@ -137,49 +170,53 @@ class Stopper:
         why = _why(by, reason)
         paused = await self._pause(campaign_id, why)
         runs = await self._stop_runs(campaign_id, why)
-        flows = await running_flows(self.client, campaign_id)
+        at = datetime.now(UTC)
+        flows = await running_flows(self.client, campaign_id, started_before=at)
         if not (paused or runs or flows):
             raise NoCampaign(campaign_id)
         if self.stops is not None:
             try:
-                await asyncio.to_thread(self.stops.record, campaign_id, mode=mode, reason=reason, by=by)
+                await asyncio.to_thread(self.stops.record, campaign_id, mode=mode, reason=reason, by=by, at=at)
             except SQLAlchemyError as exc:  # stopping what can be stopped matters more than the record
                 log.error("stop of %s not recorded in the store: %s", campaign_id, first_line(exc))
         cancelled = 0
         if mode == StopMode.CANCEL and flows:
-            await self._cancel_flows(campaign_id, why, by)
+            await self._cancel_flows(campaign_id, why, by, before=at)
             cancelled = flows
         log.info("campaign %s %s (%s): %d flow(s) cancelled", campaign_id, why, mode, cancelled)
-        return StopResult(schedule="paused" if paused else "none", cancelled=cancelled)
+        result = StopResult(schedule="paused" if paused else "none", cancelled=cancelled)
+        return Stopped(campaign_id, mode, why, by, at, result)
 
     async def finish(
-        self,
-        campaign_id: str,
-        *,
-        mode: StopMode,
-        reason: str,
-        by: str,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        """Wait until visibility shows no running flow of the campaign; with `cancel`, cancel any it still shows
-        once the previous batch is done (flows started just before the stop show up late). The flows left
-        running when `timeout` seconds have passed (0: none left)."""
-        why = _why(by, reason)
+        self, stopped: Stopped, *, progress: Callable[[int], None] | None = None, timeout: float | None = None
+    ) -> Finished:
+        """Wait until visibility shows no running flow of the stop (started before it); with `cancel`, cancel
+        any it still shows once the previous batch is done (flows started just before the stop show up late).
+
+        Ends early when `timeout` seconds have passed, or when the campaign is resumed: from then on its
+        flows are no business of this stop (those started before it still send nothing, see the module)."""
+        cid = stopped.campaign_id
         deadline = None if timeout is None else time.monotonic() + timeout
         job: str | None = None
         next_batch = time.monotonic() + REBATCH_SECONDS  # `stop` has just started one
         while True:
-            running = await running_flows(self.client, campaign_id)
+            running = await running_flows(self.client, cid, started_before=stopped.at)
             if progress is not None:
                 progress(running)
             now = time.monotonic()
             if running == 0 or (deadline is not None and now >= deadline):
-                return running
-            if mode == StopMode.CANCEL and now >= next_batch and (job is None or await self._batch_done(job)):
-                job = await self._cancel_flows(campaign_id, why, by)
+                return Finished(running, resumed=False)
+            if stopped.result.schedule == "paused" and await self._resumed(cid):
+                return Finished(running, resumed=True)
+            if stopped.mode == StopMode.CANCEL and now >= next_batch and (job is None or await self._batch_done(job)):
+                job = await self._cancel_flows(cid, stopped.why, stopped.by, before=stopped.at)
                 next_batch = now + REBATCH_SECONDS
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _resumed(self, campaign_id: str) -> bool:
+        """Whether the schedule a stop paused runs again (`resume`, or a change of the campaign's file)."""
+        description = await describe(self.client, schedule_id(campaign_id))
+        return description is not None and not description.schedule.state.paused
 
     async def resume(self, campaign_id: str, *, by: str) -> str:
         """Unpause the campaign's schedule (its stopped flows stay stopped); says so.
@@ -226,14 +263,15 @@ class Stopper:
                         RUNS_CLOSE_WITHIN)  # fmt: skip
         return len(handles)
 
-    async def _cancel_flows(self, campaign_id: str, why: str, by: str) -> str | None:
-        """Cancel the running flows visibility shows: a batch operation (its job id), or one by one (None) when
-        the server already runs as many batch operations as it allows."""
+    async def _cancel_flows(self, campaign_id: str, why: str, by: str, *, before: datetime) -> str | None:
+        """Cancel the running flows started `before` that visibility shows: a batch operation (its job id), or
+        one by one (None) when the server already runs as many batch operations as it allows."""
         job = f"stop-{campaign_id}-{uuid.uuid4().hex[:12]}"
+        query = running_query(campaign_id, started_before=before)
         request = StartBatchOperationRequest(
             namespace=self.client.namespace,
             job_id=job,
-            visibility_query=running_query(campaign_id),
+            visibility_query=query,
             reason=why[:MAX_REASON],
             cancellation_operation=BatchOperationCancellation(identity=by),
         )
@@ -254,7 +292,7 @@ class Stopper:
                     if exc.status != RPCStatusCode.NOT_FOUND:
                         raise
 
-        ids = [e.id async for e in self.client.list_workflows(running_query(campaign_id))]
+        ids = [e.id async for e in self.client.list_workflows(query)]
         await asyncio.gather(*(cancel(i) for i in ids))
         return None
 

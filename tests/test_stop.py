@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from temporalio.api.batch.v1 import BatchOperationSignal
 from temporalio.api.workflowservice.v1 import StartBatchOperationRequest, StopBatchOperationRequest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from scheduler.api import create_app
@@ -26,7 +26,7 @@ from scheduler.flow.attributes import CAMPAIGN_ID, OUTCOME
 from scheduler.flow.models import FlowStatus, flow_input
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
 from scheduler.reconcile import Reconciler
-from scheduler.schedules import Action
+from scheduler.schedules import Action, ScheduleWriter
 from scheduler.stop import CampaignStops, StopMode, Stopper, StopResult, running_flows
 from scheduler.store import Store
 from scheduler.worker import make_worker
@@ -66,6 +66,7 @@ async def flows(c: Campaigns, cid: str, extra: str = "") -> list[Any]:
 class Api:
     http: httpx.AsyncClient
     c: Campaigns
+    app: Any
 
     async def stop(self, cid: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return await self.http.post(f"/campaigns/{cid}/stop", json=body)
@@ -79,7 +80,7 @@ async def api(campaigns: Campaigns) -> AsyncIterator[Api]:
         make_worker(campaigns.client, campaigns.settings),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
     ):
-        yield Api(http, campaigns)
+        yield Api(http, campaigns, app)
 
 
 async def test_stop_midway_through_a_paced_fanout_ends_every_flow_and_nothing_more_goes_out(api: Api) -> None:
@@ -316,10 +317,10 @@ async def test_a_pruned_campaign_s_flows_finish_and_plan_and_reconcile_say_how_t
             await asyncio.sleep(1)
             assert await running_flows(c.client, cid) == 1  # deleting the schedule left the flow alone
 
-            response = await Stopper(c.client, reconciler.schedules, None).stop(
+            stopped = await Stopper(c.client, reconciler.schedules, None).stop(
                 cid, mode=StopMode.CANCEL, reason="", by="test"
             )
-            assert response == StopResult(schedule="none", cancelled=1)  # no schedule left, the flow all the same
+            assert stopped.result == StopResult(schedule="none", cancelled=1)  # no schedule left, the flow all the same
             await eventually(lambda: _running(c, cid, 0), timeout=30)
     finally:
         await terminate_flows(c.client, cid)
@@ -374,3 +375,124 @@ async def _hold_the_batch_slot(c: Campaigns, tag: str) -> str:
 
 async def _closed(c: Campaigns, tag: str, n: int) -> None:
     assert (await c.client.count_workflows(f"CampaignId = '{tag}' AND ExecutionStatus != 'Running'")).count == n
+
+
+TWO_SENDS = """\
+[workflow]
+start_step = "s1"
+
+[workflow.steps.s1]
+node = "send_message"
+go_to = "w1"
+
+[workflow.steps.w1]
+node = "explicit_wait"
+params = { duration = "7s" }
+go_to = "s2"
+
+[workflow.steps.s2]
+node = "send_message"
+"""
+"""Two messages 7 s apart: longer than a stop's follow-up takes to cancel again what visibility shows running."""
+
+
+async def _start(c: Campaigns, name: str, tag: str) -> Any:
+    return await c.client.start_workflow(
+        FLOW_TYPE, _flow_input(c, name), id=f"{c.id(name)}-{tag}", task_queue=c.settings.temporal.task_queue,
+        result_type=FlowStatus,
+    )  # fmt: skip
+
+
+async def _stopped_with_one_flow_cancelled(api: Api, name: str, outbox: Outbox) -> Any:
+    """Start a flow, stop the campaign once the flow has sent its first message; that flow."""
+    c, cid = api.c, api.c.id(name)
+    before = await _start(c, name, "before")
+    await eventually(lambda: _sent(outbox, before.id, 1))
+    await eventually(lambda: _running(c, cid, 1))
+    response = await api.stop(cid, {})
+    assert (response.status_code, response.json()) == (202, {"schedule": "paused", "cancelled": 1})
+    return before
+
+
+async def _ran_as_usual(outbox: Outbox, flow: Any) -> None:
+    status = await asyncio.wait_for(flow.result(), timeout=30)
+    assert (status.path, status.outcome) == (["s1", "w1", "s2"], "completed")
+    assert await outcome_of(flow) == "completed"
+    await _sent(outbox, flow.id, 2)
+
+
+async def _was_stopped(outbox: Outbox, flow: Any) -> None:
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(flow.result(), timeout=30)
+    assert (await flow.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert await outcome_of(flow) == "stopped"
+    await _sent(outbox, flow.id, 1)
+
+
+async def test_a_flow_started_after_a_stop_sends_as_usual_while_the_stop_follows_up(api: Api) -> None:
+    c = api.c
+    c.write("fu", workflow=TWO_SENDS)
+    await c.sync()
+    cid = c.id("fu")
+    outbox = Outbox(c.settings.channels.outbox)
+    try:
+        before = await _stopped_with_one_flow_cancelled(api, "fu", outbox)
+        after = await _start(c, "fu", "after")  # the stop's follow-up runs in the background meanwhile
+        await _was_stopped(outbox, before)
+        await _ran_as_usual(outbox, after)
+        assert not api.app.state.background, "the follow-up of the stop still runs"
+        assert (await c.describe("fu")).schedule.state.paused
+    finally:
+        await terminate_flows(c.client, cid)
+
+
+async def test_stop_then_resume_then_a_new_flow_within_a_second_the_new_flow_runs(api: Api) -> None:
+    c = api.c
+    c.write("sr", workflow=TWO_SENDS)
+    await c.sync()
+    cid = c.id("sr")
+    outbox = Outbox(c.settings.channels.outbox)
+    try:
+        before = await _stopped_with_one_flow_cancelled(api, "sr", outbox)
+        stopped_at = time.monotonic()
+        follow_up = api.app.state.follow_ups[cid]
+        resumed = await api.http.post(f"/campaigns/{cid}/resume", json={})
+        assert resumed.status_code == 200, resumed.text
+        after = await _start(c, "sr", "after")
+        assert time.monotonic() - stopped_at < 1
+        await asyncio.sleep(0)
+        assert follow_up.cancelled() and cid not in api.app.state.follow_ups  # the resume ended it
+        await _was_stopped(outbox, before)
+        await _ran_as_usual(outbox, after)
+    finally:
+        await terminate_flows(c.client, cid)
+
+
+async def test_cli_stop_stops_waiting_when_the_campaign_is_resumed_elsewhere(
+    campaigns: Campaigns, tmp_path: Path
+) -> None:
+    c = campaigns
+    c.write("cw", workflow=WAITING)
+    await c.sync()
+    cid = c.id("cw")
+    config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
+                          task_queue=c.settings.temporal.task_queue)  # fmt: skip
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f'\n[store]\nurl = "{c.settings.store_url}"\n')
+    try:
+        async with make_worker(c.client, c.settings):
+            await c.client.get_schedule_handle(c.sid("cw")).trigger()
+            await eventually(lambda: _running(c, cid, 1), timeout=30)
+            waiting = asyncio.create_task(scheduler("stop", cid, "--mode", "drain", "--config", config))
+
+            async def paused() -> None:
+                assert (await c.describe("cw")).schedule.state.paused
+
+            await eventually(paused, timeout=20)
+            await Stopper(c.client, ScheduleWriter(c.client, c.settings), None).resume(cid, by="test")
+            run = await waiting  # without the resume it would wait for the flow's hour-long wait
+            assert run.code == 0, run
+            assert run.stderr.rstrip().endswith(f"{cid} was resumed; stopped waiting (1 flow(s) of the stop left)")
+            assert await running_flows(c.client, cid) == 1  # drained, not cancelled
+    finally:
+        await terminate_flows(c.client, cid)

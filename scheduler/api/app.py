@@ -112,6 +112,8 @@ def create_app(
     app.state.key_cache_seconds = key_cache_seconds
     app.state.background = set()
     """Tasks that outlive their request (a stop's follow-up); cancelled when the app stops."""
+    app.state.follow_ups = {}
+    """The running follow-up of each campaign's last stop (one of `background`), which its resume ends."""
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(campaigns.router)

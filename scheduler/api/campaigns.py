@@ -18,13 +18,14 @@ from scheduler.api.schedules import CampaignId
 from scheduler.api.workflows import MessageResponse
 from scheduler.errors import StoreUnavailable
 from scheduler.stats import CampaignStats, known_campaign_stats
-from scheduler.stop import MAX_REASON, CampaignStops, StopMode, Stopper, StopResult
+from scheduler.stop import MAX_REASON, CampaignStops, StopMode, Stopped, Stopper, StopResult
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 FOLLOW_UP_SECONDS = 600.0
-"""How long the API keeps cancelling the flows of a stopped campaign that visibility shows late."""
+"""How long the API keeps cancelling the flows of a stopped campaign that visibility shows late (a resume ends
+it sooner)."""
 
 
 class StopRequest(BaseModel):
@@ -63,32 +64,45 @@ async def stop(
     more goes out for a flow started before the stop, but for a message already handed to its channel."""
     body = body or StopRequest()
     stopper = await _stopper(request, client, schedules)
-    by = caller.by
-    result = await stopper.stop(campaign_id, mode=body.mode, reason=body.reason, by=by)
+    stopped = await stopper.stop(campaign_id, mode=body.mode, reason=body.reason, by=caller.by)
     if body.mode == StopMode.CANCEL:  # flows that visibility shows late are cancelled in the background
-        task = asyncio.create_task(_follow_up(stopper, campaign_id, reason=body.reason, by=by))
-        request.app.state.background.add(task)
-        task.add_done_callback(request.app.state.background.discard)
-    return result
+        _end_follow_up(request, campaign_id)  # this stop's covers the flows an earlier one's would
+        state = request.app.state
+        task = asyncio.create_task(_follow_up(stopper, stopped))
+        state.background.add(task)
+        state.follow_ups[campaign_id] = task
+        task.add_done_callback(state.background.discard)
+        task.add_done_callback(lambda t: state.follow_ups.get(campaign_id) is t and state.follow_ups.pop(campaign_id))
+    return stopped.result
 
 
-async def _follow_up(stopper: Stopper, campaign_id: str, *, reason: str, by: str) -> None:
+async def _follow_up(stopper: Stopper, stopped: Stopped) -> None:
     try:
-        left = await stopper.finish(campaign_id, mode=StopMode.CANCEL, reason=reason, by=by, timeout=FOLLOW_UP_SECONDS)
+        running, resumed = await stopper.finish(stopped, timeout=FOLLOW_UP_SECONDS)
     except Exception:
-        log.exception("stop of %s: cancelling its remaining flows failed", campaign_id)
+        log.exception("stop of %s: cancelling its remaining flows failed", stopped.campaign_id)
         return
-    if left:
-        log.warning("stop of %s: %d flow(s) still running after %.0f s (is a worker running?)", campaign_id, left,
-                    FOLLOW_UP_SECONDS)  # fmt: skip
+    if running and not resumed:
+        log.warning("stop of %s: %d flow(s) still running after %.0f s (is a worker running?)", stopped.campaign_id,
+                    running, FOLLOW_UP_SECONDS)  # fmt: skip
+
+
+def _end_follow_up(request: Request, campaign_id: str) -> None:
+    """Cancel this process's follow-up of the campaign's last stop, if it still runs (one elsewhere sees the
+    schedule unpaused within a second)."""
+    if (task := request.app.state.follow_ups.pop(campaign_id, None)) is not None:
+        task.cancel()
 
 
 @router.post("/{campaign_id}/resume", responses=errors({**auth_errors("write"), 404: "no schedule of that campaign"}))
 async def resume(
-    campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
+    request: Request, campaign_id: CampaignId, client: ClientDep, schedules: SchedulesDep, caller: WriteKey
 ) -> MessageResponse:
-    """Unpause the campaign's schedule; the flows a stop ended stay ended."""
-    return MessageResponse(message=await Stopper(client, schedules, None).resume(campaign_id, by=caller.by))
+    """Unpause the campaign's schedule and end the follow-up of its stop; the flows a stop ended stay ended, and
+    flows started from now on run as usual."""
+    message = await Stopper(client, schedules, None).resume(campaign_id, by=caller.by)
+    _end_follow_up(request, campaign_id)
+    return MessageResponse(message=message)
 
 
 @router.get(
