@@ -36,28 +36,13 @@ from scheduler.flow.contacts import redact
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.flow_client import signal_flow
+from scheduler.temporal import quote
 
 log = logging.getLogger(__name__)
 
 MAX_FLOWS = 100
 """At most this many flows are signalled for one reply (a contact in more flows than that is a mistake)."""
 _FIRST_PAUSE, _MAX_PAUSE = 0.05, 1.0
-
-
-def quote(value: str) -> str:
-    """`value` as a string literal of Temporal's visibility query language.
-
-    The server parses queries with a MySQL-dialect SQL parser, in which a backslash escapes the next
-    character and a quote ends the literal: both are escaped with a backslash, so no value can end
-    the literal early and add conditions to the query.
-
-    Two server quirks remain (Temporal 1.32, shown in tests/test_webhooks_api.py): it trims quotes
-    at either end of a value (`x'` is looked up as `x`), and its SQL stores re-escape a backslash
-    MySQL-style, which SQLite (the dev server) reads as two (`a\\b` is looked up as `a\\\\b`).
-    Lookups therefore re-check every listed flow's attribute for an exact match: such a value finds
-    no flow rather than someone else's.
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 - `running`: flows running now, per `CurrentStep`: one count per step of the definition the campaign's
   schedule runs (zeros included), then one for the flows at any other step (older definitions still
   running); if there are some, their steps are listed (at most `MAX_LISTED` flows) and counted one by one.
+  A step name visibility cannot look up (on the dev server one holding `"` or `\\`, see
+  `scheduler.temporal.quote`) matches no `CurrentStep = …` but is not left out by `NOT IN` either, so its
+  flows are among those listed: the listing counts them.
 - `outcomes`: flows that ended since `since`, per `Outcome` (every outcome named, zeros included).
 - `started`: flows started since `since`; `answered`: those of them with `ClientAnswered = true`.
 
@@ -13,6 +16,7 @@ There is no per-step Prometheus gauge on purpose: campaigns times steps labels w
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +29,7 @@ from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.schedules import applied_campaign
 from scheduler.status import managed_schedule, running_query
+from scheduler.temporal import quote
 
 OUTCOMES = ("completed", "converted", "failed", "opted_out", "stopped")
 """The outcomes a flow ends with (the memo `outcome` and the search attribute `Outcome`)."""
@@ -44,11 +49,6 @@ class CampaignStats(BaseModel):
     """Flows started since `since` whose customer answered (`ClientAnswered`)."""
     started: int
     """Flows started since `since`."""
-
-
-def literal(value: str) -> str:
-    """A string in a visibility query: single-quoted, a quote doubled (its grammar's escape)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 async def known_campaign_stats(client: Client, campaign_id: str, *, since: datetime | None = None) -> CampaignStats:
@@ -81,13 +81,13 @@ async def campaign_stats(
     started = f"{flows} AND StartTime >= '{since.isoformat()}'"
     closed = f"{flows} AND ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
     steps = list(dict.fromkeys(steps))
-    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(literal, steps))})" if steps else running
+    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(quote, steps))})" if steps else running
 
     async def count(query: str) -> int:
         return (await client.count_workflows(query)).count
 
     async def at_steps(names: list[str]) -> dict[str, int]:
-        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {literal(s)}") for s in names))
+        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {quote(s)}") for s in names))
         return dict(zip(names, found, strict=True))
 
     running_at, others, outcomes, started_n, answered_n = await asyncio.gather(
@@ -97,10 +97,12 @@ async def campaign_stats(
         count(started),
         count(f"{started} AND ClientAnswered = true"),
     )
-    if others:  # flows of older definitions, at steps the current one does not have
+    if others:  # flows of older definitions, at steps the current one does not have, or at unsearchable steps
         listed = client.list_workflows(elsewhere, limit=MAX_LISTED)
-        names = sorted({e.typed_search_attributes.get(CURRENT_STEP) or "" async for e in listed} - {""})
-        running_at |= await at_steps(names)
+        seen = Counter([e.typed_search_attributes.get(CURRENT_STEP) or "" async for e in listed])
+        del seen[""]
+        counted = await at_steps(sorted(seen))
+        running_at |= {step: max(n, seen[step]) for step, n in counted.items()}  # a count is exact, if it finds any
     return CampaignStats(
         campaign_id=campaign_id,
         since=since,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -493,3 +498,91 @@ async def test_openapi_send_signal_names_are_an_enum_and_an_unknown_one_stays_40
     signal_name = schema["components"]["schemas"]["SignalRequest"]["properties"]["signal_name"]
     assert signal_name["enum"] == ["cart-converted", "client-answered"]
     assert (await api.signal("anything", signal_name="client-shouted")).status_code == 400
+
+
+# Hostile JSON: what Python's parser takes and JSON has no answer for. Every JSON route answers a 422 naming the
+# field, never a 500 (before, the 422 itself failed to encode its echo of the value, or a NaN reached Temporal).
+
+NAN_IN_CUSTOMER = b'{"customer": {"id": "c1", "prices": [1.5, NaN]}}'
+SURROGATE_ID = b'{"workflow_id": "abandoned_cart-\\ud800"}'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "message"),
+    [
+        ("/start-workflow", NAN_IN_CUSTOMER, ["body", "customer"], "customer is not a JSON object of text, numbers"),
+        ("/start-workflow", b'{"cart": {"total": Infinity}}', ["body", "cart"], "cart is not a JSON object"),
+        ("/start-workflow", b'{"cart": {"\\udc00": 1}}', ["body", "cart"], "cart is not a JSON object"),
+        ("/start-workflow", SURROGATE_ID, ["body", "workflow_id"], "valid string"),
+        ("/send-signal", b'{"workflow_id": "w", "signal_name": "client-answered", "text": "\\ud800"}',
+         ["body", "text"], "lone surrogate"),
+        ("/suppressions", b'{"contact": "\\ud800"}', ["body", "contact"], "valid string"),
+        ("/campaigns/some-campaign/stop", b'{"reason": "\\ud800"}', ["body", "reason"], "valid string"),
+        ("/webhooks/replies", b'{"workflow_id": "w", "text": "\\ud800"}', ["body"], "Invalid JSON"),
+    ],
+    ids=["nan-in-customer", "infinity-in-cart", "surrogate-key-in-cart", "surrogate-id", "surrogate-text",
+         "surrogate-contact", "surrogate-stop-reason", "surrogate-webhook"],
+)  # fmt: skip
+async def test_nan_or_a_lone_surrogate_is_a_422_naming_the_field(
+    api: Api, path: str, body: bytes, loc: list[str], message: str
+) -> None:
+    response = await api.http.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == loc
+    assert message in error["msg"]
+    assert "input" not in error  # the echo of what was sent is what could not be encoded
+
+
+_BASE_BODIES: dict[str, dict[str, Any]] = {
+    "/start-workflow": {},
+    "/send-signal": {"workflow_id": "w", "signal_name": "client-answered"},
+    "/webhooks/replies": {"workflow_id": "w", "text": "yes"},
+    "/webhooks/conversions": {"cart_id": "k"},
+    "/suppressions": {"contact": "+12125550100"},
+    "/campaigns/some-campaign/stop": {},
+}
+_FIELDS = {
+    "/start-workflow": ["workflow_id", "campaign", "customer", "cart"],
+    "/send-signal": ["workflow_id", "run_id", "signal_name", "text", "reply_id"],
+    "/webhooks/replies": ["workflow_id", "customer_id", "contact", "text", "reply_id"],
+    "/webhooks/conversions": ["cart_id", "customer_id"],
+    "/suppressions": ["contact", "reason"],
+    "/campaigns/some-campaign/stop": ["mode", "reason"],
+}
+_HOSTILE = st.recursive(
+    st.sampled_from([math.nan, math.inf, -math.inf, "\ud800", "a\udfffb", "\udc00\ud800"]),
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=3)
+        | st.dictionaries(st.text(max_size=3) | st.just("\udbff"), inner, min_size=1, max_size=3)
+    ),
+    max_leaves=6,
+)
+"""A NaN, an infinity or a lone surrogate, alone or anywhere in lists and objects (keys too)."""
+
+
+@pytest.fixture
+def post(settings: Settings) -> Callable[[str, str], httpx.Response]:
+    """POST a JSON body to the app without Temporal: every body here is refused before any call to it."""
+    app = create_app(settings)
+
+    async def send(path: str, body: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            return await http.post(path, content=body, headers={"content-type": "application/json"})
+
+    return lambda path, body: asyncio.run(send(path, body))
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), path=st.sampled_from(sorted(_FIELDS)))
+def test_fuzz_json_routes_answer_hostile_values_with_a_422_never_a_500(
+    post: Callable[[str, str], httpx.Response], data: Any, path: str
+) -> None:
+    field = data.draw(st.sampled_from(_FIELDS[path]))
+    value = data.draw(_HOSTILE)
+    body = json.dumps({**_BASE_BODIES[path], field: value})  # NaN as NaN, a surrogate as its \u escape
+    response = post(path, body)
+    assert response.status_code == 422, (body, response.text)
+    detail = response.json()["detail"]
+    assert [e["loc"][:2] for e in detail] in ([["body", field]], [["body"]]), (body, detail)

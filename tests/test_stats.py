@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -147,3 +149,58 @@ async def test_a_since_without_an_offset_is_utc_whatever_the_machine_s_zone(
         time.tzset()
     assert response.status_code == 200, response.text
     assert datetime.fromisoformat(response.json()["since"]) == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+ODD_STEPS = """\
+[workflow]
+start_step = "it's"
+
+[workflow.steps."it's"]
+node = "explicit_wait"
+params = { duration = "1h" }
+go_to = 'say "hi"'
+
+[workflow.steps.'say "hi"']
+node = "explicit_wait"
+params = { duration = "1h" }
+go_to = 'back\\slash'
+
+[workflow.steps.'back\\slash']
+node = "explicit_wait"
+params = { duration = "1h" }
+"""
+"""Steps whose names hold a quote, a double quote, a backslash: visibility's literals must quote them."""
+
+
+async def test_steps_named_with_quotes_and_backslashes_are_counted_in_stats_and_on_the_dashboard(
+    campaigns: Campaigns, http: httpx.AsyncClient
+) -> None:
+    c = campaigns
+    c.write("odd", workflow=ODD_STEPS)
+    await c.sync()
+    cid = c.id("odd")
+    base = c.campaign("odd").workflow
+    older = WorkflowDefinition.model_validate(
+        {"start_step": "mix'\"\\", "steps": {"mix'\"\\": {"node": "explicit_wait", "params": {"duration": "1h"}}}}
+    )
+    at = {"it's": 1, 'say "hi"': 2, "back\\slash": 3}
+    try:
+        async with make_worker(c.client, c.settings):
+            for step, n in at.items():
+                for i in range(n):
+                    await start(c, "odd", f"{len(step)}-{i}", base.model_copy(update={"start_step": step}))
+            await start(c, "odd", "older", older)  # an older definition's step, named as badly
+            expected = {**at, "mix'\"\\": 1}
+
+            async def counted() -> None:
+                response = await http.get(f"/campaigns/{cid}/stats")
+                assert response.status_code == 200, response.text
+                assert response.json()["running"] == expected
+
+            await eventually(counted, timeout=20)
+            page = await http.get(f"/ui/campaigns/{cid}")
+            assert page.status_code == 200, page.text
+            rows = re.findall(r'<tr data-step="([^"]*)"><td>[^<]*</td><td class="n">(\d+)</td></tr>', page.text)
+            assert {html.unescape(step): int(n) for step, n in rows} == expected
+    finally:
+        await terminate_flows(c.client, cid)

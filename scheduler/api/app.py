@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
@@ -69,6 +72,25 @@ _STATUS: dict[type[SchedulerError], int] = {
 }
 
 
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """A 422's `detail`, which always encodes: without the `input` echo (a NaN or a lone surrogate of the
+    body would make the answer itself fail, and a 64 KiB record is no help), a lone surrogate in a
+    location or message written as its escape (`\\ud800`), any other value as text."""
+    return [_json_safe({k: v for k, v in error.items() if k != "input"}) for error in exc.errors()]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool | int) or value is None or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return _json_safe(str(value))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -124,6 +146,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[auth.ReadAccess] if settings.api.metrics_need_key else [])
     app.add_middleware(metrics.RequestMetrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
 
     @app.exception_handler(SchedulerError)
     async def scheduler_error(request: Request, exc: SchedulerError) -> JSONResponse:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from scheduler import temporal
 from scheduler.api.auth import Caller, Credentials, read_access
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.schedules import CampaignId, file_errors, message_ledger
@@ -26,7 +27,7 @@ from scheduler.cron import describe
 from scheduler.errors import NoCampaign
 from scheduler.graph import svg
 from scheduler.schedules import applied_campaign
-from scheduler.stats import campaign_stats, literal
+from scheduler.stats import campaign_stats
 from scheduler.status import managed_schedule, running_query, schedule_status, schedule_statuses
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -92,7 +93,7 @@ async def campaign_page(
     )
     if status is None:  # deleted meanwhile
         raise NoCampaign(campaign_id, running=False)
-    at_step = {s: f"{running_query(campaign_id)} AND CurrentStep = {literal(s)}" for s in stats.running}
+    at_step = {s: f"{running_query(campaign_id)} AND CurrentStep = {temporal.quote(s)}" for s in stats.running}
     links = {s: link for s, query in at_step.items() if (link := flows_link(settings, query))}
     zone = ZoneInfo(status.timezone or "UTC")
     source = Path(status.source).name if status.source else None

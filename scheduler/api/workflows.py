@@ -6,8 +6,10 @@ Both read JSON only (415 otherwise) up to a size limit (413), and refuse ids and
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from scheduler.api.auth import WriteAccess, auth_errors
 from scheduler.api.bodies import MAX_BODY, post_json
@@ -47,6 +49,15 @@ class StartResponse(BaseModel):
     message: str = STARTED
 
 
+def _unicode(value: str) -> str:
+    """Text Temporal can carry: JSON's `\\ud800` escape gives Python a lone surrogate, which UTF-8 cannot encode."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode: it holds a lone surrogate (U+D800 to U+DFFF)") from None
+    return value
+
+
 class SignalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -54,7 +65,7 @@ class SignalRequest(BaseModel):
     run_id: Id | None = None
     # Documented as an enum, checked at run time: an unknown name is the contract's 400, not a 422.
     signal_name: str = Field(json_schema_extra={"enum": sorted(SIGNALS)})
-    text: str | None = None
+    text: Annotated[str, AfterValidator(_unicode)] | None = None
     """Optional reply text; one keyword such as STOP or START changes the customer's consent instead (see
     `[compliance]`)."""
     reply_id: Id | None = None
