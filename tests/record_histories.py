@@ -1,10 +1,11 @@
 """Record the histories for the replay tests: `.venv/bin/python tests/record_histories.py [NAME…]`.
 
 Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each branch (a reply → step_3;
-no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, a
-flow whose first message finds its customer suppressed, a message held through quiet hours, a flow
-cancelled while it waits, a flow whose message finds its campaign stopped, and a campaign run with and
-without an audience and one cancelled while it starts flows, and writes
+no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, an
+opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
+its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
+through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, and
+a campaign run with and without an audience and one cancelled while it starts flows, and writes
 `tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
@@ -20,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS.parent))
@@ -56,6 +59,17 @@ WAIT_THEN_SEND = {
         "send": {"node": "send_message"},
     },
 }
+OPT_OUT_PATH = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {"node": "wait_answer", "condition": {"satisfied": "step_3", "not_satisfied": "step_7"}},
+        "step_3": {"node": "notify_creator"},
+        "step_7": {"node": "notify_creator", "go_to": "step_8"},
+        "step_8": {"node": "send_message", "params": {"template": "Sorry to see you go."}},
+    },
+}
+"""An opt-out's way on: step_2's `not_satisfied` edge tells the owner, then a message the suppression list stops."""
 TASK_QUEUE = "record-histories"
 SUPPRESSED_PHONE = "+15550009"
 """On the recording worker's suppression list."""
@@ -86,6 +100,12 @@ FLOWS = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
+OPT_OUTS = {
+    # name: (workflow id, whether the STOP comes while step_1's message goes, else in step_2's wait, phone)
+    "opt-out-before-wait": ("abandoned_cart-replay-opt-out-before-wait", True, "+15550012"),
+    "opt-out-in-wait-answer": ("abandoned_cart-replay-opt-out-in-wait-answer", False, "+15550013"),
+}
+"""Flows of `OPT_OUT_PATH` that get a STOP (its contact suppressed first, as the API does): both take the same path."""
 STOPPED = ("stopped", "abandoned_cart-replay-stopped")
 """A flow cancelled while it waits for an answer (its campaign stopped): it ends `stopped`."""
 HELD = ("quiet-hold", "abandoned_cart-replay-quiet-hold")
@@ -202,6 +222,65 @@ async def record(
     return await save(name, handle, ended(await handle.result()))
 
 
+class HeldSends(Interceptor):
+    """Holds a `send_message` activity of a flow in `held` (by workflow id), once sent, until its event is set."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+
+    def hold(self, workflow_id: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(sent: the message went and the activity waits, release: set it to let the activity end)."""
+        return self.held.setdefault(workflow_id, (asyncio.Event(), asyncio.Event()))
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        held = self.held
+
+        class Hold(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                result = await super().execute_activity(input)
+                info = activity.info()
+                if info.activity_type == "send_message" and info.workflow_id in held:
+                    sent, release = held.pop(info.workflow_id)
+                    sent.set()
+                    await release.wait()
+                return result
+
+        return Hold(next)
+
+
+async def record_opt_out(
+    env: WorkflowEnvironment,
+    name: str,
+    workflow_id: str,
+    during_send: bool,
+    phone: str,
+    *,
+    consent: Consent,
+    sends: HeldSends,
+) -> Path:
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(OPT_OUT_PATH),
+        campaign_id="abandoned-cart",
+        owner="owner@example.com",
+        customer={"id": "c1", "phone": phone, "name": "Ada"},
+    )
+    sent, release = sends.hold(workflow_id) if during_send else (None, None)
+    handle = await start(env, workflow_id, flow)
+    if sent is not None:
+        await asyncio.wait_for(sent.wait(), timeout=30)
+    else:
+        await until_in(handle, "step_2")
+    consent.suppress(phone, reason="keyword STOP")
+    await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="STOP", channel="sms", opt_out=True))
+    for _ in range(200):  # the flow has it before step_1 ends
+        if (await handle.query(STATUS_QUERY, result_type=FlowStatus)).replies:
+            break
+        await asyncio.sleep(0.05)
+    if release is not None:
+        release.set()
+    return await save(name, handle, ended(await handle.result()))
+
+
 async def record_stopped(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
     flow = FlowInput(
         definition=WorkflowDefinition.model_validate(SEED),
@@ -273,11 +352,15 @@ async def main(names: list[str]) -> None:
             store = Store.open(f"sqlite:///{tmp}/scheduler.db")
             consent = Consent(store)
             consent.suppress(SUPPRESSED_PHONE, reason="keyword STOP")
-            async with make_worker(env.client, settings, task_queue=TASK_QUEUE, consent=consent):
+            sends = HeldSends()
+            async with make_worker(env.client, settings, task_queue=TASK_QUEUE, consent=consent, interceptors=[sends]):
                 for name, flow in FLOWS.items():
                     if names and name not in names:
                         continue
                     await record(env, name, *flow)
+                for name, opt_out in OPT_OUTS.items():
+                    if not names or name in names:
+                        await record_opt_out(env, name, *opt_out, consent=consent, sends=sends)
                 if not names or STOPPED[0] in names:
                     await record_stopped(env, *STOPPED)
                 if not names or HELD[0] in names:

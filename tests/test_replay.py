@@ -38,6 +38,19 @@ EXPECTED = {
     "opt-out": ("abandoned_cart-replay-opt-out", ["send_message"], ["started", "canceled"]),
     # an opt-out ends a flow in its 1m explicit_wait: nothing sent, outcome opted_out
     "opt-out-in-wait": ("abandoned_cart-replay-opt-out-in-wait", [], ["started", "canceled"]),
+    # a STOP while step_1's message goes counts for step_2's wait (no timer): not_satisfied, the owner is told,
+    # step_8's message finds the customer suppressed
+    "opt-out-before-wait": (
+        "abandoned_cart-replay-opt-out-before-wait",
+        ["send_message", "notify_creator", "send_message"],
+        [],
+    ),
+    # the same STOP in step_2's wait: the same path
+    "opt-out-in-wait-answer": (
+        "abandoned_cart-replay-opt-out-in-wait-answer",
+        ["send_message", "notify_creator", "send_message"],
+        ["started", "canceled"],
+    ),
     # step_1's message finds the customer suppressed: nothing sent, the flow ends opted_out
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", ["send_message"], []),
     # the message waits out quiet hours (the service's window, asked by local activity): one hold, then the send
@@ -59,6 +72,14 @@ EXPECTED = {
 PATCHES = {
     "opt-out": ["reply-ids-attribute"],
     "opt-out-in-wait": ["reply-ids-attribute", "opt-out-exit", "outcome-attribute"],
+    "opt-out-before-wait": [
+        "reply-ids-attribute",
+        "opt-out-exit",
+        "opt-out-before-wait",
+        "opted-out-outcome",
+        "outcome-attribute",
+    ],
+    "opt-out-in-wait-answer": ["reply-ids-attribute", "opted-out-outcome", "opt-out-exit", "outcome-attribute"],
     "suppressed-send": ["opt-out-exit", "outcome-attribute"],
     "quiet-hold": ["outcome-attribute"],
     "stopped": ["stopped-outcome", "outcome-attribute"],

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.campaign import load_campaign
+from scheduler.config import Settings
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.simulate import all_plans, count_paths
+from scheduler.flow.simulation import PlannedReply, SimulationPlan
+from scheduler.simulate import all_plans, count_paths, simulate
 from tests.helpers import ROOT
 from tests.helpers.campaigns import WAITING, campaign_toml
 from tests.helpers.cli import assert_one_line_error, scheduler
@@ -164,3 +166,52 @@ params = { template = "Sorry to see you go" }
     assert [m["step"] for m in stopped["messages"]] == ["send"]  # STOP suppressed the contact: no "sorry"
     (late,) = await simulated(after_stop, "--reply", "wait=STOP@2h")  # the wait timed out first: no opt-out
     assert (late["outcome"], [m["step"] for m in late["messages"]]) == ("completed", ["send", "sorry"])
+
+
+STOP_THEN_TELL = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1h" }
+condition = { not_satisfied = "owner" }
+
+[workflow.steps.owner]
+node = "notify_creator"
+go_to = "sorry"
+
+[workflow.steps.sorry]
+node = "send_message"
+params = { template = "Sorry to see you go" }
+"""
+
+
+async def test_a_stop_while_the_message_before_the_wait_is_held_takes_the_waits_edge(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A STOP during quiet hours, while `send` (right before `wait`) holds its message, counts for `wait` as the
+    same STOP in `wait` does: the owner is told, the customer gets nothing more (not the held message either)."""
+    now = datetime.now(UTC)
+    window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
+    file = tmp_path / "stop.toml"
+    file.write_text(
+        campaign_toml("stop", workflow=f'[delivery]\nquiet_hours = "{window}"\n\n' + STOP_THEN_TELL), encoding="utf-8"
+    )
+    campaign, problems = load_campaign(file)
+    assert campaign is not None, problems
+    plans = [
+        ([], SimulationPlan(replies=[PlannedReply(step=step, text="STOP", after=after, opt_out=True)]))
+        for step, after in (("send", timedelta(minutes=10)), ("wait", timedelta(0)))
+    ]
+    customer = {"id": "c1", "name": "Ada", "phone": "+12125550100", "timezone": "UTC"}
+    held, waiting = await simulate(campaign, settings, plans, customer=customer, cart={})
+    for run in (held, waiting):
+        assert (run.path, run.outcome) == (["send", "wait", "owner", "sorry"], "opted_out")
+        assert run.events[1:] == ["condition_not_satisfied", "condition_satisfied", "condition_not_satisfied"]
+    assert [m.step for m in held.messages] == ["owner"]
+    assert [m.step for m in waiting.messages] == ["send", "owner"]

@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.consent import Consent
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import (
     CAMPAIGN_ID,
@@ -27,8 +30,10 @@ from scheduler.flow.models import FlowInput
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import new_workflow_id
+from scheduler.store import Store
 from scheduler.worker import make_worker
-from tests.helpers.flows import start_flow_input, status
+from tests.helpers.flows import reaches, start_flow_input, status
+from tests.helpers.waiting import eventually
 
 OWNER = "owner@example.com"
 PHONE = "+15550001"
@@ -70,6 +75,38 @@ TWO_WAITS = {
         "step_3": {"node": "notify_creator"},
         "step_4": {"node": "send_message"},
         "step_5": {"node": "send_message"},
+    },
+}
+# An opt-out's way on: step_2's not_satisfied edge tells the owner, then a customer message (suppressed by then).
+STOP_PATH = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {
+            "node": "wait_answer",
+            "condition": {"satisfied": "step_3", "not_satisfied": "step_7", "timeout": "step_4"},
+        },
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "send_message"},
+        "step_7": {"node": "notify_creator", "go_to": "step_8"},
+        "step_8": {"node": "send_message", "params": {"template": "Sorry to see you go."}},
+    },
+}
+# A message that leads to a wait only when it is sent; not sent, the owner is told.
+SENT_THEN_ASK = {
+    "start_step": "send",
+    "steps": {
+        "send": {"node": "send_message", "condition": {"satisfied": "ask", "not_satisfied": "owner"}},
+        "ask": {"node": "wait_answer", "condition": {"not_satisfied": "owner"}},
+        "owner": {"node": "notify_creator"},
+    },
+}
+# A pause, then a message: no wait follows the pause.
+WAIT_THEN_SEND = {
+    "start_step": "wait",
+    "steps": {
+        "wait": {"node": "explicit_wait", "params": {"duration": "10m"}, "go_to": "send"},
+        "send": {"node": "send_message"},
     },
 }
 
@@ -186,6 +223,108 @@ async def test_flow_duplicate_reply_id_counted_once(
     assert queried.replies == expected
     assert result.replies == expected
     assert result.path == ["step_1", "step_2", "step_3"]
+
+
+# Opt-outs: the same path whenever they come
+
+
+class HeldSend(Interceptor):
+    """Holds a step's `send_message` activity until `release` is set, and says when (`started`): before the real
+    activity runs (it then finds the contact suppressed) or after it (the message went, the step has not ended)."""
+
+    def __init__(self, step: str, *, before: bool) -> None:
+        self.step, self.before = step, before
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        held = self
+
+        class Hold(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                if activity.info().activity_type != "send_message" or input.args[0].step != held.step:
+                    return await super().execute_activity(input)
+                if held.before:
+                    held.started.set()
+                    await held.release.wait()
+                result = await super().execute_activity(input)
+                held.started.set()
+                await held.release.wait()
+                return result
+
+        return Hold(next)
+
+
+async def opt_out(handle: WorkflowHandle, consent: Consent) -> None:
+    """What an opt-out keyword does: the contact goes on the list, then its flow gets the reply."""
+    consent.suppress(PHONE, reason="keyword STOP")
+    await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="stop", text="STOP", opt_out=True))
+
+    async def delivered() -> None:
+        assert (await status(handle)).replies == 1
+
+    await eventually(delivered)
+
+
+async def run_with_opt_out(
+    env: WorkflowEnvironment, settings: Settings, task_queue: str, data: dict[str, Any], *, during: str
+) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    """Run `data` with an opt-out that comes while the first step's message is held (`before` or `after` it
+    went) or, for any other `during`, once the flow is in that step; the result, memo steps and outbox steps."""
+    store = Store.open(settings.store_url)
+    held = HeldSend(data["start_step"], before=during == "before")
+    try:
+        async with make_worker(
+            env.client, settings, task_queue=task_queue, consent=Consent(store), interceptors=[held]
+        ):
+            handle = await start(env, definition(data), task_queue)
+            if during in ("before", "after"):
+                await asyncio.wait_for(held.started.wait(), timeout=15)
+                await opt_out(handle, Consent(store))
+                held.release.set()
+            else:
+                held.release.set()
+                await reaches(handle, during)
+                await opt_out(handle, Consent(store))
+            result = await asyncio.wait_for(handle.result(), timeout=60)
+    finally:
+        held.release.set()
+        store.close()
+    steps = await (await handle.describe()).memo_value("steps", default=[])
+    return result, steps, [line["step"] for line in Outbox(settings.channels.outbox).read()]
+
+
+@pytest.mark.parametrize("during", ["before", "after", "step_2"], ids=["before-send", "after-send", "in-wait"])
+async def test_opt_out_during_the_step_before_a_wait_counts_for_the_wait(
+    ts_env, settings: Settings, task_queue: str, during: str
+) -> None:
+    """A STOP while step_1's message goes (before the list check or after the send) takes step_2's
+    not_satisfied edge, as the same STOP in step_2 does: the owner is told, the customer gets nothing more."""
+    result, steps, sent = await run_with_opt_out(ts_env, settings, task_queue, STOP_PATH, during=during)
+    assert (result.path, result.outcome) == (["step_1", "step_2", "step_7", "step_8"], "opted_out")
+    assert [s["event"] for s in steps[1:]] == [
+        "condition_not_satisfied",
+        "condition_satisfied",
+        "condition_not_satisfied",
+    ]
+    assert sent == (["step_7"] if during == "before" else ["step_1", "step_7"])  # the owner's; never step_8
+
+
+@pytest.mark.parametrize(
+    ("data", "during", "path", "sent"),
+    [
+        (WAIT_THEN_SEND, "wait", [], []),
+        (SENT_THEN_ASK, "before", ["send"], []),
+        (SENT_THEN_ASK, "after", ["send", "ask", "owner"], ["send", "owner"]),
+    ],
+    ids=["no-wait-next", "edge-not-to-the-wait", "edge-to-the-wait"],
+)
+async def test_opt_out_elsewhere_ends_the_flow(
+    ts_env, settings: Settings, task_queue: str, data: dict[str, Any], during: str, path: list[str], sent: list[str]
+) -> None:
+    """Where no wait_answer comes next, the flow ends: at once, or once the step shows its edge leads elsewhere
+    (its message found the contact suppressed, so it was not sent, and the owner is not told)."""
+    result, _, went = await run_with_opt_out(ts_env, settings, task_queue, data, during=during)
+    assert (result.path, result.outcome, went) == (path, "opted_out", sent)
 
 
 # Memo, search attributes, outbox

@@ -6,6 +6,8 @@ through activities called by name.
 Ending early: the steps run in a task that races a wait for a signal that ends the flow: a
 `cart-converted` signal when the definition has `exit_on = ["cart-converted"]` (outcome `converted`),
 or an opt-out reply (`Reply.opt_out`) that no `wait_answer` is waiting for (outcome `opted_out`).
+An opt-out that comes while the step right before a `wait_answer` runs is kept for that wait instead, as any
+reply is: the path must not depend on whether it came a moment before the wait or in it (`add_reply`).
 The signal cancels the task wherever it is (a timer, an activity in flight: Temporal turns the
 cancellation into cancel commands), and no later step starts. The race itself issues no command, so
 histories of flows that never got such a signal replay unchanged; where one comes, the
@@ -44,9 +46,10 @@ from scheduler.flow.attributes import (
     reply_key,
 )
 from scheduler.flow.contacts import customer_contacts
-from scheduler.flow.definition import validate_definition
+from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.models import ActivityInput, DeliveryPolicy, FlowInput, FlowStatus, MessageEvent, StepRecord
 from scheduler.flow.nodes import ActivityOutcome, EventType, NodeParams, get_node
+from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
 
@@ -59,6 +62,8 @@ OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
 """Flows that ended before the `Outcome` search attribute existed did not upsert it."""
+OPT_OUT_BEFORE_WAIT_PATCH = "opt-out-before-wait"
+"""An opt-out during the step before a `wait_answer` ended the flow at once, skipping the wait's `not_satisfied`."""
 STOPPED_OUTCOME_PATCH = "stopped-outcome"
 """Flows cancelled before the `stopped` outcome existed ended with no outcome (no memo or attribute upsert)."""
 MIN_HOLD = timedelta(seconds=1)
@@ -121,6 +126,8 @@ class FlowRun:
         """An activity found the campaign stopped since the flow started: no later step runs; ends `stopped`."""
         self.opt_out_exit = False
         """An opt-out reply came while no `wait_answer` waited for it: the flow ends at once, `opted_out`."""
+        self._opt_out_for_wait = False
+        """An opt-out reply came while a step that may lead to a `wait_answer` ran: kept for that wait (`add_reply`)."""
         self._waiting_for_replies = False
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
@@ -139,6 +146,11 @@ class FlowRun:
     def add_reply(self, reply: Reply) -> None:
         """Keep a reply for the current or next wait; a repeated `reply_id` is ignored.
 
+        An opt-out ends the flow at once, unless a `wait_answer` waits for it or comes next: during the step
+        right before one it counts for that wait, as any reply does, so the wait's `not_satisfied` edge runs
+        whether it came a moment before the wait or in it. Which edge that step takes is known when it ends
+        (`_run_step`): if not to the wait, the flow ends then.
+
         A new id is written to `ReplyIds` at once (not with the next state write, which may be days
         away), so the API recognises a redelivery, also after the flow has ended.
         """
@@ -152,7 +164,17 @@ class FlowRun:
             reply = reply.model_copy(update={"received_at": workflow.now()})
         self._replies.append(reply)
         if reply.opt_out and not self._waiting_for_replies and workflow.patched(OPT_OUT_EXIT_PATCH):
-            self.opt_out_exit = True
+            if self._may_lead_to_wait() and workflow.patched(OPT_OUT_BEFORE_WAIT_PATCH):
+                self._opt_out_for_wait = True
+            else:
+                self.opt_out_exit = True
+
+    def _may_lead_to_wait(self) -> bool:
+        """Whether an edge of the current step leads to a `wait_answer` (the definition is not validated yet
+        when a signal comes before the first step)."""
+        if (step := self.definition.steps.get(self.current_step)) is None or (node := get_node(step.node)) is None:
+            return False
+        return any(_is_wait(self.definition, step.next_step(event)) for event in node.events)
 
     def add_conversion(self, conversion: Conversion) -> None:
         """Record that the customer bought; only the first conversion counts.
@@ -249,7 +271,9 @@ class FlowRun:
             summary=f"{self.current_step}: {name}",
         )
         if outcome.suppressed and workflow.patched(OPT_OUT_EXIT_PATCH):
-            self.suppressed = self.opted_out = True
+            self.opted_out = True
+            # Suppressed by the opt-out kept for the next wait: the flow goes on to that wait (`_run_step`).
+            self.suppressed = not self._opt_out_for_wait
         if outcome.stopped:
             self.stopped = True
             self._notes["reason"] = "stopped"
@@ -390,7 +414,15 @@ class FlowRun:
             self._write_state()
         event = await node.run(self, params)
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))
-        return None if self.suppressed or self.stopped else step.next_step(event)
+        if self.suppressed or self.stopped:
+            return None
+        next_name = step.next_step(event)
+        if self._opt_out_for_wait:  # an opt-out came during this step: its wait takes it, or the flow ends here
+            self._opt_out_for_wait = False
+            if not _is_wait(self.definition, next_name):
+                self.opted_out = True
+                return None
+        return next_name
 
     def _write_state(self, *, outcome: str | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`.
@@ -425,6 +457,11 @@ class FlowRun:
     def _finish(self, outcome: str) -> None:
         self.outcome = outcome
         self._write_state(outcome=outcome)
+
+
+def _is_wait(definition: WorkflowDefinition, name: str | None) -> bool:
+    step = definition.steps.get(name) if name else None
+    return step is not None and isinstance(get_node(step.node), WaitAnswer)
 
 
 async def _cancel(steps: asyncio.Task[bool]) -> None:

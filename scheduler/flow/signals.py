@@ -32,7 +32,8 @@ class Reply(BaseModel):
     received_at: datetime | None = None
     opt_out: bool = False
     """The reply is an opt-out keyword of the service (`[compliance] opt_out_keywords`), already on the
-    suppression list: the flow ends at once, `opted_out`, unless a `wait_answer` is waiting for it."""
+    suppression list: the flow ends at once, `opted_out`, unless a `wait_answer` is waiting for it or comes
+    right after the step in progress (then that wait takes its `not_satisfied` edge, `engine.FlowRun.add_reply`)."""
 
 
 class Conversion(BaseModel):

@@ -28,7 +28,7 @@ SIMULATION_MEMO = "simulation"
 
 class PlannedReply(BaseModel):
     step: str
-    """The `wait_answer` step the reply comes in."""
+    """The step the reply comes in (`scheduler simulate --reply` takes `wait_answer` steps)."""
     text: str
     after: timedelta = timedelta(0)
     """From the moment the flow enters the step."""
