@@ -333,7 +333,7 @@ def start(
 def signal(
     workflow_id: Annotated[str, typer.Argument(help="The flow's workflow id")],
     name: Annotated[str, typer.Option("--name", help="Signal name")] = CLIENT_ANSWERED_SIGNAL,
-    text: Annotated[str | None, typer.Option(help="Reply text (STOP opts out)")] = None,
+    text: Annotated[str | None, typer.Option(help="Reply text (STOP opts out; START, YES opt in and answer)")] = None,
     reply_id: Annotated[str | None, typer.Option("--reply-id", help="A repeated reply id is ignored")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
     config: ConfigOpt = None,
@@ -341,7 +341,8 @@ def signal(
     """Send a signal to a running flow (like POST /send-signal).
 
     A reply that is one keyword (STOP, START, HELP, … see `[compliance]`) changes the consent of the
-    flow's customer in every campaign instead, also when the flow has ended.
+    flow's customer in every campaign, also when the flow has ended; an opt-in (START, YES) also
+    answers the flow when it is running, STOP ends it, HELP leaves it waiting.
     """
     from scheduler.flow.signals import Reply
     from scheduler.flow_client import signal_flow, signal_sent

@@ -1,12 +1,14 @@
-"""STOP, START and HELP: a reply that is one keyword changes consent, in every campaign, instead of reaching
-flows as an answer (`[compliance]` lists the words).
+"""STOP, START and HELP: a reply that is one keyword changes consent, in every campaign (`[compliance]`
+lists the words).
 
 - An opt-out puts the sender's contacts on the suppression list (before the reply is answered), then
   ends every running flow of those contacts with outcome `opted_out`: they get the reply with
   `opt_out` set (a `wait_answer` that waits for it takes its `not_satisfied` edge instead, and the list
   stops any later message). `stop_confirmation` is sent once per opt-out.
-- An opt-in takes them off the list (the history stays) and sends `start_confirmation`.
-- HELP changes nothing and is answered with `help_reply`.
+- An opt-in takes them off the list (the history stays) and sends `start_confirmation` when it did;
+  then it is an ordinary reply to the sender's running flows ("Reply YES for your cart link"): lifted
+  first, so a flow that answers it with a message at once finds the contact no longer suppressed.
+- HELP changes nothing and is answered with `help_reply`; flows keep waiting for a real answer.
 
 Keywords count whether or not a flow of the sender is running: they are never "unmatched".
 """
@@ -29,7 +31,8 @@ from scheduler.consent import Consent
 from scheduler.errors import DeliveryError, NoFlowForReply, NotSuppressed
 from scheduler.flow.attributes import CAMPAIGN_ID, CUSTOMER_CONTACT
 from scheduler.flow.contacts import redact
-from scheduler.flow.signals import Reply
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
+from scheduler.flow_client import signal_sent
 from scheduler.replies import FlowTarget, flows_of, route_reply
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,9 @@ class Handled:
     contacts: list[str] = field(default_factory=list)
     """The sender's normalized contacts the keyword applied to."""
     signaled: list[str] = field(default_factory=list)
-    """The flows an opt-out ended (or, redelivered, had ended)."""
+    """The flows an opt-out ended, or an opt-in reached as a reply (redelivered: the first delivery's)."""
+    lifted: int = 0
+    """How many of `contacts` an opt-in took off the suppression list."""
     answer: str = ""
     """What to send back to the sender (a confirmation or the help text; empty: nothing)."""
 
@@ -67,6 +72,9 @@ class Handled:
         contacts = len(self.contacts)
         if self.keyword == "opt_out":
             return f"Opted out {contacts} contact(s) of workflow {workflow_id}; ended flows: {len(self.signaled)}"
+        if self.keyword == "opt_in" and workflow_id in self.signaled:
+            sent = signal_sent(CLIENT_ANSWERED_SIGNAL, workflow_id)
+            return f"{sent}; opted {self.lifted} contact(s) back in" if self.lifted else sent
         if self.keyword == "opt_in":
             return f"Opted in {contacts} contact(s) of workflow {workflow_id}"
         return f"Help requested by the customer of workflow {workflow_id}"
@@ -85,6 +93,10 @@ async def apply_keyword(
 
     `send_answer`: send the confirmation or help text through the sender's channel; False where the
     caller answers itself (Twilio sends the TwiML answer back).
+
+    An opt-in is then routed like any reply (`route_reply`, waiting up to `webhooks.route_timeout`
+    for a flow started a moment ago, unless it lifted a suppression), after the lift and its
+    confirmation; no flow is no error.
     """
     found = keyword_of(reply.text, settings.compliance)
     if found is None:
@@ -109,19 +121,27 @@ async def apply_keyword(
         handled.signaled = await _end_flows(client, contacts, target, marked)
         handled.answer = compliance.stop_confirmation if created else ""
     elif keyword == "opt_in":
-        lifted = False
         for contact in contacts:
             try:
                 await asyncio.to_thread(consent.lift, contact, reason=f"keyword {word}")
-                lifted = True
+                handled.lifted += 1
             except NotSuppressed:
                 pass
-        handled.answer = compliance.start_confirmation if lifted else ""
+        handled.answer = compliance.start_confirmation if handled.lifted else ""
     else:
         handled.answer = compliance.help_reply
     log.info("%s (%s) from %s", word, keyword, ", ".join(redact(c) for c in contacts) or str(target))
     if send_answer:
         await _send_answer(settings, contacts, handled.answer)
+    if keyword == "opt_in":
+        # Campaign runs start no flow for a suppressed contact, and one that waited through the
+        # suppression is listed by now: one lookup, so the provider (and the customer's
+        # confirmation, in Twilio's answer) need not wait for a flow that is not coming.
+        timeout = timedelta(0) if handled.lifted else settings.webhooks.route_timeout
+        try:
+            handled.signaled = await route_reply(client, target=target, reply=reply, timeout=timeout)
+        except NoFlowForReply:
+            log.info("%s from %s reached no running flow", word, target)
     return handled
 
 

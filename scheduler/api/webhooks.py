@@ -128,7 +128,8 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep, co
     """A customer's reply from any provider that posts JSON; Standard Webhooks signed when `webhooks.secret` is set.
 
     A reply that is one keyword (STOP, START, HELP, … see `[compliance]`) changes consent in every
-    campaign and is answered 202 whether or not a flow matched; an opt-out lists the flows it ended.
+    campaign and is answered 202 whether or not a flow matched: an opt-out lists the flows it ended,
+    an opt-in (YES) is also a reply and lists the flows it reached, HELP leaves them waiting.
     """
     body, msg_id = await read_signed_json(request, settings.webhooks.secret)
     data = _validate(lambda: ReplyRequest.model_validate_json(body))

@@ -66,8 +66,8 @@ class SignalRequest(BaseModel):
     # Documented as an enum, checked at run time: an unknown name is the contract's 400, not a 422.
     signal_name: str = Field(json_schema_extra={"enum": sorted(SIGNALS)})
     text: Annotated[str, AfterValidator(_unicode)] | None = None
-    """Optional reply text; one keyword such as STOP or START changes the customer's consent instead (see
-    `[compliance]`)."""
+    """Optional reply text; one keyword changes the customer's consent (see `[compliance]`): STOP instead of
+    answering, START or YES as well as answering, HELP leaves the flow waiting."""
     reply_id: Id | None = None
     """Optional id: a repeated one is ignored by the flow."""
 
@@ -121,7 +121,8 @@ async def send_signal(
     """Send `client-answered` (a reply) or `cart-converted` to a running flow.
 
     A reply whose text is one keyword (STOP, START, HELP, … see `[compliance]`) changes the consent
-    of the flow's customer in every campaign instead, also when the flow has ended.
+    of the flow's customer in every campaign, also when the flow has ended; an opt-in (START, YES)
+    also answers the flow when it is running, STOP ends it, HELP leaves it waiting.
     """
     reply = Reply(reply_id=body.reply_id, text=body.text, channel="api")
     if body.signal_name == CLIENT_ANSWERED_SIGNAL:
