@@ -7,7 +7,9 @@ import csv
 import io
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -16,7 +18,8 @@ from scheduler import contact_locks
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
-from scheduler.store import Store, head_revision, suppressions
+from scheduler.flow.contacts import normalize_contact
+from scheduler.store import Store, head_revision, sends, suppressions
 from tests.helpers.cli import scheduler, write_config
 
 
@@ -359,3 +362,75 @@ async def test_suppress_import_cli_exits_1_naming_the_line_of_a_malformed_file(t
     source.write_text("contact\n+12125550100\n+12125550101\n", encoding="utf-8")
     run = await scheduler("suppress", "import", str(source), "--config", config)
     assert (run.code, run.stdout) == (0, "imported: 1 added, 1 already suppressed, 0 bad\n")
+
+
+@pytest.mark.parametrize(
+    ("suppressed", "sent_to"),
+    [
+        ("Ann@Bücher.de", "ann@xn--bcher-kva.de"),
+        ("ann@XN--BCHER-KVA.de", "ANN@bücher.DE"),
+        ("a\u200bnn@example.com", "Ann@Example.com\u200f"),
+        ("+1 212\u200b555 0142", "\u200f(212) 555-0142"),
+    ],
+    ids=["idn-then-punycode", "punycode-then-idn", "zero-width-and-rtl-mark", "phone-invisible"],
+)
+def test_one_contact_whatever_its_spelling_is_suppressed_once(consent: Consent, suppressed: str, sent_to: str) -> None:
+    entry, created = consent.suppress(suppressed, reason="api")
+    assert created
+    assert consent.suppressed([normalize_contact(sent_to)]) == {entry.contact}
+    assert not consent.suppress(sent_to, reason="api")[1]
+    assert consent.import_csv(io.StringIO(f"contact\n{sent_to}\n")).already == 1
+    consent.lift(sent_to, reason="api")
+    assert consent.count() == 0
+
+
+def test_upgrade_respells_stored_addresses_and_merges_what_became_one_contact(store_url: str) -> None:
+    """Entries written under the old rule (a Unicode domain, a zero-width space) match today's spelling."""
+    store = Store.open(store_url)
+    now = datetime.now(UTC)
+
+    def sent(contact: str) -> dict[str, Any]:
+        return {
+            "contact": contact,
+            "key": contact,
+            "channel": "smtp",
+            "campaign_id": "a",
+            "workflow_id": "w",
+            "step": "s",
+            "at": now,
+        }
+
+    def entry(contact: str, *, lifted: bool = False) -> dict[str, Any]:
+        return {"contact": contact, "kind": "email", "reason": contact, "at": now, "lifted_at": now if lifted else None}
+
+    with store.engine.begin() as connection:
+        connection.execute(
+            suppressions.insert(),
+            [
+                entry("ann@bücher.de"),  # the oldest of three spellings of one contact: it stays active
+                entry("ann@xn--bcher-kva.de"),
+                entry("a\u200bnn@xn--bcher-kva.de"),
+                entry("bo@bücher.de", lifted=True),
+                entry("cy@example.com"),
+                entry("dee@example.local"),  # no longer a valid contact: left as it was
+            ],
+        )
+        connection.execute(sends.insert(), [sent("ann@bücher.de"), sent("ann@xn--bcher-kva.de")])
+        connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+    store.close()
+
+    store = Store.open(store_url)
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(suppressions).order_by(suppressions.c.id)).all()
+        ledger = connection.execute(select(sends.c.contact)).scalars().all()
+    store.close()
+    assert [(r.contact, r.reason, r.lifted_at is None) for r in rows] == [
+        ("ann@xn--bcher-kva.de", "ann@bücher.de", True),
+        ("ann@xn--bcher-kva.de", "ann@xn--bcher-kva.de", False),
+        ("ann@xn--bcher-kva.de", "a\u200bnn@xn--bcher-kva.de", False),
+        ("bo@xn--bcher-kva.de", "bo@bücher.de", False),
+        ("cy@example.com", "cy@example.com", True),
+        ("dee@example.local", "dee@example.local", True),
+    ]
+    assert [r.lifted_reason for r in rows[1:3]] == ["merged: the same contact as an older entry"] * 2
+    assert ledger == ["ann@xn--bcher-kva.de"] * 2

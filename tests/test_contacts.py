@@ -9,6 +9,7 @@ from temporalio import workflow
 
 # The workflow below runs in the sandbox, which re-imports this module: everything else is passed through.
 with workflow.unsafe.imports_passed_through():
+    import idna
     import phonenumbers
     import pytest
     from hypothesis import given
@@ -145,6 +146,7 @@ async def test_start_attributes_in_workflow_sandbox_normalize_phones(
     flows = [
         FlowInput(definition=seed_definition, customer={"phone": "+679 321 2345"}),
         FlowInput(definition=seed_definition, customer={"phone": "+354 551 2345", "email": "Bo@Example.is"}),
+        FlowInput(definition=seed_definition, customer={"email": "Bo\u200b@Bücher.de"}),
     ]
     async with Worker(
         ts_env.client, task_queue=task_queue, workflows=[ContactsProbe], workflow_failure_exception_types=[Exception]
@@ -155,7 +157,7 @@ async def test_start_attributes_in_workflow_sandbox_normalize_phones(
             )
             for f in flows
         ]
-    assert results == [["+6793212345"], ["+3545512345", "bo@example.is"]]
+    assert results == [["+6793212345"], ["+3545512345", "bo@example.is"], ["bo@xn--bcher-kva.de"]]
 
 
 @pytest.mark.parametrize(
@@ -165,3 +167,82 @@ async def test_start_attributes_in_workflow_sandbox_normalize_phones(
 )
 def test_redact_hides_the_reachable_part(contact: str, shown: str) -> None:
     assert redact(contact) == shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("Ann@Bücher.de", "ann@xn--bcher-kva.de"),
+        ("ANN@BÜCHER.DE", "ann@xn--bcher-kva.de"),
+        ("ann@XN--BCHER-KVA.DE", "ann@xn--bcher-kva.de"),
+        ("a\u200bnn@example.com", "ann@example.com"),
+        ("\u200fann@example.com\u200e", "ann@example.com"),
+        ("ann@exam\u00adple.com", "ann@example.com"),
+        ("\ufeffAnn@Example.com", "ann@example.com"),
+        ("+1 212\u200b555 0123", "+12125550123"),
+        ("\u200f+1 (212) 555-0123", "+12125550123"),
+        ("Jörg@Example.com", "jörg@example.com"),
+        ("用户@例子.广告", "用户@xn--fsqu00a.xn--4rr70v"),
+    ],
+    ids=[
+        "idn-domain",
+        "idn-upper",
+        "punycode-upper",
+        "zero-width-space",
+        "rtl-ltr-marks",
+        "soft-hyphen",
+        "byte-order-mark",
+        "phone-zero-width-space",
+        "phone-rtl-mark",
+        "unicode-local-part",
+        "unicode-everywhere",
+    ],
+)
+def test_normalize_contact_gives_one_spelling_of_an_address(raw: str, normal: str) -> None:
+    """The domain in ASCII (IDNA, as SMTP sends it), lower case; invisible format characters (Cf) dropped."""
+    assert normalize_contact(raw) == normal
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["ann@bücher", "a..b@example.com", "ann.@example.com", "ann@-x-.com", "ann@xn--zz.de", "\u200b", "ann@\u200b.com"],
+    ids=["idn-no-tld", "double-dot", "trailing-dot", "hyphens", "bad-punycode", "only-invisible", "empty-label"],
+)
+def test_normalize_contact_rejects_an_address_invalid_once_normalized(raw: str) -> None:
+    with pytest.raises(InvalidContact, match=f"^{re.escape(repr(raw))}"):
+        normalize_contact(raw)
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzäöüéñçøåłžš0123456789"
+_INVISIBLE = ["\u200b", "\u200c", "\u200e", "\u200f", "\u00ad", "\u2060", "\ufeff"]
+# Building these strategies imports more of hypothesis, which the sandbox's copy of this module must not do itself.
+with workflow.unsafe.imports_passed_through():
+    _LOCAL_PARTS = st.lists(st.text(_LETTERS, min_size=1, max_size=8), min_size=1, max_size=3).map(".".join)
+    _LABELS = st.lists(st.text(_LETTERS, min_size=1, max_size=12), min_size=1, max_size=3)
+    _TLDS = st.sampled_from(["de", "com", "org", "nl"])
+    _INSERTS = st.lists(st.tuples(st.integers(0, 200), st.sampled_from(_INVISIBLE)), max_size=4)
+
+
+@given(local=_LOCAL_PARTS, labels=_LABELS, tld=_TLDS, invisible=_INSERTS)
+def test_normalize_contact_is_idempotent_and_spellings_of_an_address_collapse(
+    local: str, labels: list[str], tld: str, invisible: list[tuple[int, str]]
+) -> None:
+    """Case, the IDN or punycode form of the domain and invisible characters anywhere are one contact."""
+    domain = ".".join([*labels, tld])
+    address = f"{local}@{domain}"
+    with_invisible = address
+    for at, char in invisible:
+        at %= len(with_invisible) + 1
+        with_invisible = with_invisible[:at] + char + with_invisible[at:]
+    spellings = [
+        address,
+        address.upper(),
+        address.title(),
+        f"{local}@{idna.encode(domain).decode('ascii')}",
+        f"{local.upper()}@{idna.encode(domain).decode('ascii').upper()}",
+        with_invisible,
+    ]
+    normal = normalize_contact(address)
+    assert {normalize_contact(s) for s in spellings} == {normal}
+    assert normalize_contact(normal) == normal
+    assert normal.split("@")[1].isascii()

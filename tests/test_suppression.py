@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
 from scheduler.channels import Outbox
-from scheduler.config import Settings
+from scheduler.config import FrequencyCap, Settings
 from scheduler.flow.attributes import OUTCOME
+from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker
 from tests.helpers.api import Api, running_api
@@ -206,3 +209,63 @@ async def test_stop_in_one_campaign_ends_and_skips_every_campaign_until_start(ca
     finally:
         for name in "ab":
             await terminate_flows(c.client, c.id(name))
+
+# One contact, one spelling: an IDN domain and its punycode form, case and invisible characters are one
+# contact for suppression, reply routing and frequency caps alike.
+
+
+async def start_mailing(api: Api, email: str, definition: Any = None) -> str:
+    """A flow for a customer known by `email` alone (the console channel sends to it) that messages it after 3 s."""
+    flow = FlowInput(
+        definition=definition or wait_then_send("3s"), campaign_id="b", customer={"id": "c1", "email": email}
+    )
+    return (await start_flow_input(api.client, flow, api.settings.temporal.task_queue)).id
+
+
+async def test_a_suppressed_address_blocks_sends_to_every_spelling_of_it(api: Api) -> None:
+    local = f"ann.{uuid.uuid4().hex[:8]}"
+    to_punycode = await start_mailing(api, f"{local}@xn--bcher-kva.de")
+    to_unicode = await start_mailing(api, f"{local.upper()}@BÜCHER.de")
+    other = await start_mailing(api, f"{local}-not@bücher.de")
+    response = await api.http.post("/suppressions", json={"contact": f"{local}\u200b@Bücher.de\u200f"})
+    assert response.status_code == 201, response.text
+    assert response.json()["contact"] == f"{local}@xn--bcher-kva.de"
+
+    for blocked in (to_punycode, to_unicode):
+        result = await api.client.get_workflow_handle(blocked, result_type=FlowStatus).result()
+        assert (result.outcome, result.path) == ("opted_out", ["wait", "send"])
+    control = await api.client.get_workflow_handle(other, result_type=FlowStatus).result()
+    assert control.outcome == "completed"
+    assert {r["to"] for r in Outbox(api.settings.channels.outbox).read()} == {f"{local}-not@bücher.de"}
+
+
+async def test_a_reply_from_another_spelling_of_the_address_finds_the_flow(api: Api) -> None:
+    local = f"ann.{uuid.uuid4().hex[:8]}"
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(tomllib.loads(WAITING)["workflow"]),
+        customer={"id": "c1", "email": f"{local}@XN--BCHER-KVA.de"},
+    )
+    handle = await start_flow_input(api.client, flow, api.settings.temporal.task_queue)
+    await reaches(handle, "wait")
+
+    async def routed() -> None:
+        reply = {"contact": f"\u200f{local.title()}\u200b@bücher.de", "text": "yes", "reply_id": "r1"}
+        response = await api.http.post("/webhooks/replies", json=reply)
+        assert (response.status_code, response.json()) == (202, {"signaled": [handle.id]})
+
+    await eventually(routed)  # visibility indexes the flow's contacts shortly after it starts
+    assert (await handle.result()).path == ["send", "wait"]
+    assert (await handle.result()).replies == 1
+
+
+async def test_a_frequency_cap_counts_every_spelling_of_an_address_as_one_contact(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    settings.compliance.frequency_caps = [FrequencyCap.model_validate({"channels": ["console"], "max": 1, "per": "1h"})]
+    local = f"ann.{uuid.uuid4().hex[:8]}"
+    async with running_api(dev_env.client, settings, task_queue) as api:
+        first = await start_mailing(api, f"{local}@bücher.de", one_step())
+        assert (await api.client.get_workflow_handle(first, result_type=FlowStatus).result()).path == ["step_1"]
+        second = await start_mailing(api, f"{local.upper()}\u200b@xn--bcher-kva.DE", one_step())
+        await api.client.get_workflow_handle(second, result_type=FlowStatus).result()
+    assert [r["to"] for r in Outbox(settings.channels.outbox).read()] == [f"{local}@bücher.de"]

@@ -1,17 +1,19 @@
-"""Contacts a reply can come from, in one normal form: E.164 phone numbers and lower-cased e-mail addresses.
+"""Contacts a reply can come from, in one normal form: E.164 phone numbers and e-mail addresses.
 
-A flow records its customer's contacts in the search attribute `CustomerContact` when it starts, and
-a reply is routed by its sender's contact: both sides must write the same number the same way
-(`+1 (212) 555-0123` and `+12125550123` are one customer). Pure and deterministic, so workflow code
-may call it too.
+A flow records its customer's contacts in the search attribute `CustomerContact` when it starts, a
+reply is routed by its sender's contact, and suppressions and frequency caps are kept per contact: every
+side must write one contact the same way (`+1 (212) 555-0123` and `+12125550123` are one customer, and
+so are `Ann@Bücher.de`, `ann@xn--bcher-kva.de` and either with a zero-width space). Pure and
+deterministic (no DNS lookups), so workflow code may call it too.
 """
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+import email_validator
 import phonenumbers
 
 from scheduler.errors import InvalidContact, clip
@@ -24,13 +26,18 @@ A constant rather than a config key: flows (workers) and the API must agree on i
 recorded at start would never match the same number in a reply.
 """
 _SCHEMES = ("tel:", "mailto:", "whatsapp:", "sms:")
-# Plain addresses only: quotes and backslashes (legal in a quoted local part, unheard of in practice)
-# are refused, so a normalized contact never needs more than the query escaping of a `'`.
-_EMAIL = re.compile(r"[^@\s\"\\]+@[^@\s\"\\]+\.[^@\s\"\\.]+")
 
 
 def normalize_contact(value: str) -> str:
-    """The normal form of a phone number (E.164) or e-mail address (lower case).
+    """The normal form of a phone number (E.164) or e-mail address.
+
+    An address is checked and normalized by `email_validator` (syntax only, offline): its local part as
+    given (Unicode NFC) in lower case, its domain in lower-case ASCII (IDNA 2008 / UTS 46: `bücher.de` is
+    `xn--bcher-kva.de`), the form an SMTP server takes. Quoted local parts, domain literals and special-use
+    domains (`.local`, `.test`) are refused, so a normalized contact never needs more than the query
+    escaping of a `'`. Invisible format characters (Unicode category Cf: zero-width spaces, direction
+    marks, soft hyphens) are dropped first, from phone numbers too: they are copy-and-paste debris,
+    never part of a contact.
 
     A contact must also be a valid id (`scheduler.flow.limits`): it is a search attribute value and is
     looked up in visibility queries, which a NUL breaks.
@@ -38,7 +45,7 @@ def normalize_contact(value: str) -> str:
     Raises:
         InvalidContact: `value` is neither (the message says why, naming the value).
     """
-    text = value.strip()
+    text = "".join(c for c in value if unicodedata.category(c) != "Cf").strip()
     if text and (problem := id_problem(text)):
         raise InvalidContact(f"{clip(value, 40)!r} {problem}")
     for scheme in _SCHEMES:
@@ -46,9 +53,11 @@ def normalize_contact(value: str) -> str:
             text = text[len(scheme) :].strip()
             break
     if "@" in text:
-        if not _EMAIL.fullmatch(text):
-            raise InvalidContact(f"{value!r} is not an e-mail address")
-        return text.lower()
+        try:
+            address = email_validator.validate_email(text, check_deliverability=False)
+        except email_validator.EmailNotValidError as exc:
+            raise InvalidContact(f"{value!r} is not an e-mail address ({exc})") from None
+        return f"{address.local_part.lower()}@{address.ascii_domain.lower()}"
     try:
         number = phonenumbers.parse(text, DEFAULT_REGION)
     except phonenumbers.NumberParseException as exc:
