@@ -195,7 +195,8 @@ async def test_a_stop_while_the_message_before_the_wait_is_held_takes_the_waits_
     tmp_path: Path, settings: Settings
 ) -> None:
     """A STOP during quiet hours, while `send` (right before `wait`) holds its message, counts for `wait` as the
-    same STOP in `wait` does: the owner is told, the customer gets nothing more (not the held message either)."""
+    same STOP in `wait` does: the owner is told at once, the customer gets nothing more (not the held message
+    either)."""
     now = datetime.now(UTC)
     window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
     file = tmp_path / "stop.toml"
@@ -215,3 +216,5 @@ async def test_a_stop_while_the_message_before_the_wait_is_held_takes_the_waits_
         assert run.events[1:] == ["condition_not_satisfied", "condition_satisfied", "condition_not_satisfied"]
     assert [m.step for m in held.messages] == ["owner"]
     assert [m.step for m in waiting.messages] == ["send", "owner"]
+    # The STOP ends the hold: the owner hears of it at once, not when the quiet hours end an hour later.
+    assert held.messages[0].at - now < timedelta(minutes=30), held.messages[0].at

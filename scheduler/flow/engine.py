@@ -302,6 +302,11 @@ class FlowRun:
                     return await self._not_sent("quiet_hours", params)
                 if until > workflow.now():
                     await self._hold(until, params)
+            if self._opt_out_for_wait:  # it came while the message was held: nothing more goes to the customer
+                self.opted_out = True
+                self._notes["reason"] = "opted_out"
+                await self._count_message(params, "suppressed")
+                return EventType.NOT_SATISFIED
             outcome = await self.call_activity(name, params, retry=retry, frequency_capped=policy.frequency_capped)
             if outcome.capped_until is None:
                 return outcome.event
@@ -327,13 +332,21 @@ class FlowRun:
         return self._service_quiet_hours
 
     async def _hold(self, until: datetime, params: NodeParams) -> None:
-        """Wait until `until` (a durable timer), showing it in `status` and the memo."""
+        """Wait until `until` (a durable timer), showing it in `status` and the memo.
+
+        An opt-out kept for the next wait ends the hold at once: the message will not go, and the owner
+        hears of it (the wait's `not_satisfied` edge) now, not when the quiet hours end.
+        """
         self.waiting_until = self._notes["held_until"] = until
         self._write_state()
         await self._count_message(params, "held")
         try:
             summary = f"{self.current_step}: held until {until:%Y-%m-%d %H:%M}Z"
-            await workflow.sleep(max(until - workflow.now(), MIN_HOLD), summary=summary)
+            await workflow.wait_condition(
+                lambda: self._opt_out_for_wait, timeout=max(until - workflow.now(), MIN_HOLD), timeout_summary=summary
+            )
+        except TimeoutError:
+            pass
         finally:
             self.waiting_until = None
 
