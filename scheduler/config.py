@@ -350,7 +350,7 @@ def _where(file: Path, error: Any) -> str:
     key = ".".join(str(p) for p in error["loc"])
     env = env_var(key)
     source = env if env in os.environ else str(file)
-    return f"{source}: {key}: {error['msg']}"
+    return f"{source}: {key}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def config_hint(settings: Settings, key: str) -> str:

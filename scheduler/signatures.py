@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 TOLERANCE_SECONDS = 5 * 60
 """How far a Standard Webhooks timestamp may lie in the past or the future (replay protection)."""
 SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES = 24
+"""The shortest key the Standard Webhooks specification allows (it recommends 24 to 64 random bytes)."""
 _TIMESTAMP = re.compile(r"\d{1,12}")
 _TWILIO_HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
 
@@ -31,15 +33,20 @@ def webhook_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret: base64, usually prefixed `whsec_`.
 
     Raises:
-        ValueError: the secret is not base64 or decodes to nothing.
+        ValueError: the secret is not base64 or its key is shorter than `MIN_KEY_BYTES` (a short key can be
+            recovered from one signed request, then used to forge replies and opt-outs).
     """
     text = secret.strip().removeprefix(SECRET_PREFIX).rstrip("=")
     try:
         key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except binascii.Error:
         raise ValueError("not a Standard Webhooks secret: expected 'whsec_' followed by base64") from None
-    if not key:
-        raise ValueError("not a Standard Webhooks secret: it is empty")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"too weak a Standard Webhooks secret: its key is {len(key)} byte(s), at least {MIN_KEY_BYTES} are needed;"
+            " make one with python -c 'import base64,secrets;"
+            'print("whsec_"+base64.b64encode(secrets.token_bytes(32)).decode())\''
+        )
     return key
 
 

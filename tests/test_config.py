@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from datetime import timedelta
@@ -134,7 +135,7 @@ def test_load_settings_missing_scheduler_config_file_is_an_error(monkeypatch: py
         ("[database]\nurl = 'x'\n", "database: Extra inputs are not permitted"),
         ('[api]\nport = "abc"\n', "api.port: Input should be a valid integer, unable to parse string as an integer"),
         ("[api]\nport = 70000\n", "api.port: Input should be less than or equal to 65535"),
-        ('[campaigns]\nreconcile_every = "soon"\n', "campaigns.reconcile_every: Value error, invalid duration 'soon'"),
+        ('[campaigns]\nreconcile_every = "soon"\n', "campaigns.reconcile_every: invalid duration 'soon'"),
         ('[temporal]\ntls = "maybe"\n', "temporal.tls: Input should be a valid boolean, unable to interpret input"),
     ],
     ids=["unknown-key", "unknown-section", "port-not-int", "port-out-of-range", "bad-duration", "bad-bool"],
@@ -260,6 +261,28 @@ async def test_validate_with_a_weak_unsubscribe_secret_exits_1_with_one_line(tmp
     path = write_config(tmp_path, '[compliance]\nunsubscribe_secret = "ab"\n')
     run = await scheduler("validate", "--config", path)
     assert_one_line_error(run, "compliance.unsubscribe_secret", "SCHEDULER_COMPLIANCE__UNSUBSCRIBE_SECRET", MAKE_ONE)
+
+
+def whsec(size: int) -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(size)).decode()
+
+
+@pytest.mark.parametrize("size", [1, 16, 23], ids=lambda n: f"{n}-bytes")
+async def test_a_short_webhooks_secret_is_a_config_error(tmp_path: Path, size: int) -> None:
+    """A Standard Webhooks key under the specification's 24 bytes is found from one signed request."""
+    secret = whsec(size)
+    path = write_config(tmp_path, f'[webhooks]\nsecret = "{secret}"\n')
+    with pytest.raises(ConfigError, match=f"webhooks.secret: too weak a Standard Webhooks secret: its key is {size}"):
+        load_settings(path)
+    run = await scheduler("validate", "--config", path)
+    assert_one_line_error(run, "webhooks.secret", "token_bytes(32)")
+    assert secret not in run.stderr
+
+
+@pytest.mark.parametrize("size", [24, 32, 64])
+def test_a_webhooks_secret_of_24_bytes_or_more_is_accepted(tmp_path: Path, size: int) -> None:
+    secret = whsec(size)
+    assert load_settings(write_config(tmp_path, f'[webhooks]\nsecret = "{secret}"\n')).webhooks.secret == secret
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,7 @@ def test_verify_webhook_says_why() -> None:
 
 @pytest.mark.parametrize("secret", ["whsec_***", "whsec_", "not base64!"], ids=["stars", "empty", "spaces"])
 def test_webhook_key_rejects_a_bad_secret(secret: str) -> None:
-    with pytest.raises(ValueError, match="not a Standard Webhooks secret"):
+    with pytest.raises(ValueError, match="Standard Webhooks secret"):
         webhook_key(secret)
 
 
