@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import httpx
 
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
-from scheduler.errors import DeliveryError
+from scheduler.errors import DeliveryError, InvalidContact
+from scheduler.flow.contacts import mail_address
 from scheduler.outbound import http_client, retryable_status
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,11 @@ class SmtpChannel(Channel):
     def _email(self, message: Message) -> EmailMessage:
         """The message; a header value with a line break is refused for good (no retry removes it)."""
         email = EmailMessage(policy=_EMAIL_POLICY)
-        for name, value in (("From", self.settings.sender), ("To", message.to), ("Subject", message.subject)):
+        try:
+            to = mail_address(message.to)
+        except InvalidContact as exc:
+            raise DeliveryError(f"the To address: {exc}", kind="InvalidMessage", retryable=False) from None
+        for name, value in (("From", self.settings.sender), ("To", to), ("Subject", message.subject)):
             if "\r" in value or "\n" in value:
                 raise DeliveryError(
                     f"the {name} header {value[:100]!r} holds a line break", kind="InvalidMessage", retryable=False

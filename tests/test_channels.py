@@ -745,7 +745,7 @@ async def test_a_recipient_with_a_line_break_is_refused_for_good(tmp_path: Path,
     with pytest.raises(DeliveryError) as info:
         await channel.send(message("ada@example.net\r\nBcc: victim@example.com"))
     assert (info.value.kind, info.value.retryable) == ("InvalidMessage", False)
-    assert "To" in str(info.value) and "line break" in str(info.value)
+    assert "To address" in str(info.value) and "is not an e-mail address" in str(info.value)
     assert mailbox.raw == []
 
 
@@ -758,3 +758,20 @@ async def test_without_an_unsubscribe_secret_email_has_no_link(
     assert isinstance(result, FlowStatus), result
     [(_, _, message)] = mailbox.messages
     assert message["List-Unsubscribe"] is None
+
+
+async def test_an_idn_address_goes_out_with_its_domain_in_ascii(tmp_path: Path, mailbox: Mailbox) -> None:
+    """`Ann@Bücher.de` (as a customer typed it) is sent to `Ann@xn--bcher-kva.de`: the envelope and the `To`
+    line a server without SMTPUTF8 takes, the local part as given; an address that is none fails for good."""
+    channel = SmtpChannel(
+        Outbox(tmp_path / "outbox.jsonl"),
+        SmtpChannelSettings(host="127.0.0.1", port=mailbox.port, starttls=False, sender=SENDER),
+    )
+    await channel.send(message(to="Ann@Bücher.de\u200b"))
+    [(_, recipients, _)] = mailbox.messages
+    assert recipients == ["Ann@xn--bcher-kva.de"]
+    assert "To: Ann@xn--bcher-kva.de" in raw_headers(mailbox.raw[0])
+    with pytest.raises(DeliveryError) as exc:
+        await channel.send(message(to="ann@bücher..de"))
+    assert (exc.value.kind, exc.value.retryable) == ("InvalidMessage", False)
+    assert len(mailbox.messages) == 1

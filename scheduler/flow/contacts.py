@@ -45,7 +45,7 @@ def normalize_contact(value: str) -> str:
     Raises:
         InvalidContact: `value` is neither (the message says why, naming the value).
     """
-    text = "".join(c for c in value if unicodedata.category(c) != "Cf").strip()
+    text = _visible(value)
     if text and (problem := id_problem(text)):
         raise InvalidContact(f"{clip(value, 40)!r} {problem}")
     for scheme in _SCHEMES:
@@ -53,10 +53,7 @@ def normalize_contact(value: str) -> str:
             text = text[len(scheme) :].strip()
             break
     if "@" in text:
-        try:
-            address = email_validator.validate_email(text, check_deliverability=False)
-        except email_validator.EmailNotValidError as exc:
-            raise InvalidContact(f"{value!r} is not an e-mail address ({exc})") from None
+        address = _address(value, text)
         return f"{address.local_part.lower()}@{address.ascii_domain.lower()}"
     try:
         number = phonenumbers.parse(text, DEFAULT_REGION)
@@ -65,6 +62,28 @@ def normalize_contact(value: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise InvalidContact(f"{value!r} is not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mail_address(value: str) -> str:
+    """An e-mail address as SMTP sends it: checked as `normalize_contact` checks it, the domain in ASCII
+    (IDNA) so that a server without SMTPUTF8 takes it, the local part as given (a mailbox may heed its case).
+
+    Raises:
+        InvalidContact: `value` is no e-mail address.
+    """
+    address = _address(value, _visible(value))
+    return f"{address.local_part}@{address.ascii_domain}"
+
+
+def _visible(value: str) -> str:
+    return "".join(c for c in value if unicodedata.category(c) != "Cf").strip()
+
+
+def _address(value: str, text: str) -> email_validator.ValidatedEmail:
+    try:
+        return email_validator.validate_email(text, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidContact(f"{value!r} is not an e-mail address ({exc})") from None
 
 
 def customer_contacts(customer: Mapping[str, Any]) -> list[str]:
