@@ -118,7 +118,7 @@ async def apply_keyword(
             created |= new
         # One id for every route, so a flow reached by two (its contact and its id) counts the reply once.
         marked = reply.model_copy(update={"opt_out": True, "reply_id": reply.reply_id or f"opt-out-{uuid.uuid4()}"})
-        handled.signaled = await _end_flows(client, contacts, target, marked)
+        handled.signaled = await end_flows(client, contacts, marked, named=None if target.contact else target)
         handled.answer = compliance.stop_confirmation if created else ""
     elif keyword == "opt_in":
         for contact in contacts:
@@ -168,14 +168,16 @@ async def _sender(client: Client, target: FlowTarget) -> tuple[list[str], str | 
     return contacts, None
 
 
-async def _end_flows(client: Client, contacts: list[str], target: FlowTarget, reply: Reply) -> list[str]:
-    """Send the opt-out to every running flow of the contacts, and to the named flow: one lookup each, no wait.
+async def end_flows(client: Client, contacts: list[str], reply: Reply, *, named: FlowTarget | None = None) -> list[str]:
+    """Send the opt-out `reply` to every running flow of the (suppressed) contacts, and to the `named` flows:
+    one lookup each, no wait. Whatever the opt-out came by (a keyword, an unsubscribe link), the flows take
+    the same path (`Reply.opt_out`).
 
     Visibility may not list a flow started a moment ago; the suppression list stops its messages anyway.
     """
     targets = [FlowTarget(contact=c) for c in contacts]
-    if target.contact is None:
-        targets.append(target)
+    if named is not None:
+        targets.append(named)
     signaled: set[str] = set()
     for each in targets:
         if each.workflow_id is not None and each.workflow_id in signaled:
