@@ -62,6 +62,17 @@ class ApiSettings(_Section):
     port: int = Field(8081, ge=1, le=65535)
     metrics_need_key: bool = False
     """True: `GET /metrics` needs a `read` key like the other `GET` routes (false: open, for a scraper)."""
+    allowed_hosts: list[str] = []
+    """Names the API answers to besides loopback ones, `api.host` and `webhooks.public_url`'s host (the `Host`
+    header, port aside); another name is refused (400), so a DNS-rebinding page cannot reach it. `"*"`: any."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        names = [h.strip().lower().rstrip(".") for h in v]
+        if bad := [h for h in names if not h or any(c in h for c in "/:@ ")]:
+            raise ValueError(f"a host name without scheme, port or path, such as 'api.example.com': got {bad[0]!r}")
+        return names
 
     @property
     def on_loopback(self) -> bool:

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from scheduler.api import create_app
 from scheduler.config import Settings
@@ -30,6 +31,12 @@ class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def api_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """How the API is served: on `api.host:api.port`, without uvicorn's access log, whose lines carry query
+    strings (unsubscribe tokens, contacts); `scheduler.api.browser` logs each request without them."""
+    return uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_level="info", access_log=False)
 
 
 def _stop_event() -> asyncio.Event:
@@ -96,13 +103,8 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, 
             log.info("worker polling task queue %r", settings.temporal.task_queue)
         api_task = None
         if api:
-            config = uvicorn.Config(
-                create_app(settings, client=client, reconcile=reconcile, consent=consent),
-                host=settings.api.host,
-                port=settings.api.port,
-                log_level="info",
-            )
-            api_server = _ApiServer(config)
+            app = create_app(settings, client=client, reconcile=reconcile, consent=consent)
+            api_server = _ApiServer(api_config(app, settings))
             api_task = asyncio.create_task(api_server.serve())
         _banner(settings, dev_server=server is not None, worker=worker, api=api, reconcile=reconcile)
         waiters = [asyncio.create_task(stop.wait()), *([api_task] if api_task else [])]

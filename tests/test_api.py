@@ -265,7 +265,7 @@ async def test_metrics_count_an_unexpected_error_as_the_500_it_becomes(settings:
     app.add_api_route("/boom", boom)
     labels = {"method": "GET", "route": "/boom", "status": "500"}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         before = await metric(http, "scheduler_http_requests_total", **labels)
         response = await http.get("/boom")
         assert (response.status_code, response.json()) == (500, {"detail": "internal error: RuntimeError"})
@@ -286,7 +286,7 @@ async def test_app_without_client_connects_in_lifespan(dev_env: WorkflowEnvironm
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             response = await http.get("/healthz")
     assert response.status_code == 200
     assert response.json()["temporal"] == "ok"
@@ -298,7 +298,7 @@ async def test_temporal_down_is_503_not_500(settings: Settings) -> None:
     client = env.client
     await env.shutdown()  # the client stays, its server is gone
     app = create_app(settings, client=client)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         health = await http.get("/healthz")
         start = await http.post("/start-workflow", json={})
     assert health.status_code == 503

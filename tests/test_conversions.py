@@ -266,7 +266,7 @@ async def shop(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str
     settings.webhooks.secret = WEBHOOK_SECRET
     settings.webhooks.route_timeout = timedelta(seconds=5)
     app = create_app(settings, client=dev_env.client)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     shop = Shop(http, dev_env.client, settings)
     try:
         async with make_worker(dev_env.client, settings), shop.http:

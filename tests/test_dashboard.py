@@ -82,10 +82,12 @@ async def test_pages_need_a_read_key_once_one_exists_and_show_the_counts(parked:
     c = parked
     cid = c.id("shop")
     app = create_app(c.settings, client=c.client, key_cache_seconds=0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         open_page = await http.get(f"/ui/campaigns/{cid}")  # loopback, no key yet: open, with the buttons
         assert open_page.status_code == 200, open_page.text
         assert 'data-step="wait"' in open_page.text and 'data-url="/campaigns/' in open_page.text
+        assert "script-src 'self';" in open_page.headers["content-security-policy"]
+        assert open_page.text.count("<script") == 1 and '<script src="/ui/dashboard.js">' in open_page.text  # no inline
         store = Store.open(c.settings.store_url)
         try:
             _, read_key = Keys(store).create("viewer", scope="read")
@@ -105,7 +107,7 @@ async def test_pages_need_a_read_key_once_one_exists_and_show_the_counts(parked:
     c.settings.temporal.ui_url = "https://temporal.example.com/"
     c.path("shop").write_text(c.path("shop").read_text().replace('node = "wait_answer"', 'node = "nope"'))
     app = create_app(c.settings, client=c.client, key_cache_seconds=0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         page = (await http.get(f"/ui/campaigns/{cid}", headers={"Authorization": f"Bearer {read_key}"})).text
     waiting = f"WorkflowType = 'AbandonedCartWorkflow' AND CampaignId = '{cid}' AND ExecutionStatus = 'Running'"
     at_wait = quote(waiting + " AND CurrentStep = 'wait'")

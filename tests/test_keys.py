@@ -111,6 +111,7 @@ class Secured:
 
     async def call(self, method: str, path: str, body: Any = None, who: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        headers["X-Requested-By"] = "tests"  # no cross-site form, also without a body (`scheduler.api.browser`)
         return await self.http.request(method, path, json=body, headers=headers)
 
 
@@ -127,7 +128,7 @@ async def secured(campaigns: Campaigns) -> AsyncIterator[Secured]:
     try:
         async with (
             make_worker(c.client, c.settings),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
         ):
             yield Secured(http, c, keys, tokens)
     finally:
@@ -220,7 +221,7 @@ async def local(settings: Settings) -> AsyncIterator[tuple[Settings, Keys]]:
 async def get(settings: Settings, path: str, key: str | None = None, **options: Any) -> httpx.Response:
     app = create_app(settings, key_cache_seconds=0)
     headers = options.pop("headers", {}) | ({"Authorization": f"Bearer {key}"} if key else {})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         return await http.request(options.pop("method", "GET"), path, headers=headers, **options)
 
 

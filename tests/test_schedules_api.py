@@ -90,7 +90,7 @@ async def api(dev_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     """The app with the client given (no lifespan, no reconcile loop) over this test's campaigns directory."""
     async with own_campaigns(dev_env.client, settings, task_queue, tmp_path) as c:
         transport = httpx.ASGITransport(app=create_app(settings, client=dev_env.client))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield Api(http, c)
 
 
@@ -170,7 +170,7 @@ async def test_pause_and_unpause_through_api(api: Api) -> None:
     c.write("a")
     await c.sync()
 
-    paused = await api.http.post(f"/schedules/{c.id('a')}/pause")
+    paused = await api.http.post(f"/schedules/{c.id('a')}/pause", json={})
     assert paused.status_code == 200, paused.text
     assert paused.json() == {"message": f"Paused schedule {c.sid('a')}"}
     state = (await c.describe("a")).schedule.state
@@ -178,7 +178,7 @@ async def test_pause_and_unpause_through_api(api: Api) -> None:
     entry = await api.one("a")
     assert (entry["paused"], entry["note"]) == (True, "paused through the API")
 
-    unpaused = await api.http.post(f"/schedules/{c.id('a')}/unpause")
+    unpaused = await api.http.post(f"/schedules/{c.id('a')}/unpause", json={})
     assert unpaused.status_code == 200, unpaused.text
     assert unpaused.json() == {"message": f"Unpaused schedule {c.sid('a')}"}
     assert not (await c.describe("a")).schedule.state.paused
@@ -191,9 +191,9 @@ async def test_pause_unpause_trigger_unknown_or_unmanaged_404(api: Api) -> None:
     await create_foreign_schedule(c.client, c.sid("foreign"))
 
     for verb in ("pause", "unpause", "trigger"):
-        assert_not_found(await api.http.post(f"/schedules/{c.id('missing')}/{verb}"))
-        assert_not_found(await api.http.post(f"/schedules/{quote('Bad Id!')}/{verb}"))
-        assert_not_found(await api.http.post(f"/schedules/{c.id('foreign')}/{verb}"))
+        assert_not_found(await api.http.post(f"/schedules/{c.id('missing')}/{verb}", json={}))
+        assert_not_found(await api.http.post(f"/schedules/{quote('Bad Id!')}/{verb}", json={}))
+        assert_not_found(await api.http.post(f"/schedules/{c.id('foreign')}/{verb}", json={}))
 
     assert await describe(c.client, c.sid("missing")) is None
     foreign = await c.describe("foreign")
@@ -207,7 +207,7 @@ async def test_trigger_through_api_shows_run_and_running_flow(api: Api) -> None:
     await c.sync()
     async with make_worker(c.client, c.settings):
         try:
-            triggered = await api.http.post(f"/schedules/{c.id('a')}/trigger")
+            triggered = await api.http.post(f"/schedules/{c.id('a')}/trigger", json={})
             assert triggered.status_code == 200, triggered.text
             assert triggered.json() == {"message": f"Triggered schedule {c.sid('a')}"}
 
@@ -238,7 +238,7 @@ async def reconciling_api(c: Campaigns, *, created: str) -> AsyncIterator[Api]:
     app = create_app(c.settings, client=c.client, reconcile=True)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
 
         async def ran() -> None:

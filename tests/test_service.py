@@ -127,7 +127,7 @@ async def test_api_off_loopback_with_a_key_serves_and_needs_the_key(
             assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
             assert (await http.get("/schedules", headers={"Authorization": f"Bearer {key}"})).status_code == 200
             assert (
-                await http.post("/schedules/x/pause", headers={"Authorization": f"Bearer {key}"})
+                await http.post("/schedules/x/pause", json={}, headers={"Authorization": f"Bearer {key}"})
             ).status_code == 403
     finally:
         if proc.returncode is None:

@@ -34,7 +34,7 @@ from tests.helpers.waiting import eventually
 @pytest_asyncio.fixture
 async def http(campaigns: Campaigns) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(campaigns.settings, client=campaigns.client)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         yield client
 
 

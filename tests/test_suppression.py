@@ -29,6 +29,8 @@ from tests.helpers.servers import scripted_server
 from tests.helpers.signing import PUBLIC_URL, TWILIO_TOKEN, sms_form, twilio_request
 from tests.helpers.waiting import eventually
 
+JSON = {"content-type": "application/json"}
+
 WAIT_THEN_MESSAGE = """\
 [workflow]
 start_step = "wait"
@@ -73,8 +75,8 @@ async def test_suppressions_api_adds_lists_and_removes(api: Api) -> None:
     one = (await http.get("/suppressions", params={"contact": "212-555-0142"})).json()
     assert [e["contact"] for e in one["items"]] == ["+12125550142"]
 
-    assert (await http.delete("/suppressions/+12125550142")).status_code == 204
-    missing = await http.delete("/suppressions/+12125550142")
+    assert (await http.delete("/suppressions/+12125550142", headers=JSON)).status_code == 204
+    missing = await http.delete("/suppressions/+12125550142", headers=JSON)
     assert (missing.status_code, missing.json()) == (404, {"detail": "+12125550142 is not suppressed"})
 
 
@@ -84,7 +86,7 @@ async def test_suppressions_api_refuses_what_is_not_a_contact(api: Api) -> None:
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "contact"]
     assert (await http.post("/suppressions", json={"contact": "+12125550142", "extra": 1})).status_code == 422
-    assert (await http.delete("/suppressions/nobody")).status_code == 422
+    assert (await http.delete("/suppressions/nobody", headers=JSON)).status_code == 422
     assert (await http.get("/suppressions", params={"contact": "nobody"})).status_code == 422
     assert (await http.get("/suppressions", params={"cursor": "x"})).status_code == 422
 
@@ -178,7 +180,7 @@ async def test_stop_in_one_campaign_ends_and_skips_every_campaign_until_start(ca
     try:
         async with (
             make_worker(c.client, settings),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
         ):
             assert [(await c.run(name, 0))["started"] for name in "ab"] == [1, 1]
             a1, b1 = (c.client.get_workflow_handle(f"{c.id(name)}-k1", result_type=FlowStatus) for name in "ab")
@@ -209,6 +211,7 @@ async def test_stop_in_one_campaign_ends_and_skips_every_campaign_until_start(ca
     finally:
         for name in "ab":
             await terminate_flows(c.client, c.id(name))
+
 
 # One contact, one spelling: an IDN domain and its punycode form, case and invisible characters are one
 # contact for suppression, reply routing and frequency caps alike.

@@ -103,7 +103,10 @@ async def hooks(dev_env: WorkflowEnvironment, settings: Settings, task_queue: st
     settings.webhooks.route_timeout = timedelta(seconds=5)
     app = create_app(settings, client=dev_env.client)
     hooks = Hooks(
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test"), dev_env.client, settings, []
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost"),
+        dev_env.client,
+        settings,
+        [],
     )
     try:
         async with make_worker(dev_env.client, settings), hooks.http:
@@ -240,7 +243,7 @@ async def test_replies_same_reply_five_times_counts_once(hooks: Hooks, dev_env: 
 
     # After the flow ended, and from another API replica (nothing kept in the process): the same answer.
     replica = create_app(hooks.settings, client=dev_env.client)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=replica), base_url="http://test") as other:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=replica), base_url="http://localhost") as other:
         again = await other.post(
             "/webhooks/replies",
             content=(content := httpx.Request("POST", "http://x", json=body).content),
@@ -404,7 +407,7 @@ async def test_twilio_without_public_url_signs_the_request_url(hooks: Hooks) -> 
     phone = new_phone()
     workflow_id = await hooks.start(phone=phone)
 
-    response = await hooks.sms(sms_form(e164(phone)), url="http://test/webhooks/twilio")
+    response = await hooks.sms(sms_form(e164(phone)), url="http://localhost/webhooks/twilio")
 
     assert (response.status_code, response.text) == (200, TWIML)
     assert (await hooks.result(workflow_id)).replies == 1

@@ -27,6 +27,7 @@ from scheduler.api import (
     webhooks,
     workflows,
 )
+from scheduler.api.browser import BrowserGuard
 from scheduler.config import Settings
 from scheduler.consent import Consent
 from scheduler.errors import (
@@ -146,6 +147,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[auth.ReadAccess] if settings.api.metrics_need_key else [])
     app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(BrowserGuard, settings=settings)  # outermost: a refused request reaches nothing
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -40,6 +40,6 @@ async def running_api(client: Client, settings: Settings, task_queue: str) -> As
     app = create_app(settings, client=client)
     async with (
         make_worker(client, settings),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         yield Api(http, client, settings)
