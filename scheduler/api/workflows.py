@@ -58,14 +58,17 @@ def _unicode(value: str) -> str:
     return value
 
 
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class SignalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     workflow_id: Id
     run_id: Id | None = None
     # Documented as an enum, checked at run time: an unknown name is the contract's 400, not a 422.
-    signal_name: str = Field(json_schema_extra={"enum": sorted(SIGNALS)})
-    text: Annotated[str, AfterValidator(_unicode)] | None = None
+    signal_name: Text = Field(json_schema_extra={"enum": sorted(SIGNALS)})
+    text: Text | None = None
     """Optional reply text; one keyword changes the customer's consent (see `[compliance]`): STOP instead of
     answering, START or YES as well as answering, HELP leaves the flow waiting."""
     reply_id: Id | None = None
