@@ -2,8 +2,9 @@
 until it opts back in; opting in keeps the history (the rows stay, `lifted_at` set), an audit trail.
 
 Contacts are kept normalized (`scheduler.flow.contacts`: E.164 phones, e-mail with an ASCII domain), so
-`212-555-0142` and `+12125550142` are one person, and so are `Ann@Bücher.de` and `ann@xn--bcher-kva.de`. Every write commits before it returns, so an
-opt-out the API answered 2xx is on disk (SQLite `synchronous=FULL`, PostgreSQL's WAL).
+`212-555-0142` and `+12125550142` are one person, and so are `Ann@Bücher.de` and `ann@xn--bcher-kva.de`.
+Every write commits before it returns, so an opt-out the API answered 2xx is on disk (SQLite
+`synchronous=FULL`, PostgreSQL's WAL).
 """
 
 from __future__ import annotations
