@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp
 
@@ -254,6 +255,8 @@ async def test_the_access_log_shows_routes_and_statuses_never_a_token_or_a_conta
             await http.get("/unsubscribe", params={"token": "sekret-token-value", "contact": PHONE})
         ).status_code == 400
         assert (await http.get(f"/no/such/{PHONE}")).status_code == 404
+        refused = await http.post("/schedules/spring-12345678/pause", headers={"sec-fetch-site": "cross-site"})
+        assert refused.status_code == 403
     out, err = capfd.readouterr()
     logged = records.text() + out + err
     for secret in ("2125550123", "sekret-token-value", "token=", "contact="):
@@ -262,6 +265,11 @@ async def test_the_access_log_shows_routes_and_statuses_never_a_token_or_a_conta
     assert re.fullmatch(r"DELETE /suppressions/\+12\*+23 204 [\d.]+ ms", access[2]), access
     assert access[3].startswith("GET /unsubscribe 400 ") and access[1].startswith("GET /suppressions 200 ")
     assert access[4].startswith("GET /no/such/+12*******23 404 ")  # no route: what looks like a contact, masked
+    # Refused by the guard (no route): logged and counted too, an id with digits in it left readable.
+    assert access[5].startswith("POST /schedules/spring-12345678/pause 403 "), access
+    assert REGISTRY.get_sample_value(
+        "scheduler_http_requests_total", {"method": "POST", "route": "unmatched", "status": "403"}
+    )
 
 
 # --- in Chromium: a page on another origin tries everything; the server shows nothing changed ---

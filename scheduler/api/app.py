@@ -146,8 +146,8 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[auth.ReadAccess] if settings.api.metrics_need_key else [])
-    app.add_middleware(metrics.RequestMetrics)
-    app.add_middleware(BrowserGuard, settings=settings)  # outermost: a refused request reaches nothing
+    app.add_middleware(BrowserGuard, settings=settings)  # a refused request reaches no route
+    app.add_middleware(metrics.RequestMetrics)  # outermost: every request counted and logged
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

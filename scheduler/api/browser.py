@@ -21,9 +21,8 @@ in. Every request passes four checks, in this order:
    no inline script. FastAPI's `/docs` pages have inline scripts of their own: their policy lists the hashes
    of exactly the scripts the page holds (the page is made from the app's settings, nothing a request sends).
 
-One access line per request goes to the `scheduler.access` logger: method, path, status, milliseconds; never
-the query string (unsubscribe tokens, contacts) and a contact in the path masked (`scheduler.flow.contacts.redact`).
-uvicorn's own access log is off (`scheduler.service`).
+The access log is `scheduler.api.metrics.RequestMetrics`'s, outside this guard, so refused requests are
+counted and logged too.
 """
 
 from __future__ import annotations
@@ -32,9 +31,7 @@ import base64
 import hashlib
 import ipaddress
 import json
-import logging
 import re
-import time
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -43,9 +40,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheduler.api.bodies import JSON
 from scheduler.config import Settings
 from scheduler.errors import UnsupportedMediaType
-from scheduler.flow.contacts import redact
-
-access_log = logging.getLogger("scheduler.access")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUESTED_BY = "x-requested-by"
@@ -55,9 +49,6 @@ EXEMPT = ("/webhooks/", "/unsubscribe")
 # What a <form> or a no-cors fetch can send without CORS consent (Fetch's CORS-safelisted content types).
 _SIMPLE_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
-_SECRET_PARAMS = frozenset({"contact", "token"})
-"""Path parameters masked in the access log."""
-_CONTACTISH = re.compile(r"[^/]*(?:@|\d{5,})[^/]*")
 _DOCS = frozenset({"/docs", "/docs/oauth2-redirect"})
 _MAX_DOCS_PAGE = 256 * 1024
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
@@ -125,31 +116,21 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 500
         docs = scope["path"] in _DOCS
 
         async def send_secured(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if not docs:
-                    message["headers"] = _secured(message)
+            if message["type"] == "http.response.start" and not docs:
+                message["headers"] = _secured(message)
             await send(message)
 
-        try:
-            refused = self.refusal(scope, Headers(scope=scope))
-            if refused is not None:
-                code, detail = refused
-                await _answer(send_secured, code, detail)
-            elif docs:
-                await self.app(scope, receive, _DocsPolicy(send_secured))
-            else:
-                await self.app(scope, receive, send_secured)
-        finally:
-            access_log.info(
-                "%s %s %d %.1f ms", scope["method"], _logged_path(scope), status, (time.perf_counter() - start) * 1000
-            )
+        refused = self.refusal(scope, Headers(scope=scope))
+        if refused is not None:
+            code, detail = refused
+            await _answer(send_secured, code, detail)
+        elif docs:
+            await self.app(scope, receive, _DocsPolicy(send_secured))
+        else:
+            await self.app(scope, receive, send_secured)
 
     def refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
         """(status, detail) when the request is refused, else None."""
@@ -226,20 +207,6 @@ def _secured(start: Message, hashes: str = "") -> list[tuple[bytes, bytes]]:
     """A response's headers plus the security headers (rule 4)."""
     policy = (b"content-security-policy", CSP.format(hashes=hashes).encode())
     return [*start.get("headers", []), *_HEADERS, policy]
-
-
-def _logged_path(scope: Scope) -> str:
-    """The path, contacts and tokens masked; the query string never (it carries tokens and contacts)."""
-    route = scope.get("route")
-    template = getattr(route, "path_format", None)
-    if template is None or not scope.get("endpoint"):  # no route (404), or a mount: mask what looks like a contact
-        return _CONTACTISH.sub(lambda m: redact(m[0]), scope["path"])
-    params = scope.get("path_params", {})
-    return re.sub(
-        r"{(\w+)(?::\w+)?}",
-        lambda m: redact(str(params.get(m[1], ""))) if m[1] in _SECRET_PARAMS else str(params.get(m[1], m[0])),
-        template,
-    )
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:
