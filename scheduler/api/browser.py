@@ -61,6 +61,7 @@ _HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
+_POLICY = (b"content-security-policy", CSP.format(hashes="").encode())
 
 
 def _hostname(host: str) -> str:
@@ -205,7 +206,7 @@ class _DocsPolicy:
 
 def _secured(start: Message, hashes: str = "") -> list[tuple[bytes, bytes]]:
     """A response's headers plus the security headers (rule 4)."""
-    policy = (b"content-security-policy", CSP.format(hashes=hashes).encode())
+    policy = (b"content-security-policy", CSP.format(hashes=hashes).encode()) if hashes else _POLICY
     return [*start.get("headers", []), *_HEADERS, policy]
 
 

@@ -63,7 +63,8 @@ class RequestMetrics:
             route = getattr(scope.get("route"), "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_SECONDS.labels(scope["method"], route).observe(elapsed)
-            access_log.info("%s %s %d %.1f ms", scope["method"], _logged_path(scope), status, elapsed * 1000)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("%s %s %d %.1f ms", scope["method"], _logged_path(scope), status, elapsed * 1000)
 
 
 def _logged_path(scope: Scope) -> str:
