@@ -419,7 +419,8 @@ async def test_endpoints_without_json_content_type_are_415(api: Api, path: str, 
     """`curl -d '{}'` without `-H 'Content-Type: application/json'` sends a form: say so, not a 422 about `body`."""
     response = await api.http.post(path, content=b"{}", headers={"content-type": kind} if kind else {})
     assert response.status_code == 415
-    assert response.json() == {"detail": f"unsupported content type {kind!r}: this endpoint reads application/json"}
+    detail = response.json()["detail"]
+    assert detail.startswith(f"unsupported content type {kind!r}: this endpoint reads application/json"), detail
 
 
 async def test_start_workflow_as_the_readme_curl_sends_it_starts(api: Api) -> None:

@@ -152,6 +152,7 @@ async def test_a_change_needs_json_or_x_requested_by(settings: Settings, content
         assert refused.status_code == 415
         assert refused.json() == {
             "detail": f"unsupported content type {content_type!r}: this endpoint reads application/json"
+            " (without a body, an X-Requested-By header will do)"
         }
         if method == "DELETE":  # a request without a body may say who sends it instead
             allowed = await http.request(method, path, headers={**headers, "x-requested-by": "me"})

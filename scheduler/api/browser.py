@@ -161,7 +161,7 @@ class BrowserGuard:
             return None
         given = headers.get("content-type", "")
         if given.partition(";")[0].strip().lower() in _SIMPLE_TYPES:
-            return 415, str(UnsupportedMediaType(given, JSON))
+            return 415, f"{UnsupportedMediaType(given, JSON)} (without a body, an X-Requested-By header will do)"
         return None
 
     def _serves(self, host: str) -> bool:
