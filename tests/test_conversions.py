@@ -413,9 +413,9 @@ async def test_send_signal_accepts_cart_converted(shop: Shop) -> None:
 
 
 async def test_readme_purchases_example_ends_the_shipped_campaign_s_flow(shop: Shop) -> None:
-    """The README's *Purchases* commands on a fresh install: the shipped campaign, started by hand, unsigned."""
+    """The docs' *Purchases* commands on a fresh install: the shipped campaign, started by hand, unsigned."""
     shop.settings.webhooks.secret = ""
-    cart = new_id("cart")  # the README's cart-7, unique here: the dev server is shared
+    cart = new_id("cart")  # the docs' cart-7, unique here: the dev server is shared
     started = await shop.http.post("/start-workflow", json={"customer": {"id": new_id("c")}, "cart": {"id": cart}})
     assert started.status_code == 200, started.text
     flow = started.json()["workflow_id"]

@@ -39,7 +39,7 @@ from tests.helpers.waiting import eventually
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAS_CHROMIUM = Path(CHROMIUM).exists()
 SCREENSHOT = os.environ.get("SCHEDULER_DASHBOARD_SCREENSHOT")
-"""Set to a path to save the campaign page's screenshot there (the README's is `docs/dashboard.png`)."""
+"""Set to a path to save the campaign page's screenshot there (the docs' is `docs/dashboard.png`)."""
 # The flags Chromium needs as root in a container, and without its background connections on a closed network.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -168,6 +168,6 @@ async def _started(server: uvicorn.Server) -> None:
     assert server.started
 
 
-def test_the_readme_shows_the_dashboard() -> None:
+def test_the_docs_show_the_dashboard() -> None:
     assert (ROOT / "docs" / "dashboard.png").stat().st_size > 10_000
-    assert "![The campaign page of the dashboard](docs/dashboard.png)" in (ROOT / "README.md").read_text()
+    assert "![The campaign page of the dashboard](dashboard.png)" in (ROOT / "docs" / "operations.md").read_text()
