@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.config import load_settings
     from scheduler.flow.definition import WorkflowDefinition, validate_definition
     from scheduler.flow.engine import ACTIVITY_TIMEOUT, start_attributes
-    from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
+    from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus, RunCampaign, RunCampaignInfo, flow_input
     from scheduler.flow.nodes import ActivityOutcome
     from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
     from scheduler.flow.nodes.send_message import SendMessageParams, send_retry
@@ -158,12 +158,14 @@ async def bench(workdir: Path) -> dict[str, list[tuple[float, float]]]:
     definition = WorkflowDefinition.model_validate(DEFINITION)
     if problems := validate_definition(definition):
         raise SystemExit(f"the bench definition is invalid: {problems}")
-    flow = FlowInput(
-        definition=definition,
-        campaign_id="bench",
-        owner="owner@example.com",
+    # Built as every flow is started (API, fan-out): with its `DeliveryPolicy` and revision. No quiet hours, so
+    # nothing is held (bench/policies.py measures holds).
+    campaign = RunCampaign(campaign=RunCampaignInfo(id="bench", owner="owner@example.com"), workflow=definition)
+    flow = flow_input(
+        campaign,
         customer={"id": "c1", "name": "Ann", "phone": "+15550001"},
         cart={"id": "cart-1", "url": "https://shop.example/cart/1"},
+        quiet_hours="",
     )
     results: dict[str, list[tuple[float, float]]] = {"engine": [], "baseline": []}
     env = await local_environment()

@@ -25,14 +25,15 @@ from scheduler.flow.engine import (
     CURRENT_STEP,
     CUSTOMER_ID,
     DEFINITION_VERSION,
+    OUTCOME,
 )
-from scheduler.flow.models import FlowInput
+from scheduler.flow.models import FlowInput, RunCampaign, RunCampaignInfo, flow_input
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.flow_client import new_workflow_id
 from scheduler.store import Store
 from scheduler.worker import make_worker
-from tests.helpers.flows import reaches, start_flow_input, status
+from tests.helpers.flows import one_step, reaches, start_flow_input, status
 from tests.helpers.waiting import eventually
 
 OWNER = "owner@example.com"
@@ -359,6 +360,42 @@ async def test_flow_memo_and_search_attributes_record_steps(
     assert sa.get(CUSTOMER_ID) == "c1"
     assert sa.get(CURRENT_STEP) == "step_3"
     assert sa.get(DEFINITION_VERSION) == seed_definition.version
+
+
+async def test_flow_started_now_ends_with_outcome_without_patch_marker(
+    ts_env, settings: Settings, task_queue: str
+) -> None:
+    """A flow started as the API and fan-out start them (`flow_input`) always upserts `Outcome`, so it asks no
+    `outcome-attribute` patch: no marker and no `TemporalChangeVersion` upsert in its history. An input from
+    before (no `revision`) still asks, so the histories of older flows replay."""
+    campaign = RunCampaign(campaign=RunCampaignInfo(id="camp-r", owner=OWNER), workflow=one_step("notify_creator"))
+    new = flow_input(campaign, customer={"id": "c1", "phone": PHONE}, quiet_hours="")
+    old = new.model_copy(update={"revision": 0})
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handles = [await start_flow_input(ts_env.client, flow, task_queue) for flow in (new, old)]
+        for handle in handles:
+            assert (await handle.result()).outcome == "completed"
+    markers, upserted = [], []
+    for handle in handles:
+        events = (await handle.fetch_history()).events
+        markers.append(
+            [
+                e.marker_recorded_event_attributes.marker_name
+                for e in events
+                if e.HasField("marker_recorded_event_attributes")
+            ]
+        )
+        upserted.append(
+            sorted(
+                key
+                for e in events
+                if e.HasField("upsert_workflow_search_attributes_event_attributes")
+                for key in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            )
+        )
+        assert (await handle.describe()).typed_search_attributes.get(OUTCOME) == "completed"
+    assert markers == [[], ["core_patch"]]
+    assert upserted == [["Outcome"], ["Outcome", "TemporalChangeVersion"]]
 
 
 async def test_flow_timeout_leaves_client_answered_unset(

@@ -61,7 +61,8 @@ CONVERSION_IDS_PATCH = "conversion-ids-attribute"
 OPTED_OUT_PATCH = "opted-out-outcome"
 """Flows that got an opt-out before it had an outcome of its own were marked answered and ended `completed`."""
 OUTCOME_ATTRIBUTE_PATCH = "outcome-attribute"
-"""Flows that ended before the `Outcome` search attribute existed did not upsert it."""
+"""Flows that ended before the `Outcome` search attribute existed did not upsert it. Asked only of inputs older
+than `FlowInput.revision` 1: the check costs every flow a marker and a `TemporalChangeVersion` upsert."""
 OPT_OUT_BEFORE_WAIT_PATCH = "opt-out-before-wait"
 """An opt-out during the step before a `wait_answer` ended the flow at once, skipping the wait's `not_satisfied`."""
 STOPPED_OUTCOME_PATCH = "stopped-outcome"
@@ -459,7 +460,7 @@ class FlowRun:
         if self.current_step != self._written_step:
             updates.append(CURRENT_STEP.value_set(self.current_step))
             self._written_step = self.current_step
-        if outcome is not None and workflow.patched(OUTCOME_ATTRIBUTE_PATCH):
+        if outcome is not None and (self.input.revision >= 1 or workflow.patched(OUTCOME_ATTRIBUTE_PATCH)):
             updates.append(OUTCOME.value_set(outcome))
         if updates:
             workflow.upsert_search_attributes(updates)

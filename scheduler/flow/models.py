@@ -13,6 +13,8 @@ from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.durations import Duration
 from scheduler.flow.nodes.registry import EventType
 
+FLOW_REVISION = 1
+"""`FlowInput.revision` of the flows started now."""
 PAGE_SIZE = 500
 """Audience rows a run reads per activity call: small enough to heartbeat often."""
 
@@ -53,6 +55,10 @@ class FlowInput(BaseModel):
     """None: a flow started before send policies existed, which keeps running without them."""
     run_id: str | None = None
     """The campaign run that started the flow (its workflow id), which counts the messages it held or skipped."""
+    revision: int = 0
+    """What every flow of this engine does, so the flow need not ask `workflow.patched` (each check records a marker
+    and an upsert): 1 (`FLOW_REVISION`, what `flow_input` sets): it ends with the `Outcome` attribute. 0: an input
+    from before, whose history may lack it: the flow asks."""
 
 
 class StepRecord(BaseModel):
@@ -190,6 +196,7 @@ def flow_input(
             on_cap=delivery.on_cap,
         ),
         run_id=run_id,
+        revision=FLOW_REVISION,
     )
 
 
