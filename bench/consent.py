@@ -36,14 +36,14 @@ from datetime import UTC, datetime, timedelta
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from scheduler.campaign import load_campaign
+from scheduler.campaigns.campaign import load_campaign
+from scheduler.campaigns.fanout import FanoutActivities
 from scheduler.config import load_settings
-from scheduler.consent import Consent
-from scheduler.fanout import FanoutActivities
 from scheduler.flow.contacts import normalize_contact
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, PageInput, PageResult, Window
 from scheduler.store import Store
+from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, campaign_toml
 from tests.helpers.flows import flows_per_second

@@ -42,14 +42,14 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
 from scheduler.audience import Target, read_page
-from scheduler.campaign import Campaign, load_campaign
+from scheduler.campaigns.campaign import Campaign, load_campaign
+from scheduler.campaigns.fanout import FanoutActivities
+from scheduler.campaigns.reconcile import sync
+from scheduler.campaigns.schedules import schedule_id
 from scheduler.config import load_settings
-from scheduler.fanout import FanoutActivities
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import CampaignRunResult, flow_input, next_window
 from scheduler.flow.workflows import CampaignRunWorkflow
-from scheduler.reconcile import sync
-from scheduler.schedules import schedule_id
 from tests.helpers.servers import local_environment
 
 CARTS = 2_000

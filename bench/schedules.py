@@ -1,6 +1,6 @@
 """Schedules: seconds to `apply` a directory of 500 campaigns against a plain loop of `create_schedule`.
 
-Why: `apply` (`scheduler.reconcile.sync`) loads and validates every file, plans (one list call, and a
+Why: `apply` (`scheduler.campaigns.reconcile.sync`) loads and validates every file, plans (one list call, and a
 describe for each schedule the list does not show) and only then creates. All of that is overhead on
 top of the creates themselves, which the baseline measures: a sequential loop of `client.create_schedule`
 with the same Schedule objects (`build_schedule`), memo and `CampaignSha256`, built beforehand. It also
@@ -33,11 +33,11 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from scheduler.campaign import Campaign, load_campaign_dir
+from scheduler.campaigns.campaign import Campaign, load_campaign_dir
+from scheduler.campaigns.reconcile import sync
+from scheduler.campaigns.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, schedule_id
 from scheduler.config import Settings, load_settings
 from scheduler.flow.attributes import CAMPAIGN_SHA256
-from scheduler.reconcile import sync
-from scheduler.schedules import APPLY_CONCURRENCY, MANAGED_BY, Action, build_schedule, schedule_id
 from tests.helpers.servers import local_environment
 
 CAMPAIGNS = 500

@@ -1,6 +1,6 @@
 """Campaign stats: how long `GET /campaigns/{id}/stats` takes to count a campaign of 10 steps and 10,000 flows.
 
-`scheduler.stats.campaign_stats` makes one `count_workflows` call per step, per outcome and for starts and
+`scheduler.campaigns.stats.campaign_stats` makes one `count_workflows` call per step, per outcome and for starts and
 answers, all at once, plus one for flows at steps the definition does not have (none here). This puts
 10,000 running `AbandonedCartWorkflow` flows spread over 10 steps (`CurrentStep`, 1 in 4 with
 `ClientAnswered`) and 1,000 ended ones (an `Outcome` each) on a dev server, on a task queue no worker
@@ -29,9 +29,9 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from scheduler.campaigns.stats import OUTCOMES, campaign_stats
 from scheduler.flow.attributes import CAMPAIGN_ID, CLIENT_ANSWERED, CURRENT_STEP, OUTCOME
 from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.stats import OUTCOMES, campaign_stats
 from tests.helpers.servers import local_environment
 
 CAMPAIGN = "bench-stats"

@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaign import deep_checks, load_campaign, load_campaign_files
+from scheduler.campaigns.campaign import deep_checks, load_campaign, load_campaign_files
 from scheduler.config import Settings, load_settings
 from scheduler.errors import NoSchedule, SchedulerError
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
@@ -103,28 +103,28 @@ PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete managed schedule
 
 
 def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> Any:
-    from scheduler.reconcile import sync
-    from scheduler.schedules import Action
-    from scheduler.stop import pruned_note
+    from scheduler.campaigns.reconcile import sync
+    from scheduler.campaigns.schedules import Action
+    from scheduler.campaigns.stop import pruned_note
     from scheduler.temporal import connect
 
     settings = _settings(config)
 
     async def go() -> tuple[Any, list[str | None]]:
         client = await connect(settings)
-        outcome = await sync(client, settings, prune=prune, dry_run=dry_run)
-        deleted = [c.campaign_id for c in outcome.changes if c.action == Action.DELETE]
-        return outcome, await asyncio.gather(*(pruned_note(client, cid) for cid in deleted))
+        result = await sync(client, settings, prune=prune, dry_run=dry_run)
+        deleted = [c.campaign_id for c in result.changes if c.action == Action.DELETE]
+        return result, await asyncio.gather(*(pruned_note(client, cid) for cid in deleted))
 
-    outcome, notes = _run(go())
-    for p in outcome.problems:
+    result, notes = _run(go())
+    for p in result.problems:
         typer.echo(str(p), err=True)
     for note in filter(None, notes):
         typer.echo(note, err=True)
-    if outcome.errors:
-        typer.echo(f"{len(outcome.errors)} error(s): nothing was changed", err=True)
+    if result.errors:
+        typer.echo(f"{len(result.errors)} error(s): nothing was changed", err=True)
         _exit(1)
-    return outcome
+    return result
 
 
 @app.command()
@@ -134,23 +134,23 @@ def plan(
     config: ConfigOpt = None,
 ) -> None:
     """Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: error."""
-    outcome = _sync(config, prune=prune, dry_run=True)
+    result = _sync(config, prune=prune, dry_run=True)
     if as_json:
-        typer.echo(json.dumps([{"action": c.action.value, "campaign_id": c.campaign_id} for c in outcome.changes]))
+        typer.echo(json.dumps([{"action": c.action.value, "campaign_id": c.campaign_id} for c in result.changes]))
     else:
-        for change in outcome.changes:
+        for change in result.changes:
             typer.echo(str(change))
-        typer.echo(_summary(outcome.changes, "plan"))
-    _exit(2 if outcome.pending else 0)
+        typer.echo(_summary(result.changes, "plan"))
+    _exit(2 if result.pending else 0)
 
 
 @app.command()
 def apply(prune: PruneOpt = False, config: ConfigOpt = None) -> None:
     """Create, update, pause or (with --prune) delete schedules so Temporal matches the campaigns directory."""
-    outcome = _sync(config, prune=prune, dry_run=False)
-    for change in outcome.changes:
+    result = _sync(config, prune=prune, dry_run=False)
+    for change in result.changes:
         typer.echo(str(change))
-    typer.echo(_summary(outcome.changes, "applied"))
+    typer.echo(_summary(result.changes, "applied"))
     _exit(0)
 
 
@@ -170,8 +170,8 @@ def status(
 ) -> None:
     """Every schedule's state, next run and recent runs, as a table (like GET /schedules), then the campaign
     files that do not load (their schedules keep their last good state)."""
-    from scheduler.reconcile import load_campaigns
-    from scheduler.status import schedule_statuses
+    from scheduler.campaigns.reconcile import load_campaigns
+    from scheduler.campaigns.status import schedule_statuses
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -251,7 +251,7 @@ def preview(
     """The next fire times of a campaign's schedule, exactly as Temporal will fire them."""
     from datetime import datetime
 
-    from scheduler.cron import preview as fire_times
+    from scheduler.campaigns.cron import preview as fire_times
 
     campaign, problems = load_campaign(file)
     for p in problems:
@@ -284,7 +284,7 @@ def graph(
     file: Annotated[Path, typer.Argument(help="A campaign .toml file or a seed-shaped .json definition")],
 ) -> None:
     """Print the definition as a Mermaid flowchart."""
-    from scheduler.graph import mermaid
+    from scheduler.campaigns.graph import mermaid
 
     campaign, problems = load_campaign(file)
     if campaign is None:
@@ -308,7 +308,7 @@ def start(
     config: ConfigOpt = None,
 ) -> None:
     """Start one flow (like POST /start-workflow) and print its ids as JSON."""
-    from scheduler.flow_client import STARTED, start_flow
+    from scheduler.campaigns.start import STARTED, start_flow
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -344,10 +344,10 @@ def signal(
     flow's customer in every campaign, also when the flow has ended; an opt-in (START, YES) also
     answers the flow when it is running, STOP ends it, HELP leaves it waiting.
     """
+    from scheduler.campaigns.start import signal_flow, signal_sent
     from scheduler.flow.signals import Reply
-    from scheduler.flow_client import signal_flow, signal_sent
-    from scheduler.keywords import apply_keyword, keyword_of
-    from scheduler.replies import FlowTarget
+    from scheduler.replies.keywords import apply_keyword, keyword_of
+    from scheduler.replies.routing import FlowTarget
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -384,7 +384,7 @@ def stats(
     """A campaign's funnel: flows running at each step now, and outcomes, starts and answers since `--since`
     (from Temporal's visibility, about a second behind the flows)."""
 
-    from scheduler.stats import known_campaign_stats
+    from scheduler.campaigns.stats import known_campaign_stats
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -543,9 +543,10 @@ def stop(
     Then waits, with a progress line, until no flow started before the stop runs (Ctrl-C stops waiting, not
     the stop). `scheduler resume ID` unpauses the schedule, which also ends the waiting.
     """
-    from scheduler.schedules import ScheduleWriter
-    from scheduler.stop import CampaignStops, StopMode, Stopper
+    from scheduler.campaigns.schedules import ScheduleWriter
+    from scheduler.campaigns.stop import Stopper
     from scheduler.store import Store
+    from scheduler.store.stops import CampaignStops, StopMode
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -595,8 +596,8 @@ def resume(
     config: ConfigOpt = None,
 ) -> None:
     """Unpause a stopped (or paused) campaign's schedule; the flows a stop ended stay ended."""
-    from scheduler.schedules import ScheduleWriter
-    from scheduler.stop import Stopper
+    from scheduler.campaigns.schedules import ScheduleWriter
+    from scheduler.campaigns.stop import Stopper
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -656,7 +657,7 @@ def _store(config: Path | None) -> Any:
 
 
 def _consent(config: Path | None) -> Any:
-    from scheduler.consent import Consent
+    from scheduler.store.consent import Consent
 
     return Consent(_store(config))
 
@@ -765,7 +766,7 @@ class _Scope(enum.StrEnum):
 
 
 def _keys(config: Path | None) -> Any:
-    from scheduler.keys import Keys
+    from scheduler.store.api_keys import Keys
 
     return Keys(_store(config))
 

@@ -13,12 +13,12 @@ from starlette.types import ASGIApp
 
 from scheduler.api import create_app
 from scheduler.config import Settings
-from scheduler.consent import Consent
 from scheduler.devserver import DevServer, check_ports
 from scheduler.errors import UnsafeExposure
 from scheduler.flow.durations import format_duration
-from scheduler.keys import Keys
 from scheduler.store import Store
+from scheduler.store.api_keys import Keys
+from scheduler.store.consent import Consent
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
 
@@ -103,7 +103,7 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, 
             log.info("worker polling task queue %r", settings.temporal.task_queue)
         api_task = None
         if api:
-            app = create_app(settings, client=client, reconcile=reconcile, consent=consent)
+            app = create_app(settings, client=client, reconcile=reconcile, store=store)
             api_server = _ApiServer(api_config(app, settings))
             api_task = asyncio.create_task(api_server.serve())
         _banner(settings, dev_server=server is not None, worker=worker, api=api, reconcile=reconcile)

@@ -32,10 +32,10 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
-from scheduler.activities import Activities
-from scheduler.campaign import Campaign
-from scheduler.channels import Channel, Message
+from scheduler.campaigns.campaign import Campaign
 from scheduler.config import Settings
+from scheduler.delivery.activities import Activities
+from scheduler.delivery.channels import Channel, Message
 from scheduler.devserver import installed
 from scheduler.errors import SimulationError, first_line
 from scheduler.flow.attributes import CURRENT_STEP
@@ -46,7 +46,7 @@ from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.quiet_hours import customer_zones
 from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
 from scheduler.flow.workflows import AbandonedCartWorkflow
-from scheduler.keywords import keyword_of
+from scheduler.replies.keywords import keyword_of
 from scheduler.temporal import ensure_search_attributes
 
 MAX_PATHS = 64

@@ -33,23 +33,6 @@ _DENIED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED)
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = attributes.ALL
 
 
-def quote(value: str) -> str:
-    """`value` as a string literal of Temporal's visibility query language: the one quoting of every query.
-
-    The server parses queries with a MySQL-dialect SQL parser, in which a backslash escapes the next
-    character and a quote ends the literal: both are escaped with a backslash, so no value can end
-    the literal early and add conditions to the query (doubling a quote, the other SQL rule, makes a
-    value ending in a backslash a syntax error).
-
-    Server quirks remain (Temporal 1.32's dev server, shown in tests/test_stats.py and
-    tests/test_webhooks_api.py): it trims quotes at either end of a value (`x'` is looked up as `x`),
-    and its SQLite store is handed a `"` or a `\\` re-escaped MySQL-style, which SQLite reads as two
-    characters. No escaping finds a value holding `"` or `\\` there: lookups re-check what they list
-    (`scheduler.replies`), and counts by such a value come from listing the flows (`scheduler.stats`).
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 async def connect(settings: Settings) -> Client:
     """Connect to the configured cluster, or to the embedded dev server when `temporal.address` is empty."""
     target = settings.temporal_address

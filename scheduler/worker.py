@@ -11,13 +11,13 @@ from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
-from scheduler.activities import Activities
+from scheduler.campaigns.fanout import FanoutActivities
 from scheduler.config import Settings
-from scheduler.consent import Consent
-from scheduler.fanout import FanoutActivities
+from scheduler.delivery.activities import Activities
+from scheduler.delivery.unsubscribe import links as unsubscribe_links
 from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 from scheduler.store import Store
-from scheduler.unsubscribe import links as unsubscribe_links
+from scheduler.store.consent import Consent
 
 HEARTBEAT_EVERY = timedelta(seconds=1)
 """The most time between an activity's heartbeats to the server (its default: 80 % of the heartbeat timeout).
@@ -54,7 +54,7 @@ def make_worker(
         settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings), compliance=settings.compliance
     )
     # The template renderer's child processes end with the worker's run.
-    plugins.append(SimplePlugin("scheduler.renderer", run_context=activities.renderer.running))
+    plugins.append(SimplePlugin("scheduler.delivery.renderer", run_context=activities.renderer.running))
     options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_EVERY)
     return Worker(
         client,

@@ -30,9 +30,8 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS.parent))
 
-from scheduler.campaign import load_campaign  # noqa: E402
+from scheduler.campaigns.campaign import load_campaign  # noqa: E402
 from scheduler.config import load_settings  # noqa: E402
-from scheduler.consent import Consent  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
 from scheduler.flow.models import (  # noqa: E402
@@ -44,8 +43,9 @@ from scheduler.flow.models import (  # noqa: E402
 )
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
-from scheduler.stop import CampaignStops, StopMode  # noqa: E402
 from scheduler.store import Store  # noqa: E402
+from scheduler.store.consent import Consent  # noqa: E402
+from scheduler.store.stops import CampaignStops, StopMode  # noqa: E402
 from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 from tests.helpers import BIN, ROOT  # noqa: E402

@@ -22,8 +22,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
-from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID
 from tests.helpers import ROOT
 from tests.helpers.api import Api, running_api

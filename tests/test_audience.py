@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.audience import AUDIENCE_FIELDS, Audience, Page, Skip, Target, map_row, read_page
-from scheduler.campaign import Campaign, deep_checks, load_campaign
+from scheduler.campaigns.campaign import Campaign, deep_checks, load_campaign
 from scheduler.config import ChannelsSettings
 from scheduler.errors import AudienceError
 from scheduler.flow.models import Window, next_window

@@ -23,10 +23,10 @@ from starlette.types import ASGIApp
 
 from scheduler.api import create_app
 from scheduler.config import Settings
-from scheduler.consent import Consent
+from scheduler.delivery.unsubscribe import Unsubscribe, links
 from scheduler.service import api_config
 from scheduler.store import Store
-from scheduler.unsubscribe import Unsubscribe, links
+from scheduler.store.consent import Consent
 from tests.helpers.schedules import Campaigns
 from tests.helpers.servers import free_ports
 from tests.helpers.waiting import eventually

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.campaign import deep_checks, find_campaign, load_campaign, load_campaign_dir
+from scheduler.campaigns.campaign import deep_checks, find_campaign, load_campaign, load_campaign_dir
 from scheduler.config import ChannelsSettings
 from scheduler.errors import UnknownCampaign
 from scheduler.flow.nodes import EventType

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.campaign import MAX_FILE_BYTES, deep_checks, load_campaign, load_campaign_dir
+from scheduler.campaigns.campaign import MAX_FILE_BYTES, deep_checks, load_campaign, load_campaign_dir
+from scheduler.campaigns.reconcile import Reconciler
 from scheduler.config import ChannelsSettings
 from scheduler.flow.definition import MAX_STEPS, WorkflowDefinition, find_cycles
 from scheduler.problems import Problem
-from scheduler.reconcile import Reconciler
 from tests.helpers.campaigns import BASE, BOMBS
 from tests.helpers.cli import scheduler
 from tests.helpers.schedules import Campaigns
@@ -267,7 +267,7 @@ async def test_reconciler_logs_a_file_error_once_and_when_fixed(
     _write("bomb.toml", BOMBS["dotted-key-20000-parts"][1], c.settings.campaigns.dir)
     reconciler = Reconciler(c.client, c.settings)
 
-    with caplog.at_level(logging.INFO, logger="scheduler.reconcile"):
+    with caplog.at_level(logging.INFO, logger="scheduler.campaigns.reconcile"):
         first = await reconciler.run_once()
         second = await reconciler.run_once()
         (c.settings.campaigns.dir / "bomb.toml").unlink()
@@ -323,10 +323,10 @@ def test_load_campaign_unexpected_error_is_the_file_s_problem_logged_once(
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("scheduler.campaign._build", broken)
+    monkeypatch.setattr("scheduler.campaigns.campaign._build", broken)
     path = _write("c.toml", BASE + f"# {time.time_ns()}\n")  # content no other test has parsed (and cached)
 
-    with caplog.at_level(logging.ERROR, logger="scheduler.campaign"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.campaigns.campaign"):
         first, second = load_campaign(path), load_campaign(path)
 
     assert first == second == (None, [Problem("c.toml", 1, "", "cannot load: RuntimeError: boom")])

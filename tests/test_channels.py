@@ -28,16 +28,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
 from scheduler.api.bodies import FORM
-from scheduler.channels import HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
 from scheduler.config import HttpChannelSettings, Settings, SmtpChannelSettings, load_settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import HttpChannel, Message, Outbox, SmtpChannel, idempotency_key
+from scheduler.delivery.unsubscribe import VALID_FOR, Links, Unsubscribe
 from scheduler.errors import ConfigError, DeliveryError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.outbound import tls_context
 from scheduler.store import Store
-from scheduler.unsubscribe import VALID_FOR, Links, Unsubscribe
+from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
 from tests.helpers.flows import CUSTOMER, failure_of, one_step, outcome_of, start_flow_input
 from tests.helpers.servers import QuietHandler, ScriptedServer, free_ports, http_server, scripted_server

@@ -13,8 +13,8 @@ import pytest_asyncio
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
 from scheduler.config import Settings, load_settings
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.models import FlowStatus
 from scheduler.worker import make_worker
 from tests.helpers import ROOT

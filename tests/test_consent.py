@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from scheduler import contact_locks
 from scheduler.config import Settings
-from scheduler.consent import Consent
 from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
 from scheduler.flow.contacts import normalize_contact
-from scheduler.store import Store, head_revision, sends, suppressions
+from scheduler.store import Store, contact_locks, head_revision, sends, suppressions
+from scheduler.store.consent import Consent
 from tests.helpers.cli import scheduler, write_config
 
 

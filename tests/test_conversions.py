@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from scheduler.api import create_app
-from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import OUTCOME, REPLY_IDS, conversion_key
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus

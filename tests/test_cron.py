@@ -17,8 +17,8 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.campaign import CampaignSchedule
-from scheduler.cron import cron_problem, preview, schedule_warnings
+from scheduler.campaigns.campaign import CampaignSchedule
+from scheduler.campaigns.cron import cron_problem, preview, schedule_warnings
 from scheduler.problems import Problem
 
 FIELDS = "standard cron has 5: minute hour day-of-month month day-of-week"
@@ -571,7 +571,7 @@ def test_warnings_default_to_now() -> None:
 
 
 def test_describe_says_a_cron_expression_in_words() -> None:
-    from scheduler.cron import describe
+    from scheduler.campaigns.cron import describe
 
     assert describe("0 * * * *") == "every hour at minute 0"
     assert describe("0 9 * * *") == "every day at 09:00"

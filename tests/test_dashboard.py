@@ -21,13 +21,13 @@ import uvicorn
 from temporalio.client import WorkflowHandle
 
 from scheduler.api import create_app
+from scheduler.campaigns.stop import running_flows
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import flow_input
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.keys import Keys
-from scheduler.stop import running_flows
 from scheduler.store import Store
+from scheduler.store.api_keys import Keys
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
 from tests.helpers.campaigns import FUNNEL

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.campaign import load_campaign
+from scheduler.campaigns.campaign import load_campaign
+from scheduler.delivery.templates import compile_template
 from scheduler.flow.definition import (
     WorkflowDefinition,
     find_cycles,
@@ -24,7 +25,6 @@ from scheduler.flow.definition import (
 )
 from scheduler.flow.nodes import EventType
 from scheduler.problems import Problem
-from scheduler.templates import compile_template
 from tests.helpers.campaigns import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"

@@ -11,11 +11,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from scheduler.consent import Consent
+from scheduler.campaigns.status import schedule_status
 from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, DEFINITION_VERSION
 from scheduler.flow.models import CampaignRunResult
-from scheduler.status import schedule_status
 from scheduler.store import Store
+from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import JSONL_AUDIENCE, WAITING
 from tests.helpers.schedules import Campaigns, terminate_flows

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from scheduler.campaign import load_campaign
+from scheduler.campaigns.campaign import load_campaign
+from scheduler.campaigns.graph import mermaid
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.graph import mermaid
 from tests.helpers import ROOT
 from tests.helpers.campaigns import SEED
 
@@ -102,7 +102,7 @@ def test_mermaid_marks_missing_targets() -> None:
 
 
 def test_svg_draws_each_step_with_its_count_and_link_one_arrow_per_pair_and_an_end_per_way_out() -> None:
-    from scheduler.graph import svg
+    from scheduler.campaigns.graph import svg
 
     campaign, _ = load_campaign(ROOT / "campaigns" / "abandoned_cart.toml")
     assert campaign is not None
@@ -119,7 +119,7 @@ def test_svg_draws_each_step_with_its_count_and_link_one_arrow_per_pair_and_an_e
 
 
 def test_svg_escapes_step_names() -> None:
-    from scheduler.graph import svg
+    from scheduler.campaigns.graph import svg
 
     definition = WorkflowDefinition.model_validate({"start_step": "<b>", "steps": {"<b>": {"node": "send_message"}}})
     assert "<b>" not in svg(definition).replace('"<b>"', "")

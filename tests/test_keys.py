@@ -17,8 +17,8 @@ from sqlalchemy import select
 from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.errors import KeyNameInvalid, KeyNameTaken, UnknownKey
-from scheduler.keys import KeyCache, Keys, hash_key
-from scheduler.store import Store, api_keys
+from scheduler.store import Store, api_keys_table
+from scheduler.store.api_keys import KeyCache, Keys, hash_key
 from scheduler.worker import make_worker
 from tests.helpers.cli import assert_one_line_error, scheduler
 from tests.helpers.schedules import Campaigns, terminate_flows
@@ -42,7 +42,7 @@ def test_keys_create_find_revoke_keep_only_a_hash_and_the_history(keys: Keys) ->
     assert (entry.name, entry.scope, entry.revoked_at) == ("ci-deploy", "write", None)
     assert key.startswith("sk_") and len(key) == 46
     with keys.store.engine.connect() as connection:
-        (row,) = connection.execute(select(api_keys)).mappings().all()
+        (row,) = connection.execute(select(api_keys_table)).mappings().all()
     assert row["key_hash"] == hash_key(key) and key not in [str(v) for v in row.values()]
 
     found = keys.find(key)

@@ -19,13 +19,13 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
+from scheduler.campaigns.start import signal_sent, start_flow
 from scheduler.config import Settings, load_settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
-from scheduler.flow_client import signal_sent, start_flow
 from scheduler.store import Store
+from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
 from tests.helpers.api import Api, running_api
 from tests.helpers.cli import scheduler, write_config

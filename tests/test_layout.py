@@ -1,4 +1,9 @@
-"""The package's layout rules (see "Code map" in the README), checked on the source."""
+"""The package's layout rules (the folder tree is the code map), checked on the source.
+
+Rooms, bottom up: the ground floor (modules at the top level that everything uses, and the `flow` sandbox),
+then `store`, `audience`, `delivery`, `campaigns`, `replies`; on top the processes and interfaces (`api`,
+`cli`, `service`, `worker`, `simulate`), which may import any room. No import runs back up.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,30 @@ SANDBOX_FORBIDDEN = ("fastapi", "starlette", "uvicorn", "httpx", "sqlalchemy", "
 """Web, database, mail and template libraries: workflow code must never need them."""
 SANDBOX_MAY_USE = ("scheduler", "scheduler.errors", "scheduler.problems")
 """The only modules of the package outside `scheduler.flow` that workflow code may import (stdlib-only leaves)."""
+
+
+GROUND = ("config", "devserver", "errors", "locate", "metrics", "outbound", "problems", "signatures", "temporal")
+GROUND += ("visibility", "flow")
+"""Top-level modules (and the sandbox package) that any room may import; they import no room."""
+ROOMS: dict[str, set[str]] = {
+    "store": set(),
+    "audience": set(),
+    "delivery": {"store"},
+    "campaigns": {"store", "audience", "delivery"},
+    "replies": {"store", "delivery", "campaigns"},
+}
+"""Each room's package, and the rooms it may import besides itself and the ground floor."""
+TOP = ("api", "cli", "service", "worker", "simulate")
+"""The processes and interfaces: they may import everything, and nothing imports them but each other."""
+
+
+def room(name: str) -> str:
+    """`scheduler.campaigns.stop` -> `campaigns`; a ground-floor module -> `ground`; a top one -> its name."""
+    first = name.split(".")[1] if "." in name else ""
+    if first in ROOMS or first in TOP:
+        return first
+    assert first in GROUND or first == "", f"{name}: put it in a room, or name it in GROUND or TOP"
+    return "ground"
 
 
 def in_sandbox(name: str) -> bool:
@@ -86,6 +115,26 @@ def test_no_import_cycle_in_the_package() -> None:
     assert cycles == []
 
 
+def test_every_import_stays_in_its_room_or_goes_down() -> None:
+    known = modules()
+    up = [
+        f"{name} imports {target}"
+        for name, path in known.items()
+        for target, _ in imports(path, known)
+        if target in known and (here := room(name)) not in TOP
+        if (there := room(target)) != here and there != "ground" and (here == "ground" or there not in ROOMS[here])
+    ]
+    assert up == []
+
+
+def test_every_package_holds_more_than_one_module() -> None:
+    packages = {path.parent for path in PACKAGE.rglob("__init__.py")}
+    held = {p: [m for m in p.glob("*.py") if m.name != "__init__.py"] + [d for d in p.iterdir() if d in packages]
+            for p in packages}  # fmt: skip
+    assert len(packages) > 5
+    assert [str(p.relative_to(PACKAGE.parent)) for p, inside in held.items() if len(inside) < 2] == []
+
+
 def test_no_private_name_is_imported_from_another_module() -> None:
     known = modules()
     private = [
@@ -113,7 +162,7 @@ def test_sandbox_modules_import_only_the_sandbox_and_errors() -> None:
 
 def test_every_scheduler_error_lives_in_errors_and_is_in_its_tree() -> None:
     for name in modules():
-        if not name.startswith("scheduler.migrations."):  # Alembic runs those, inside its own context
+        if not name.startswith("scheduler.store.migrations."):  # Alembic runs those, inside its own context
             importlib.import_module(name)
     found: list[type[SchedulerError]] = []
     todo = [SchedulerError]

@@ -18,12 +18,11 @@ from alembic.config import Config
 from pydantic import ValidationError
 from sqlalchemy import inspect, select, text
 
-from scheduler import contact_locks
-from scheduler import ledger as ledger_module
 from scheduler.config import FrequencyCap
 from scheduler.errors import StoreUnavailable
-from scheduler.ledger import Ledger
-from scheduler.store import MIGRATIONS, Store, head_revision, sends
+from scheduler.store import MIGRATIONS, Store, contact_locks, head_revision, sends
+from scheduler.store import ledger as ledger_module
+from scheduler.store.ledger import Ledger
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("America/New_York"))
 """Not UTC, so nothing silently assumes it."""

@@ -82,7 +82,7 @@ def test_check_customer_holds_contacts_to_the_id_rule_but_lets_a_non_contact_thr
         check_customer({"phone": "1" * 256})
 
 
-# The CLI: `scheduler start` and `scheduler signal` share `scheduler.flow_client` with the API.
+# The CLI: `scheduler start` and `scheduler signal` share `scheduler.campaigns.start` with the API.
 
 
 @pytest.fixture

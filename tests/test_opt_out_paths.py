@@ -13,14 +13,14 @@ import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
 from scheduler.config import Settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Outbox
+from scheduler.delivery.unsubscribe import Unsubscribe, links
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.store import Store
-from scheduler.temporal import quote
-from scheduler.unsubscribe import Unsubscribe, links
+from scheduler.store.consent import Consent
+from scheduler.visibility import quote
 from tests.helpers.api import Api, running_api
 from tests.helpers.flows import reaches, start_flow_input
 from tests.helpers.waiting import eventually

@@ -18,9 +18,9 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from scheduler.campaigns.schedules import Action, describe
 from scheduler.config import Settings
 from scheduler.flow.attributes import CAMPAIGN_SHA256
-from scheduler.schedules import Action, describe
 from tests.helpers.campaigns import BROKEN_LINE
 from tests.helpers.cli import Run, scheduler
 from tests.helpers.schedules import Campaigns, changes_of, create_foreign_schedule, own_campaigns, wait_listed

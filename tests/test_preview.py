@@ -17,9 +17,9 @@ from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow, Sch
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.campaign import CampaignSchedule
-from scheduler.cron import cron_problem, preview
-from scheduler.schedules import schedule_spec
+from scheduler.campaigns.campaign import CampaignSchedule
+from scheduler.campaigns.cron import cron_problem, preview
+from scheduler.campaigns.schedules import schedule_spec
 
 NY, BERLIN, UTC_ZONE = "America/New_York", "Europe/Berlin", "UTC"
 SPRING = datetime(2031, 3, 1)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.campaign import Campaign, load_campaign_dir
+from scheduler.campaigns.campaign import Campaign, load_campaign_dir
+from scheduler.campaigns.reconcile import Reconciler, sync
+from scheduler.campaigns.schedules import Action, describe
 from scheduler.flow.attributes import CAMPAIGN_SHA256
 from scheduler.problems import Problem
-from scheduler.reconcile import Reconciler, sync
-from scheduler.schedules import Action, describe
 from tests.helpers.campaigns import BROKEN_LINE, campaign_toml
 from tests.helpers.schedules import Campaigns, changes_of, create_foreign_schedule, listed_sha_is, sha_is, wait_listed
 from tests.helpers.waiting import eventually
@@ -164,7 +164,7 @@ async def test_reconciler_campaign_temporal_refuses_does_not_hold_back_others(
     async def load(settings: object) -> tuple[dict[str, Campaign], list[Problem]]:
         return loaded, []
 
-    monkeypatch.setattr("scheduler.reconcile.load_campaigns", load)
+    monkeypatch.setattr("scheduler.campaigns.reconcile.load_campaigns", load)
     outcome = await Reconciler(c.client, c.settings).run_once()
 
     (error,) = outcome.errors

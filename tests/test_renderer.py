@@ -16,11 +16,11 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.delivery.channels import Outbox
+from scheduler.delivery.renderer import Renderer
+from scheduler.delivery.templates import TemplateRenderError
 from scheduler.flow.models import FlowInput, FlowStatus
-from scheduler.renderer import Renderer
-from scheduler.templates import TemplateRenderError
 from scheduler.worker import make_worker
 from tests.helpers.flows import CUSTOMER, failure_of, one_step, start_flow_input
 from tests.helpers.waiting import eventually
@@ -41,7 +41,7 @@ def renderer_pids() -> set[int]:
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):  # it ended while we looked
             continue
-        if parent == os.getpid() and b"scheduler.renderer" in command:
+        if parent == os.getpid() and b"scheduler.delivery.renderer" in command:
             found.add(int(stat.parent.name))
     return found
 

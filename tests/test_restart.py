@@ -20,14 +20,14 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
+from scheduler.campaigns.start import signal_flow, start_flow
 from scheduler.config import Settings, load_settings
+from scheduler.delivery.channels import Outbox
 from scheduler.devserver import DevServer, port_in_use
 from scheduler.errors import DevServerError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
-from scheduler.flow_client import signal_flow, start_flow
 from scheduler.temporal import connect
 from scheduler.worker import make_worker
 from tests.helpers import ROOT

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy, WorkflowExecutionStatus
 
+from scheduler.campaigns.schedules import Action, describe
 from scheduler.errors import UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
-from scheduler.schedules import Action, describe
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import BROKEN_LINE
 from tests.helpers.schedules import (

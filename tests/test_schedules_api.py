@@ -19,8 +19,8 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
+from scheduler.campaigns.schedules import describe
 from scheduler.config import Settings
-from scheduler.schedules import describe
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import BOMBS, BROKEN_LINE, WAITING
 from tests.helpers.schedules import BERLIN, Campaigns, create_foreign_schedule, own_campaigns, terminate_flows

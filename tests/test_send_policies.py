@@ -22,9 +22,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.campaign import load_campaign
-from scheduler.channels import Outbox
+from scheduler.campaigns.campaign import load_campaign
 from scheduler.config import FrequencyCap, Settings, load_settings
+from scheduler.delivery.channels import Outbox
 from scheduler.errors import ConfigError
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.models import DeliveryPolicy, FlowInput, FlowStatus, flow_input

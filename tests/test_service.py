@@ -13,8 +13,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.devserver import port_in_use
-from scheduler.keys import Keys
 from scheduler.store import Store
+from scheduler.store.api_keys import Keys
 from tests.helpers.cli import SCHEDULER, Run, scheduler
 from tests.helpers.servers import free_ports
 from tests.helpers.signing import WEBHOOK_SECRET

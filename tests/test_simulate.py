@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler.campaign import load_campaign
+from scheduler.campaigns.campaign import load_campaign
 from scheduler.config import Settings
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.simulation import PlannedReply, SimulationPlan

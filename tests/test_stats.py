@@ -17,12 +17,12 @@ import pytest_asyncio
 from temporalio.client import WorkflowHandle
 
 from scheduler.api import create_app
+from scheduler.campaigns.stats import OUTCOMES
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import flow_input
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.stats import OUTCOMES
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import FUNNEL
 from tests.helpers.cli import assert_one_line_error, scheduler, write_config

@@ -21,14 +21,15 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from scheduler.api import create_app
-from scheduler.channels import Outbox
+from scheduler.campaigns.reconcile import Reconciler
+from scheduler.campaigns.schedules import Action, ScheduleWriter
+from scheduler.campaigns.stop import Stopper, StopResult, running_flows
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import CAMPAIGN_ID, OUTCOME
 from scheduler.flow.models import FlowStatus, flow_input
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
-from scheduler.reconcile import Reconciler
-from scheduler.schedules import Action, ScheduleWriter
-from scheduler.stop import CampaignStops, StopMode, Stopper, StopResult, running_flows
 from scheduler.store import Store
+from scheduler.store.stops import CampaignStops, StopMode
 from scheduler.worker import make_worker
 from tests.helpers.campaigns import JSONL_AUDIENCE, WAITING
 from tests.helpers.cli import assert_one_line_error, scheduler, write_config
@@ -311,7 +312,7 @@ async def test_a_pruned_campaign_s_flows_finish_and_plan_and_reconcile_say_how_t
             assert plan.code == 2, plan
             assert f"delete {cid}" in plan.stdout.splitlines()
             assert note in plan.stderr.splitlines()
-            caplog.set_level(logging.INFO, logger="scheduler.reconcile")
+            caplog.set_level(logging.INFO, logger="scheduler.campaigns.reconcile")
             outcome = await reconciler.run_once()
             assert [(ch.action, ch.campaign_id) for ch in outcome.pending] == [(Action.DELETE, cid)]
             assert f"reconcile: {note}" in [r.getMessage() for r in caplog.records]
@@ -339,7 +340,7 @@ async def test_while_the_server_runs_its_limit_of_batches_a_stop_cancels_flows_o
     try:
         await c.client.get_schedule_handle(c.sid("f")).trigger()
         await eventually(lambda: _running(c, cid, 3), timeout=30)
-        caplog.set_level(logging.INFO, logger="scheduler.stop")
+        caplog.set_level(logging.INFO, logger="scheduler.campaigns.stop")
 
         response = await api.stop(cid)
         assert (response.status_code, response.json()) == (202, {"schedule": "paused", "cancelled": 3})

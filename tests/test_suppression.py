@@ -15,8 +15,8 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
-from scheduler.channels import Outbox
 from scheduler.config import FrequencyCap, Settings
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import OUTCOME
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from scheduler.activities import outcome, template_context
+from scheduler.delivery.activities import outcome, template_context
+from scheduler.delivery.templates import TemplateLimitError, TemplateRenderError, compile_template, render
 from scheduler.flow.definition import parse_definition
 from scheduler.flow.models import ActivityInput
 from scheduler.flow.nodes.notify_creator import DEFAULT_SUBJECT as NOTIFY_SUBJECT
 from scheduler.flow.nodes.notify_creator import DEFAULT_TEMPLATE as NOTIFY_TEMPLATE
 from scheduler.flow.nodes.send_message import DEFAULT_SUBJECT, DEFAULT_TEMPLATE
 from scheduler.problems import Problem
-from scheduler.templates import TemplateLimitError, TemplateRenderError, compile_template, render
 from tests.helpers.cli import scheduler
 
 EMPTY: dict[str, Any] = {"customer": {}, "cart": {}, "campaign": {}, "step": {}}

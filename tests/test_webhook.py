@@ -10,8 +10,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.channels import Outbox
 from scheduler.config import Settings
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.worker import make_worker

@@ -29,17 +29,17 @@ from temporalio.worker import Replayer
 from twilio.request_validator import RequestValidator
 
 from scheduler.api import create_app
-from scheduler.channels import Outbox
+from scheduler.campaigns.start import start_flow
 from scheduler.config import Settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import CUSTOMER_CONTACT, REPLY_IDS, reply_key
 from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import AbandonedCartWorkflow
-from scheduler.flow_client import start_flow
-from scheduler.replies import quote
 from scheduler.store import Store
+from scheduler.store.consent import Consent
+from scheduler.visibility import quote
 from scheduler.worker import make_worker
 from tests.helpers.flows import reaches, start_flow_input, status, terminate, wait_then_send
 from tests.helpers.metrics import metric

@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from scheduler.channels import Outbox
+from scheduler.campaigns.start import new_workflow_id
 from scheduler.config import Settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Outbox
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import (
     CAMPAIGN_ID,
@@ -30,8 +30,8 @@ from scheduler.flow.engine import (
 from scheduler.flow.models import FlowInput, RunCampaign, RunCampaignInfo, flow_input
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
-from scheduler.flow_client import new_workflow_id
 from scheduler.store import Store
+from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
 from tests.helpers.flows import one_step, reaches, start_flow_input, status
 from tests.helpers.waiting import eventually

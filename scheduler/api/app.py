@@ -28,8 +28,8 @@ from scheduler.api import (
     workflows,
 )
 from scheduler.api.browser import BrowserGuard
+from scheduler.campaigns.reconcile import Reconciler
 from scheduler.config import Settings
-from scheduler.consent import Consent
 from scheduler.errors import (
     BodyTooLarge,
     FlowAlreadyRunning,
@@ -48,8 +48,8 @@ from scheduler.errors import (
     UnsupportedMediaType,
     WebhookSignatureInvalid,
 )
-from scheduler.keys import CACHE_SECONDS
-from scheduler.reconcile import Reconciler
+from scheduler.store import Store
+from scheduler.store.api_keys import CACHE_SECONDS
 from scheduler.temporal import connect
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,11 @@ def create_app(
     *,
     client: Client | None = None,
     reconcile: bool = False,
-    consent: Consent | None = None,
+    store: Store | None = None,
     key_cache_seconds: float = CACHE_SECONDS,
 ) -> FastAPI:
-    """The API. Without `client`, the lifespan connects to the configured Temporal; without `consent`, the
-    configured store is opened on first use (it also holds the API keys, see `scheduler.api.auth`).
+    """The API. Without `client`, the lifespan connects to the configured Temporal; without `store`, the
+    configured store is opened on first use (suppressions, API keys, ledger, stops: `scheduler.store`).
 
     `key_cache_seconds`: how long a key found stays trusted without asking the store (0: never cached).
 
@@ -130,7 +130,8 @@ def create_app(
     app.state.client = client
     app.state.reconciler = None
     app.state.schedules = None
-    app.state.consent = consent
+    app.state.store = store
+    app.state.consent = None
     app.state.keys = None
     app.state.key_cache_seconds = key_cache_seconds
     app.state.background = set()

@@ -1,4 +1,4 @@
-"""Who may call a route: API keys (`scheduler.keys`) as FastAPI security dependencies.
+"""Who may call a route: API keys (`scheduler.store.api_keys`) as FastAPI security dependencies.
 
 `ReadAccess` guards the `GET` routes, `WriteAccess` (or a `WriteKey` parameter, to know the key's name)
 the routes that change state. Both read `Authorization: Bearer <key>`: no key, or an unknown or revoked
@@ -20,7 +20,7 @@ from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scheduler.api.deps import get_keys
-from scheduler.keys import Scope
+from scheduler.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 

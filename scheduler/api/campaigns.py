@@ -1,4 +1,4 @@
-"""A campaign's emergency stop and its resumption (see `scheduler.stop`), and its funnel (`scheduler.stats`)."""
+"""A campaign's emergency stop and its resumption (`scheduler.campaigns.stop`), and its funnel (`campaigns.stats`)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.auth import ReadAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
-from scheduler.api.deps import ClientDep, SchedulesDep, get_consent
+from scheduler.api.deps import ClientDep, SchedulesDep, get_store
 from scheduler.api.responses import errors
 from scheduler.api.schedules import CampaignId
 from scheduler.api.workflows import MessageResponse
+from scheduler.campaigns.stats import CampaignStats, known_campaign_stats
+from scheduler.campaigns.stop import Stopped, Stopper, StopResult
 from scheduler.errors import StoreUnavailable
-from scheduler.stats import CampaignStats, known_campaign_stats
-from scheduler.stop import MAX_REASON, CampaignStops, StopMode, Stopped, Stopper, StopResult
+from scheduler.store import MAX_REASON
+from scheduler.store.stops import CampaignStops, StopMode
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class StopRequest(BaseModel):
 
 async def _stopper(request: Request, client: ClientDep, schedules: SchedulesDep) -> Stopper:
     try:
-        stops: CampaignStops | None = CampaignStops((await get_consent(request)).store)
+        stops: CampaignStops | None = CampaignStops(await get_store(request))
     except StoreUnavailable as exc:  # an emergency stop still pauses and cancels without its record
         log.error("campaign stop without the store: %s", exc)
         stops = None

@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from scheduler.campaigns.schedules import ScheduleWriter
 from scheduler.config import Settings
-from scheduler.consent import Consent
-from scheduler.keys import KeyCache, Keys
-from scheduler.schedules import ScheduleWriter
 from scheduler.store import Store
+from scheduler.store.api_keys import KeyCache, Keys
+from scheduler.store.consent import Consent
 
 
 async def get_settings(request: Request) -> Settings:
@@ -37,19 +37,27 @@ async def get_schedules(request: Request) -> ScheduleWriter:
     return state.schedules  # type: ignore[no-any-return]
 
 
+async def get_store(request: Request) -> Store:
+    """The service's database: the one `scheduler up` opened, else the configured one, opened on first use."""
+    state = request.app.state
+    if state.store is None:
+        state.store = await asyncio.to_thread(Store.open, state.settings.store_url)
+    return state.store  # type: ignore[no-any-return]
+
+
 async def get_consent(request: Request) -> Consent:
-    """The suppression list: the one `scheduler up` opened, else the configured store's, opened on first use."""
+    """The suppression list, in the store."""
     state = request.app.state
     if state.consent is None:
-        state.consent = Consent(await asyncio.to_thread(Store.open, state.settings.store_url))
+        state.consent = Consent(await get_store(request))
     return state.consent  # type: ignore[no-any-return]
 
 
 async def get_keys(request: Request) -> KeyCache:
-    """The API keys, in the store `get_consent` opens, behind this app's cache."""
+    """The API keys, in the store, behind this app's cache."""
     state = request.app.state
     if state.keys is None:
-        state.keys = KeyCache(Keys((await get_consent(request)).store), seconds=state.key_cache_seconds)
+        state.keys = KeyCache(Keys(await get_store(request)), seconds=state.key_cache_seconds)
     return state.keys  # type: ignore[no-any-return]
 
 

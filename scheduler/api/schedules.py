@@ -9,16 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from scheduler.api.auth import Caller, ReadAccess, WriteAccess, WriteKey, auth_errors
-from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep, get_consent
+from scheduler.api.deps import ClientDep, SchedulesDep, SettingsDep, get_store
 from scheduler.api.responses import errors
 from scheduler.api.workflows import MessageResponse
-from scheduler.campaign import is_campaign_id
+from scheduler.campaigns.campaign import is_campaign_id
+from scheduler.campaigns.reconcile import load_campaigns
+from scheduler.campaigns.schedules import schedule_id
+from scheduler.campaigns.status import ScheduleStatus, managed_schedule, schedule_status, schedule_statuses
 from scheduler.errors import NoSchedule, StoreUnavailable
-from scheduler.ledger import Ledger
 from scheduler.problems import Problem
-from scheduler.reconcile import load_campaigns
-from scheduler.schedules import schedule_id
-from scheduler.status import ScheduleStatus, managed_schedule, schedule_status, schedule_statuses
+from scheduler.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ async def message_ledger(request: Request) -> Ledger | None:
     """Where runs' held and skipped messages are counted; None (and no counts shown) while the store is down:
     the schedules themselves come from Temporal."""
     try:
-        return Ledger((await get_consent(request)).store)
+        return Ledger(await get_store(request))
     except StoreUnavailable as exc:
         log.warning("schedules without their runs' message counts: %s", exc)
         return None

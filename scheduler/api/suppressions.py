@@ -12,8 +12,9 @@ from scheduler.api.auth import ReadAccess, WriteAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
 from scheduler.api.deps import ConsentDep
 from scheduler.api.responses import errors
-from scheduler.consent import MAX_REASON, Suppression
 from scheduler.flow.contacts import normalize_contact
+from scheduler.store import MAX_REASON
+from scheduler.store.consent import Suppression
 
 router = APIRouter(prefix="/suppressions", tags=["suppressions"])
 PAGE = 100

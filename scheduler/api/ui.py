@@ -19,17 +19,17 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from scheduler import temporal
 from scheduler.api.auth import Caller, Credentials, read_access
 from scheduler.api.deps import ClientDep, SettingsDep
 from scheduler.api.schedules import CampaignId, file_errors, message_ledger
+from scheduler.campaigns.cron import describe
+from scheduler.campaigns.graph import svg
+from scheduler.campaigns.schedules import applied_campaign
+from scheduler.campaigns.stats import campaign_stats
+from scheduler.campaigns.status import managed_schedule, schedule_status, schedule_statuses
 from scheduler.config import Settings
-from scheduler.cron import describe
 from scheduler.errors import NoCampaign
-from scheduler.graph import svg
-from scheduler.schedules import applied_campaign
-from scheduler.stats import campaign_stats
-from scheduler.status import managed_schedule, running_query, schedule_status, schedule_statuses
+from scheduler.visibility import step_query
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -101,7 +101,7 @@ async def campaign_page(
     )
     if status is None:  # deleted meanwhile
         raise NoCampaign(campaign_id, running=False)
-    at_step = {s: f"{running_query(campaign_id)} AND CurrentStep = {temporal.quote(s)}" for s in stats.running}
+    at_step = {s: step_query(campaign_id, s) for s in stats.running}
     links = {s: link for s, query in at_step.items() if (link := flows_link(settings, query))}
     zone = ZoneInfo(status.timezone or "UTC")
     source = Path(status.source).name if status.source else None

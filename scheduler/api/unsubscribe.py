@@ -21,11 +21,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
+from scheduler.delivery.unsubscribe import InvalidToken, Unsubscribe, links
 from scheduler.errors import InvalidContact
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.signals import Reply
-from scheduler.keywords import end_flows
-from scheduler.unsubscribe import InvalidToken, Unsubscribe, links
+from scheduler.replies.keywords import end_flows
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 Each request is checked in this order, so nothing unauthenticated is parsed: content type (415),
 size (413, at most 64 KiB, counted while reading), signature when a secret is configured
-(401 / 403), fields (422). Then `scheduler.replies.route_reply` (`route_conversion`) finds and
+(401 / 403), fields (422). Then `scheduler.replies.routing.route_reply` (`route_conversion`) finds and
 signals the flows. A reply or conversion that matches no flow is logged (contact redacted) and
 answered 404, or, to Twilio, with an empty TwiML answer: Twilio has nobody to tell.
 """
@@ -28,9 +28,9 @@ from scheduler.errors import InvalidContact, NoFlowForReply, TwilioSignatureInva
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.limits import Id, id_problem
 from scheduler.flow.signals import Conversion, Reply
-from scheduler.keywords import apply_keyword
 from scheduler.metrics import UNMATCHED
-from scheduler.replies import FlowTarget, route_conversion, route_reply
+from scheduler.replies.keywords import apply_keyword
+from scheduler.replies.routing import FlowTarget, route_conversion, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
 
 log = logging.getLogger(__name__)

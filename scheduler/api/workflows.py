@@ -15,11 +15,11 @@ from scheduler.api.auth import WriteAccess, auth_errors
 from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
+from scheduler.campaigns.start import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
-from scheduler.flow_client import STARTED, signal_flow, signal_sent, start_flow
-from scheduler.keywords import apply_keyword
-from scheduler.replies import FlowTarget
+from scheduler.replies.keywords import apply_keyword
+from scheduler.replies.routing import FlowTarget
 
 router = APIRouter(tags=["workflows"], dependencies=[WriteAccess])
 

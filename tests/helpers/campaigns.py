@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from scheduler.campaign import MAX_FILE_BYTES
+from scheduler.campaigns.campaign import MAX_FILE_BYTES
 
 SEED = {
     "start_step": "step_1",

@@ -11,11 +11,11 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from scheduler.campaigns.start import new_workflow_id
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow
-from scheduler.flow_client import new_workflow_id
 from tests.helpers.waiting import eventually
 
 CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+15550001", "email": "ada@example.net"}

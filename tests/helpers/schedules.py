@@ -26,12 +26,12 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler import schedules
-from scheduler.campaign import Campaign, load_campaign
+from scheduler.campaigns import schedules
+from scheduler.campaigns.campaign import Campaign, load_campaign
+from scheduler.campaigns.reconcile import SyncResult, sync
+from scheduler.campaigns.schedules import Action, ScheduleWriter
 from scheduler.config import Settings
 from scheduler.flow.attributes import CAMPAIGN_SHA256
-from scheduler.reconcile import Outcome, sync
-from scheduler.schedules import Action, ScheduleWriter
 from tests.helpers.campaigns import BROKEN, campaign_toml
 from tests.helpers.waiting import eventually
 
@@ -79,8 +79,8 @@ async def create_foreign_schedule(client: Client, sid: str) -> None:
     )
 
 
-def changes_of(outcome: Outcome | list[schedules.Change]) -> list[tuple[Action, str]]:
-    changes = outcome.changes if isinstance(outcome, Outcome) else outcome
+def changes_of(result: SyncResult | list[schedules.Change]) -> list[tuple[Action, str]]:
+    changes = result.changes if isinstance(result, SyncResult) else result
     return [(c.action, c.campaign_id) for c in changes]
 
 
@@ -128,7 +128,7 @@ class Campaigns:
     def sha(self, name: str) -> str:
         return self.campaign(name).sha256
 
-    async def sync(self, *, dry_run: bool = False, prune: Iterable[str] = ()) -> Outcome:
+    async def sync(self, *, dry_run: bool = False, prune: Iterable[str] = ()) -> SyncResult:
         """`sync` pruning at most the given names of this test (never the whole shared server)."""
         ids = {self.id(n) for n in prune}
         return await sync(self.client, self.settings, dry_run=dry_run, prune=ids, schedules=self.writer)

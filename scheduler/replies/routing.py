@@ -30,13 +30,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from scheduler.campaigns.start import signal_flow
 from scheduler.errors import FlowNotFound, NoFlowForReply
 from scheduler.flow.attributes import CART_ID, CUSTOMER_CONTACT, CUSTOMER_ID, REPLY_IDS, conversion_key, reply_key
 from scheduler.flow.contacts import redact
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.flow_client import signal_flow
-from scheduler.temporal import quote
+from scheduler.visibility import lookup_query
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +169,12 @@ async def _handled_by(client: Client, workflow_id: str, key: str) -> bool:
 async def flows_of(client: Client, target: FlowTarget) -> list[TypedSearchAttributes]:
     """The search attributes of `target`'s flows, running or not (at most `MAX_FLOWS`), from one lookup."""
     attribute, value = target.attribute()
-    query = f"WorkflowType = {quote(FLOW_TYPE)} AND {attribute.name} = {quote(value)}"
+    query = lookup_query(attribute.name, value)
     found: list[TypedSearchAttributes] = []
     async for execution in client.list_workflows(query, limit=MAX_FLOWS):
         attributes = execution.typed_search_attributes
         recorded = attributes.get(attribute)
-        if value in recorded if isinstance(recorded, list) else recorded == value:  # exact: see `quote`
+        if value in recorded if isinstance(recorded, list) else recorded == value:  # exact: see `visibility.quote`
             found.append(attributes)
     return found
 
@@ -183,18 +183,13 @@ async def _lookup(
     client: Client, attribute: SearchAttributeKey[Any], value: str, key: str | None
 ) -> tuple[list[str], list[str]]:
     """Flows of `attribute = value` that handled `key` (any status), and the running ones that did not."""
-    query = f"WorkflowType = {quote(FLOW_TYPE)} AND {attribute.name} = {quote(value)}"
-    running_only = "ExecutionStatus = 'Running'"
-    if key is None:
-        query += f" AND {running_only}"
-    else:
-        query += f" AND ({running_only} OR {REPLY_IDS.name} = {quote(key)})"
+    query = lookup_query(attribute.name, value, running=True, handled=key)
     handled: set[str] = set()
     running: set[str] = set()
     async for execution in client.list_workflows(query, limit=MAX_FLOWS):
         attributes = execution.typed_search_attributes
         recorded = attributes.get(attribute)
-        # Exact re-check: a SQL visibility store may match more than asked (see `quote`), and a
+        # Exact re-check: a SQL visibility store may match more than asked (see `scheduler.visibility.quote`), and a
         # SQLite KeywordList match ignores case.
         if not (value in recorded if isinstance(recorded, list) else recorded == value):
             continue

@@ -25,15 +25,15 @@ from typing import Literal
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.channels import Message, Outbox, make_channels
+from scheduler.campaigns.start import signal_sent
 from scheduler.config import ComplianceSettings, Settings
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Message, Outbox, make_channels
 from scheduler.errors import DeliveryError, NoFlowForReply, NotSuppressed
 from scheduler.flow.attributes import CAMPAIGN_ID, CUSTOMER_CONTACT
 from scheduler.flow.contacts import redact
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
-from scheduler.flow_client import signal_sent
-from scheduler.replies import FlowTarget, flows_of, route_reply
+from scheduler.replies.routing import FlowTarget, flows_of, route_reply
+from scheduler.store.consent import Consent
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ line); `compile_template`, which validation runs, refuses what it can see withou
 These stop the usual bombs in milliseconds. They bound each value and the number of steps, not
 their product: a loop can still pile up values inside a block, and one C-level operation on the
 largest values allowed (e.g. `str.translate`) can take seconds, holding the GIL. The worker
-therefore renders through `scheduler.renderer`, in a child process with a CPU deadline and a
+therefore renders through `scheduler.delivery.renderer`, in a child process with a CPU deadline and a
 memory limit.
 """
 
@@ -546,7 +546,7 @@ def _printed_object(expr: nodes.Expr, stored: set[str], macros: set[str]) -> str
 
 
 def render(text: str, context: dict[str, Any], *, max_length: int = MAX_VALUE_LENGTH) -> str:
-    """Render with `context` (keys: `VARIABLES`), in this thread: the worker uses `scheduler.renderer` instead.
+    """Render with `context` (keys: `VARIABLES`), in this thread: the worker uses `scheduler.delivery.renderer` instead.
 
     Raises:
         TemplateRenderError: the template failed on this data or went over a limit (the text over

@@ -1,4 +1,5 @@
-"""Starting and signalling flows: the one implementation behind `/start-workflow`, `/send-signal` and the CLI."""
+"""Starting one flow and signalling flows, from outside: the one implementation behind `/start-workflow`,
+`/send-signal`, `scheduler start|signal` and reply routing (a campaign run starts its flows in `fanout`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.campaign import find_campaign
+from scheduler.campaigns.campaign import find_campaign
 from scheduler.config import Settings
 from scheduler.errors import FlowAlreadyRunning, FlowNotFound, UnknownSignal
 from scheduler.flow.engine import start_attributes

@@ -3,7 +3,7 @@
 Before a message under a cap goes out, `reserve` counts the contact's messages in each applicable cap's
 window and either records this one (a row of `sends`) or answers when the caps let it through. The count and
 the insert are one step across threads and processes: both happen under the contact's exclusive lock
-`"cap:" + contact` (`scheduler.contact_locks`), held for those few statements only, never across a delivery.
+`"cap:" + contact` (`scheduler.store.contact_locks`), held for those few statements only, never across a delivery.
 
 A message's idempotency key makes a retried delivery count once; a delivery that failed for good is
 `release`d and stops counting. Reservations commit without waiting for the disk (`Store.relaxed`): a power

@@ -21,8 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scheduler.audience import Audience, audience_problems, audience_warnings
+from scheduler.campaigns.cron import aware, cron_problem, schedule_warnings
 from scheduler.config import ChannelsSettings
-from scheduler.cron import aware, cron_problem, schedule_warnings
 from scheduler.errors import UnknownCampaign, clip
 from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_many_steps
 from scheduler.flow.durations import Duration
@@ -294,7 +294,7 @@ def _build(path: Path, shown: str, data: Any, text: str) -> tuple[Campaign | Non
     elif oversized := too_many_steps(data["workflow"]):  # validating the rest would take seconds
         return None, [place(oversized.under("workflow"))]
     else:
-        from scheduler.templates import compile_template  # Jinja: only once a file has steps to check
+        from scheduler.delivery.templates import compile_template  # Jinja: only once a file has steps to check
 
         _, def_problems = parse_definition(data["workflow"], check_template=compile_template)
         problems.extend(place(p.under("workflow")) for p in def_problems)

@@ -32,9 +32,9 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.campaign import Campaign, CampaignSchedule
+from scheduler.campaigns.campaign import Campaign, CampaignSchedule
+from scheduler.campaigns.cron import aware
 from scheduler.config import Settings
-from scheduler.cron import aware
 from scheduler.errors import ApplyFailed, SchedulerError, UnmanagedSchedule
 from scheduler.flow.attributes import CAMPAIGN_ID, CAMPAIGN_SHA256
 from scheduler.flow.models import CampaignRunInput

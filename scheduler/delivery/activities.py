@@ -14,9 +14,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from scheduler.channels import Channel, Message, Outbox, idempotency_key, make_channels
 from scheduler.config import ChannelsSettings, ComplianceSettings, env_var
-from scheduler.consent import Consent
+from scheduler.delivery.channels import Channel, Message, Outbox, idempotency_key, make_channels
+from scheduler.delivery.renderer import Renderer
+from scheduler.delivery.templates import TemplateRenderError
+from scheduler.delivery.unsubscribe import Links, Unsubscribe
 from scheduler.errors import DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
@@ -25,13 +27,11 @@ from scheduler.flow.nodes import ActivityOutcome, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
-from scheduler.ledger import Ledger
 from scheduler.metrics import MESSAGES
 from scheduler.outbound import http_client, retryable_status
-from scheduler.renderer import Renderer
-from scheduler.stop import CampaignStops
-from scheduler.templates import TemplateRenderError
-from scheduler.unsubscribe import Links, Unsubscribe
+from scheduler.store.consent import Consent
+from scheduler.store.ledger import Ledger
+from scheduler.store.stops import CampaignStops
 
 log = logging.getLogger(__name__)
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, ScheduleDescription
 
+from scheduler.campaigns.schedules import (
+    MANAGED_BY,
+    applied_campaign,
+    campaign_id_of,
+    describe,
+    list_schedules,
+    schedule_id,
+)
 from scheduler.errors import first_line
-from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE, FLOW_TYPE
-from scheduler.ledger import Ledger
-from scheduler.schedules import MANAGED_BY, applied_campaign, campaign_id_of, describe, list_schedules, schedule_id
+from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE
+from scheduler.store.ledger import Ledger
+from scheduler.visibility import campaign_query, running_query
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +59,6 @@ class ScheduleStatus(BaseModel):
     running_flows: int
     definition_version: str | None
     source: str | None
-
-
-def running_query(campaign_id: str, workflow_type: str = FLOW_TYPE, *, started_before: datetime | None = None) -> str:
-    """The visibility query of a campaign's running flows (or runs); ids are `[a-z0-9_-]`, nothing to escape.
-
-    `started_before`: only those the server started before that instant (`StartTime` compares to the
-    microsecond on the dev server's SQLite as on the other stores)."""
-    query = f"WorkflowType = '{workflow_type}' AND CampaignId = '{campaign_id}' AND ExecutionStatus = 'Running'"
-    if started_before is not None:
-        query += f" AND StartTime < '{started_before.astimezone(UTC).isoformat()}'"
-    return query
 
 
 async def list_managed(client: Client) -> list[str]:
@@ -135,8 +132,7 @@ async def schedule_status(client: Client, campaign_id: str, *, ledger: Ledger | 
 async def _runs_by_id(client: Client, campaign_id: str) -> dict[str, tuple[str, Mapping[str, Any]]]:
     """Status and memo (counts and window) of the campaign's recent runs, from one visibility query."""
     out: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    query = f"WorkflowType = '{CAMPAIGN_RUN_TYPE}' AND CampaignId = '{campaign_id}'"
-    async for execution in client.list_workflows(query, limit=20):
+    async for execution in client.list_workflows(campaign_query(campaign_id, CAMPAIGN_RUN_TYPE), limit=20):
         status = execution.status.name.title().replace("_", "") if execution.status else "Unknown"
         out[execution.id] = (status, await execution.memo())
     return out

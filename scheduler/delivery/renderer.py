@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from scheduler.templates import TemplateLimitError, TemplateRenderError, render
+from scheduler.delivery.templates import TemplateLimitError, TemplateRenderError, render
 
 PROCESSES = 2
 """Children per worker: renders take about a millisecond, so two keep up with hundreds of flows a second."""

@@ -31,11 +31,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.batch.v1 import BatchOperationCancellation
 from temporalio.api.enums.v1 import BatchOperationState
@@ -43,12 +41,14 @@ from temporalio.api.workflowservice.v1 import DescribeBatchOperationRequest, Sta
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from scheduler.campaign import is_campaign_id
+from scheduler.campaigns.campaign import is_campaign_id
+from scheduler.campaigns.schedules import ScheduleWriter, describe, schedule_id
+from scheduler.campaigns.status import managed_schedule
 from scheduler.errors import NoCampaign, NoSchedule, first_line
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE
-from scheduler.schedules import ScheduleWriter, describe, schedule_id
-from scheduler.status import managed_schedule, running_query
-from scheduler.store import Store, campaign_stops, stored_utc
+from scheduler.store import MAX_REASON
+from scheduler.store.stops import CampaignStops, StopMode
+from scheduler.visibility import running_query
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ REBATCH_SECONDS = 5.0
 """The least time between two cancellations of the flows visibility still shows running."""
 CANCEL_CONCURRENCY = 16
 """Flows cancelled at once when the server runs too many batch operations to take ours."""
-MAX_REASON = 200
-
-
-class StopMode(StrEnum):
-    CANCEL = "cancel"
-    """Cancel every running flow of the campaign."""
-    DRAIN = "drain"
-    """Let the running flows finish."""
 
 
 class StopResult(BaseModel):
@@ -101,30 +93,6 @@ class Finished(NamedTuple):
     """Flows of the stop still running (0: all ended)."""
     resumed: bool
     """The campaign was resumed meanwhile (its schedule unpaused), which ends the waiting."""
-
-
-class CampaignStops:
-    """The stops in the store. Synchronous: async callers use `asyncio.to_thread`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def record(self, campaign_id: str, *, mode: StopMode, reason: str, by: str, at: datetime | None = None) -> datetime:
-        """Write down a stop (at `at`, default now); the instant it counts from."""
-        at = at or datetime.now(UTC)
-        row = {"campaign_id": campaign_id, "mode": mode.value, "reason": reason[:MAX_REASON], "by": by[:64], "at": at}
-        with self.store.engine.begin() as connection:
-            connection.execute(insert(campaign_stops).values(row))
-        return at
-
-    def barred_before(self, campaign_id: str) -> datetime | None:
-        """The latest `cancel` stop of the campaign: its flows started before then send nothing more."""
-        query = select(func.max(campaign_stops.c.at)).where(
-            campaign_stops.c.campaign_id == campaign_id, campaign_stops.c.mode == StopMode.CANCEL.value
-        )
-        with self.store.engine.connect() as connection:
-            at = connection.execute(query).scalar_one_or_none()
-        return None if at is None else stored_utc(at)
 
 
 async def running_flows(client: Client, campaign_id: str, *, started_before: datetime | None = None) -> int:

@@ -4,7 +4,7 @@
   schedule runs (zeros included), then one for the flows at any other step (older definitions still
   running); if there are some, their steps are listed (at most `MAX_LISTED` flows) and counted one by one.
   A step name visibility cannot look up (on the dev server one holding `"` or `\\`, see
-  `scheduler.temporal.quote`) matches no `CurrentStep = …` but is not left out by `NOT IN` either, so its
+  `scheduler.visibility.quote`) matches no `CurrentStep = …` but is not left out by `NOT IN` either, so its
   flows are among those listed: the listing counts them.
 - `outcomes`: flows that ended since `since`, per `Outcome` (every outcome named, zeros included).
 - `started`: flows started since `since`; `answered`: those of them with `ClientAnswered = true`.
@@ -23,13 +23,12 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from scheduler.campaign import is_campaign_id
+from scheduler.campaigns.campaign import is_campaign_id
+from scheduler.campaigns.schedules import applied_campaign
+from scheduler.campaigns.status import managed_schedule
 from scheduler.errors import NoCampaign
 from scheduler.flow.attributes import CURRENT_STEP
-from scheduler.flow.workflows import FLOW_TYPE
-from scheduler.schedules import applied_campaign
-from scheduler.status import managed_schedule, running_query
-from scheduler.temporal import quote
+from scheduler.visibility import campaign_query, other_steps_query, outcome_query, started_query, step_query
 
 OUTCOMES = ("completed", "converted", "failed", "opted_out", "stopped")
 """The outcomes a flow ends with (the memo `outcome` and the search attribute `Outcome`)."""
@@ -63,8 +62,7 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
     campaign = await applied_campaign(client, managed[0]) if managed else None
     stats = await campaign_stats(client, campaign_id, steps=campaign.workflow.steps if campaign else (), since=since)
     if managed is None and not (stats.started or any(stats.running.values()) or any(stats.outcomes.values())):
-        flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}'"
-        if not (await client.count_workflows(flows)).count:
+        if not (await client.count_workflows(campaign_query(campaign_id))).count:
             raise NoCampaign(campaign_id, running=False)
     return stats
 
@@ -76,26 +74,22 @@ async def campaign_stats(
     without an offset: UTC)."""
     since = since or datetime.now(UTC) - DEFAULT_SINCE
     since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-    flows = f"WorkflowType = '{FLOW_TYPE}' AND CampaignId = '{campaign_id}'"
-    running = running_query(campaign_id)
-    started = f"{flows} AND StartTime >= '{since.isoformat()}'"
-    closed = f"{flows} AND ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
     steps = list(dict.fromkeys(steps))
-    elsewhere = f"{running} AND CurrentStep NOT IN ({', '.join(map(quote, steps))})" if steps else running
+    elsewhere = other_steps_query(campaign_id, steps)
 
     async def count(query: str) -> int:
         return (await client.count_workflows(query)).count
 
     async def at_steps(names: list[str]) -> dict[str, int]:
-        found = await asyncio.gather(*(count(f"{running} AND CurrentStep = {quote(s)}") for s in names))
+        found = await asyncio.gather(*(count(step_query(campaign_id, s)) for s in names))
         return dict(zip(names, found, strict=True))
 
     running_at, others, outcomes, started_n, answered_n = await asyncio.gather(
         at_steps(steps),
         count(elsewhere),
-        asyncio.gather(*(count(f"{closed} AND Outcome = '{o}'") for o in OUTCOMES)),
-        count(started),
-        count(f"{started} AND ClientAnswered = true"),
+        asyncio.gather(*(count(outcome_query(campaign_id, since, o)) for o in OUTCOMES)),
+        count(started_query(campaign_id, since)),
+        count(started_query(campaign_id, since, answered=True)),
     )
     if others:  # flows of older definitions, at steps the current one does not have, or at unsearchable steps
         listed = client.list_workflows(elsewhere, limit=MAX_LISTED)

@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.errors import KeyNameInvalid, KeyNameTaken, UnknownKey
-from scheduler.store import Store, api_keys, stored_utc
+from scheduler.store import Store, api_keys_table, stored_utc
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
@@ -39,7 +39,7 @@ CACHE_SECONDS = 5.0
 again: the longest a revoked key still works."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CACHED_KEYS = 1024
-ACTIVE = api_keys.c.revoked_at.is_(None)
+ACTIVE = api_keys_table.c.revoked_at.is_(None)
 
 
 class ApiKey(BaseModel):
@@ -95,7 +95,7 @@ class Keys:
         row = {"name": name, "scope": scope, "key_hash": hash_key(key), "created_at": datetime.now(UTC)}
         try:
             with self.store.engine.begin() as connection:
-                connection.execute(api_keys.insert().values(row))
+                connection.execute(api_keys_table.insert().values(row))
         except IntegrityError:
             existing = self.get(name)
             raise KeyNameTaken(name, revoked=existing is not None and existing.revoked_at is not None) from None
@@ -109,7 +109,7 @@ class Keys:
         """
         with self.store.engine.begin() as connection:
             done = connection.execute(
-                update(api_keys).where(api_keys.c.name == name, ACTIVE).values(revoked_at=datetime.now(UTC))
+                update(api_keys_table).where(api_keys_table.c.name == name, ACTIVE).values(revoked_at=datetime.now(UTC))
             )
         entry = self.get(name)
         if done.rowcount == 0 or entry is None:
@@ -119,13 +119,15 @@ class Keys:
     def get(self, name: str) -> ApiKey | None:
         """The key named `name`, active or revoked."""
         with self.store.engine.connect() as connection:
-            row = connection.execute(select(api_keys).where(api_keys.c.name == name)).first()
+            row = connection.execute(select(api_keys_table).where(api_keys_table.c.name == name)).first()
         return _entry(row._mapping) if row else None
 
     def all(self) -> list[ApiKey]:
         """Every key, revoked ones too, oldest first."""
         with self.store.engine.connect() as connection:
-            return [_entry(row._mapping) for row in connection.execute(select(api_keys).order_by(api_keys.c.id))]
+            return [
+                _entry(row._mapping) for row in connection.execute(select(api_keys_table).order_by(api_keys_table.c.id))
+            ]
 
     def find(self, key: str) -> ApiKey | None:
         """The active key whose value is `key`; None for an unknown or revoked one."""
@@ -133,7 +135,7 @@ class Keys:
             return None
         digest = hash_key(key)
         with self.store.engine.connect() as connection:
-            row = connection.execute(select(api_keys).where(api_keys.c.key_hash == digest, ACTIVE)).first()
+            row = connection.execute(select(api_keys_table).where(api_keys_table.c.key_hash == digest, ACTIVE)).first()
         # The index found the row; the comparison that decides is the constant-time one.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
@@ -142,7 +144,7 @@ class Keys:
     def any_active(self) -> bool:
         """Whether any key is active: then the API needs one on every protected route, on loopback too."""
         with self.store.engine.connect() as connection:
-            return bool(connection.execute(select(func.count()).select_from(api_keys).where(ACTIVE)).scalar_one())
+            return bool(connection.execute(select(func.count()).select_from(api_keys_table).where(ACTIVE)).scalar_one())
 
 
 class KeyCache:

@@ -25,14 +25,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.errors import InvalidContact, NotSuppressed
 from scheduler.flow.contacts import normalize_contact, redact
-from scheduler.store import Store, stored_utc, suppressions
+from scheduler.store import MAX_REASON, Store, stored_utc, suppressions
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["sms", "email"]
 ACTIVE = suppressions.c.lifted_at.is_(None)
 """An entry not lifted: the contact is suppressed."""
-MAX_REASON = 200
 IMPORT_BATCH = 5000
 """Rows per INSERT during an import: big enough to be fast, small enough for PostgreSQL's 65,535 parameters."""
 MAX_PROBLEMS = 100

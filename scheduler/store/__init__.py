@@ -1,6 +1,9 @@
 """The service's own database: SQLite by default (one file, WAL), PostgreSQL where several workers and API
-replicas share it. Its schema is Alembic's (`scheduler/migrations/`), brought up to date whenever a process
-opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
+replicas share it. Its schema is Alembic's (`scheduler/store/migrations/`), brought up to date whenever a
+process opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
+
+This module is the engine and the tables; each table's code is a module beside it (`consent`, `api_keys`,
+`ledger`, `stops`, and the per-contact `contact_locks`). The package imports only the ground floor.
 
 Calls are synchronous (SQLAlchemy Core) and short; async code runs them with `asyncio.to_thread`.
 """
@@ -40,12 +43,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.contact_locks import AdvisoryLocks, ContactLocks, FileLocks
 from scheduler.errors import StoreUnavailable, first_line
+from scheduler.store.contact_locks import AdvisoryLocks, ContactLocks, FileLocks
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MAX_REASON = 200
+"""The longest reason kept (of a suppression, its lifting, a stop): the width of those columns."""
 metadata = MetaData()
 
 suppressions = Table(
@@ -54,12 +59,12 @@ suppressions = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("contact", String(320), nullable=False),
     Column("kind", String(8), nullable=False),
-    Column("reason", String(200), nullable=False),
+    Column("reason", String(MAX_REASON), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("campaign_id", String(255)),
     Column("workflow_id", String(255)),
     Column("lifted_at", DateTime(timezone=True)),
-    Column("lifted_reason", String(200)),
+    Column("lifted_reason", String(MAX_REASON)),
     # One active entry per contact; lifted ones stay as the audit trail.
     Index(
         "suppressions_active_contact",
@@ -87,7 +92,7 @@ sends = Table(
     Index("sends_contact_at", "contact", "at"),
     Index("sends_at", "at"),
 )
-"""The send ledger (`scheduler.ledger`): one row per message delivered or being delivered, for frequency caps.
+"""The send ledger (`scheduler.store.ledger`): one row per message delivered or being delivered, for frequency caps.
 Rows older than the longest cap's window are pruned."""
 
 run_messages = Table(
@@ -103,7 +108,7 @@ run_messages = Table(
 """How many messages of a campaign run's flows were held or not sent by policy (`held`, `skipped_quiet_hours`,
 `skipped_frequency_cap`), for `GET /schedules`; `at`: the last count. Kept `RUN_MESSAGES_KEPT`."""
 
-api_keys = Table(
+api_keys_table = Table(
     "api_keys",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -115,7 +120,8 @@ api_keys = Table(
     UniqueConstraint("name", name="api_keys_name"),
     UniqueConstraint("key_hash", name="api_keys_key_hash"),
 )
-"""API keys (`scheduler.keys`): the SHA-256 of each key, never the key; a revoked key keeps its row (`revoked_at`)."""
+"""API keys (`store.api_keys`, a module named as the table: hence `_table`): the SHA-256 of each key, never the key;
+a revoked key keeps its row (`revoked_at`)."""
 
 campaign_stops = Table(
     "campaign_stops",
@@ -123,12 +129,12 @@ campaign_stops = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("campaign_id", String(255), nullable=False),
     Column("mode", String(8), nullable=False),
-    Column("reason", String(200), nullable=False),
+    Column("reason", String(MAX_REASON), nullable=False),
     Column("by", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("campaign_stops_campaign_at", "campaign_id", "at"),
 )
-"""Every emergency stop of a campaign (`scheduler.stop`): who, why, when. A `cancel` stop also bars every flow
+"""Every emergency stop of a campaign (`scheduler.campaigns.stop`): who, why, when. A `cancel` stop also bars every flow
 of the campaign started before it from sending anything more."""
 
 
@@ -144,7 +150,7 @@ class Store:
         self.engine = engine
         self.locks = _locks(engine)
         """Per-contact locks that order opt-outs against the sends racing them, and frequency-cap reservations
-        against each other (`scheduler.contact_locks`)."""
+        against each other (`scheduler.store.contact_locks`)."""
         self._relaxed = _relaxed(engine)
 
     @classmethod

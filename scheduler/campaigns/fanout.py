@@ -21,12 +21,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from scheduler.audience import read_page
-from scheduler.campaign import Campaign
-from scheduler.consent import Consent
+from scheduler.campaigns.campaign import Campaign
 from scheduler.errors import AudienceError
 from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import PageInput, PageResult, flow_input
 from scheduler.flow.workflows import FLOW_TYPE, FLOWS_KEPT, START_AUDIENCE_PAGE
+from scheduler.store.consent import Consent
 
 
 class FanoutActivities:

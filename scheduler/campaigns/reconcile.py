@@ -11,18 +11,18 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from temporalio.client import Client
 
-from scheduler.campaign import Campaign, key_line, load_campaign_dir, shown_path
+from scheduler.campaigns.campaign import Campaign, key_line, load_campaign_dir, shown_path
+from scheduler.campaigns.schedules import Action, Change, ScheduleWriter, campaign_id_of
+from scheduler.campaigns.stop import pruned_note
 from scheduler.config import Settings
 from scheduler.errors import ApplyFailed, UnmanagedSchedule
 from scheduler.problems import Problem
-from scheduler.schedules import Action, Change, ScheduleWriter, campaign_id_of
-from scheduler.stop import pruned_note
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Outcome:
+class SyncResult:
     changes: list[Change] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -48,21 +48,21 @@ async def sync(
     prune: bool | Collection[str] = False,
     dry_run: bool = False,
     schedules: ScheduleWriter | None = None,
-) -> Outcome:
+) -> SyncResult:
     """`plan` (dry_run) or `apply`: all or nothing, so a broken file changes no schedule.
 
     `prune`: as for `plan` (True: every managed schedule without a file; a collection: those campaign ids).
     `schedules`: the writer of earlier syncs of this process, if any (it remembers what they applied).
     """
     campaigns, problems = await load_campaigns(settings)
-    outcome = Outcome(problems=problems)
-    if outcome.errors:
-        return outcome
+    result = SyncResult(problems=problems)
+    if result.errors:
+        return result
     schedules = schedules or ScheduleWriter(client, settings)
-    outcome.changes = await schedules.plan(campaigns.values(), prune=prune)
+    result.changes = await schedules.plan(campaigns.values(), prune=prune)
     if not dry_run:
-        await schedules.apply(outcome.changes)
-    return outcome
+        await schedules.apply(result.changes)
+    return result
 
 
 class Reconciler:
@@ -79,21 +79,21 @@ class Reconciler:
         self.schedules = ScheduleWriter(client, settings)
         """Its changes, and the API's pauses in the same process, go through this (see `ScheduleWriter`)."""
         self.loaded: set[str] = set()
-        self.last: Outcome | None = None
+        self.last: SyncResult | None = None
         self._logged: set[Problem] = set()
         """The errors logged so far: each is logged once, when it appears, not on every tick."""
         self._scheduler: AsyncIOScheduler | None = None
 
-    async def run_once(self) -> Outcome:
+    async def run_once(self) -> SyncResult:
         campaigns, problems = await load_campaigns(self.settings)
-        outcome = Outcome(problems=problems)
-        prune = set() if outcome.errors else self.loaded - set(campaigns)
+        result = SyncResult(problems=problems)
+        prune = set() if result.errors else self.loaded - set(campaigns)
         try:
-            outcome.changes = await self._plan(campaigns, prune, outcome)
+            result.changes = await self._plan(campaigns, prune, result)
             try:
-                await self.schedules.apply(outcome.changes)
+                await self.schedules.apply(result.changes)
             except ApplyFailed as exc:  # those campaigns' problems: the others were applied
-                outcome.problems += [
+                result.problems += [
                     _problem(campaigns.get(cid), f"Temporal refused: {e}") for cid, e in exc.failures.items()
                 ]
         except Exception as exc:
@@ -101,16 +101,16 @@ class Reconciler:
             if failure not in self._logged:  # with its traceback, once
                 log.exception("reconcile failed")
                 self._logged.add(failure)
-            outcome.problems.append(failure)
+            result.problems.append(failure)
         else:
             self.loaded |= set(campaigns)
-            for change in outcome.pending:
+            for change in result.pending:
                 log.info("reconcile: %s", change)
                 if change.action == Action.DELETE and (note := await pruned_note(self.client, change.campaign_id)):
                     log.info("reconcile: %s", note)
-        self._log_changes(outcome.errors)
-        self.last = outcome
-        return outcome
+        self._log_changes(result.errors)
+        self.last = result
+        return result
 
     def _log_changes(self, errors: list[Problem]) -> None:
         """Log an error when it appears and when it is gone, not on every tick: the loop runs every few seconds."""
@@ -121,7 +121,7 @@ class Reconciler:
             log.info("reconcile: fixed: %s", p)
         self._logged = set(errors)
 
-    async def _plan(self, campaigns: dict[str, Campaign], prune: set[str], outcome: Outcome) -> list[Change]:
+    async def _plan(self, campaigns: dict[str, Campaign], prune: set[str], result: SyncResult) -> list[Change]:
         """`plan`, leaving out a campaign whose schedule id someone else uses (a problem of its file).
 
         Like a broken file, such a campaign must not hold back the others.
@@ -129,7 +129,7 @@ class Reconciler:
         unmanaged: list[UnmanagedSchedule] = []
         changes = await self.schedules.plan(campaigns.values(), prune=prune, unmanaged=unmanaged)
         for exc in unmanaged:
-            outcome.problems.append(_problem(campaigns.pop(campaign_id_of(exc.schedule_id)), str(exc)))
+            result.problems.append(_problem(campaigns.pop(campaign_id_of(exc.schedule_id)), str(exc)))
         return changes
 
     def start(self) -> None:
