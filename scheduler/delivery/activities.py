@@ -272,7 +272,7 @@ class Activities:
 
 
 def template_context(inp: ActivityInput) -> dict[str, Any]:
-    """What templates see (exactly `templates.VARIABLES`); documented in the README's node table."""
+    """What templates see (exactly `templates.VARIABLES`); documented in docs/campaigns.md (Nodes)."""
     return {
         "customer": inp.customer,
         "cart": inp.cart,
