@@ -48,7 +48,7 @@ def reply_key(reply_id: str) -> str:
     """How a reply id is kept in `ReplyIds`: as is when short and plain (Twilio's `SM…`, `msg_…`), else hashed.
 
     Hashing the rest keeps every value short and free of quotes and backslashes, which SQL-based
-    visibility stores do not escape reliably (see `scheduler.replies.quote`).
+    visibility stores do not escape reliably (see `scheduler.visibility.quote`).
     """
     if _PLAIN_ID.fullmatch(reply_id):
         return reply_id

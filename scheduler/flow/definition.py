@@ -151,7 +151,7 @@ def validate_definition(
     """Every rule of the design: start step, nodes, targets, params, cycles; unreachable steps warn.
 
     `check_template`: raises `ValueError` for a message template that must not be used
-    (`scheduler.templates.compile_template`); Jinja stays out of the workflow sandbox, so without it
+    (`scheduler.delivery.templates.compile_template`); Jinja stays out of the workflow sandbox, so without it
     templates are not checked, as inside a flow, whose definition was fully validated before it started.
     """
     problems: list[Problem] = []

@@ -113,7 +113,7 @@ class ActivityInput(BaseModel):
     frequency_capped: bool = True
     """Whether this message counts toward, and is held to, `compliance.frequency_caps`."""
     flow_started_at: datetime | None = None
-    """When the flow started: a campaign stopped since then lets it send nothing (`scheduler.stop`)."""
+    """When the flow started: a campaign stopped since then lets it send nothing (`scheduler.campaigns.stop`)."""
 
 
 class MessageEvent(BaseModel):
@@ -154,7 +154,7 @@ class RunSchedule(_Carried):
 class RunCampaign(_Carried):
     """A campaign as the workflows read it: the fields they use, and the rest of the file carried along.
 
-    A schedule's input holds the whole campaign (`scheduler.campaign.Campaign`, a subclass); inside
+    A schedule's input holds the whole campaign (`scheduler.campaigns.campaign.Campaign`, a subclass); inside
     the workflow sandbox only these fields are read, and the others (the audience's source, pacing)
     travel on unread to the activity that reads the audience.
     """

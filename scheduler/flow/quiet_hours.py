@@ -10,7 +10,7 @@ a send that falls inside waits until the window is over where the customer is. T
 - instant(d, W) is the first instant at which the local date and time reach d W: the only occurrence
   of a wall time that occurs once; for a wall time a spring-forward skips (02:30), the end of the gap
   (the transition itself, local 03:00); for a wall time a fall-back repeats, its first occurrence (fold=0).
-  `scheduler.cron`, as Temporal does, skips a skipped time and may fire a repeated one twice; a window's
+  `scheduler.campaigns.cron`, as Temporal does, skips a skipped time and may fire a repeated one twice; a window's
   edge must be neither lost nor doubled, so here each maps to exactly one instant.
 - An instant is quiet in a zone when it lies in one of that zone's quiet periods; a customer counts as
   quiet while any of their zones is (`customer_zones`: the customer's own timezone, or every zone of their

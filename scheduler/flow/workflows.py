@@ -41,7 +41,7 @@ PAGES_PER_RUN = 50
 FLOWS_KEPT = 100
 """Flow ids listed in a run's result (the counts cover them all)."""
 START_AUDIENCE_PAGE = "start_audience_page"
-"""The activity that reads one page of a run's audience and starts its flows (`scheduler.fanout`)."""
+"""The activity that reads one page of a run's audience and starts its flows (`scheduler.campaigns.fanout`)."""
 STOPPED_RUN_PATCH = "run-waits-for-its-page"
 """A cancelled run closes only once its page activity has stopped starting flows (it used not to wait)."""
 
@@ -87,7 +87,7 @@ class CampaignRunWorkflow:
 
     Without an `[audience]` it starts one flow, like the seed; with one, a flow per cart of the window
     since the previous successful run. It only sequences pages, so its history stays small for 100,000
-    carts: one activity per page (`scheduler.fanout` reads the page and starts its flows),
+    carts: one activity per page (`scheduler.campaigns.fanout` reads the page and starts its flows),
     continue-as-new every `PAGES_PER_RUN` pages. Its result and memo hold the counts.
     """
 
