@@ -29,8 +29,9 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from scheduler.campaigns.stats import OUTCOMES, campaign_stats
+from scheduler.campaigns.stats import campaign_stats
 from scheduler.flow.attributes import CAMPAIGN_ID, CLIENT_ANSWERED, CURRENT_STEP, OUTCOME
+from scheduler.flow.models import FlowOutcome
 from scheduler.flow.workflows import FLOW_TYPE
 from tests.helpers.servers import local_environment
 
@@ -53,7 +54,7 @@ async def start_all(client: Client) -> None:
             SearchAttributePair(CLIENT_ANSWERED, i % 4 == 0),
         ]
         if ended:
-            pairs.append(SearchAttributePair(OUTCOME, OUTCOMES[i % len(OUTCOMES)]))
+            pairs.append(SearchAttributePair(OUTCOME, list(FlowOutcome)[i % len(FlowOutcome)]))
         async with semaphore:
             handle = await client.start_workflow(
                 FLOW_TYPE,
@@ -94,7 +95,7 @@ async def main() -> None:
 
         stats = await campaign_stats(client, CAMPAIGN, steps=STEPS, since=since)
         assert stats.running == {s: RUNNING // len(STEPS) for s in STEPS}, stats.running
-        assert stats.outcomes == {o: ENDED // len(OUTCOMES) for o in OUTCOMES}, stats.outcomes
+        assert stats.outcomes == {o: ENDED // len(FlowOutcome) for o in FlowOutcome}, stats.outcomes
         assert stats.started == RUNNING + ENDED
         assert stats.answered == (RUNNING + ENDED) // 4
 

@@ -17,10 +17,9 @@ import pytest_asyncio
 from temporalio.client import WorkflowHandle
 
 from scheduler.api import create_app
-from scheduler.campaigns.stats import OUTCOMES
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import start_attributes
-from scheduler.flow.models import flow_input
+from scheduler.flow.models import FlowOutcome, flow_input
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 from scheduler.flow.workflows import FLOW_TYPE
 from scheduler.worker import make_worker
@@ -77,7 +76,7 @@ async def test_stats_count_flows_at_each_step_and_by_outcome(
             expected = {
                 "campaign_id": cid,
                 "running": {"send": 0, "wait": 2, "pause": 1, "legacy": 1},
-                "outcomes": dict.fromkeys(OUTCOMES, 0) | {"converted": 1, "opted_out": 1, "stopped": 1},
+                "outcomes": dict.fromkeys(FlowOutcome, 0) | {"converted": 1, "opted_out": 1, "stopped": 1},
                 "answered": 1,
                 "started": 7,
             }
@@ -94,7 +93,7 @@ async def test_stats_count_flows_at_each_step_and_by_outcome(
             assert list(body["running"]) == ["send", "wait", "pause", "legacy"]  # the definition's order first
 
             later = await http.get(f"/campaigns/{cid}/stats", params={"since": datetime.now(UTC).isoformat()})
-            assert later.json()["started"] == 0 and later.json()["outcomes"] == dict.fromkeys(OUTCOMES, 0)
+            assert later.json()["started"] == 0 and later.json()["outcomes"] == dict.fromkeys(FlowOutcome, 0)
             assert later.json()["running"] == expected["running"]  # running flows are counted whatever `since`
 
             config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
@@ -124,7 +123,7 @@ async def test_stats_of_a_campaign_without_flows_are_zeros_and_of_an_unknown_one
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["running"] == {"send": 0, "wait": 0, "pause": 0}
-    assert body["outcomes"] == dict.fromkeys(OUTCOMES, 0)
+    assert body["outcomes"] == dict.fromkeys(FlowOutcome, 0)
     assert (body["started"], body["answered"]) == (0, 0)
     assert datetime.now(UTC) - datetime.fromisoformat(body["since"]) - timedelta(days=7) < timedelta(minutes=1)
 

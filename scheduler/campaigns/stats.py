@@ -28,10 +28,9 @@ from scheduler.campaigns.schedules import applied_campaign
 from scheduler.campaigns.status import managed_schedule
 from scheduler.errors import NoCampaign
 from scheduler.flow.attributes import CURRENT_STEP
+from scheduler.flow.models import FlowOutcome
 from scheduler.visibility import campaign_query, other_steps_query, outcome_query, started_query, step_query
 
-OUTCOMES = ("completed", "converted", "failed", "opted_out", "stopped")
-"""The outcomes a flow ends with (the memo `outcome` and the search attribute `Outcome`)."""
 DEFAULT_SINCE = timedelta(days=7)
 MAX_LISTED = 1000
 """Running flows listed at most to find the steps of older definitions (their counts are exact all the same)."""
@@ -42,7 +41,7 @@ class CampaignStats(BaseModel):
     since: datetime
     running: dict[str, int]
     """Flows running now, per step: the current definition's steps in order, then others still occupied."""
-    outcomes: dict[str, int]
+    outcomes: dict[FlowOutcome, int]
     """Flows ended since `since`, per outcome."""
     answered: int
     """Flows started since `since` whose customer answered (`ClientAnswered`)."""
@@ -87,7 +86,7 @@ async def campaign_stats(
     running_at, others, outcomes, started_n, answered_n = await asyncio.gather(
         at_steps(steps),
         count(elsewhere),
-        asyncio.gather(*(count(outcome_query(campaign_id, since, o)) for o in OUTCOMES)),
+        asyncio.gather(*(count(outcome_query(campaign_id, since, o)) for o in FlowOutcome)),
         count(started_query(campaign_id, since)),
         count(started_query(campaign_id, since, answered=True)),
     )
@@ -101,7 +100,7 @@ async def campaign_stats(
         campaign_id=campaign_id,
         since=since,
         running=running_at,
-        outcomes=dict(zip(OUTCOMES, outcomes, strict=True)),
+        outcomes=dict(zip(FlowOutcome, outcomes, strict=True)),
         started=started_n,
         answered=answered_n,
     )

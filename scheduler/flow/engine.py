@@ -47,7 +47,15 @@ from scheduler.flow.attributes import (
 )
 from scheduler.flow.contacts import customer_contacts
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
-from scheduler.flow.models import ActivityInput, DeliveryPolicy, FlowInput, FlowStatus, MessageEvent, StepRecord
+from scheduler.flow.models import (
+    ActivityInput,
+    DeliveryPolicy,
+    FlowInput,
+    FlowOutcome,
+    FlowStatus,
+    MessageEvent,
+    StepRecord,
+)
 from scheduler.flow.nodes import ActivityOutcome, EventType, NodeParams, get_node
 from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
@@ -112,7 +120,7 @@ class FlowRun:
         self.version = flow.definition.version
         self.current_step = flow.definition.start_step
         self.records: list[StepRecord] = []
-        self.outcome: str | None = None
+        self.outcome: FlowOutcome | None = None
         self._replies: list[Reply] = []
         self._reply_ids: set[str] = set()
         self._reply_keys: list[str] = []
@@ -367,24 +375,24 @@ class FlowRun:
             exited = await self._steps_until_exit()
         except asyncio.CancelledError:  # cancelled (a campaign stopped): the step in progress was cancelled
             if workflow.patched(STOPPED_OUTCOME_PATCH):
-                self._finish("stopped")
+                self._finish(FlowOutcome.STOPPED)
             raise
         except Exception:
-            self._finish("failed")
+            self._finish(FlowOutcome.FAILED)
             raise
         self._finish((exited and self._exit_reason()) or self._end_reason())
         return self.status()
 
-    def _end_reason(self) -> str:
+    def _end_reason(self) -> FlowOutcome:
         if self.stopped:
-            return "stopped"
-        return "opted_out" if self.opted_out else "completed"
+            return FlowOutcome.STOPPED
+        return FlowOutcome.OPTED_OUT if self.opted_out else FlowOutcome.COMPLETED
 
-    def _exit_reason(self) -> str | None:
+    def _exit_reason(self) -> FlowOutcome | None:
         """Why the flow must end now, before its steps do: `converted` (with `exit_on`) or `opted_out`."""
         if self._exit_on_conversion and self.conversion is not None:
-            return "converted"
-        return "opted_out" if self.opt_out_exit else None
+            return FlowOutcome.CONVERTED
+        return FlowOutcome.OPTED_OUT if self.opt_out_exit else None
 
     async def _steps(self) -> bool:
         """Validate, then run the steps from the start step until one leads nowhere; True if told to exit first."""
@@ -438,7 +446,7 @@ class FlowRun:
                 return None
         return next_name
 
-    def _write_state(self, *, outcome: str | None = None) -> None:
+    def _write_state(self, *, outcome: FlowOutcome | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`.
 
         Called before a step that waits and at the end, not after every step: steps in between
@@ -468,7 +476,7 @@ class FlowRun:
     def _steps_memo(self) -> list[dict[str, Any]]:
         return [r.model_dump(mode="json", exclude_none=True) for r in self.records]
 
-    def _finish(self, outcome: str) -> None:
+    def _finish(self, outcome: FlowOutcome) -> None:
         self.outcome = outcome
         self._write_state(outcome=outcome)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
@@ -76,6 +77,19 @@ class StepRecord(BaseModel):
     """The customer's time zones for quiet hours and the rule that gave them, e.g. `phone: America/New_York`."""
 
 
+class FlowOutcome(StrEnum):
+    """How a flow ended: the memo `outcome`, the search attribute `Outcome`, `FlowStatus.outcome`, the stats."""
+
+    COMPLETED = "completed"
+    CONVERTED = "converted"
+    """Ended by a `cart-converted` signal (see `exit_on`)."""
+    FAILED = "failed"
+    OPTED_OUT = "opted_out"
+    """The customer opted out (a STOP, an unsubscribe link, a suppressed contact)."""
+    STOPPED = "stopped"
+    """Its campaign was stopped."""
+
+
 class FlowStatus(BaseModel):
     """Answer of the `status` query (and the workflow's result)."""
 
@@ -83,9 +97,8 @@ class FlowStatus(BaseModel):
     path: list[str]
     replies: int
     definition_version: str
-    outcome: str | None = None
-    """`completed`, `converted` (ended by a `cart-converted` signal, see `exit_on`), `opted_out` (a `wait_answer`
-    got an opt-out reply such as STOP), `failed` or `stopped` (its campaign was stopped); None while running."""
+    outcome: FlowOutcome | None = None
+    """None while running."""
     converted: bool = False
     """A `cart-converted` signal was received (with or without `exit_on`)."""
     waiting_until: datetime | None = None
