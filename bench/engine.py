@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from scheduler.flow.definition import WorkflowDefinition, validate_definition
     from scheduler.flow.engine import ACTIVITY_TIMEOUT, start_attributes
     from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus, RunCampaign, RunCampaignInfo, flow_input
-    from scheduler.flow.nodes import ActivityOutcome
+    from scheduler.flow.nodes import ActivityResult
     from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
     from scheduler.flow.nodes.send_message import SendMessageParams, send_retry
     from scheduler.flow.nodes.webhook import WebhookParams
@@ -110,7 +110,7 @@ class BaselineWorkflow:
                     cart=flow.cart,
                     params=params,
                 ),
-                result_type=ActivityOutcome,
+                result_type=ActivityResult,
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
                 summary=f"{step}: {name}",

@@ -42,7 +42,7 @@ from scheduler.flow.attributes import CURRENT_STEP
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS, start_attributes
 from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, StepRecord, flow_input
-from scheduler.flow.nodes import ActivityOutcome, EventType
+from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.quiet_hours import customer_zones
 from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
 from scheduler.flow.workflows import AbandonedCartWorkflow
@@ -197,21 +197,21 @@ class _Activities:
         return [self.send_message, self.notify_creator, self.webhook, self.delivery_defaults, self.count_message]
 
     @activity.defn(name="send_message")
-    async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
+    async def send_message(self, inp: ActivityInput) -> ActivityResult:
         opt_outs = {r.text for r in self.plans[inp.workflow_id].replies if r.opt_out}
         if inp.reply in opt_outs:  # the flow got its opt-out: that put the contact on the suppression list
             detail = "not sent: the customer opted out (simulated)"
-            return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
+            return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
         return await self.real.send_message(inp)
 
     @activity.defn(name="notify_creator")
-    async def notify_creator(self, inp: ActivityInput) -> ActivityOutcome:
+    async def notify_creator(self, inp: ActivityInput) -> ActivityResult:
         return await self.real.notify_creator(inp)
 
     @activity.defn(name="webhook")
-    async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
+    async def webhook(self, inp: ActivityInput) -> ActivityResult:
         if self.plans[inp.workflow_id].webhooks.get(inp.step, True):
-            return ActivityOutcome(detail="simulated: HTTP 200")
+            return ActivityResult(detail="simulated: HTTP 200")
         raise ApplicationError("simulated: the endpoint failed every attempt", type="Simulated", non_retryable=True)
 
     @activity.defn(name=DELIVERY_DEFAULTS)

@@ -20,7 +20,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
-from scheduler.flow.nodes import ActivityOutcome
+from scheduler.flow.nodes import ActivityResult
 from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -116,7 +116,7 @@ class ChangedWorkflow:
         await workflow.execute_activity(
             "webhook",
             ActivityInput(workflow_id=workflow.info().workflow_id, campaign_id=flow.campaign_id, step="step_1"),
-            result_type=ActivityOutcome,
+            result_type=ActivityResult,
             start_to_close_timeout=timedelta(seconds=30),
         )
         return FlowStatus(current_step="step_1", path=["step_1"], replies=0, definition_version="changed")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.delivery.activities import outcome, template_context
+from scheduler.delivery.activities import path_in_words, template_context
 from scheduler.delivery.templates import TemplateLimitError, TemplateRenderError, compile_template, render
 from scheduler.flow.definition import parse_definition
 from scheduler.flow.models import ActivityInput
@@ -441,13 +441,13 @@ def test_template_context_has_exactly_the_four_variables() -> None:
     ],
     ids=["answered", "answered-empty", "opted-out", "timeout", "webhook-ok", "webhook-refused", "other"],
 )
-def test_outcome_says_how_the_flow_got_here(node: str, event: str, reply: str | None, expected: str) -> None:
+def test_path_in_words_says_how_the_flow_got_here(node: str, event: str, reply: str | None, expected: str) -> None:
     inp = flow_input(path=["step_1", "step_2"], previous_node=node, previous_event=event, reply=reply)
-    assert outcome(inp) == expected
+    assert path_in_words(inp) == expected
 
 
-def test_outcome_of_a_first_step() -> None:
-    assert outcome(flow_input()) == "the flow started"
+def test_path_in_words_of_a_first_step() -> None:
+    assert path_in_words(flow_input()) == "the flow started"
 
 
 def test_default_templates_render_for_a_bare_flow() -> None:

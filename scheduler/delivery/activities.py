@@ -23,7 +23,7 @@ from scheduler.errors import DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
 from scheduler.flow.models import ActivityInput, MessageEvent
-from scheduler.flow.nodes import ActivityOutcome, EventType
+from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
@@ -82,7 +82,7 @@ class Activities:
         return self.compliance.quiet_hours
 
     @activity.defn(name="send_message")
-    async def send_message(self, inp: ActivityInput) -> ActivityOutcome:
+    async def send_message(self, inp: ActivityInput) -> ActivityResult:
         """Render the step's template for the customer and send it; failures say whether to retry."""
         params = SendMessageParams.model_validate(inp.params)
         channel = self._channel(params.channel)
@@ -104,13 +104,13 @@ class Activities:
         )
         if not_sent is None:
             MESSAGES.labels(channel.name, "sent").inc()
-            return ActivityOutcome(detail=f"sent to {to} by {channel.name}")
+            return ActivityResult(detail=f"sent to {to} by {channel.name}")
         if not_sent.suppressed or not_sent.stopped:
             MESSAGES.labels(channel.name, "suppressed" if not_sent.suppressed else "stopped").inc()
         return not_sent
 
     @activity.defn(name="notify_creator")
-    async def notify_creator(self, inp: ActivityInput) -> ActivityOutcome:
+    async def notify_creator(self, inp: ActivityInput) -> ActivityResult:
         """Tell the campaign's owner (or `to`) how the flow went."""
         params = NotifyCreatorParams.model_validate(inp.params)
         channel = self._channel(params.channel)
@@ -125,7 +125,7 @@ class Activities:
                 )
             to = "campaign owner"
         stopped = await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
-        return stopped or ActivityOutcome(detail=f"notified {to} by {channel.name}")
+        return stopped or ActivityResult(detail=f"notified {to} by {channel.name}")
 
     def _channel(self, name: str) -> Channel:
         name = name or self.settings.default
@@ -153,7 +153,7 @@ class Activities:
         unless_suppressed: str | None = None,
         capped: bool = False,
         list_unsubscribe: str = "",
-    ) -> ActivityOutcome | None:
+    ) -> ActivityResult | None:
         """Render and deliver; None if delivered, else why not: the campaign was stopped, the contact
         `unless_suppressed` names is suppressed, or (`capped`) a frequency cap holds it.
 
@@ -184,7 +184,7 @@ class Activities:
         checked = unless_suppressed is not None and self.consent is not None
         async with self.consent.sending(unless_suppressed) if checked else nullcontext(False) as suppressed:
             if suppressed:
-                return ActivityOutcome(
+                return ActivityResult(
                     event=EventType.NOT_SATISFIED, detail=f"not sent: {redact(to)} opted out", suppressed=True
                 )
             # The ledger counts the message if a cap names its channel (`reserve` decides).
@@ -205,7 +205,7 @@ class Activities:
                 )
                 if until is not None:
                     detail = f"not sent: {redact(to)} reached a frequency cap until {until:%Y-%m-%d %H:%M}Z"
-                    return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, capped_until=until)
+                    return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, capped_until=until)
             try:
                 with _delivery_errors():
                     await channel.send(message)
@@ -215,7 +215,7 @@ class Activities:
                 raise
         return None
 
-    async def _stopped(self, inp: ActivityInput) -> ActivityOutcome | None:
+    async def _stopped(self, inp: ActivityInput) -> ActivityResult | None:
         """Why nothing may go out for this flow: its campaign was stopped (`cancel`) since it started; else None.
 
         Read right before delivery, so a stop recorded while the activity ran still counts."""
@@ -225,7 +225,7 @@ class Activities:
         if barred is None or (inp.flow_started_at is not None and inp.flow_started_at >= barred):
             return None  # no start time: a flow older than the field, so than any stop
         detail = f"not sent: campaign {inp.campaign_id!r} was stopped at {barred:%Y-%m-%d %H:%M:%S}Z"
-        return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=detail, stopped=True)
+        return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, stopped=True)
 
     async def _render(
         self, inp: ActivityInput, channel: Channel, what: str, template: str, context: dict[str, Any], max_length: int
@@ -238,7 +238,7 @@ class Activities:
             raise ApplicationError(message, type="TemplateError", non_retryable=True) from None
 
     @activity.defn(name="webhook")
-    async def webhook(self, inp: ActivityInput) -> ActivityOutcome:
+    async def webhook(self, inp: ActivityInput) -> ActivityResult:
         """2xx: satisfied. 3xx, 4xx (except 408/425/429): not_satisfied. Anything else raises, so it is retried."""
         params = WebhookParams.model_validate(inp.params)
         if stopped := await self._stopped(inp):
@@ -253,7 +253,7 @@ class Activities:
         }
         if params.url is None:
             self.outbox.append({"channel": "webhook", "to": None, "text": "", "payload": body, **_where(inp)})
-            return ActivityOutcome(detail="no url: payload recorded in the outbox")
+            return ActivityResult(detail="no url: payload recorded in the outbox")
         url = str(params.url)
         try:
             async with http_client(follow_redirects=False) as http:
@@ -264,10 +264,10 @@ class Activities:
             raise ApplicationError(f"POST {url} failed: {exc!r}", type="WebhookUnreachable") from None
         status = response.status_code
         if 200 <= status < 300:
-            return ActivityOutcome(detail=f"POST {url}: HTTP {status}")
+            return ActivityResult(detail=f"POST {url}: HTTP {status}")
         if status >= 300 and not retryable_status(status):  # a redirect will not go away by retrying
             log.warning("webhook %s answered HTTP %s: taking the not_satisfied edge", url, status)
-            return ActivityOutcome(event=EventType.NOT_SATISFIED, detail=f"POST {url}: HTTP {status}")
+            return ActivityResult(event=EventType.NOT_SATISFIED, detail=f"POST {url}: HTTP {status}")
         raise ApplicationError(f"POST {url}: HTTP {status}", type="WebhookServerError")
 
 
@@ -283,12 +283,12 @@ def template_context(inp: ActivityInput) -> dict[str, Any]:
             "path": inp.path,
             "event": inp.previous_event,
             "reply": inp.reply or "",
-            "outcome": outcome(inp),
+            "outcome": path_in_words(inp),
         },
     }
 
 
-def outcome(inp: ActivityInput) -> str:
+def path_in_words(inp: ActivityInput) -> str:
     """How the flow got to this step, in words, for the owner's notice."""
     if not inp.path:
         return "the flow started"

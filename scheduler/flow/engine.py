@@ -56,7 +56,7 @@ from scheduler.flow.models import (
     MessageEvent,
     StepRecord,
 )
-from scheduler.flow.nodes import ActivityOutcome, EventType, NodeParams, get_node
+from scheduler.flow.nodes import ActivityResult, EventType, NodeParams, get_node
 from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
@@ -253,7 +253,7 @@ class FlowRun:
         timeout: timedelta = ACTIVITY_TIMEOUT,
         retry: RetryPolicy,
         frequency_capped: bool = True,
-    ) -> ActivityOutcome:
+    ) -> ActivityResult:
         info = workflow.info()
         previous = self.records[-1] if self.records else None
         outcome = await workflow.execute_activity(
@@ -274,7 +274,7 @@ class FlowRun:
                 frequency_capped=frequency_capped,
                 flow_started_at=info.start_time,
             ),
-            result_type=ActivityOutcome,
+            result_type=ActivityResult,
             start_to_close_timeout=timeout,
             retry_policy=retry,
             summary=f"{self.current_step}: {name}",

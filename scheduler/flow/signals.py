@@ -17,7 +17,7 @@ EXIT_SIGNALS = (CART_CONVERTED_SIGNAL,)
 """Signals a definition may end its flows on (`exit_on`)."""
 OPT_OUT_EXIT_PATCH = "opt-out-exit"
 """A worker without this code took an opt-out reply (`Reply.opt_out`) or a suppressed send
-(`ActivityOutcome.suppressed`) for an ordinary one. Asked (`workflow.patched`) only when one comes,
+(`ActivityResult.suppressed`) for an ordinary one. Asked (`workflow.patched`) only when one comes,
 so it costs other flows nothing."""
 
 

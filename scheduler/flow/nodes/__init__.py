@@ -2,7 +2,7 @@
 
 from scheduler.flow.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
 from scheduler.flow.nodes.registry import (
-    ActivityOutcome,
+    ActivityResult,
     EventType,
     Flow,
     Node,
@@ -13,7 +13,7 @@ from scheduler.flow.nodes.registry import (
 )
 
 __all__ = [
-    "ActivityOutcome",
+    "ActivityResult",
     "EventType",
     "Flow",
     "Node",

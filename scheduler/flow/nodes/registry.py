@@ -25,7 +25,7 @@ class EventType(StrEnum):
     TIMEOUT = "condition_timeout"
 
 
-class ActivityOutcome(BaseModel):
+class ActivityResult(BaseModel):
     """What a node's activity gives back: the event the step gives, and why."""
 
     event: EventType = EventType.SATISFIED
@@ -55,7 +55,7 @@ class Flow(Protocol):
         timeout: timedelta = ...,
         retry: RetryPolicy,
         frequency_capped: bool = ...,
-    ) -> ActivityOutcome: ...
+    ) -> ActivityResult: ...
 
     async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType: ...
 
