@@ -82,7 +82,10 @@ MAX_HOLDS = 10
 COUNT_MESSAGE = "count_message"
 """The local activity that counts a customer message the flow held or did not send (`_count_message`)."""
 DELIVERY_DEFAULTS = "delivery_defaults"
-"""The local activity that tells a flow the service's `compliance.quiet_hours` (see `FlowRun._quiet_hours`)."""
+"""The local activity that tells a flow the service's `compliance.quiet_hours` (see `FlowRun._quiet_hours`).
+
+The API and the fan-out pass the window at start; this second way stays for a schedule's one-flow run (a
+campaign without an audience), whose stored input would keep a stale copy after `compliance.quiet_hours` changes."""
 
 
 def start_attributes(
