@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate
+from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -224,16 +224,19 @@ class SmtpChannel(Channel):
     def _email(self, message: Message) -> EmailMessage:
         """The message; a header value with a line break is refused for good (no retry removes it)."""
         email = EmailMessage(policy=_EMAIL_POLICY)
-        try:
-            to = mail_address(message.to)
-        except InvalidContact as exc:
-            raise DeliveryError(f"the To address: {exc}", kind="InvalidMessage", retryable=False) from None
-        for name, value in (("From", self.settings.sender), ("To", to), ("Subject", message.subject)):
+        headers = {"From": self.settings.sender, "To": message.to, "Subject": message.subject}
+        for header, value in headers.items():
             if "\r" in value or "\n" in value:
                 raise DeliveryError(
-                    f"the {name} header {value[:100]!r} holds a line break", kind="InvalidMessage", retryable=False
+                    f"the {header} header {value[:100]!r} holds a line break", kind="InvalidMessage", retryable=False
                 )
-            email[name] = value
+        name, address = parseaddr(message.to)  # an owner may be written `Growth <growth@example.com>`
+        try:
+            headers["To"] = formataddr((name, mail_address(address or message.to)))
+        except InvalidContact as exc:
+            raise DeliveryError(f"the To address: {exc}", kind="InvalidMessage", retryable=False) from None
+        for header, value in headers.items():
+            email[header] = value
         email["Date"] = formatdate(usegmt=True)
         # Derived from the idempotency key: a retry that re-sends after a lost answer carries the
         # same Message-ID, which mail clients use to drop the duplicate.
