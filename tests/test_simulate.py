@@ -13,7 +13,7 @@ from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.simulation import PlannedReply, SimulationPlan
 from scheduler.simulate import all_plans, count_paths, simulate
 from tests.helpers import ROOT
-from tests.helpers.campaigns import WAITING, campaign_toml
+from tests.helpers.campaigns import STOP_THEN_TELL, WAITING, campaign_toml
 from tests.helpers.cli import assert_one_line_error, scheduler
 
 SHIPPED = ROOT / "campaigns" / "abandoned_cart.toml"
@@ -166,29 +166,6 @@ params = { template = "Sorry to see you go" }
     assert [m["step"] for m in stopped["messages"]] == ["send"]  # STOP suppressed the contact: no "sorry"
     (late,) = await simulated(after_stop, "--reply", "wait=STOP@2h")  # the wait timed out first: no opt-out
     assert (late["outcome"], [m["step"] for m in late["messages"]]) == ("completed", ["send", "sorry"])
-
-
-STOP_THEN_TELL = """\
-[workflow]
-start_step = "send"
-
-[workflow.steps.send]
-node = "send_message"
-go_to = "wait"
-
-[workflow.steps.wait]
-node = "wait_answer"
-params = { timeout = "1h" }
-condition = { not_satisfied = "owner" }
-
-[workflow.steps.owner]
-node = "notify_creator"
-go_to = "sorry"
-
-[workflow.steps.sorry]
-node = "send_message"
-params = { template = "Sorry to see you go" }
-"""
 
 
 async def test_a_stop_while_the_message_before_the_wait_is_held_takes_the_waits_edge(

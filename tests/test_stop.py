@@ -248,16 +248,22 @@ async def _sent(outbox: Outbox, workflow_id: str, n: int) -> None:
     assert len([m for m in outbox.read() if m["workflow_id"] == workflow_id]) == n
 
 
+def cli_config(c: Campaigns, tmp_path: Path) -> Path:
+    """A config file for the CLI: this test's Temporal, task queue and store."""
+    config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
+                          task_queue=c.settings.temporal.task_queue)  # fmt: skip
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f'\n[store]\nurl = "{c.settings.store_url}"\n')
+    return config
+
+
 async def test_cli_stop_waits_until_no_flow_runs_and_resume_unpauses(campaigns: Campaigns, tmp_path: Path) -> None:
     c = campaigns
     write_audience(c, 5)
     c.write("cli", max_starts_per_second=100, workflow=JSONL_AUDIENCE + WAITING)
     await c.sync()
     cid = c.id("cli")
-    config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
-                          task_queue=c.settings.temporal.task_queue)  # fmt: skip
-    with config.open("a", encoding="utf-8") as f:
-        f.write(f'\n[store]\nurl = "{c.settings.store_url}"\n')
+    config = cli_config(c, tmp_path)
     try:
         async with make_worker(c.client, c.settings):
             await c.client.get_schedule_handle(c.sid("cli")).trigger()
@@ -477,10 +483,7 @@ async def test_cli_stop_stops_waiting_when_the_campaign_is_resumed_elsewhere(
     c.write("cw", workflow=WAITING)
     await c.sync()
     cid = c.id("cw")
-    config = write_config(tmp_path / "cli.toml", address=c.client.service_client.config.target_host,
-                          task_queue=c.settings.temporal.task_queue)  # fmt: skip
-    with config.open("a", encoding="utf-8") as f:
-        f.write(f'\n[store]\nurl = "{c.settings.store_url}"\n')
+    config = cli_config(c, tmp_path)
     try:
         async with make_worker(c.client, c.settings):
             await c.client.get_schedule_handle(c.sid("cw")).trigger()

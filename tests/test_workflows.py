@@ -80,15 +80,9 @@ TWO_WAITS = {
 }
 # An opt-out's way on: step_2's not_satisfied edge tells the owner, then a customer message (suppressed by then).
 STOP_PATH = {
-    "start_step": "step_1",
+    **OPT_OUT,
     "steps": {
-        "step_1": {"node": "send_message", "go_to": "step_2"},
-        "step_2": {
-            "node": "wait_answer",
-            "condition": {"satisfied": "step_3", "not_satisfied": "step_7", "timeout": "step_4"},
-        },
-        "step_3": {"node": "notify_creator"},
-        "step_4": {"node": "send_message"},
+        **OPT_OUT["steps"],
         "step_7": {"node": "notify_creator", "go_to": "step_8"},
         "step_8": {"node": "send_message", "params": {"template": "Sorry to see you go."}},
     },

@@ -148,6 +148,29 @@ go_to = "wait"
 node = "wait_answer"
 params = { timeout = "1h" }
 """
+STOP_THEN_TELL = """\
+[workflow]
+start_step = "send"
+
+[workflow.steps.send]
+node = "send_message"
+go_to = "wait"
+
+[workflow.steps.wait]
+node = "wait_answer"
+params = { timeout = "1h" }
+condition = { not_satisfied = "owner" }
+
+[workflow.steps.owner]
+node = "notify_creator"
+go_to = "sorry"
+
+[workflow.steps.sorry]
+node = "send_message"
+params = { template = "Sorry to see you go" }
+"""
+"""Ask; an opt-out tells the owner, then tries a customer message (which the opt-out suppresses)."""
+
 BROKEN = """\
 [campaign]
 id = "{cid}"
