@@ -15,6 +15,7 @@ from scheduler.api.auth import WriteAccess, auth_errors
 from scheduler.api.bodies import MAX_BODY, post_json
 from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
 from scheduler.api.responses import errors
+from scheduler.campaigns.campaign import CAMPAIGN_ID_PATTERN
 from scheduler.campaigns.start import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
@@ -34,7 +35,7 @@ class StartRequest(BaseModel):
 
     workflow_id: Id | None = None
     """Default `<campaign id>-<uuid>` (the seed's campaign `abandoned-cart`: `abandoned_cart-<uuid>`)."""
-    campaign: str | None = None
+    campaign: str | None = Field(None, pattern=CAMPAIGN_ID_PATTERN)
     """Campaign id; default `campaigns.default`."""
     customer: Customer = Field(default_factory=dict)
     """`id`, `name`, `phone`, `email`, … for templates; `id`, `phone`, `email` are ids (`workflow_id`'s rule).
