@@ -171,8 +171,8 @@ async def bench(workdir: Path) -> dict[str, float]:
         queues = {"check": f"bench-consent-{uuid.uuid4()}", "none": f"bench-no-check-{uuid.uuid4()}"}
         rates: dict[str, list[float]] = {"check": [], "none": []}
         async with (
-            make_worker(client, settings, task_queue=queues["check"], consent=listed),
-            make_worker(client, settings, task_queue=queues["none"], consent=NoCheck(store)),
+            make_worker(client, settings, task_queue=queues["check"], store=store),
+            make_worker(client, settings, task_queue=queues["none"], store=store, consent=NoCheck(store)),
         ):
             for label, queue in queues.items():
                 await send_round(client, queue, f"warmup-{label}")

@@ -18,7 +18,6 @@ from scheduler.errors import UnsafeExposure
 from scheduler.flow.durations import format_duration
 from scheduler.store import Store
 from scheduler.store.api_keys import Keys
-from scheduler.store.consent import Consent
 from scheduler.temporal import connect, ensure_search_attributes
 from scheduler.worker import make_worker
 
@@ -97,9 +96,8 @@ async def run(settings: Settings, *, dev_server: bool, worker: bool, api: bool, 
             await server.start()
         client = await connect(settings)
         await ensure_search_attributes(client, settings.temporal.namespace)
-        consent = Consent(store)
         if worker:
-            await stack.enter_async_context(make_worker(client, settings, consent=consent))
+            await stack.enter_async_context(make_worker(client, settings, store=store))
             log.info("worker polling task queue %r", settings.temporal.task_queue)
         api_task = None
         if api:

@@ -32,17 +32,19 @@ def make_worker(
     *,
     task_queue: str | None = None,
     workflows: Sequence[type] = WORKFLOWS,
+    store: Store | None = None,
     consent: Consent | None = None,
     **options: Any,
 ) -> Worker:
-    """`consent`: the suppression list sends and fan-outs check; by default the configured store's, opened
-    here and closed when the worker's run ends."""
+    """`store`: the database of suppressions, caps and stops that sends and fan-outs check; by default the
+    configured one, opened here and closed when the worker's run ends. `consent`: another view of its
+    suppression list (a benchmark's that checks nothing); by default the store's."""
     task_queue = task_queue or settings.temporal.task_queue
     plugins: list[SimplePlugin] = []
-    if consent is None:
+    if store is None:
         store = Store.open(settings.store_url)
-        consent = Consent(store)
         plugins.append(SimplePlugin("scheduler.store", run_context=lambda: _closing(store)))
+    consent = consent or Consent(store)
     fanout = FanoutActivities(
         client,
         campaigns_dir=settings.campaigns.dir,
@@ -51,7 +53,11 @@ def make_worker(
         quiet_hours=settings.compliance.quiet_hours,
     )
     activities = Activities(
-        settings.channels, consent=consent, unsubscribe=unsubscribe_links(settings), compliance=settings.compliance
+        settings.channels,
+        store=store,
+        consent=consent,
+        unsubscribe=unsubscribe_links(settings),
+        compliance=settings.compliance,
     )
     # The template renderer's child processes end with the worker's run.
     plugins.append(SimplePlugin("scheduler.delivery.renderer", run_context=activities.renderer.running))

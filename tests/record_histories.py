@@ -353,7 +353,7 @@ async def main(names: list[str]) -> None:
             consent = Consent(store)
             consent.suppress(SUPPRESSED_PHONE, reason="keyword STOP")
             sends = HeldSends()
-            async with make_worker(env.client, settings, task_queue=TASK_QUEUE, consent=consent, interceptors=[sends]):
+            async with make_worker(env.client, settings, task_queue=TASK_QUEUE, store=store, interceptors=[sends]):
                 for name, flow in FLOWS.items():
                     if names and name not in names:
                         continue

@@ -253,7 +253,7 @@ async def test_run_skips_carts_of_suppressed_customers_until_they_opt_in(campaig
     consent.suppress("212-555-0101", reason="keyword STOP")
     await c.sync()
     try:
-        async with make_worker(c.client, c.settings, consent=consent):
+        async with make_worker(c.client, c.settings, store=store):
             first = await c.run("s", 0)
             assert (first["started"], first["skipped_suppressed"]) == (2, 1)
             assert {f.id for f in await eventually(lambda: flows_counted(c, "s", 2))} == {

@@ -268,9 +268,7 @@ async def run_with_opt_out(
     store = Store.open(settings.store_url)
     held = HeldSend(data["start_step"], before=during == "before")
     try:
-        async with make_worker(
-            env.client, settings, task_queue=task_queue, consent=Consent(store), interceptors=[held]
-        ):
+        async with make_worker(env.client, settings, task_queue=task_queue, store=store, interceptors=[held]):
             handle = await start(env, definition(data), task_queue)
             if during in ("before", "after"):
                 await asyncio.wait_for(held.started.wait(), timeout=15)

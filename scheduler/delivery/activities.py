@@ -29,6 +29,7 @@ from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
 from scheduler.metrics import MESSAGES
 from scheduler.outbound import http_client, retryable_status
+from scheduler.store import Store
 from scheduler.store.consent import Consent
 from scheduler.store.ledger import Ledger
 from scheduler.store.stops import CampaignStops
@@ -45,18 +46,21 @@ class Activities:
     def __init__(
         self,
         settings: ChannelsSettings,
-        consent: Consent | None = None,
+        store: Store | None = None,
         unsubscribe: Links | None = None,
         compliance: ComplianceSettings | None = None,
+        consent: Consent | None = None,
     ) -> None:
+        """`store`: None checks no list, counts against no cap and knows no stop. `consent`: another view of
+        the store's suppression list (a benchmark's that checks nothing)."""
         self.settings = settings
         self.compliance = compliance or ComplianceSettings()
-        self.consent = consent
-        """The suppression list `send_message` checks right before delivering (None: no store, no check)."""
-        self.ledger = Ledger(consent.store) if consent is not None else None
-        """Counts customer messages against `compliance.frequency_caps` (in the same store)."""
-        self.stops = CampaignStops(consent.store) if consent is not None else None
-        """The campaigns' emergency stops, checked right before anything goes out (in the same store)."""
+        self.consent = consent or (Consent(store) if store is not None else None)
+        """The suppression list `send_message` checks right before delivering."""
+        self.ledger = Ledger(store) if store is not None else None
+        """Counts customer messages against `compliance.frequency_caps`."""
+        self.stops = CampaignStops(store) if store is not None else None
+        """The campaigns' emergency stops, checked right before anything goes out."""
         self.unsubscribe = unsubscribe
         """Signs the one-click unsubscribe link of every customer e-mail (None: not configured)."""
         self.outbox = Outbox(settings.outbox)
