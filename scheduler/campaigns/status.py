@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, ScheduleDescription
 
@@ -21,6 +21,7 @@ from scheduler.campaigns.schedules import (
     schedule_id,
 )
 from scheduler.errors import first_line
+from scheduler.flow.models import StartCounts
 from scheduler.flow.workflows import CAMPAIGN_RUN_TYPE
 from scheduler.store.ledger import Ledger
 from scheduler.visibility import campaign_query, running_query
@@ -28,21 +29,16 @@ from scheduler.visibility import campaign_query, running_query
 log = logging.getLogger(__name__)
 
 
-class RunStatus(BaseModel):
-    """A run as its schedule and its memo (`CampaignRunResult` without the flow ids) tell it."""
+class RunStatus(StartCounts):
+    """A run as its schedule and its memo (`CampaignRunResult` without the flow ids and reasons) tell it."""
 
     workflow_id: str
     scheduled_at: datetime
     status: str
     """Running, Completed, Failed, … as Temporal reports the run."""
-    started: int = 0
-    skipped_duplicate: int = 0
-    skipped_invalid: int = 0
-    skipped_suppressed: int = 0
-    failed: int = 0
     window: dict[str, datetime] | None = None
     """The audience time span the run covered: {since, until}."""
-    messages: dict[str, int] = {}
+    messages: dict[str, int] = Field(default_factory=dict)
     """Messages of the run's flows held or not sent by policy so far, by what happened: `held`,
     `skipped_quiet_hours`, `skipped_frequency_cap` (counted as they happen, after the run itself ended)."""
 

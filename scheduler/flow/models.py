@@ -252,11 +252,9 @@ class CampaignRunInput(BaseModel):
     """Set by continue-as-new: where in the audience to go on."""
 
 
-class RunCounts(BaseModel):
-    """What starting flows for a campaign did: a whole run, or one page of its audience."""
+class StartCounts(BaseModel):
+    """How many carts starting flows for a campaign turned into a flow, and why the others did not."""
 
-    flows: list[str] = Field(default_factory=list)
-    """Workflow ids of the flows it started (the first `FLOWS_KEPT`; the counts cover them all)."""
     started: int = 0
     skipped_duplicate: int = 0
     """Carts whose flow of this campaign was already running."""
@@ -265,18 +263,22 @@ class RunCounts(BaseModel):
     skipped_suppressed: int = 0
     """Carts whose customer has a suppressed (opted-out) contact."""
     failed: int = 0
+
+
+class RunCounts(StartCounts):
+    """What starting flows for a campaign did: a whole run, or one page of its audience."""
+
+    flows: list[str] = Field(default_factory=list)
+    """Workflow ids of the flows it started (the first `FLOWS_KEPT`; the counts cover them all)."""
     reasons: dict[str, int] = Field(default_factory=dict)
     """Why rows were skipped, with how many (reasons never contain a contact)."""
 
     def plus(self, other: RunCounts, *, keep: int) -> dict[str, Any]:
         """The sums of both, as fields to `model_copy` into either kind (ids capped at `keep`)."""
+        sums = {name: getattr(self, name) + getattr(other, name) for name in StartCounts.model_fields}
         return {
+            **sums,
             "flows": (self.flows + other.flows)[:keep],
-            "started": self.started + other.started,
-            "skipped_duplicate": self.skipped_duplicate + other.skipped_duplicate,
-            "skipped_invalid": self.skipped_invalid + other.skipped_invalid,
-            "skipped_suppressed": self.skipped_suppressed + other.skipped_suppressed,
-            "failed": self.failed + other.failed,
             "reasons": dict(Counter(self.reasons) + Counter(other.reasons)),
         }
 
