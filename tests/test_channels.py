@@ -35,7 +35,7 @@ from scheduler.errors import ConfigError, DeliveryError
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
-from scheduler.outbound import tls_context
+from scheduler.http_clients import tls_context
 from scheduler.store import Store
 from scheduler.store.consent import Consent
 from scheduler.worker import make_worker

@@ -25,7 +25,17 @@ SANDBOX_MAY_USE = ("scheduler", "scheduler.errors", "scheduler.problems")
 """The only modules of the package outside `scheduler.flow` that workflow code may import (stdlib-only leaves)."""
 
 
-GROUND = ("config", "devserver", "errors", "locate", "metrics", "outbound", "problems", "signatures", "temporal")
+GROUND = (
+    "config",
+    "devserver",
+    "errors",
+    "http_clients",
+    "metrics",
+    "problems",
+    "signatures",
+    "source_lines",
+    "temporal",
+)
 GROUND += ("visibility", "flow")
 """Top-level modules (and the sandbox package) that any room may import; they import no room."""
 ROOMS: dict[str, set[str]] = {

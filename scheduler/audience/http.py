@@ -14,7 +14,7 @@ from scheduler.audience.fields import Rows, Skip
 from scheduler.audience.model import Audience
 from scheduler.errors import AudienceError
 from scheduler.flow.models import Window
-from scheduler.outbound import http_client, retryable_status
+from scheduler.http_clients import http_client, retryable_status
 
 HTTP_TIMEOUT = 30.0
 """Seconds for one page of an http source (connect, read): a slow API fails the attempt, not the worker."""

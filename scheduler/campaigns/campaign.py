@@ -28,7 +28,8 @@ from scheduler.flow.definition import WorkflowDefinition, parse_definition, too_
 from scheduler.flow.durations import Duration
 from scheduler.flow.models import RunCampaign, RunCampaignInfo, RunDelivery, RunSchedule
 from scheduler.flow.quiet_hours import parse_quiet_hours, place
-from scheduler.locate import (
+from scheduler.problems import Problem
+from scheduler.source_lines import (
     KeyPath,
     dotted_line,
     dotted_lines,
@@ -38,7 +39,6 @@ from scheduler.locate import (
     toml_key_lines,
     toml_shape_problem,
 )
-from scheduler.problems import Problem
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
+from scheduler.http_clients import http_client, retryable_status
 from scheduler.metrics import MESSAGES
-from scheduler.outbound import http_client, retryable_status
 from scheduler.store import Store
 from scheduler.store.consent import Consent
 from scheduler.store.ledger import Ledger

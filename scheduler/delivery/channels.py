@@ -29,7 +29,7 @@ import httpx
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
 from scheduler.errors import DeliveryError, InvalidContact
 from scheduler.flow.contacts import mail_address
-from scheduler.outbound import http_client, retryable_status
+from scheduler.http_clients import http_client, retryable_status
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from scheduler.errors import clip
-from scheduler.locate import long_number_line
+from scheduler.source_lines import long_number_line
 
 VARIABLES = frozenset({"customer", "cart", "campaign", "step"})
 """What the activity renders with (see `activities.template_context`)."""

@@ -7,7 +7,14 @@ import tomllib
 
 import pytest
 
-from scheduler.locate import dotted_line, dotted_lines, json_key_lines, line_of, toml_key_lines, toml_shape_problem
+from scheduler.source_lines import (
+    dotted_line,
+    dotted_lines,
+    json_key_lines,
+    line_of,
+    toml_key_lines,
+    toml_shape_problem,
+)
 
 TOML = """\
 # [not.a.table] a comment with brackets
