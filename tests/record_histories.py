@@ -100,6 +100,8 @@ FLOWS = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
+REVISED = {"timeout-revision-2": ("abandoned_cart-replay-timeout-revision-2", None, SEED, "", "+15550001")}
+"""Flows of `FLOWS`' kind started with `FlowInput.revision` 2: the seed's webhook step writes no state before it."""
 OPT_OUTS = {
     # name: (workflow id, whether the STOP comes while step_1's message goes, else in step_2's wait, phone)
     "opt-out-before-wait": ("abandoned_cart-replay-opt-out-before-wait", True, "+15550012"),
@@ -207,8 +209,10 @@ async def record(
     definition: dict[str, Any],
     reply_step: str,
     phone: str,
+    revision: int = 0,
 ) -> Path:
     flow = FlowInput(
+        revision=revision,
         definition=WorkflowDefinition.model_validate(definition),
         campaign_id="abandoned-cart",
         owner="owner@example.com",
@@ -358,6 +362,9 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     await record(env, name, *flow)
+                for name, flow in REVISED.items():
+                    if not names or name in names:
+                        await record(env, name, *flow, revision=2)
                 for name, opt_out in OPT_OUTS.items():
                     if not names or name in names:
                         await record_opt_out(env, name, *opt_out, consent=consent, sends=sends)

@@ -34,6 +34,12 @@ EXPECTED = {
         ["send_message", "webhook", "send_message"],
         ["started", "fired", "started", "fired"],
     ),
+    # the same, started at revision 2: no state written before the webhook step
+    "timeout-revision-2": (
+        "abandoned_cart-replay-timeout-revision-2",
+        ["send_message", "webhook", "send_message"],
+        ["started", "fired", "started", "fired"],
+    ),
     # step_2's wait is cut short by a STOP (recorded when an opt-out still set ClientAnswered and outcome completed)
     "opt-out": ("abandoned_cart-replay-opt-out", ["send_message"], ["started", "canceled"]),
     # an opt-out ends a flow in its 1m explicit_wait: nothing sent, outcome opted_out

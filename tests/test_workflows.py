@@ -28,6 +28,7 @@ from scheduler.flow.engine import (
     OUTCOME,
 )
 from scheduler.flow.models import FlowInput, RunCampaign, RunCampaignInfo, flow_input
+from scheduler.flow.nodes.webhook import LONG_STEP, WebhookParams, worst_case
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.store import Store
@@ -388,6 +389,47 @@ async def test_flow_started_now_ends_with_outcome_without_patch_marker(
         assert (await handle.describe()).typed_search_attributes.get(OUTCOME) == "completed"
     assert markers == [[], ["core_patch"]]
     assert upserted == [["Outcome"], ["Outcome", "TemporalChangeVersion"]]
+
+
+@pytest.mark.parametrize(
+    ("webhook", "revision", "writes_first"),
+    [
+        ({}, 2, False),  # the default retries end within LONG_STEP: no write before it
+        ({"max_attempts": 20}, 2, True),  # retries that may take an hour: it shows where the flow is
+        ({}, 1, True),  # a flow started before revision 2 keeps the write its history has
+    ],
+)
+async def test_webhook_step_writes_state_first_only_when_it_may_take_long(
+    ts_env, settings: Settings, task_queue: str, webhook: dict[str, Any], revision: int, writes_first: bool
+) -> None:
+    definition = WorkflowDefinition.model_validate(
+        {
+            "start_step": "send",
+            "steps": {
+                "send": {"node": "send_message", "go_to": "hook"},
+                "hook": {"node": "webhook", "params": webhook},
+            },
+        }
+    )
+    campaign = RunCampaign(campaign=RunCampaignInfo(id="camp-w", owner=OWNER), workflow=definition)
+    flow = flow_input(campaign, customer={"id": "c1", "phone": PHONE}, quiet_hours="")
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(ts_env.client, flow.model_copy(update={"revision": revision}), task_queue)
+        assert (await handle.result()).path == ["send", "hook"]
+    kinds = [e.WhichOneof("attributes") for e in (await handle.fetch_history()).events]
+    scheduled = [i for i, kind in enumerate(kinds) if kind == "activity_task_scheduled_event_attributes"]
+    written = [i for i, kind in enumerate(kinds) if kind == "workflow_properties_modified_event_attributes"]
+    assert len(scheduled) == 2
+    assert [i < scheduled[1] for i in written] == ([True, False] if writes_first else [False])
+    steps = await (await handle.describe()).memo_value("steps")
+    assert [s["step"] for s in steps] == ["send", "hook"]
+
+
+def test_webhook_worst_case_counts_every_attempt_and_backoff() -> None:
+    assert worst_case(WebhookParams()) == timedelta(seconds=5 * 15 + 1 + 2 + 4 + 8) < LONG_STEP
+    assert worst_case(WebhookParams(max_attempts=1, timeout=timedelta(minutes=5))) > LONG_STEP
+    capped = WebhookParams(max_attempts=10, timeout=timedelta(seconds=1), initial_interval=timedelta(seconds=1))
+    assert worst_case(capped) == timedelta(seconds=10 * 6 + 1 + 2 + 4 + 8 + 16 + 32 + 64 + 100 + 100)
 
 
 async def test_flow_timeout_leaves_client_answered_unset(

@@ -435,7 +435,7 @@ class FlowRun:
         node = get_node(step.node)
         assert node is not None  # `_steps` validated the definition, which rejects unknown nodes
         params = node.Params.model_validate(step.params)
-        if node.waits:
+        if node.writes_state_first(params, self.input.revision):
             self._write_state()
         event = await node.run(self, params)
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))

@@ -14,7 +14,7 @@ from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.durations import Duration
 from scheduler.flow.nodes.registry import EventType
 
-FLOW_REVISION = 1
+FLOW_REVISION = 2
 """`FlowInput.revision` of the flows started now."""
 PAGE_SIZE = 500
 """Audience rows a run reads per activity call: small enough to heartbeat often."""
@@ -58,8 +58,9 @@ class FlowInput(BaseModel):
     """The campaign run that started the flow (its workflow id), which counts the messages it held or skipped."""
     revision: int = 0
     """What every flow of this engine does, so the flow need not ask `workflow.patched` (each check records a marker
-    and an upsert): 1 (`FLOW_REVISION`, what `flow_input` sets): it ends with the `Outcome` attribute. 0: an input
-    from before, whose history may lack it: the flow asks."""
+    and an upsert). From 1: it ends with the `Outcome` attribute (0, an input from before, whose history may lack
+    it: the flow asks). From 2 (`FLOW_REVISION`, what `flow_input` sets): a webhook step that cannot take long
+    writes no state before it (`Webhook.writes_state_first`)."""
 
 
 class StepRecord(BaseModel):

@@ -75,7 +75,12 @@ class Node:
     events: ClassVar[frozenset[EventType]] = frozenset({EventType.SATISFIED})
     """The event types this node can give, so validation can flag conditions that never fire."""
     waits: ClassVar[bool] = False
-    """True if the node can take long (a timer, a signal, retries): the flow writes its state first."""
+    """True if the node waits (a timer, a signal): the flow writes its state first (`writes_state_first`)."""
+
+    def writes_state_first(self, params: Any, revision: int) -> bool:
+        """Whether the flow writes its state (memo, `CurrentStep`) before the step, so it shows where a flow
+        spends long; `revision`: the flow's `FlowInput.revision`, whose history must keep its writes."""
+        return self.waits
 
     async def run(self, flow: Flow, params: Any) -> EventType:
         raise NotImplementedError
