@@ -21,6 +21,9 @@ REPLY_IDS = SearchAttributeKey.for_keyword_list("ReplyIds")
 """The last `MAX_REPLY_IDS` replies a flow handled, as `reply_key`s: how a redelivered reply is recognised."""
 OUTCOME = SearchAttributeKey.for_keyword("Outcome")
 """How a flow ended (`completed`, `converted`, `failed`, `opted_out`), set when it ends; mirrors the memo `outcome`."""
+VARIANT = SearchAttributeKey.for_keyword("Variant")
+"""The variant a `split` step assigned, as `experiment:variant` (a flow through two splits: the later one). A
+Keyword, not a list: SQL visibility stores allow three KeywordList attributes in all."""
 CAMPAIGN_SHA256 = SearchAttributeKey.for_keyword("CampaignSha256")
 """On schedules: hash of the campaign file's canonical content, updated on every apply."""
 
@@ -36,6 +39,7 @@ ALL: tuple[SearchAttributeKey[Any], ...] = (
     CAMPAIGN_SHA256,
     REPLY_IDS,
     OUTCOME,
+    VARIANT,
 )
 
 MAX_REPLY_IDS = 20

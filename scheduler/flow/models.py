@@ -89,6 +89,8 @@ class FlowOutcome(StrEnum):
     """The customer opted out (a STOP, an unsubscribe link, a suppressed contact)."""
     STOPPED = "stopped"
     """Its campaign was stopped."""
+    HELD_OUT = "held_out"
+    """A `split` step put it in a variant without `go_to` (a holdout): nothing was sent to the customer."""
 
 
 class FlowStatus(BaseModel):
