@@ -360,7 +360,15 @@ def signal(
             consent = _consent(config)
             try:
                 target = FlowTarget(workflow_id=workflow_id)
-                handled = await apply_keyword(client, consent, settings, target=target, reply=reply)
+                handled = await apply_keyword(
+                    client,
+                    consent,
+                    settings.compliance,
+                    target=target,
+                    reply=reply,
+                    task_queue=settings.temporal.task_queue,
+                    route_timeout=settings.webhooks.route_timeout,
+                )
                 assert handled is not None
                 return handled.message(workflow_id)
             finally:
