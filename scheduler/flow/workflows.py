@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         flow_input,
         next_window,
     )
+    from scheduler.flow.nodes.send_message import MESSAGE_RETRY
     from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 
 FLOW_TYPE = "AbandonedCartWorkflow"
@@ -51,11 +52,9 @@ START_AUDIENCE_PAGE = "start_audience_page"
 """The activity that reads one page of a run's audience and starts its flows (`scheduler.campaigns.fanout`)."""
 SEND_KEYWORD_ANSWER = "send_keyword_answer"
 """The activity that sends one contact a keyword's answer (`scheduler.delivery.activities`)."""
-ANSWER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1)
-)
 ANSWER_DEADLINE = timedelta(hours=1)
-"""How long an answer is retried: later than that, a confirmation no longer answers the customer's message."""
+"""How long an answer is retried (a message's backoff, by time not attempts): a gateway down for minutes still
+gets it out, and later than that a confirmation no longer answers the customer's message."""
 STOPPED_RUN_PATCH = "run-waits-for-its-page"
 """A cancelled run closes only once its page activity has stopped starting flows (it used not to wait)."""
 
@@ -145,7 +144,7 @@ class CampaignRunWorkflow:
 @workflow.defn(name=KEYWORD_ANSWER_TYPE)
 class KeywordAnswerWorkflow:
     """Sends a STOP/START confirmation or the HELP text to each of the sender's contacts through the worker's
-    channels, retried (`ANSWER_RETRY`, within `ANSWER_DEADLINE`) until delivered or refused for good.
+    channels, retried (`MESSAGE_RETRY`, within `ANSWER_DEADLINE`) until delivered or refused for good.
 
     Exempt from every policy (suppression, quiet hours, caps, stops): it answers the customer's own message.
     Fails, once every contact has been tried, if one could not be answered.
@@ -159,7 +158,7 @@ class KeywordAnswerWorkflow:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, ActivityError):
                 raise result
-        if failed := [redact(c) for c, r in zip(answer.contacts, results, strict=True) if r is not None]:
+        if failed := [redact(c) for c, r in zip(answer.contacts, results, strict=True) if isinstance(r, ActivityError)]:
             raise ApplicationError(f"could not answer {', '.join(failed)}", type="AnswerNotDelivered")
 
 
@@ -169,7 +168,7 @@ async def _send_answer(contact: str, text: str) -> None:
         AnswerMessage(to=contact, text=text),
         start_to_close_timeout=ACTIVITY_TIMEOUT,
         schedule_to_close_timeout=ANSWER_DEADLINE,
-        retry_policy=ANSWER_RETRY,
+        retry_policy=MESSAGE_RETRY,
         summary=f"answer to {redact(contact)}",
     )
 
