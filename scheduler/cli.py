@@ -348,6 +348,7 @@ def signal(
     from scheduler.flow.signals import Reply
     from scheduler.replies.keywords import apply_keyword, keyword_of
     from scheduler.replies.routing import FlowTarget
+    from scheduler.store.consent import Consent
     from scheduler.temporal import connect
 
     settings = _settings(config)
@@ -357,14 +358,22 @@ def signal(
     async def go() -> str:
         client = await connect(settings)
         if keyword:
-            consent = _consent(config)
+            store = _store(config)
             try:
                 target = FlowTarget(workflow_id=workflow_id)
-                handled = await apply_keyword(client, consent, settings, target=target, reply=reply)
+                handled = await apply_keyword(
+                    client,
+                    Consent(store),
+                    settings.compliance,
+                    target=target,
+                    reply=reply,
+                    task_queue=settings.temporal.task_queue,
+                    route_timeout=settings.webhooks.route_timeout,
+                )
                 assert handled is not None
                 return handled.message(workflow_id)
             finally:
-                consent.store.close()
+                store.close()
         await signal_flow(client, workflow_id=workflow_id, run_id=run_id, signal_name=name, reply=reply)
         return signal_sent(name, workflow_id)
 

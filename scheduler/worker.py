@@ -1,4 +1,4 @@
-"""The worker: runs the flow and campaign-run workflows and their activities on the task queue."""
+"""The worker: runs the flow, campaign-run and keyword-answer workflows and their activities on the task queue."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from scheduler.campaigns.fanout import FanoutActivities
 from scheduler.config import Settings
 from scheduler.delivery.activities import Activities
 from scheduler.delivery.unsubscribe import links as unsubscribe_links
-from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
+from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow, KeywordAnswerWorkflow
 from scheduler.store import Store
 from scheduler.store.consent import Consent
 
@@ -23,7 +23,7 @@ HEARTBEAT_EVERY = timedelta(seconds=1)
 """The most time between an activity's heartbeats to the server (its default: 80 % of the heartbeat timeout).
 A cancellation reaches an activity only in a heartbeat's answer: a campaign stop must end a fan-out fast."""
 
-WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow)
+WORKFLOWS: Sequence[type] = (AbandonedCartWorkflow, CampaignRunWorkflow, KeywordAnswerWorkflow)
 
 
 def make_worker(

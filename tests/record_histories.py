@@ -5,8 +5,8 @@ no reply → the timeout branch; STOP → the flow ends), an opt-out ending a fl
 opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
 its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
 through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, and
-a campaign run with and without an audience and one cancelled while it starts flows, and writes
-`tests/histories/<name>.json` (all, or the names given).
+a campaign run with and without an audience and one cancelled while it starts flows, and a keyword's answer
+to a phone and an address, and writes `tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -40,9 +40,15 @@ from scheduler.flow.models import (  # noqa: E402
     DeliveryPolicy,
     FlowInput,
     FlowStatus,
+    KeywordAnswer,
 )
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
-from scheduler.flow.workflows import STATUS_QUERY, AbandonedCartWorkflow, CampaignRunWorkflow  # noqa: E402
+from scheduler.flow.workflows import (  # noqa: E402
+    STATUS_QUERY,
+    AbandonedCartWorkflow,
+    CampaignRunWorkflow,
+    KeywordAnswerWorkflow,
+)
 from scheduler.store import Store  # noqa: E402
 from scheduler.store.consent import Consent  # noqa: E402
 from scheduler.store.stops import CampaignStops, StopMode  # noqa: E402
@@ -127,6 +133,8 @@ RUNS = {
     "campaign-run": ("campaign-run-replay-audience", "replay-run.toml"),
     "campaign-run-one": ("campaign-run-replay-one", "replay-run-one.toml"),
 }
+ANSWER = ("keyword-answer", "keyword-answer-replay")
+"""A HELP's answer, sent to the sender's phone and address."""
 RUN_FILES = {
     "replay-run.toml": campaign_toml("replay-run", workflow=JSONL_AUDIENCE + ONE_STEP),
     "replay-run-one.toml": campaign_toml("replay-run-one"),
@@ -338,6 +346,13 @@ async def record_run(env: WorkflowEnvironment, name: str, workflow_id: str, path
     return await save(name, handle, f"started {result.started}, skipped {result.skipped_invalid}")
 
 
+async def record_answer(env: WorkflowEnvironment, name: str, workflow_id: str) -> Path:
+    answer = KeywordAnswer(contacts=["+15550001", "ada@example.com"], text="Reply STOP to stop.")
+    handle = await env.client.start_workflow(KeywordAnswerWorkflow.run, answer, id=workflow_id, task_queue=TASK_QUEUE)
+    await handle.result()
+    return await save(name, handle, f"answered {len(answer.contacts)} contacts")
+
+
 async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
@@ -381,6 +396,8 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     await record_run(env, name, workflow_id, Path(tmp) / file)
+                if not names or ANSWER[0] in names:
+                    await record_answer(env, *ANSWER)
             store.close()
     finally:
         await env.shutdown()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.campaigns.start import signal_sent, start_flow
@@ -30,7 +31,9 @@ from scheduler.worker import make_worker
 from tests.helpers.api import Api, running_api
 from tests.helpers.cli import scheduler, write_config
 from tests.helpers.flows import reaches, start_flow_input, status, terminate
+from tests.helpers.servers import scripted_server
 from tests.helpers.signing import PUBLIC_URL, TWILIO_TOKEN, sms_form, twilio_request
+from tests.helpers.waiting import eventually
 
 SATISFIED = ["step_1", "step_2", "step_3"]
 """The seed campaign's path when its `wait_answer` (step_2) gets a reply."""
@@ -109,6 +112,14 @@ class Replies:
 
     def sent_to(self, contact: str) -> list[dict[str, Any]]:
         return [r for r in Outbox(self.settings.channels.outbox).read() if r["to"] == contact]
+
+    async def answered(self, contact: str, texts: list[str]) -> None:
+        """Until the worker has sent `contact` exactly `texts` (keyword answers go a moment after the request)."""
+
+        async def sent() -> None:
+            assert [r["text"] for r in self.sent_to(contact)] == texts
+
+        await eventually(sent)
 
 
 @pytest_asyncio.fixture
@@ -209,7 +220,7 @@ async def test_reply_yes_without_a_flow_is_answered_202_and_lifts_a_suppression(
     finally:
         consent.store.close()
     assert 2 <= took[0] < 4 and took[1] < 1, took
-    assert [r["text"] for r in replies.sent_to(e164(suppressed))] == [WELCOME]
+    await replies.answered(e164(suppressed), [WELCOME])
     assert replies.sent_to(e164(never)) == []  # nothing was lifted: nothing to confirm
 
 
@@ -222,7 +233,7 @@ async def test_help_is_answered_and_the_flow_keeps_waiting_for_a_real_reply(repl
     assert (by_json.status_code, by_json.json()) == (202, {"signaled": []})
     by_sms = await replies.sms(phone, "HELP")
     assert by_sms.text == f"<Response><Message>{HELP}</Message></Response>"
-    assert [r["text"] for r in replies.sent_to(e164(phone))] == [HELP]  # the JSON path sends it itself
+    await replies.answered(e164(phone), [HELP])  # the JSON path has the worker send it
 
     now = await status(handle)
     assert (now.current_step, now.replies) == ("step_2", 0)
@@ -278,3 +289,33 @@ async def test_cli_signal_text_yes_answers_the_flow_and_says_so(
             assert [e["contact"] for e in json.loads(listed.stdout)] == []
         finally:
             await terminate(dev_env.client, *(f.id for f in flows))
+
+
+@pytest.mark.parametrize(("statuses", "delivered"), [([503, 200], True), ([400], False)], ids=["retried", "final"])
+async def test_help_answer_is_retried_by_the_worker_unless_refused_for_good(
+    dev_env: WorkflowEnvironment, settings: Settings, task_queue: str, statuses: list[int], delivered: bool
+) -> None:
+    """Before, the API sent the answer once itself: a gateway's 503 lost it (logged). Now the worker's
+    delivery retries it like a flow's message (same idempotency key), and a refusal (400) is final."""
+    settings.compliance.help_reply = HELP
+    phone, reply_id = new_phone(), f"r-{uuid.uuid4().hex}"
+    with scripted_server("/messages") as gateway:
+        gateway.statuses = statuses
+        settings.channels.http.url = gateway.url
+        settings.channels.default = "http"
+        async with running_api(dev_env.client, settings, task_queue) as api:
+            response = await api.http.post(
+                "/webhooks/replies", json={"contact": phone, "text": "HELP", "reply_id": reply_id}
+            )
+            assert (response.status_code, response.json()) == (202, {"signaled": []})
+            handle = api.client.get_workflow_handle(f"keyword-answer-{reply_id}")
+            if delivered:
+                await handle.result()
+            else:
+                with pytest.raises(WorkflowFailureError) as failed:
+                    await handle.result()
+                assert "could not answer" in str(failed.value.cause)
+    sent = [r for r in Outbox(settings.channels.outbox).read() if r["to"] == e164(phone)]
+    assert [(r["channel"], r["text"]) for r in sent] == ([("http", HELP)] if delivered else [])
+    assert [r["json"]["text"] for r in gateway.requests] == [HELP] * len(statuses)
+    assert len({r["headers"]["Idempotency-Key"] for r in gateway.requests}) == 1

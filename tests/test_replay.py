@@ -1,7 +1,7 @@
 """Replay the recorded histories (tests/histories, made by tests/record_histories.py) against today's code.
 
-A failure here means a change to the workflows, the engine or the nodes is not deterministic for flows
-or campaign runs already running: they would break when the new worker picks them up.
+A failure here means a change to the workflows, the engine or the nodes is not deterministic for flows,
+campaign runs or keyword answers already running: they would break when the new worker picks them up.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from temporalio.workflow import NondeterminismError
 
 from scheduler.flow.models import ActivityInput, FlowInput, FlowStatus
 from scheduler.flow.nodes import ActivityResult
-from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow
+from scheduler.flow.workflows import AbandonedCartWorkflow, CampaignRunWorkflow, KeywordAnswerWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # history name: (workflow id it was recorded under, activities scheduled in order, timer events in order)
@@ -73,6 +73,8 @@ EXPECTED = {
     "campaign-run": ("campaign-run-replay-audience", ["start_audience_page"], []),
     # a campaign run without an audience: one child flow
     "campaign-run-one": ("campaign-run-replay-one", [], []),
+    # a HELP's answer to a phone and an address: one activity each
+    "keyword-answer": ("keyword-answer-replay", ["send_keyword_answer", "send_keyword_answer"], []),
 }
 
 PATCHES = {
@@ -109,7 +111,7 @@ def events_of(raw: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
 
 
 def replayer(*workflows: type) -> Replayer:
-    workflows = workflows or (AbandonedCartWorkflow, CampaignRunWorkflow)
+    workflows = workflows or (AbandonedCartWorkflow, CampaignRunWorkflow, KeywordAnswerWorkflow)
     return Replayer(workflows=list(workflows), data_converter=pydantic_data_converter)
 
 

@@ -737,7 +737,8 @@ async def test_stop_by_customer_id_suppresses_that_customers_contacts_and_confir
     phone, customer_id = new_phone(), f"c-{uuid.uuid4()}"
     workflow_id = await hooks.start(id=customer_id, phone=phone, email=f"{customer_id}@example.com")
     await reaches(hooks.client.get_workflow_handle(workflow_id), "step_2")
-    stop = await hooks.reply({"customer_id": customer_id, "text": "quit"}, msg_id=f"msg_{uuid.uuid4().hex}")
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    stop = await hooks.reply({"customer_id": customer_id, "text": "quit"}, msg_id=msg_id)
     assert (stop.status_code, stop.json()) == (202, {"signaled": [workflow_id]})
     consent = Consent(Store.open(hooks.settings.store_url))
     assert consent.suppressed([e164(phone), f"{customer_id}@example.com"]) == {
@@ -745,7 +746,30 @@ async def test_stop_by_customer_id_suppresses_that_customers_contacts_and_confir
         f"{customer_id}@example.com",
     }
     consent.store.close()
+    # The worker sends it, to contacts now suppressed: the answer to the customer's own message is exempt.
+    await hooks.client.get_workflow_handle(f"keyword-answer-{msg_id}").result()
     confirmations = [r for r in Outbox(hooks.settings.channels.outbox).read() if r["text"] == "Unsubscribed."]
     assert sorted(r["to"] for r in confirmations) == sorted([e164(phone), f"{customer_id}@example.com"])
     result = await hooks.result(workflow_id)
     assert (result.outcome, result.replies) == ("opted_out", 1)  # reached by contact and by customer id: once
+
+
+async def test_help_redelivered_with_the_same_webhook_id_is_answered_once(hooks: Hooks) -> None:
+    """Before, each delivery sent the help text itself: a provider's redelivery answered the customer twice."""
+    hooks.settings.compliance.help_reply = "Reply STOP to stop."
+    phone, msg_id = new_phone(), f"msg_{uuid.uuid4().hex}"
+
+    for _ in range(2):
+        response = await hooks.reply({"contact": phone, "text": "HELP"}, msg_id=msg_id)
+        assert (response.status_code, response.json()) == (202, {"signaled": []})
+
+    def answers() -> list[str]:
+        return [r["text"] for r in Outbox(hooks.settings.channels.outbox).read() if r["to"] == e164(phone)]
+
+    async def answered() -> None:
+        assert answers()
+
+    await eventually(answered)
+    assert answers() == ["Reply STOP to stop."]
+    await hooks.client.get_workflow_handle(f"keyword-answer-{msg_id}").result()
+    assert answers() == ["Reply STOP to stop."]

@@ -135,7 +135,16 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep, co
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
     target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
-    if (handled := await apply_keyword(client, consent, settings, target=target, reply=reply)) is not None:
+    handled = await apply_keyword(
+        client,
+        consent,
+        settings.compliance,
+        target=target,
+        reply=reply,
+        task_queue=settings.temporal.task_queue,
+        route_timeout=settings.webhooks.route_timeout,
+    )
+    if handled is not None:
         return SignaledResponse(signaled=handled.signaled)
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     if (signaled := await _routed("replies", f"reply {reply.reply_id}", target, routing)) is None:
@@ -224,7 +233,16 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep, con
         log.warning("SMS %s from %r matched no flow: not a phone number", message.MessageSid, redact(message.From))
         UNMATCHED.labels("twilio").inc()
         return _twiml()
-    keyword = await apply_keyword(client, consent, settings, target=target, reply=reply, send_answer=False)
+    keyword = await apply_keyword(
+        client,
+        consent,
+        settings.compliance,
+        target=target,
+        reply=reply,
+        task_queue=settings.temporal.task_queue,
+        route_timeout=settings.webhooks.route_timeout,
+        send_answer=False,
+    )
     if keyword is not None:
         return _twiml(keyword.answer)  # Twilio sends the answer back to the sender
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)

@@ -131,7 +131,16 @@ async def send_signal(
     reply = Reply(reply_id=body.reply_id, text=body.text, channel="api")
     if body.signal_name == CLIENT_ANSWERED_SIGNAL:
         target = FlowTarget(workflow_id=body.workflow_id)
-        if (handled := await apply_keyword(client, consent, settings, target=target, reply=reply)) is not None:
+        handled = await apply_keyword(
+            client,
+            consent,
+            settings.compliance,
+            target=target,
+            reply=reply,
+            task_queue=settings.temporal.task_queue,
+            route_timeout=settings.webhooks.route_timeout,
+        )
+        if handled is not None:
             return MessageResponse(message=handled.message(body.workflow_id))
     await signal_flow(
         client,

@@ -1,4 +1,4 @@
-"""Activities: every side effect of a flow (messages, webhooks) happens here, with retries."""
+"""Activities: every side effect of a flow (messages, webhooks) and a keyword's answer happens here, with retries."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from scheduler.delivery.unsubscribe import Links, Unsubscribe
 from scheduler.errors import DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
-from scheduler.flow.models import ActivityInput, MessageEvent
+from scheduler.flow.models import ActivityInput, AnswerMessage, MessageEvent
 from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
+from scheduler.flow.workflows import SEND_KEYWORD_ANSWER
 from scheduler.http_clients import http_client, retryable_status
 from scheduler.metrics import MESSAGES
 from scheduler.store import Store
@@ -68,7 +69,14 @@ class Activities:
         self.renderer = Renderer()
 
     def all(self) -> list[Any]:
-        return [self.send_message, self.notify_creator, self.webhook, self.delivery_defaults, self.count_message]
+        return [
+            self.send_message,
+            self.notify_creator,
+            self.webhook,
+            self.delivery_defaults,
+            self.count_message,
+            self.send_keyword_answer,
+        ]
 
     @activity.defn(name=COUNT_MESSAGE)
     async def count_message(self, event: MessageEvent) -> None:
@@ -130,6 +138,31 @@ class Activities:
             to = "campaign owner"
         stopped = await self._send(channel, inp, to=to, template=params.template, subject=params.subject)
         return stopped or ActivityResult(detail=f"notified {to} by {channel.name}")
+
+    @activity.defn(name=SEND_KEYWORD_ANSWER)
+    async def send_keyword_answer(self, answer: AnswerMessage) -> None:
+        """Send a keyword's answer (a confirmation, the help text) to one of the sender's contacts.
+
+        Exempt from every policy: it answers the customer's own message. A phone gets it through
+        `channels.default` unless that is e-mail (then the console); an address through `smtp` when
+        configured, else the console.
+        """
+        email = "@" in answer.to
+        name = "smtp" if email else self.settings.default
+        if (email and name not in self.channels) or (not email and name == "smtp"):
+            name = "console"
+        channel = self._channel(name)
+        info = activity.info()
+        message = Message(
+            to=answer.to,
+            text=answer.text,
+            campaign_id="",
+            workflow_id="",
+            step="keyword",
+            idempotency_key=idempotency_key(workflow_id=info.workflow_id, run_id=info.workflow_run_id, step=answer.to),
+        )
+        with _delivery_errors():
+            await channel.send(message)
 
     def _channel(self, name: str) -> Channel:
         name = name or self.settings.default

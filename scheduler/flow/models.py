@@ -1,5 +1,5 @@
-"""Inputs and outputs of the workflows (a flow, a campaign run) and their activities (one object each, so
-fields can be added)."""
+"""Inputs and outputs of the workflows (a flow, a campaign run, a keyword's answer) and their activities (one
+object each, so fields can be added)."""
 
 from __future__ import annotations
 
@@ -141,6 +141,20 @@ class MessageEvent(BaseModel):
     """`held`, `skipped_quiet_hours` or `skipped_frequency_cap`."""
     run_id: str | None = None
     """The campaign run that started the flow, if one did."""
+
+
+class KeywordAnswer(BaseModel):
+    """What a `KeywordAnswerWorkflow` sends: a confirmation or the HELP text, to each of the sender's contacts."""
+
+    contacts: list[str]
+    text: str
+
+
+class AnswerMessage(BaseModel):
+    """One contact's answer: what the activity that sends it gets."""
+
+    to: str
+    text: str
 
 
 class _Carried(BaseModel):

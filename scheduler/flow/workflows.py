@@ -1,4 +1,5 @@
-"""The Temporal workflows: a flow (`AbandonedCartWorkflow`) and a campaign run (`CampaignRunWorkflow`).
+"""The Temporal workflows: a flow (`AbandonedCartWorkflow`), a campaign run (`CampaignRunWorkflow`) and a
+keyword's answer (`KeywordAnswerWorkflow`).
 
 Their type names, signal and query names are the contract with running flows and schedules:
 renaming one strands them.
@@ -12,29 +13,36 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from scheduler.errors import DefinitionError
     from scheduler.flow.attributes import CAMPAIGN_ID
-    from scheduler.flow.engine import FlowRun, start_attributes
+    from scheduler.flow.contacts import redact
+    from scheduler.flow.engine import ACTIVITY_TIMEOUT, FlowRun, start_attributes
     from scheduler.flow.models import (
+        AnswerMessage,
         CampaignRunInput,
         CampaignRunResult,
         FlowInput,
         FlowStatus,
+        KeywordAnswer,
         PageInput,
         PageResult,
         RunCampaign,
         flow_input,
         next_window,
     )
+    from scheduler.flow.nodes.send_message import MESSAGE_RETRY
     from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
 
 FLOW_TYPE = "AbandonedCartWorkflow"
 """The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
 CAMPAIGN_RUN_TYPE = "CampaignRunWorkflow"
 """The workflow type name of a campaign run: what every campaign's schedule starts."""
+KEYWORD_ANSWER_TYPE = "KeywordAnswerWorkflow"
+"""The workflow type name of a keyword's answer: what `scheduler.replies.keywords` starts."""
 STATUS_QUERY = "status"
 PAGES_PER_RUN = 50
 """Pages before continue-as-new, which keeps every run's history bounded."""
@@ -42,6 +50,11 @@ FLOWS_KEPT = 100
 """Flow ids listed in a run's result (the counts cover them all)."""
 START_AUDIENCE_PAGE = "start_audience_page"
 """The activity that reads one page of a run's audience and starts its flows (`scheduler.campaigns.fanout`)."""
+SEND_KEYWORD_ANSWER = "send_keyword_answer"
+"""The activity that sends one contact a keyword's answer (`scheduler.delivery.activities`)."""
+ANSWER_DEADLINE = timedelta(hours=1)
+"""How long an answer is retried (a message's backoff, by time not attempts): a gateway down for minutes still
+gets it out, and later than that a confirmation no longer answers the customer's message."""
 STOPPED_RUN_PATCH = "run-waits-for-its-page"
 """A cancelled run closes only once its page activity has stopped starting flows (it used not to wait)."""
 
@@ -126,6 +139,38 @@ class CampaignRunWorkflow:
                     raise asyncio.CancelledError("the run was cancelled while its page finished")
                 return result
         workflow.continue_as_new(CampaignRunInput(campaign=campaign, progress=result, cursor=cursor))
+
+
+@workflow.defn(name=KEYWORD_ANSWER_TYPE)
+class KeywordAnswerWorkflow:
+    """Sends a STOP/START confirmation or the HELP text to each of the sender's contacts through the worker's
+    channels, retried (`MESSAGE_RETRY`, within `ANSWER_DEADLINE`) until delivered or refused for good.
+
+    Exempt from every policy (suppression, quiet hours, caps, stops): it answers the customer's own message.
+    Fails, once every contact has been tried, if one could not be answered.
+    """
+
+    @workflow.run
+    async def run(self, answer: KeywordAnswer) -> None:
+        results = await asyncio.gather(
+            *(_send_answer(contact, answer.text) for contact in answer.contacts), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ActivityError):
+                raise result
+        if failed := [redact(c) for c, r in zip(answer.contacts, results, strict=True) if isinstance(r, ActivityError)]:
+            raise ApplicationError(f"could not answer {', '.join(failed)}", type="AnswerNotDelivered")
+
+
+async def _send_answer(contact: str, text: str) -> None:
+    await workflow.execute_activity(
+        SEND_KEYWORD_ANSWER,
+        AnswerMessage(to=contact, text=text),
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        schedule_to_close_timeout=ANSWER_DEADLINE,
+        retry_policy=MESSAGE_RETRY,
+        summary=f"answer to {redact(contact)}",
+    )
 
 
 def _cancel_requested() -> bool:

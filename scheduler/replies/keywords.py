@@ -10,7 +10,8 @@ lists the words).
   first, so a flow that answers it with a message at once finds the contact no longer suppressed.
 - HELP changes nothing and is answered with `help_reply`; flows keep waiting for a real answer.
 
-Keywords count whether or not a flow of the sender is running: they are never "unmatched".
+Keywords count whether or not a flow of the sender is running: they are never "unmatched". The worker
+sends the answers (`KeywordAnswerWorkflow`, with its delivery retries), once per reply id.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from datetime import timedelta
 from typing import Literal
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.campaigns.start import signal_sent
-from scheduler.config import ComplianceSettings, Settings
-from scheduler.delivery.channels import Message, Outbox, make_channels
-from scheduler.errors import DeliveryError, NoFlowForReply, NotSuppressed
+from scheduler.config import ComplianceSettings
+from scheduler.errors import NoFlowForReply, NotSuppressed
 from scheduler.flow.attributes import CAMPAIGN_ID, CUSTOMER_CONTACT
 from scheduler.flow.contacts import redact
+from scheduler.flow.models import KeywordAnswer
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
+from scheduler.flow.workflows import KEYWORD_ANSWER_TYPE
 from scheduler.replies.routing import FlowTarget, flows_of, route_reply
 from scheduler.store.consent import Consent
 
@@ -83,26 +87,27 @@ class Handled:
 async def apply_keyword(
     client: Client,
     consent: Consent,
-    settings: Settings,
+    compliance: ComplianceSettings,
     *,
     target: FlowTarget,
     reply: Reply,
+    task_queue: str,
+    route_timeout: timedelta,
     send_answer: bool = True,
 ) -> Handled | None:
     """If `reply` is one keyword, apply it for `target`'s sender (see the module docstring); else None.
 
-    `send_answer`: send the confirmation or help text through the sender's channel; False where the
-    caller answers itself (Twilio sends the TwiML answer back).
+    `send_answer`: have the worker on `task_queue` send the confirmation or help text (`answer`); False
+    where the caller answers itself (Twilio sends the TwiML answer back).
 
-    An opt-in is then routed like any reply (`route_reply`, waiting up to `webhooks.route_timeout`
-    for a flow started a moment ago, unless it lifted a suppression), after the lift and its
-    confirmation; no flow is no error.
+    An opt-in is then routed like any reply (`route_reply`, waiting up to `route_timeout` for a flow
+    started a moment ago, unless it lifted a suppression), after the lift and its confirmation; no flow
+    is no error.
     """
-    found = keyword_of(reply.text, settings.compliance)
+    found = keyword_of(reply.text, compliance)
     if found is None:
         return None
     keyword, word = found
-    compliance = settings.compliance
     contacts, campaign_id = await _sender(client, target)
     handled = Handled(keyword, contacts)
     if keyword == "opt_out":
@@ -131,18 +136,40 @@ async def apply_keyword(
     else:
         handled.answer = compliance.help_reply
     log.info("%s (%s) from %s", word, keyword, ", ".join(redact(c) for c in contacts) or str(target))
-    if send_answer:
-        await _send_answer(settings, contacts, handled.answer)
+    if send_answer and handled.answer and contacts:
+        await _answer(client, task_queue, reply, contacts, handled.answer)
     if keyword == "opt_in":
         # Campaign runs start no flow for a suppressed contact, and one that waited through the
         # suppression is listed by now: one lookup, so the provider (and the customer's
         # confirmation, in Twilio's answer) need not wait for a flow that is not coming.
-        timeout = timedelta(0) if handled.lifted else settings.webhooks.route_timeout
+        timeout = timedelta(0) if handled.lifted else route_timeout
         try:
             handled.signaled = await route_reply(client, target=target, reply=reply, timeout=timeout)
         except NoFlowForReply:
             log.info("%s from %s reached no running flow", word, target)
     return handled
+
+
+async def _answer(client: Client, task_queue: str, reply: Reply, contacts: list[str], text: str) -> None:
+    """Have the worker send `text` to the sender's `contacts` (`KeywordAnswerWorkflow`, with retries).
+
+    The workflow id is the reply's, so a redelivered reply is answered once. A failure to start it is
+    logged, not raised: the keyword itself has been applied.
+    """
+    workflow_id = f"keyword-answer-{reply.reply_id or uuid.uuid4()}"
+    try:
+        await client.start_workflow(
+            KEYWORD_ANSWER_TYPE,
+            KeywordAnswer(contacts=contacts, text=text),
+            id=workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # a redelivery: the first delivery answered
+    except RPCError as exc:
+        log.warning("could not answer %s: %s", ", ".join(redact(c) for c in contacts), exc)
 
 
 async def _sender(client: Client, target: FlowTarget) -> tuple[list[str], str | None]:
@@ -187,25 +214,3 @@ async def end_flows(client: Client, contacts: list[str], reply: Reply, *, named:
         except NoFlowForReply:
             pass
     return sorted(signaled)
-
-
-async def _send_answer(settings: Settings, contacts: list[str], text: str) -> None:
-    """Send a confirmation or the help text to the sender, through the channel that reaches them.
-
-    A phone gets it through `channels.default` unless that is e-mail; an address through `smtp` when
-    configured. Exempt from every policy: it is the answer to the customer's own message. A failure
-    is logged, not raised: the keyword itself has been applied.
-    """
-    if not text:
-        return
-    channels = make_channels(settings.channels, Outbox(settings.channels.outbox))
-    for contact in contacts:
-        email = "@" in contact
-        name = "smtp" if email else settings.channels.default
-        if (email and name not in channels) or (not email and name == "smtp"):
-            name = "console"
-        message = Message(to=contact, text=text, campaign_id="", workflow_id="", step="keyword")
-        try:
-            await channels[name].send(message)
-        except DeliveryError as exc:
-            log.warning("could not answer %s by %s: %s", redact(contact), name, exc)
