@@ -1,7 +1,7 @@
 """The package's layout rules (the folder tree is the code map), checked on the source.
 
 Rooms, bottom up: the ground floor (modules at the top level that everything uses, and the `flow` sandbox),
-then `store`, `audience`, `delivery`, `campaigns`, `replies`; on top the processes and interfaces (`api`,
+then `store`, `audience`, `delivery`, `campaigns`, `replies`, `experiments`; on top the processes and interfaces (`api`,
 `cli`, `service`, `worker`, `simulate`), which may import any room. No import runs back up.
 """
 
@@ -44,6 +44,7 @@ ROOMS: dict[str, set[str]] = {
     "delivery": {"store"},
     "campaigns": {"store", "audience", "delivery"},
     "replies": {"store", "delivery", "campaigns"},
+    "experiments": {"store", "campaigns"},
 }
 """Each room's package, and the rooms it may import besides itself and the ground floor."""
 TOP = ("api", "cli", "service", "worker", "simulate")
