@@ -195,10 +195,11 @@ class FlowRun:
 
     def _may_lead_to_wait(self) -> bool:
         """Whether an edge of the current step leads to a `wait_answer` (the definition is not validated yet
-        when a signal comes before the first step)."""
+        when a signal comes before the first step); a split's: any variant's."""
         if (step := self.definition.steps.get(self.current_step)) is None or (node := get_node(step.node)) is None:
             return False
-        return any(_is_wait(self.definition, step.next_step(event)) for event in node.events)
+        targets = [step.next_step(event) for event in node.events] + [v.go_to for v in step.variants.values()]
+        return any(_is_wait(self.definition, target) for target in targets)
 
     def add_conversion(self, conversion: Conversion) -> None:
         """Record that the customer bought; only the first conversion counts.
