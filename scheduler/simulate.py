@@ -8,7 +8,7 @@ The customer's replies and purchase come at simulated times (`scheduler.flow.sim
 skipped, so hours of waits take a second.
 
 `--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
-out) and `webhook` (2xx, failure) the flow can reach, all at once.
+out), `webhook` (2xx, failure) and `split` (each variant) the flow can reach, all at once.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def time_skipping_server() -> Path:
 class Choice:
     step: str
     outcome: str
-    """`answered`, `opted_out`, `timed_out` (a `wait_answer`), `2xx`, `failure` (a `webhook`)."""
+    """`answered`, `opted_out`, `timed_out` (a `wait_answer`), `2xx`, `failure` (a `webhook`), a variant's name."""
+    variant: bool = False
+    """The outcome is the variant a `split` step takes."""
 
     def __str__(self) -> str:
         return f"{self.step}={self.outcome}"
@@ -106,7 +108,10 @@ def all_plans(definition: WorkflowDefinition) -> list[list[Choice]]:
         branches = _branches(definition, name)
         if list(branches) == [""]:
             return walk(branches[""])
-        return [[Choice(name, outcome), *rest] for outcome, target in branches.items() for rest in walk(target)]
+        variant = bool(definition.steps[name].variants)
+        return [
+            [Choice(name, outcome, variant), *rest] for outcome, target in branches.items() for rest in walk(target)
+        ]
 
     return walk(definition.start_step)
 
@@ -114,6 +119,8 @@ def all_plans(definition: WorkflowDefinition) -> list[list[Choice]]:
 def _branches(definition: WorkflowDefinition, name: str) -> dict[str, str | None]:
     """Outcome → next step of a step (`""`: the one way on of a step that offers no choice)."""
     step = definition.steps[name]
+    if step.variants:
+        return {variant: step.next_step(EventType.SATISFIED, variant) for variant in step.variants}
     outcomes = {"wait_answer": WAIT_OUTCOMES, "webhook": WEBHOOK_OUTCOMES}.get(step.node)
     if outcomes is None:
         return {"": step.next_step(EventType.SATISFIED)}
@@ -123,7 +130,9 @@ def _branches(definition: WorkflowDefinition, name: str) -> dict[str, str | None
 def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
     plan = SimulationPlan()
     for choice in choices:
-        if choice.outcome in ("answered", "opted_out"):
+        if choice.variant:
+            plan.variants[choice.step] = choice.outcome
+        elif choice.outcome in ("answered", "opted_out"):
             text, opt_out = (ANSWER, False) if choice.outcome == "answered" else (OPT_OUT, True)
             plan.replies.append(PlannedReply(step=choice.step, text=text, opt_out=opt_out))
         elif choice.outcome in ("2xx", "failure"):
@@ -384,7 +393,8 @@ def timeline(paths: list[SimulatedPath], *, zone: str, combinations: int) -> lis
         lines += ["", f"path {n}: {' → '.join(first.path) or '(no step)'}  outcome {first.outcome}  [{ways}]"]
         messages = sorted(first.messages, key=lambda m: m.at)
         for step in first.steps:
-            note = f" held until {step.held_until:%H:%M:%S} UTC" if step.held_until else ""
+            note = f" variant {step.variant}" if step.variant else ""
+            note += f" held until {step.held_until:%H:%M:%S} UTC" if step.held_until else ""
             note += f" ({step.reason})" if step.reason else ""
             lines.append(f"  {when(step.at)}  {step.step} ({step.node}) → {step.event}{note}")
             for m in (m for m in messages if m.step == step.step):

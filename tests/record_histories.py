@@ -4,9 +4,10 @@ Runs `tests.helpers.campaigns.SEED` on a time-skipping test server for each bran
 no reply → the timeout branch; STOP → the flow ends), an opt-out ending a flow in an `explicit_wait`, an
 opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
 its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
-through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, and
-a campaign run with and without an audience and one cancelled while it starts flows, and a keyword's answer
-to a phone and an address, and writes `tests/histories/<name>.json` (all, or the names given).
+through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, a flow
+through a split's variant and one its split holds out, a campaign run with and without an audience and one
+cancelled while it starts flows, and a keyword's answer to a phone and an address, and writes
+`tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -76,6 +77,25 @@ OPT_OUT_PATH = {
     },
 }
 """An opt-out's way on: step_2's `not_satisfied` edge tells the owner, then a message the suppression list stops."""
+
+
+def split_path(experiment: str) -> dict[str, Any]:
+    """A split (customer c1 of `abandoned-cart` is in `message` for `replay-split`, in the holdout for
+    `replay-holdout`), then a message and a 1m wait: the `Variant` attribute is written before the wait."""
+    return {
+        "start_step": "test",
+        "steps": {
+            "test": {
+                "node": "split",
+                "params": {"experiment": experiment},
+                "variants": {"message": {"weight": 1, "go_to": "send"}, "holdout": {"weight": 1}},
+            },
+            "send": {"node": "send_message", "go_to": "wait"},
+            "wait": {"node": "explicit_wait", "params": {"duration": "1m"}},
+        },
+    }
+
+
 TASK_QUEUE = "record-histories"
 SUPPRESSED_PHONE = "+15550009"
 """On the recording worker's suppression list."""
@@ -106,7 +126,11 @@ FLOWS = {
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", None, SEED, "", SUPPRESSED_PHONE),
 }
 """The workflow id of each history; test_replay.py replays each file under the same id."""
-REVISED = {"timeout-revision-2": ("abandoned_cart-replay-timeout-revision-2", None, SEED, "", "+15550001")}
+REVISED = {
+    "timeout-revision-2": ("abandoned_cart-replay-timeout-revision-2", None, SEED, "", "+15550001"),
+    "split": ("abandoned_cart-replay-split", None, split_path("replay-split"), "", "+15550001"),
+    "split-holdout": ("abandoned_cart-replay-split-holdout", None, split_path("replay-holdout"), "", "+15550001"),
+}
 """Flows of `FLOWS`' kind started with `FlowInput.revision` 2: the seed's webhook step writes no state before it."""
 OPT_OUTS = {
     # name: (workflow id, whether the STOP comes while step_1's message goes, else in step_2's wait, phone)

@@ -167,7 +167,7 @@ def test_load_campaign_toml_syntax_error_in_a_later_table() -> None:
             'node = "notify_creator"',
             'node = "notify_admin"',
             "c.toml:22: workflow.steps.c.node: unknown node 'notify_admin' (known: explicit_wait, notify_creator,"
-            " send_message, wait_answer, webhook)",
+            " send_message, split, wait_answer, webhook)",
         ),
         ('go_to = "c"', 'go_to = "z"', "c.toml:19: workflow.steps.b.go_to: unknown step 'z' (steps: a, b, c)"),
         (

@@ -200,7 +200,7 @@ async def test_validate_broken_campaign_reports_path_line_key(tmp_path: Path) ->
     assert "Traceback" not in run.stderr
     assert run.stdout.splitlines() == [
         "broken.toml:9: workflow.steps.a.node: unknown node 'nope' "
-        "(known: explicit_wait, notify_creator, send_message, wait_answer, webhook)",
+        "(known: explicit_wait, notify_creator, send_message, split, wait_answer, webhook)",
         "broken.toml:14: workflow.steps.b.go_to: unknown step 'zzz' (steps: a, b)",
     ]
     assert run.stderr.strip() == "2 error(s) in 1 of 1 file(s)"

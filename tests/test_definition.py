@@ -28,7 +28,7 @@ from scheduler.problems import Problem
 from tests.helpers.campaigns import SEED
 
 SEED_STEPS = "step_1, step_2, step_3, step_4, step_5, step_6"
-KNOWN_NODES = "explicit_wait, notify_creator, send_message, wait_answer, webhook"
+KNOWN_NODES = "explicit_wait, notify_creator, send_message, split, wait_answer, webhook"
 BAD_DURATION = "invalid duration '5x': use a number and a unit (ms, s, m, h, d, w), e.g. '90s' or '1h30m'"
 
 

@@ -57,6 +57,10 @@ EXPECTED = {
         ["send_message", "notify_creator", "send_message"],
         ["started", "canceled"],
     ),
+    # a split (revision 2) puts the flow in its `message` variant: the message, then a 1m wait
+    "split": ("abandoned_cart-replay-split", ["send_message"], ["started", "fired"]),
+    # the same split holds the flow out: nothing sent, outcome held_out
+    "split-holdout": ("abandoned_cart-replay-split-holdout", [], []),
     # step_1's message finds the customer suppressed: nothing sent, the flow ends opted_out
     "suppressed-send": ("abandoned_cart-replay-suppressed-send", ["send_message"], []),
     # the message waits out quiet hours (the service's window, asked by local activity): one hold, then the send

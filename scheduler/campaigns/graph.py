@@ -1,6 +1,7 @@
 """A definition as a graph: a Mermaid flowchart (`scheduler graph`) and an SVG picture (the dashboard).
 
-Edges are labelled with the events that take them (like the seed's README); both come from `edges`.
+Edges are labelled with the events that take them (like the seed's README), a `split`'s with its variants' names
+and weights; both come from `edges`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ class Edge:
     target: str | None
     """A step (perhaps a missing one), or None: the flow ends."""
     events: tuple[str, ...]
-    """The events that take it; none shown when it is the step's only way on."""
+    """The events that take it (a split's: its variant, `name (weight)`); none shown when it is the only way on."""
 
 
 def edges(definition: WorkflowDefinition) -> list[Edge]:
-    """Every edge, step by step: first the condition's, then `go_to` (or the end) for the other events."""
+    """Every edge, step by step: first the condition's, then `go_to` (or the end) for the other events; a split's
+    one per variant (a holdout's to the end)."""
     out: list[Edge] = []
     for name, step in definition.steps.items():
+        if step.variants:
+            out += [Edge(name, v.go_to, (f"{variant} ({v.weight})",)) for variant, v in step.variants.items()]
+            continue
         node = get_node(step.node)
         events = node.events if node else frozenset(EventType)
         routed = {e: target for e in EventType if step.condition and (target := step.condition.next_step(e))}

@@ -23,6 +23,7 @@ from pydantic import (
 
 from scheduler.errors import clip
 from scheduler.flow.nodes import EventType, get_node, node_names
+from scheduler.flow.nodes.split import MAX_VARIANTS, Split, plain_name_problem
 from scheduler.flow.signals import EXIT_SIGNALS
 from scheduler.problems import Problem
 
@@ -50,6 +51,28 @@ class Condition(BaseModel):
         return getattr(self, _CONDITION_FIELDS[event]) or None
 
 
+class Variant(BaseModel):
+    """One way on from a `split` step: its share of the flows, and where they go (None: a holdout, the flow ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: int
+    go_to: str | None = None
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _positive_whole(cls, v: Any) -> Any:
+        """Strictly an integer: `true` and `4.5` are mistakes, not weights of 1 and 4."""
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"weight must be a positive whole number, not {clip(repr(v), 30)}")
+        return v
+
+    @field_validator("go_to")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
 class StepDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,14 +80,28 @@ class StepDefinition(BaseModel):
     go_to: str | None = None
     condition: Condition | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    """A `split` step's variants by name (only there)."""
 
     @field_validator("go_to")
     @classmethod
     def _empty_is_none(cls, v: str | None) -> str | None:
         return v or None
 
-    def next_step(self, event: EventType) -> str | None:
-        """The seed's rule: the condition's target for this event, else `go_to`, else the end."""
+    @model_serializer(mode="wrap")
+    def _without_empty_variants(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave `variants` out of every dump while it is empty, as `exit_on`: a step without them serializes as
+        before, so definitions keep their version and workers without the field still decode flow inputs."""
+        data: dict[str, Any] = handler(self)
+        if not self.variants:
+            data.pop("variants", None)
+        return data
+
+    def next_step(self, event: EventType, variant: str | None = None) -> str | None:
+        """The seed's rule: the condition's target for this event, else `go_to`, else the end; a `split`'s: the
+        `go_to` of the `variant` it chose."""
+        if variant is not None:
+            return self.variants[variant].go_to
         return (self.condition.next_step(event) if self.condition else None) or self.go_to
 
     def edges(self) -> list[tuple[str, str]]:
@@ -72,7 +109,11 @@ class StepDefinition(BaseModel):
         out = [(f"condition.{k}", t) for k, t in (self.condition or Condition()).model_dump().items() if t]
         if self.go_to:
             out.append(("go_to", self.go_to))
+        out += [(f"variants.{name}.go_to", v.go_to) for name, v in self.variants.items() if v.go_to]
         return out
+
+    def weights(self) -> dict[str, int]:
+        return {name: v.weight for name, v in self.variants.items()}
 
 
 class WorkflowDefinition(BaseModel):
@@ -168,6 +209,7 @@ def validate_definition(
             message = f"step name {shown!r}: at most {MAX_STEP_NAME} characters, none of them control characters"
             problems.append(Problem(key=f"steps.{name}", message=message))
         problems.extend(_step_problems(name, step, steps, check_template))
+    problems.extend(_duplicate_experiments(definition))
     if definition.start_step in steps:
         problems.extend(Problem(key=key, message=message) for key, message in find_cycles(definition))
         reachable = reachable_steps(definition)
@@ -198,6 +240,7 @@ def _step_problems(
         out.extend(
             Problem(key=_loc(("steps", name, "params", *e["loc"])), message=_pydantic_message(e)) for e in exc.errors()
         )
+    out += _split_problems(name, step, isinstance(node, Split))
     if step.condition:
         for key, event in _CONDITION_EVENTS.items():
             if getattr(step.condition, key) and event not in node.events:
@@ -208,6 +251,55 @@ def _step_problems(
                         warning=True,
                     )
                 )
+    return out
+
+
+def _split_problems(name: str, step: StepDefinition, is_split: bool) -> list[Problem]:
+    """A split has variants (and goes on by them alone); no other step has any."""
+    key = f"steps.{name}"
+    if not is_split:
+        return [Problem(key=f"{key}.variants", message="only a split step has variants")] if step.variants else []
+    out: list[Problem] = []
+    if not step.variants:
+        out.append(Problem(key=key, message='a split step needs [variants]: name = { weight = N, go_to = "step" }'))
+    elif len(step.variants) > MAX_VARIANTS:
+        out.append(
+            Problem(key=f"{key}.variants", message=f"{len(step.variants)} variants: a split has at most {MAX_VARIANTS}")
+        )
+    out += [
+        Problem(key=f"{key}.variants.{variant}", message=problem)
+        for variant in step.variants
+        if (problem := plain_name_problem(variant, "variant name"))
+    ]
+    if "experiment" not in step.params and (problem := plain_name_problem(name, "the step name")):
+        out.append(Problem(key=key, message=f"{problem}; or set params.experiment, which names the experiment"))
+    out += [
+        Problem(key=f"{key}.{field}", message="a split step goes on by its variants' go_to")
+        for field in ("go_to", "condition")
+        if getattr(step, field)
+    ]
+    return out
+
+
+def experiment_steps(definition: WorkflowDefinition) -> dict[str, str]:
+    """Experiment name → the `split` step that runs it (the first, where two share a name: invalid)."""
+    out: dict[str, str] = {}
+    for name, step in definition.steps.items():
+        if step.node == Split.name:
+            experiment = step.params.get("experiment") or name
+            out.setdefault(str(experiment), name)
+    return out
+
+
+def _duplicate_experiments(definition: WorkflowDefinition) -> list[Problem]:
+    first = experiment_steps(definition)
+    out: list[Problem] = []
+    for name, step in definition.steps.items():
+        experiment = str(step.params.get("experiment") or name)
+        if step.node == Split.name and first[experiment] != name:
+            key = f"steps.{name}.params.experiment" if "experiment" in step.params else f"steps.{name}"
+            message = f"experiment {experiment!r} is already run by step {first[experiment]!r}: give each its own name"
+            out.append(Problem(key=key, message=message))
     return out
 
 

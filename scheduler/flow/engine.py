@@ -42,6 +42,7 @@ from scheduler.flow.attributes import (
     MAX_REPLY_IDS,
     OUTCOME,
     REPLY_IDS,
+    VARIANT,
     conversion_key,
     reply_key,
 )
@@ -57,6 +58,7 @@ from scheduler.flow.models import (
     StepRecord,
 )
 from scheduler.flow.nodes import ActivityResult, EventType, NodeParams, get_node
+from scheduler.flow.nodes.split import assign_variant, assignment_unit
 from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
@@ -152,6 +154,16 @@ class FlowRun:
         """What the current step's memo entry records besides its event (`StepRecord`'s optional fields)."""
         self._service_quiet_hours: str | None = None
         """The worker's `compliance.quiet_hours`, once asked (`_quiet_hours`)."""
+        self.variants: dict[str, str] = {}
+        """Experiment → the variant its `split` step put the flow in."""
+        self.held_out = False
+        """A `split` put the flow in a holdout (a variant without `go_to`): it ends there, `held_out`."""
+        self._variant: str | None = None
+        """The `Variant` search attribute's value: the latest split's `experiment:variant`."""
+        self._written_variant: str | None = None
+        self.variant_overrides: dict[str, str] = {}
+        """Split step → the variant to take instead of the assigned one: set only by `scheduler simulate
+        --all-paths` (`scheduler.flow.simulation`), which walks every variant."""
 
     # Signals and queries
 
@@ -183,10 +195,11 @@ class FlowRun:
 
     def _may_lead_to_wait(self) -> bool:
         """Whether an edge of the current step leads to a `wait_answer` (the definition is not validated yet
-        when a signal comes before the first step)."""
+        when a signal comes before the first step); a split's: any variant's."""
         if (step := self.definition.steps.get(self.current_step)) is None or (node := get_node(step.node)) is None:
             return False
-        return any(_is_wait(self.definition, step.next_step(event)) for event in node.events)
+        targets = [step.next_step(event) for event in node.events] + [v.go_to for v in step.variants.values()]
+        return any(_is_wait(self.definition, target) for target in targets)
 
     def add_conversion(self, conversion: Conversion) -> None:
         """Record that the customer bought; only the first conversion counts.
@@ -217,6 +230,7 @@ class FlowRun:
             outcome=self.outcome,
             converted=self.conversion is not None,
             waiting_until=self.waiting_until,
+            variants=dict(self.variants),
         )
 
     # What nodes use (the `nodes.Flow` protocol)
@@ -241,6 +255,17 @@ class FlowRun:
     def mark_answered(self) -> None:
         """Set `ClientAnswered`/`ClientAnsweredAt`, upserted with the step's other attributes."""
         self._answered_at = workflow.now()
+
+    def choose_variant(self, experiment: str | None) -> None:
+        """Assign the flow to a variant of the current `split` step (`assign_variant`: sticky, no randomness); the
+        step's memo entry, `variants` and the `Variant` attribute (written with the state) record it."""
+        name = experiment or self.current_step
+        overridden = self.variant_overrides.get(self.current_step)
+        unit = assignment_unit(self.input.customer, self.input.cart, workflow.info().workflow_id)
+        weights = self.definition.steps[self.current_step].weights()
+        variant = overridden or assign_variant(self.input.campaign_id, name, unit, weights)
+        self.variants[name] = self._notes["variant"] = variant
+        self._variant = f"{name}:{variant}"
 
     def mark_opted_out(self) -> None:
         if workflow.patched(OPTED_OUT_PATCH):
@@ -389,6 +414,8 @@ class FlowRun:
     def _end_reason(self) -> FlowOutcome:
         if self.stopped:
             return FlowOutcome.STOPPED
+        if self.held_out:
+            return FlowOutcome.HELD_OUT
         return FlowOutcome.OPTED_OUT if self.opted_out else FlowOutcome.COMPLETED
 
     def _exit_reason(self) -> FlowOutcome | None:
@@ -441,7 +468,10 @@ class FlowRun:
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))
         if self.suppressed or self.stopped:
             return None
-        next_name = step.next_step(event)
+        variant = self._notes.get("variant")
+        next_name = step.next_step(event, variant)
+        if variant is not None and next_name is None:
+            self.held_out = True
         if self._opt_out_for_wait:  # an opt-out came during this step: its wait takes it, or the flow ends here
             self._opt_out_for_wait = False
             if not _is_wait(self.definition, next_name):
@@ -450,7 +480,8 @@ class FlowRun:
         return next_name
 
     def _write_state(self, *, outcome: FlowOutcome | None = None) -> None:
-        """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`.
+        """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`,
+        `Variant`.
 
         Called before a step that waits and at the end, not after every step: steps in between
         take milliseconds, and each write is a history event and a visibility update, which would
@@ -471,6 +502,9 @@ class FlowRun:
         if self.current_step != self._written_step:
             updates.append(CURRENT_STEP.value_set(self.current_step))
             self._written_step = self.current_step
+        if self._variant is not None and self._variant != self._written_variant:
+            updates.append(VARIANT.value_set(self._variant))
+            self._written_variant = self._variant
         if outcome is not None and (self.input.revision >= 1 or workflow.patched(OUTCOME_ATTRIBUTE_PATCH)):
             updates.append(OUTCOME.value_set(outcome))
         if updates:

@@ -76,6 +76,8 @@ class StepRecord(BaseModel):
     """The last instant a message was held until (quiet hours, a cap's `delay`)."""
     zone: str | None = None
     """The customer's time zones for quiet hours and the rule that gave them, e.g. `phone: America/New_York`."""
+    variant: str | None = None
+    """The variant a `split` step put the flow in."""
 
 
 class FlowOutcome(StrEnum):
@@ -106,6 +108,8 @@ class FlowStatus(BaseModel):
     """A `cart-converted` signal was received (with or without `exit_on`)."""
     waiting_until: datetime | None = None
     """A message of the current step is held until then (quiet hours, a frequency cap): UTC."""
+    variants: dict[str, str] = Field(default_factory=dict)
+    """Experiment → the variant its `split` step put the flow in."""
 
 
 class ActivityInput(BaseModel):

@@ -3,7 +3,8 @@
 The flow runs its real code; a workflow interceptor (only on the simulator's worker) reads the plan from the
 flow's memo `simulation` and, inside the flow, waits until the flow enters each planned step, sleeps the
 planned delay on a durable timer and delivers the reply as the `client-answered` signal handler would; a
-purchase comes `convert_after` the start. Deterministic, so the time-skipping server runs it in an instant.
+purchase comes `convert_after` the start; at a `split` step the flow takes the planned variant. Deterministic, so
+the time-skipping server runs it in an instant.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class SimulationPlan(BaseModel):
     """From the flow's start: a `cart-converted` signal then (None: no purchase)."""
     webhooks: dict[str, bool] = Field(default_factory=dict)
     """Step → whether its webhook answers 2xx (default) or fails."""
+    variants: dict[str, str] = Field(default_factory=dict)
+    """Split step → the variant the flow takes there (the others: the one it is assigned)."""
 
 
 class SimulationInterceptor(Interceptor):
@@ -59,6 +62,7 @@ class _Inbound(WorkflowInboundInterceptor):
         if raw is not None:
             plan = SimulationPlan.model_validate(raw)
             instance = workflow.instance()
+            instance._flow.variant_overrides = plan.variants
             self.customer = [
                 asyncio.create_task(_reply(instance, r, f"simulated-{i}")) for i, r in enumerate(plan.replies)
             ]

@@ -244,3 +244,25 @@ node = "explicit_wait"
 params = { duration = "1h" }
 """
 """Flows that park: at `wait` (for a reply, an hour), then at `pause` (an hour); a purchase ends them."""
+SPLIT = """\
+[workflow]
+start_step = "copy_test"
+
+[workflow.steps.copy_test]
+node = "split"
+params = { experiment = "copy-2031-01" }
+
+[workflow.steps.copy_test.variants]
+friendly = { weight = 45, go_to = "msg_friendly" }
+discount = { weight = 45, go_to = "msg_discount" }
+holdout = { weight = 10 }
+
+[workflow.steps.msg_friendly]
+node = "send_message"
+params = { template = "Your cart misses you, {{ customer.name }}" }
+
+[workflow.steps.msg_discount]
+node = "send_message"
+params = { template = "10% off your cart today" }
+"""
+"""An experiment: two messages and a holdout that is sent nothing."""

@@ -1,6 +1,6 @@
 """Built-in nodes. Importing this package registers them all."""
 
-from scheduler.flow.nodes import explicit_wait, notify_creator, send_message, wait_answer, webhook
+from scheduler.flow.nodes import explicit_wait, notify_creator, send_message, split, wait_answer, webhook
 from scheduler.flow.nodes.registry import (
     ActivityResult,
     EventType,
@@ -24,6 +24,7 @@ __all__ = [
     "notify_creator",
     "register",
     "send_message",
+    "split",
     "wait_answer",
     "webhook",
 ]

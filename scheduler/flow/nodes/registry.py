@@ -65,6 +65,9 @@ class Flow(Protocol):
 
     def mark_opted_out(self) -> None: ...
 
+    def choose_variant(self, experiment: str | None) -> None:
+        """Put the flow in a variant of the current `split` step (`experiment`: its name; None: the step's)."""
+
 
 class Node:
     """Base class of nodes. Subclasses set `name`, `Params`, `events` and implement `run`."""
