@@ -16,9 +16,9 @@ from scheduler.campaigns.campaign import load_campaign
 from scheduler.campaigns.graph import mermaid, svg
 from scheduler.config import Settings
 from scheduler.delivery.channels import Outbox
-from scheduler.flow.attributes import OUTCOME, VARIANT
+from scheduler.flow.attributes import MESSAGED, OUTCOME, VARIANT
 from scheduler.flow.definition import WorkflowDefinition, experiment_steps
-from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.models import FLOW_REVISION, FlowInput, FlowStatus
 from scheduler.flow.nodes.split import assign_variant, assignment_unit
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
@@ -278,6 +278,7 @@ async def run_flow(env: WorkflowEnvironment, settings: Settings, task_queue: str
         campaign_id="split-test",
         customer={"id": customer_id, "name": "Ada", "phone": "+15550001"},
         cart={"id": "cart-7"},
+        revision=FLOW_REVISION,
     )
     async with make_worker(env.client, settings, task_queue=task_queue):
         handle = await start_flow_input(env.client, flow, task_queue)
@@ -295,6 +296,7 @@ async def test_a_holdout_flow_ends_held_out_with_nothing_sent(ts_env, settings: 
     assert outbox == []
     assert attributes.get(VARIANT) == "copy-2031-01:holdout"
     assert attributes.get(OUTCOME) == "held_out"
+    assert attributes.get(MESSAGED) is None
     assert [(s["step"], s["node"], s["variant"]) for s in steps] == [("copy_test", "split", "holdout")]
 
 
@@ -308,6 +310,7 @@ async def test_a_variant_flow_takes_its_go_to(ts_env, settings: Settings, task_q
     )
     assert [(line["step"], line["text"]) for line in outbox] == [("msg_discount", "10% off your cart today")]
     assert attributes.get(VARIANT) == "copy-2031-01:discount"
+    assert attributes.get(MESSAGED) is True
     assert steps[0]["variant"] == "discount"
     assert "variant" not in steps[1]
 

@@ -25,6 +25,7 @@ from scheduler.flow.engine import (
     CURRENT_STEP,
     CUSTOMER_ID,
     DEFINITION_VERSION,
+    MESSAGED,
     OUTCOME,
 )
 from scheduler.flow.models import FlowInput, RunCampaign, RunCampaignInfo, flow_input
@@ -430,6 +431,26 @@ def test_webhook_worst_case_counts_every_attempt_and_backoff() -> None:
     assert worst_case(WebhookParams(max_attempts=1, timeout=timedelta(minutes=5))) > LONG_STEP
     capped = WebhookParams(max_attempts=10, timeout=timedelta(seconds=1), initial_interval=timedelta(seconds=1))
     assert worst_case(capped) == timedelta(seconds=10 * 6 + 1 + 2 + 4 + 8 + 16 + 32 + 64 + 100 + 100)
+
+
+async def test_messaged_is_set_once_a_message_went_not_when_the_contact_is_suppressed(
+    ts_env, settings: Settings, task_queue: str
+) -> None:
+    """What an experiment counts as messaged: a delivered message, never one the suppression list stopped."""
+    store = Store.open(settings.store_url)
+    Consent(store).suppress("+1 212 555 0142", reason="keyword STOP")
+    campaign = RunCampaign(campaign=RunCampaignInfo(id="camp-m", owner=OWNER), workflow=one_step("send_message"))
+    flows = [
+        flow_input(campaign, customer={"id": "c1", "phone": phone}, quiet_hours="") for phone in (PHONE, "+12125550142")
+    ]
+    try:
+        async with make_worker(ts_env.client, settings, task_queue=task_queue, store=store):
+            handles = [await start_flow_input(ts_env.client, flow, task_queue) for flow in flows]
+            outcomes = [(await handle.result()).outcome for handle in handles]
+    finally:
+        store.close()
+    messaged = [(await handle.describe()).typed_search_attributes.get(MESSAGED) for handle in handles]
+    assert (outcomes, messaged) == (["completed", "opted_out"], [True, None])
 
 
 async def test_flow_timeout_leaves_client_answered_unset(

@@ -21,6 +21,9 @@ REPLY_IDS = SearchAttributeKey.for_keyword_list("ReplyIds")
 """The last `MAX_REPLY_IDS` replies a flow handled, as `reply_key`s: how a redelivered reply is recognised."""
 OUTCOME = SearchAttributeKey.for_keyword("Outcome")
 """How a flow ended (`completed`, `converted`, `failed`, `opted_out`), set when it ends; mirrors the memo `outcome`."""
+MESSAGED = SearchAttributeKey.for_bool("Messaged")
+"""True once a customer message of the flow went (written with the flow's state: before a wait, at the end);
+what an experiment's results count as messaged. Unset on flows started before `FlowInput.revision` 3."""
 VARIANT = SearchAttributeKey.for_keyword("Variant")
 """The variant a `split` step assigned, as `experiment:variant` (a flow through two splits: the later one). A
 Keyword, not a list: SQL visibility stores allow three KeywordList attributes in all."""
@@ -40,6 +43,7 @@ ALL: tuple[SearchAttributeKey[Any], ...] = (
     REPLY_IDS,
     OUTCOME,
     VARIANT,
+    MESSAGED,
 )
 
 MAX_REPLY_IDS = 20

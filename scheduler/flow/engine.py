@@ -40,6 +40,7 @@ from scheduler.flow.attributes import (
     CUSTOMER_ID,
     DEFINITION_VERSION,
     MAX_REPLY_IDS,
+    MESSAGED,
     OUTCOME,
     REPLY_IDS,
     VARIANT,
@@ -145,6 +146,9 @@ class FlowRun:
         self._waiting_for_replies = False
         self._written_records = 0
         self._written_step = flow.definition.start_step  # set at start (start_attributes)
+        self.messaged = False
+        """A customer message of the flow went (a `send_message` delivered it)."""
+        self._written_messaged = False
         self.conversion: Conversion | None = None
         """The first `cart-converted` signal's payload (later ones are ignored)."""
         self._exit_on_conversion = CART_CONVERTED_SIGNAL in flow.definition.exit_on
@@ -326,7 +330,7 @@ class FlowRun:
         """
         policy = self.input.delivery
         if policy is None:
-            return (await self.call_activity(name, params, retry=retry)).event
+            return self._sent(await self.call_activity(name, params, retry=retry)).event
         deadline = workflow.now() + policy.max_delay
         quiet = parse_quiet_hours(await self._quiet_hours(policy))
         if quiet is not None:
@@ -344,13 +348,21 @@ class FlowRun:
                 self._notes["reason"] = "opted_out"
                 await self._count_message(params, "suppressed")
                 return EventType.NOT_SATISFIED
-            outcome = await self.call_activity(name, params, retry=retry, frequency_capped=policy.frequency_capped)
+            outcome = self._sent(
+                await self.call_activity(name, params, retry=retry, frequency_capped=policy.frequency_capped)
+            )
             if outcome.capped_until is None:
                 return outcome.event
             if policy.on_cap == "skip" or outcome.capped_until > deadline:
                 return await self._not_sent("frequency_cap", params)
             await self._hold(outcome.capped_until, params)
         return await self._not_sent("frequency_cap", params)
+
+    def _sent(self, outcome: ActivityResult) -> ActivityResult:
+        """Note whether the customer's message went (written as `Messaged` with the state)."""
+        went = outcome.event == EventType.SATISFIED and outcome.capped_until is None
+        self.messaged |= went and not (outcome.suppressed or outcome.stopped)
+        return outcome
 
     async def _count_message(self, params: NodeParams, result: str) -> None:
         """Count a held or skipped message in the worker's `scheduler_messages_total` (a local activity:
@@ -481,7 +493,7 @@ class FlowRun:
 
     def _write_state(self, *, outcome: FlowOutcome | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`,
-        `Variant`.
+        `Variant`, `Messaged`.
 
         Called before a step that waits and at the end, not after every step: steps in between
         take milliseconds, and each write is a history event and a visibility update, which would
@@ -505,6 +517,9 @@ class FlowRun:
         if self._variant is not None and self._variant != self._written_variant:
             updates.append(VARIANT.value_set(self._variant))
             self._written_variant = self._variant
+        if self.messaged and not self._written_messaged and self.input.revision >= 3:
+            updates.append(MESSAGED.value_set(True))
+            self._written_messaged = True
         if outcome is not None and (self.input.revision >= 1 or workflow.patched(OUTCOME_ATTRIBUTE_PATCH)):
             updates.append(OUTCOME.value_set(outcome))
         if updates:

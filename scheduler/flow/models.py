@@ -14,7 +14,7 @@ from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.durations import Duration
 from scheduler.flow.nodes.registry import EventType
 
-FLOW_REVISION = 2
+FLOW_REVISION = 3
 """`FlowInput.revision` of the flows started now."""
 PAGE_SIZE = 500
 """Audience rows a run reads per activity call: small enough to heartbeat often."""
@@ -59,8 +59,8 @@ class FlowInput(BaseModel):
     revision: int = 0
     """What every flow of this engine does, so the flow need not ask `workflow.patched` (each check records a marker
     and an upsert). From 1: it ends with the `Outcome` attribute (0, an input from before, whose history may lack
-    it: the flow asks). From 2 (`FLOW_REVISION`, what `flow_input` sets): a webhook step that cannot take long
-    writes no state before it (`Webhook.writes_state_first`)."""
+    it: the flow asks). From 2: a webhook step that cannot take long writes no state before it
+    (`Webhook.writes_state_first`). From 3 (`FLOW_REVISION`, what `flow_input` sets): it writes `Messaged`."""
 
 
 class StepRecord(BaseModel):
