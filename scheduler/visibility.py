@@ -1,7 +1,7 @@
 """The queries of Temporal's visibility: every one the service asks, built here with one quoting rule.
 
-Stats, status, stop, the dashboard and reply routing look flows up by these; a query spelled elsewhere
-would be one more place for a value to escape its literal.
+Stats, status, stop, the dashboard, reply routing and conversion attribution look flows up by these; a
+query spelled elsewhere would be one more place for a value to escape its literal.
 """
 
 from __future__ import annotations

@@ -96,19 +96,16 @@ async def attribute(
     was unavailable halfway)."""
     campaigns, _ = await asyncio.to_thread(load_campaign_dir, campaigns_dir)
     windows = {campaign_id: campaign.campaign.attribution_window for campaign_id, campaign in campaigns.items()}
-    flows = attributable(
-        await _flows_of_buyer(client, conversion, max(windows.values(), default=timedelta(0))), conversion, windows
-    )
+    longest = max([DEFAULT_ATTRIBUTION_WINDOW, *windows.values()])
+    flows = attributable(await _flows_of_buyer(client, conversion, longest), conversion, windows)
     await asyncio.to_thread(conversions.attribute, conversion, flows)
     return flows
 
 
-async def _flows_of_buyer(client: Client, conversion: ConversionRecord, longest: timedelta) -> list[AttributedFlow]:
-    """The campaign flows of the conversion's cart or customer started within `longest` (at least the default
-    window) before it."""
+async def _flows_of_buyer(client: Client, conversion: ConversionRecord, window: timedelta) -> list[AttributedFlow]:
+    """The campaign flows of the conversion's cart or customer started within `window` before it."""
     at = conversion.occurred_at
-    since = at - max(longest, DEFAULT_ATTRIBUTION_WINDOW)
-    query = buyer_query(cart_id=conversion.cart_id, customer_id=conversion.customer_id, since=since, until=at)
+    query = buyer_query(cart_id=conversion.cart_id, customer_id=conversion.customer_id, since=at - window, until=at)
     flows: list[AttributedFlow] = []
     async for execution in client.list_workflows(query, limit=MAX_LISTED):
         attributes = execution.typed_search_attributes
