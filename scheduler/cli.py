@@ -381,6 +381,67 @@ def signal(
     _exit(0)
 
 
+_CONVERT_FLAGS = {
+    "cart_id": "--cart",
+    "customer_id": "--customer",
+    "conversion_id": "--id",
+    "contact": "--contact",
+    "amount": "--amount",
+    "currency": "--currency",
+    "occurred_at": "--at",
+}
+
+
+@app.command()
+def convert(
+    cart: Annotated[str | None, typer.Option(help="The cart bought (its flows are signalled)")] = None,
+    customer: Annotated[str | None, typer.Option(help="The customer who bought (when no --cart)")] = None,
+    amount: Annotated[str | None, typer.Option(help="What was paid, e.g. 19.99 (with --currency)")] = None,
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 code, e.g. EUR (with --amount)")] = None,
+    conversion_id: Annotated[str | None, typer.Option("--id", help="The shop's id: a repeated id counts once")] = None,
+    contact: Annotated[str | None, typer.Option(help="The buyer's phone or e-mail, kept with it")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When it was bought, ISO 8601 (UTC without an offset) [default: now]")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Record a purchase (like POST /webhooks/conversions): signal `cart-converted` to the running flows of the cart
+    (or customer) and attribute it to its campaigns' flows. Recorded also when no flow is running."""
+    from pydantic import ValidationError
+
+    from scheduler.api.webhooks import ConversionRequest
+    from scheduler.errors import NoFlowForConversion
+    from scheduler.replies.attribution import convert as record_and_signal
+    from scheduler.store.conversions import Conversions
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+    given = {"cart_id": cart, "customer_id": customer, "conversion_id": conversion_id, "contact": contact}
+    given |= {"amount": amount, "currency": currency, "occurred_at": at}
+    try:
+        request = ConversionRequest.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = error["loc"]
+        where = _CONVERT_FLAGS[str(loc[0])] if loc else "--cart or --customer"
+        _fail(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    record = request.record(None)
+
+    async def go() -> dict[str, Any]:
+        client = await connect(settings)
+        conversions = Conversions(_store(config))
+        try:
+            signaled = await record_and_signal(client, conversions, settings, record)
+        except NoFlowForConversion as exc:
+            return {"conversion_id": record.conversion_id, "signaled": [], "message": str(exc)}
+        finally:
+            conversions.store.close()
+        return {"conversion_id": record.conversion_id, "signaled": signaled}
+
+    typer.echo(json.dumps(_run(go())))
+    _exit(0)
+
+
 @app.command()
 def stats(
     campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],

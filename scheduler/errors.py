@@ -12,6 +12,7 @@ SchedulerError
 ├── FlowNotFound        no running flow with that workflow id (404)
 ├── UnknownSignal       a signal name flows do not handle (400)
 ├── NoFlowForReply      a reply matched no running flow (404)
+│   └── NoFlowForConversion  a conversion matched no running flow; it is recorded all the same (404)
 ├── TemporalUnavailable Temporal cannot be reached (503)
 ├── DevServerError      the embedded Temporal dev server could not start (busy port, db file in use)
 ├── StoreUnavailable    the service's database cannot be reached or migrated
@@ -182,6 +183,11 @@ class NoFlowForReply(SchedulerError):
     def __init__(self, target: str) -> None:
         self.target = target
         super().__init__(f"no running flow for {target}")
+
+
+class NoFlowForConversion(NoFlowForReply):
+    def __str__(self) -> str:
+        return f"{super().__str__()}; the conversion is recorded"
 
 
 class InvalidValue(SchedulerError, ValueError):

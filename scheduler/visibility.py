@@ -1,7 +1,7 @@
 """The queries of Temporal's visibility: every one the service asks, built here with one quoting rule.
 
-Stats, status, stop, the dashboard and reply routing look flows up by these; a query spelled elsewhere
-would be one more place for a value to escape its literal.
+Stats, status, stop, the dashboard, reply routing and conversion attribution look flows up by these; a
+query spelled elsewhere would be one more place for a value to escape its literal.
 """
 
 from __future__ import annotations
@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from scheduler.flow.attributes import CAMPAIGN_ID, CLIENT_ANSWERED, CURRENT_STEP, OUTCOME, REPLY_IDS
+from scheduler.flow.attributes import (
+    CAMPAIGN_ID,
+    CART_ID,
+    CLIENT_ANSWERED,
+    CURRENT_STEP,
+    CUSTOMER_ID,
+    OUTCOME,
+    REPLY_IDS,
+)
 from scheduler.flow.workflows import FLOW_TYPE
 
 RUNNING = "ExecutionStatus = 'Running'"
@@ -84,3 +92,17 @@ def lookup_query(attribute: str, value: str, *, running: bool = False, handled: 
     if handled is not None:
         return f"{query} AND ({RUNNING} OR {REPLY_IDS.name} = {quote(handled)})"
     return f"{query} AND {RUNNING}" if running else query
+
+
+def buyer_query(*, cart_id: str | None, customer_id: str | None, since: datetime, until: datetime) -> str:
+    """The flows of a cart or of a customer (either matches; one is given), running or not, the server started
+    between `since` and `until`, both included: those a conversion at `until` may be attributed to."""
+    matches = [
+        f"{key.name} = {quote(value)}" for key, value in ((CART_ID, cart_id), (CUSTOMER_ID, customer_id)) if value
+    ]
+    if not matches:
+        raise ValueError("a buyer query needs a cart_id or a customer_id")
+    return (
+        f"WorkflowType = {quote(FLOW_TYPE)} AND ({' OR '.join(matches)})"
+        f" AND StartTime >= {_at(since)} AND StartTime <= {_at(until)}"
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.config import Settings, load_settings
 from scheduler.delivery.channels import Outbox
 from scheduler.flow.models import FlowStatus
+from scheduler.store import Store
+from scheduler.store.conversions import Conversions, VariantConversions
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
 from tests.helpers.campaigns import SEED
@@ -102,6 +106,51 @@ async def test_signal_stop_opts_the_customer_out_everywhere_and_start_back_in(cl
     assert json.loads(start.stdout) == {"message": f"Opted in 1 contact(s) of workflow {workflow_id}"}
     listed = await scheduler("suppress", "list", "--json", "--config", cli.config)
     assert json.loads(listed.stdout) == []
+
+
+async def test_convert_records_signals_and_attributes_a_purchase_once(cli: Cli) -> None:
+    cart = f"k-{uuid.uuid4().hex[:12]}"
+    started = await scheduler("start", "--cart", json.dumps({"id": cart}), "--config", cli.config)
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    order = f"order-{uuid.uuid4().hex[:12]}"
+    buy = ("convert", "--cart", cart, "--id", order, "--amount", "19.99", "--currency", "EUR", "--config", cli.config)
+
+    bought = await scheduler(*buy)
+    again = await scheduler(*buy)
+
+    assert bought.code == again.code == 0, (bought, again)
+    assert json.loads(bought.stdout) == json.loads(again.stdout) == {"conversion_id": order, "signaled": [workflow_id]}
+    result = await cli.env.client.get_workflow_handle(workflow_id, result_type=FlowStatus).result()
+    assert result.outcome == "converted"  # the shipped campaign exits on a purchase
+    late = await scheduler("convert", "--cart", cart, "--id", f"{order}-2", "--config", cli.config)
+    assert late.code == 0, late
+    assert json.loads(late.stdout) == {
+        "conversion_id": f"{order}-2",
+        "signaled": [],
+        "message": f"no running flow for cart {cart!r}; the conversion is recorded",
+    }
+    store = Store.open(cli.settings.store_url)
+    try:
+        assert Conversions(store).by_variant("abandoned-cart") == [  # one flow, the redelivery counted once
+            VariantConversions(None, 1, 2, {"EUR": Decimal("19.99")})
+        ]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--amount", "-1", "--currency", "EUR"), "--amount: Input should be greater than or equal to 0"),
+        (("--amount", "5"), "--currency: amount and currency come together"),
+        ((), "--cart or --customer: one of cart_id or customer_id is required"),
+    ],
+    ids=["negative", "no-currency", "no-target"],
+)
+async def test_convert_names_the_bad_option_in_one_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
+    target = ("--cart", "k-1") if args else ()
+    run = await scheduler("convert", *target, *args, "--config", cli.config)
+    assert_one_line_error(run, message)
 
 
 async def test_start_customer_and_cart_options_reach_outbox(cli: Cli) -> None:

@@ -12,7 +12,9 @@ import base64
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -28,11 +31,14 @@ from temporalio.worker import Replayer
 from scheduler.api import create_app
 from scheduler.config import Settings
 from scheduler.delivery.channels import Outbox
-from scheduler.flow.attributes import OUTCOME, REPLY_IDS, conversion_key
+from scheduler.flow.attributes import OUTCOME, REPLY_IDS, VARIANT, conversion_key
 from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.engine import start_attributes
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, SIGNALS, Conversion, Reply
 from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.store import Store
+from scheduler.store.conversions import Conversions, VariantConversions
 from scheduler.worker import make_worker
 from tests.helpers.flows import outcome_of, reaches, start_flow_input, status, terminate
 from tests.helpers.servers import free_ports
@@ -69,9 +75,12 @@ def definition(data: dict[str, Any], **extra: Any) -> WorkflowDefinition:
     return WorkflowDefinition.model_validate({**data, **extra})
 
 
-def flow_input(data: WorkflowDefinition, *, cart_id: str = "cart-1", customer_id: str = "c1") -> FlowInput:
+def flow_input(
+    data: WorkflowDefinition, *, cart_id: str = "cart-1", customer_id: str = "c1", campaign_id: str = "abandoned-cart"
+) -> FlowInput:
     return FlowInput(
         definition=data,
+        campaign_id=campaign_id,
         owner="owner@example.com",
         customer={"id": customer_id, "phone": PHONE},
         cart={"id": cart_id, "url": "https://shop.example/cart/1"},
@@ -240,6 +249,23 @@ class Shop:
         await reaches(handle, "nap")  # sent the first message, now waiting an hour (for real)
         return handle.id
 
+    async def start_in(self, campaign_id: str, variant: str | None = None, **ids: str) -> str:
+        """A flow of `campaign_id` (no exit on conversion), with the `Variant` a split would have given it."""
+        flow = flow_input(definition(NAP), campaign_id=campaign_id, **ids)
+        attributes = start_attributes(flow).search_attributes
+        if variant is not None:
+            attributes = [*attributes, SearchAttributePair(VARIANT, variant)]
+        handle = await self.client.start_workflow(
+            AbandonedCartWorkflow.run,
+            flow,
+            id=f"{campaign_id}-{uuid.uuid4()}",
+            task_queue=self.settings.temporal.task_queue,
+            search_attributes=TypedSearchAttributes(attributes),
+        )
+        self.started.append(handle.id)
+        await reaches(handle, "nap")
+        return handle.id
+
     async def convert(self, body: dict[str, Any], *, msg_id: str | None = "", **sign: Any) -> httpx.Response:
         """POST /webhooks/conversions, signed by `standardwebhooks` (with a fresh id, unless `msg_id` is None)."""
         content = httpx.Request("POST", "http://x", json=body).content
@@ -344,8 +370,12 @@ async def test_conversions_no_running_flow_is_404(shop: Shop) -> None:
     ended = await shop.convert({"cart_id": cart})
     nobody = await shop.convert({"customer_id": "nobody-at-all"})
 
-    assert (ended.status_code, ended.json()) == (404, {"detail": f"no running flow for cart {cart!r}"})
-    assert (nobody.status_code, nobody.json()) == (404, {"detail": "no running flow for customer 'nobody-at-all'"})
+    recorded = "; the conversion is recorded"
+    assert (ended.status_code, ended.json()) == (404, {"detail": f"no running flow for cart {cart!r}{recorded}"})
+    assert (nobody.status_code, nobody.json()) == (
+        404,
+        {"detail": f"no running flow for customer 'nobody-at-all'{recorded}"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -427,3 +457,128 @@ async def test_readme_purchases_example_ends_the_shipped_campaign_s_flow(shop: S
     assert (response.status_code, response.json()) == (202, {"signaled": [flow]})
     result = await shop.result(flow)
     assert (result.outcome, result.path) == ("converted", ["step_1"])
+
+
+# Conversions kept and attributed (dev server: attribution reads visibility)
+
+WINDOWED = """\
+[campaign]
+id = "{id}"
+attribution_window = "{window}"
+
+[schedule]
+cron = ["0 9 * * *"]
+
+[workflow]
+start_step = "a"
+
+[workflow.steps.a]
+node = "send_message"
+"""
+
+
+def conversions_of(shop: Shop) -> Conversions:
+    return Conversions(Store.open(shop.settings.store_url))
+
+
+async def test_conversions_are_kept_and_attributed_within_each_campaign_s_window(shop: Shop, tmp_path: Path) -> None:
+    shop.settings.webhooks.route_timeout = timedelta(milliseconds=300)
+    shop.settings.campaigns.dir = tmp_path / "campaigns"
+    shop.settings.campaigns.dir.mkdir()
+    brief, week = f"brief-{uuid.uuid4().hex[:8]}", f"week-{uuid.uuid4().hex[:8]}"
+    (shop.settings.campaigns.dir / "brief.toml").write_text(WINDOWED.format(id=brief, window="5s"))
+    (shop.settings.campaigns.dir / "week.toml").write_text(WINDOWED.format(id=week, window="7d"))
+    gone = f"gone-{uuid.uuid4().hex[:8]}"  # no file: the default window
+    carts = {name: new_id("cart") for name in ("ended", "too-late", "before", "gone")}
+    customer = new_id("customer")
+    too_late = await shop.start_in(brief, "copy:friendly", cart_id=carts["too-late"])
+    await asyncio.sleep(5.5)  # now past brief's window
+    ended = await shop.start_in(brief, "copy:friendly", cart_id=carts["ended"])
+    await shop.client.get_workflow_handle(ended).terminate("ended before the purchase")
+    answers = {"o-ended": await shop.convert({"cart_id": carts["ended"], "conversion_id": "o-ended"})}
+    held_out = await shop.start_in(week, "copy:holdout", cart_id=new_id("cart"), customer_id=customer)
+    await shop.start_in(week, "copy:discount", cart_id=carts["before"])
+    in_gone = await shop.start_in(gone, cart_id=carts["gone"])
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    answers |= {
+        "o-too-late": await shop.convert({"cart_id": carts["too-late"], "conversion_id": "o-too-late"}),
+        "o-holdout": await shop.convert(
+            {"customer_id": customer, "conversion_id": "o-holdout", "amount": 19.99, "currency": "EUR"}
+        ),
+        "o-before": await shop.convert(
+            {"cart_id": carts["before"], "conversion_id": "o-before", "occurred_at": an_hour_ago}
+        ),
+        "o-gone": await shop.convert(
+            {
+                "cart_id": carts["gone"],
+                "conversion_id": "o-gone",
+                "amount": "5",
+                "currency": "USD",
+                "contact": "Ann@Example.com",
+            }
+        ),
+    }
+    again = await shop.convert({"customer_id": customer, "conversion_id": "o-holdout", "amount": 1, "currency": "EUR"})
+
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "o-ended": 404,  # no running flow: recorded and attributed all the same
+        "o-too-late": 202,
+        "o-holdout": 202,
+        "o-before": 202,
+        "o-gone": 202,
+    }
+    assert answers["o-holdout"].json() == again.json() == {"signaled": [held_out]}
+    assert answers["o-gone"].json() == {"signaled": [in_gone]}
+    assert answers["o-too-late"].json() == {"signaled": [too_late]}  # signalled, but not attributed: too late
+    conversions = conversions_of(shop)
+    try:
+        stored = {cid: await asyncio.to_thread(conversions.get, cid) for cid in answers}
+        assert all(stored.values())  # every one kept, whether or not a flow ran or got it
+        gone_record = stored["o-gone"]
+        assert gone_record is not None
+        assert (gone_record.amount, gone_record.currency, gone_record.contact) == (
+            Decimal(5),
+            "USD",
+            "ann@example.com",
+        )
+        assert await asyncio.to_thread(conversions.by_variant, brief) == [VariantConversions("copy:friendly", 1, 1)]
+        assert await asyncio.to_thread(conversions.by_variant, week) == [  # the redelivery counts once
+            VariantConversions("copy:holdout", 1, 1, {"EUR": Decimal("19.99")})
+        ]
+        assert await asyncio.to_thread(conversions.by_variant, gone) == [
+            VariantConversions(None, 1, 1, {"USD": Decimal(5)})
+        ]
+    finally:
+        conversions.store.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc", "message"),
+    [
+        ({"amount": -1, "currency": "EUR"}, "amount", "greater than or equal to 0"),
+        ({"amount": "1.1234567", "currency": "EUR"}, "amount", "no more than 6 decimal places"),
+        ({"amount": "lots", "currency": "EUR"}, "amount", "valid decimal"),
+        ({"amount": 5}, "currency", "amount and currency come together"),
+        ({"currency": "EUR"}, "currency", "amount and currency come together"),
+        ({"amount": 5, "currency": "euro"}, "currency", "should match pattern"),
+        ({"occurred_at": "2999-01-01T00:00:00Z"}, "occurred_at", "occurred_at is in the future"),
+        ({"contact": "not a contact"}, "contact", "neither a phone number nor an e-mail"),
+    ],
+    ids=["negative", "too-precise", "not-a-number", "no-currency", "no-amount", "lower-case", "future", "contact"],
+)
+async def test_conversions_with_a_bad_field_are_422_naming_it_and_record_nothing(
+    shop: Shop, fields: dict[str, Any], loc: str, message: str
+) -> None:
+    conversion_id = new_id("order")
+
+    response = await shop.convert({"cart_id": new_id("cart"), "conversion_id": conversion_id, **fields})
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [e["loc"] for e in detail] == [["body", loc]]
+    assert message in detail[0]["msg"]
+    conversions = conversions_of(shop)
+    try:
+        assert await asyncio.to_thread(conversions.get, conversion_id) is None
+    finally:
+        conversions.store.close()

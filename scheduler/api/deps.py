@@ -16,6 +16,7 @@ from scheduler.config import Settings
 from scheduler.store import Store
 from scheduler.store.api_keys import KeyCache, Keys
 from scheduler.store.consent import Consent
+from scheduler.store.conversions import Conversions
 
 
 async def get_settings(request: Request) -> Settings:
@@ -53,6 +54,11 @@ async def get_consent(request: Request) -> Consent:
     return state.consent  # type: ignore[no-any-return]
 
 
+async def get_conversions(request: Request) -> Conversions:
+    """The conversions and their attributions, in the store."""
+    return Conversions(await get_store(request))
+
+
 async def get_keys(request: Request) -> KeyCache:
     """The API keys, in the store, behind this app's cache."""
     state = request.app.state
@@ -65,3 +71,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
 SchedulesDep = Annotated[ScheduleWriter, Depends(get_schedules)]
 ConsentDep = Annotated[Consent, Depends(get_consent)]
+ConversionsDep = Annotated[Conversions, Depends(get_conversions)]

@@ -3,40 +3,61 @@
 
 Each request is checked in this order, so nothing unauthenticated is parsed: content type (415),
 size (413, at most 64 KiB, counted while reading), signature when a secret is configured
-(401 / 403), fields (422). Then `scheduler.replies.routing.route_reply` (`route_conversion`) finds and
-signals the flows. A reply or conversion that matches no flow is logged (contact redacted) and
-answered 404, or, to Twilio, with an empty TwiML answer: Twilio has nobody to tell.
+(401 / 403), fields (422). Then `scheduler.replies.routing.route_reply` finds and signals the flows
+(for a conversion `scheduler.replies.attribution.convert`, which also records and attributes it). A
+reply or conversion that matches no flow is logged (contact redacted) and answered 404, or, to Twilio,
+with an empty TwiML answer: Twilio has nobody to tell.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html import escape
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from scheduler.api.bodies import FORM, JSON, read_body
-from scheduler.api.deps import ClientDep, ConsentDep, SettingsDep
+from scheduler.api.deps import ClientDep, ConsentDep, ConversionsDep, SettingsDep
 from scheduler.api.responses import errors
-from scheduler.errors import InvalidContact, NoFlowForReply, TwilioSignatureInvalid, WebhookSignatureInvalid
+from scheduler.errors import (
+    InvalidContact,
+    NoFlowForConversion,
+    NoFlowForReply,
+    TwilioSignatureInvalid,
+    WebhookSignatureInvalid,
+)
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.limits import Id, id_problem
-from scheduler.flow.signals import Conversion, Reply
+from scheduler.flow.signals import Reply
 from scheduler.metrics import UNMATCHED
+from scheduler.replies.attribution import convert
 from scheduler.replies.keywords import apply_keyword
-from scheduler.replies.routing import FlowTarget, route_conversion, route_reply
+from scheduler.replies.routing import FlowTarget, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
+from scheduler.store.conversions import ConversionRecord
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 EMPTY_TWIML = "<Response/>"
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a conversion's `occurred_at` may be: the shop's clock may run ahead of ours."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -75,7 +96,7 @@ class ReplyRequest(BaseModel):
 
 
 class ConversionRequest(BaseModel):
-    """A purchase: the flows of `cart_id`, else of `customer_id`, get `cart-converted`; one is required."""
+    """A purchase, recorded; the flows of `cart_id`, else of `customer_id`, get `cart-converted`. One is required."""
 
     model_config = ConfigDict(
         extra="forbid", use_attribute_docstrings=True, json_schema_extra=_one_of("cart_id", "customer_id")
@@ -84,13 +105,60 @@ class ConversionRequest(BaseModel):
     cart_id: Id | None = None
     customer_id: Id | None = None
     conversion_id: Id | None = None
-    """The shop's id of the purchase; default: the `webhook-id` header. A repeated id changes nothing."""
+    """The shop's id of the purchase; default: the `webhook-id` header (without either, every post counts anew).
+    A repeated id changes nothing."""
+    contact: str | None = Field(None, min_length=1, max_length=320)
+    """The buyer's phone or e-mail, kept with the conversion (any common spelling)."""
+    amount: Decimal | None = Field(None, ge=0, max_digits=18, decimal_places=6)
+    """What the customer paid, in `currency` (both or neither): a JSON number or a string such as `"19.99"`."""
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", validate_default=True)
+    """ISO 4217 code, three upper-case letters: `EUR`, `USD`."""
+    occurred_at: datetime | None = None
+    """When the customer bought (without an offset: UTC); default: now. Attribution counts back from it."""
+
+    @field_validator("contact")
+    @classmethod
+    def _normal_contact(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_contact(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _with_amount(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "amount" not in info.data:
+            return value  # the amount is wrong: that is the error to report
+        if (value is None) != (info.data["amount"] is None):
+            raise ValueError("amount and currency come together: give both or neither")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _past(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value > datetime.now(UTC) + CLOCK_SKEW:
+            raise ValueError("occurred_at is in the future")
+        return value
 
     @model_validator(mode="after")
     def _has_target(self) -> ConversionRequest:
         if self.cart_id is None and self.customer_id is None:
             raise ValueError("one of cart_id or customer_id is required")
         return self
+
+    def record(self, msg_id: str | None) -> ConversionRecord:
+        """The conversion to record: its id this request's, else `msg_id` (the `webhook-id`), else a new one."""
+        now = datetime.now(UTC)
+        return ConversionRecord(
+            conversion_id=self.conversion_id or msg_id or f"conversion-{uuid.uuid4()}",
+            occurred_at=self.occurred_at or now,
+            received_at=now,
+            cart_id=self.cart_id,
+            customer_id=self.customer_id,
+            contact=self.contact,
+            amount=self.amount,
+            currency=self.currency,
+        )
 
 
 class SignaledResponse(BaseModel):
@@ -110,7 +178,7 @@ class TwilioMessage(BaseModel):
 
 _JSON_ERRORS = {
     401: "a missing or wrong signature, when `webhooks.secret` is set",
-    404: "no running flow matched",
+    404: "no running flow matched (a conversion is recorded all the same)",
     413: "the body is over 64 KiB",
     415: "the body is not `application/json`",
     422: "the body is no such JSON object",
@@ -160,24 +228,23 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep, co
         "requestBody": {"required": True, "content": {JSON: {"schema": ConversionRequest.model_json_schema()}}}
     },
 )
-async def conversions(request: Request, client: ClientDep, settings: SettingsDep) -> SignaledResponse:
-    """The customer bought: signal `cart-converted` to the running flows of the cart (or customer).
+async def conversions(
+    request: Request, client: ClientDep, settings: SettingsDep, store: ConversionsDep
+) -> SignaledResponse:
+    """The customer bought: record the conversion, signal `cart-converted` to the running flows of the cart
+    (or customer), and attribute it to its campaigns' flows, running or ended (see Conversions in the docs).
 
     Flows whose campaign has `exit_on = ["cart-converted"]` end at once with outcome `converted`;
-    others record it. Signed like `/webhooks/replies`.
+    others record it. Signed like `/webhooks/replies`. 404 when no flow is running: the conversion is
+    recorded and attributed all the same.
     """
     body, msg_id = await read_signed_json(request, settings.webhooks.secret)
     data = _validate(lambda: ConversionRequest.model_validate_json(body))
-    target = FlowTarget(cart_id=data.cart_id, customer_id=data.customer_id)
-    conversion = Conversion(
-        conversion_id=data.conversion_id or msg_id,
-        cart_id=data.cart_id,
-        customer_id=data.customer_id,
-        received_at=datetime.now(UTC),
-    )
-    routing = route_conversion(client, target=target, conversion=conversion, timeout=settings.webhooks.route_timeout)
-    if (signaled := await _routed("conversions", f"conversion {conversion.conversion_id}", target, routing)) is None:
-        raise NoFlowForReply(str(target))
+    try:
+        signaled = await convert(client, store, settings, data.record(msg_id))
+    except NoFlowForConversion:
+        UNMATCHED.labels("conversions").inc()
+        raise
     return SignaledResponse(signaled=signaled)
 
 

@@ -63,6 +63,11 @@ MAX_CRONS = 50
 """Cron expressions a schedule may have: each is checked and previewed, and Temporal stores each as a spec."""
 
 
+DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=5)
+MAX_ATTRIBUTION_WINDOW = timedelta(days=90)
+"""The longest `attribution_window`: how far back a conversion looks for the flows it may be attributed to."""
+
+
 class CampaignInfo(RunCampaignInfo):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +79,16 @@ class CampaignInfo(RunCampaignInfo):
     """False: the schedule is kept but paused."""
     max_starts_per_second: float = Field(50, gt=0, le=10_000)
     """How fast a run starts flows (the messaging provider's pace)."""
+    attribution_window: Duration = DEFAULT_ATTRIBUTION_WINDOW
+    """A purchase of a flow's cart or customer counts as the flow's conversion when it comes within this long
+    after the flow started, whether the flow messaged (a holdout does not), ended or still runs."""
+
+    @field_validator("attribution_window")
+    @classmethod
+    def _attribution_bounded(cls, v: timedelta) -> timedelta:
+        if not timedelta(0) < v <= MAX_ATTRIBUTION_WINDOW:
+            raise ValueError(f"attribution_window must be longer than 0s and at most {MAX_ATTRIBUTION_WINDOW.days}d")
+        return v
 
 
 class CampaignSchedule(RunSchedule):
@@ -162,8 +177,14 @@ class Campaign(RunCampaign):
         """Hash of the canonical content (comments and formatting do not count), worked out once: loaded
         campaigns are cached and read only, and the reconcile loop compares every hash on every tick.
 
-        A file without `[delivery]` hashes as before that table existed, so its schedule stays unchanged."""
-        content = self.model_dump(mode="json", exclude={"delivery"} if self.delivery is None else None)
+        A file without `[delivery]`, or without `attribution_window`, hashes as before those keys existed, so its
+        schedule stays unchanged."""
+        exclude: dict[str, Any] = {}
+        if self.delivery is None:
+            exclude["delivery"] = True
+        if self.campaign.attribution_window == DEFAULT_ATTRIBUTION_WINDOW:
+            exclude["campaign"] = {"attribution_window"}
+        content = self.model_dump(mode="json", exclude=exclude or None)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

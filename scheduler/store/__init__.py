@@ -3,7 +3,7 @@ replicas share it. Its schema is Alembic's (`scheduler/store/migrations/`), brou
 process opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
 
 This module is the engine and the tables; each table's code is a module beside it (`consent`, `api_keys`,
-`ledger`, `stops`, and the per-contact `contact_locks`). The package imports only the ground floor.
+`ledger`, `stops`, `conversions`, and the per-contact `contact_locks`). The package imports only the ground floor.
 
 Calls are synchronous (SQLAlchemy Core) and short; async code runs them with `asyncio.to_thread`.
 """
@@ -136,6 +136,41 @@ campaign_stops = Table(
 )
 """Every emergency stop of a campaign (`scheduler.campaigns.stop`): who, why, when. A `cancel` stop also bars every flow
 of the campaign started before it from sending anything more."""
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("conversion_id", String(255), nullable=False),
+    Column("cart_id", String(255)),
+    Column("customer_id", String(255)),
+    Column("contact", String(320)),
+    Column("amount_micros", BigInteger),
+    Column("currency", String(3)),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    # A redelivered conversion (same id) is recorded once: the first stands.
+    UniqueConstraint("conversion_id", name="conversions_conversion_id"),
+)
+"""Every purchase reported (`scheduler.store.conversions`), whether or not a flow was running. Amounts in millionths
+(`amount_micros`): exact sums on both backends, which SQLite's floats would not give."""
+
+conversion_attributions = Table(
+    "conversion_attributions",
+    metadata,
+    Column("conversion_id", String(255), nullable=False),
+    Column("campaign_id", String(255), nullable=False),
+    Column("workflow_id", String(255), nullable=False),
+    Column("variant", String(255)),
+    Column("flow_started_at", DateTime(timezone=True), nullable=False),
+    Column("amount_micros", BigInteger),
+    Column("currency", String(3)),
+    # One flow per campaign gets a conversion: a campaign's numbers count each purchase once.
+    PrimaryKeyConstraint("conversion_id", "campaign_id", name="conversion_attributions_pk"),
+    Index("conversion_attributions_campaign_variant", "campaign_id", "variant"),
+)
+"""Which campaign flow each conversion is attributed to (`scheduler.replies.attribution`), with what a campaign's
+results sum (variant, amount), so they are one query on this table."""
 
 
 def stored_utc(at: datetime) -> datetime:
