@@ -478,6 +478,56 @@ def stats(
     _exit(0)
 
 
+@app.command()
+def experiments(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the same JSON as GET /campaigns/ID/experiments")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """A campaign's experiments: per `split` step and variant, flows entered, messaged, answered and converted,
+    revenue, and each variant against the holdout with an always-valid 95 % interval (safe to look at daily)."""
+
+    from scheduler.experiments.results import campaign_experiments
+    from scheduler.store.conversions import Conversions
+    from scheduler.temporal import connect
+
+    settings = _settings(config)
+
+    async def go() -> Any:
+        store = _store(config)
+        try:
+            return await campaign_experiments(await connect(settings), Conversions(store), campaign_id)
+        finally:
+            store.close()
+
+    report = _run(go())
+    if as_json:
+        typer.echo(report.model_dump_json())
+        _exit(0)
+    typer.echo(f"campaign {campaign_id}: conversions attributed within {report.attribution_window} of a flow's start")
+    if not report.experiments:
+        typer.echo("no split step in the definition its schedule runs")
+    for experiment in report.experiments:
+        rows = [("VARIANT", "WEIGHT", "ENTERED", "MESSAGED", "ANSWERED", "CONVERTED", "RATE", "REVENUE/FLOW")]
+        for v in experiment.variants:
+            rate = "-" if v.conversion_rate is None else f"{100 * v.conversion_rate:.1f} %"
+            revenue = ", ".join(f"{amount} {currency}" for currency, amount in v.revenue_per_flow.items()) or "-"
+            name = f"{v.name} (holdout)" if v.holdout else v.name
+            counts = (v.weight, v.entered, v.messaged, v.answered, v.converted)
+            rows.append((name, *(str(n) for n in counts), rate, revenue))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        typer.echo(f"\nexperiment {experiment.experiment} (step {experiment.step})")
+        for row in rows:
+            typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        verdict = experiment.verdict
+        for line in [verdict.warning, verdict.note, *(c.text for c in verdict.comparisons)]:
+            if line:
+                typer.echo(f"  {line}")
+    _exit(0)
+
+
 DEMO_CUSTOMER = {"id": "c1", "name": "Ada", "phone": "+12125550100", "email": "ada@example.com"}
 DEMO_CART = {"id": "cart-1", "url": "https://shop.example/cart/1", "total": "42.00"}
 

@@ -15,8 +15,10 @@ from scheduler.flow.attributes import (
     CLIENT_ANSWERED,
     CURRENT_STEP,
     CUSTOMER_ID,
+    MESSAGED,
     OUTCOME,
     REPLY_IDS,
+    VARIANT,
 )
 from scheduler.flow.workflows import FLOW_TYPE
 
@@ -83,6 +85,15 @@ def outcome_query(campaign_id: str, since: datetime, outcome: str) -> str:
     """A campaign's flows that ended since `since` with `outcome`."""
     closed = f"{campaign_query(campaign_id)} AND ExecutionStatus != 'Running' AND CloseTime >= {_at(since)}"
     return f"{closed} AND {OUTCOME.name} = {quote(outcome)}"
+
+
+def variant_query(campaign_id: str, variant: str, *, messaged: bool = False, answered: bool = False) -> str:
+    """A campaign's flows a `split` put in `variant` (`experiment:variant`), whatever their status; `messaged`:
+    those a customer message reached, `answered`: those whose customer answered."""
+    query = f"{campaign_query(campaign_id)} AND {VARIANT.name} = {quote(variant)}"
+    if messaged:
+        query += f" AND {MESSAGED.name} = true"
+    return f"{query} AND {CLIENT_ANSWERED.name} = true" if answered else query
 
 
 def lookup_query(attribute: str, value: str, *, running: bool = False, handled: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""A campaign's emergency stop and its resumption (`scheduler.campaigns.stop`), and its funnel (`campaigns.stats`)."""
+"""A campaign's emergency stop and its resumption (`scheduler.campaigns.stop`), its funnel (`campaigns.stats`) and
+its experiments (`experiments.results`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.auth import ReadAccess, WriteKey, auth_errors
 from scheduler.api.bodies import post_json
-from scheduler.api.deps import ClientDep, SchedulesDep, get_store
+from scheduler.api.deps import ClientDep, ConversionsDep, SchedulesDep, get_store
 from scheduler.api.responses import errors
 from scheduler.api.schedules import CampaignId
 from scheduler.api.workflows import MessageResponse
 from scheduler.campaigns.stats import CampaignStats, known_campaign_stats
 from scheduler.campaigns.stop import Stopped, Stopper, StopResult
 from scheduler.errors import StoreUnavailable
+from scheduler.experiments.results import ExperimentsReport, campaign_experiments
 from scheduler.store import MAX_REASON
 from scheduler.store.stops import CampaignStops, StopMode
 
@@ -122,3 +124,15 @@ async def stats(
     """Flows running at each step now, and outcomes, starts and answers since `since`, from Temporal's
     visibility (about a second behind the flows)."""
     return await known_campaign_stats(client, campaign_id, since=since)
+
+
+@router.get(
+    "/{campaign_id}/experiments",
+    dependencies=[ReadAccess],
+    responses=errors({**auth_errors("read"), 404: "no schedule of that campaign", 503: "the store is unavailable"}),
+)
+async def experiments(campaign_id: CampaignId, client: ClientDep, conversions: ConversionsDep) -> ExperimentsReport:
+    """Per experiment (`split` step) and variant: flows entered, messaged, answered and converted, conversion rate,
+    revenue; each variant against the holdout (else the first variant), with an always-valid 95 % interval that
+    stays valid however often it is looked at, a decision in words, and a sample ratio mismatch warning."""
+    return await campaign_experiments(client, conversions, campaign_id)
