@@ -5,6 +5,7 @@ experiments`) count exactly what was posted, per variant."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,15 @@ async def test_experiment_results_count_what_was_posted_per_variant(campaigns: C
         assert [comparison["variant"] for comparison in verdict["comparisons"]] == ["friendly", "discount"]
         assert all(comparison["decision"] == "undecided" for comparison in verdict["comparisons"])
         assert verdict["warning"] is None  # 200 carts assigned by the weights: no sample ratio mismatch
+
+        page = await http.get(f"/ui/campaigns/{c.id('x')}")
+        assert page.status_code == 200, page.text
+        shown = {
+            name: [int(n) for n in re.findall(r'<td class="n">(\d+)</td>', row)]
+            for name, row in re.findall(r'<tr data-variant="([a-z]+)">(.*?)</tr>', page.text, re.S)
+        }
+        assert shown == {n: [WEIGHTS[n], v["entered"], v["messaged"], 0, 5] for n, v in by_name.items()}
+        assert page.text.count('<li data-decision="undecided">not enough data yet') == 2
 
     config = write_config(
         c.dir.parent / "scheduler.toml",

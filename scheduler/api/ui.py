@@ -10,6 +10,7 @@ in a URL) and loads the page with it. The graph is SVG drawn on the server: no C
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,19 +19,23 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
+from temporalio.client import Client
 
 from scheduler.api.auth import Caller, Credentials, read_access
-from scheduler.api.deps import ClientDep, SettingsDep
+from scheduler.api.deps import ClientDep, SettingsDep, get_conversions
 from scheduler.api.schedules import CampaignId, file_errors, message_ledger
+from scheduler.campaigns.campaign import Campaign
 from scheduler.campaigns.cron import describe
 from scheduler.campaigns.graph import svg
 from scheduler.campaigns.schedules import applied_campaign
 from scheduler.campaigns.stats import campaign_stats
 from scheduler.campaigns.status import managed_schedule, schedule_status, schedule_statuses
 from scheduler.config import Settings
-from scheduler.errors import NoCampaign
+from scheduler.errors import NoCampaign, StoreUnavailable
+from scheduler.experiments.results import ExperimentResult, experiment_results
 from scheduler.visibility import step_query
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 SCRIPT = Path(__file__).parent / "static" / "dashboard.js"
@@ -94,10 +99,11 @@ async def campaign_page(
         raise NoCampaign(campaign_id, running=False)
     campaign = await applied_campaign(client, managed[0])
     steps = list(campaign.workflow.steps) if campaign else []
-    status, stats, errors = await asyncio.gather(
+    status, stats, errors, experiments = await asyncio.gather(
         schedule_status(client, campaign_id, ledger=await message_ledger(request)),
         campaign_stats(client, campaign_id, steps=steps),
         file_errors(request, settings),
+        _experiments(request, client, campaign),
     )
     if status is None:  # deleted meanwhile
         raise NoCampaign(campaign_id, running=False)
@@ -118,4 +124,16 @@ async def campaign_page(
         next_runs=[(t, t.astimezone(zone)) for t in status.next_runs[:5]],
         all_flows=flows_link(settings, f"CampaignId = '{campaign_id}'"),
         errors=[e for e in errors if source and Path(e.source).name == source],
+        experiments=experiments,
     )
+
+
+async def _experiments(request: Request, client: Client, campaign: Campaign | None) -> list[ExperimentResult] | None:
+    """The campaign's experiment results; None when the store cannot be read (the page shows the rest)."""
+    if campaign is None:
+        return []
+    try:
+        return await experiment_results(client, await get_conversions(request), campaign)
+    except StoreUnavailable as exc:
+        log.warning("experiment results of %s: %s", campaign.campaign.id, exc)
+        return None

@@ -76,15 +76,21 @@ async def campaign_experiments(client: Client, conversions: Conversions, campaig
     campaign = await applied_campaign(client, managed[0]) if managed else None
     if campaign is None:
         raise NoCampaign(campaign_id, running=False)
-    converted = await asyncio.to_thread(conversions.by_variant, campaign_id)
-    by_variant = {row.variant: row for row in converted if row.variant is not None}
-    steps = experiment_steps(campaign.workflow)
-    experiments = await asyncio.gather(*(_experiment(client, campaign, e, s, by_variant) for e, s in steps.items()))
     return ExperimentsReport(
         campaign_id=campaign_id,
         attribution_window=campaign.campaign.attribution_window,
-        experiments=list(experiments),
+        experiments=await experiment_results(client, conversions, campaign),
     )
+
+
+async def experiment_results(client: Client, conversions: Conversions, campaign: Campaign) -> list[ExperimentResult]:
+    """The results of each experiment of `campaign`'s definition (none without a `split` step: nothing asked)."""
+    steps = experiment_steps(campaign.workflow)
+    if not steps:
+        return []
+    converted = await asyncio.to_thread(conversions.by_variant, campaign.campaign.id)
+    by_variant = {row.variant: row for row in converted if row.variant is not None}
+    return list(await asyncio.gather(*(_experiment(client, campaign, e, s, by_variant) for e, s in steps.items())))
 
 
 async def _experiment(
