@@ -17,7 +17,15 @@ from sqlalchemy import func, select, text
 from scheduler.config import Settings
 from scheduler.errors import InvalidContact, NotSuppressed, StoreUnavailable
 from scheduler.flow.contacts import normalize_contact
-from scheduler.store import Store, contact_locks, head_revision, sends, suppressions
+from scheduler.store import (
+    Store,
+    contact_locks,
+    conversion_attributions,
+    conversions,
+    head_revision,
+    sends,
+    suppressions,
+)
 from scheduler.store.consent import Consent
 from tests.helpers.cli import scheduler, write_config
 
@@ -415,6 +423,8 @@ def test_upgrade_respells_stored_addresses_and_merges_what_became_one_contact(st
             ],
         )
         connection.execute(sends.insert(), [sent("ann@bücher.de"), sent("ann@xn--bcher-kva.de")])
+        for later in (conversion_attributions, conversions):  # tables of migrations after 0006
+            later.drop(connection)
         connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     store.close()
 
