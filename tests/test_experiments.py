@@ -94,6 +94,9 @@ async def test_experiment_results_count_what_was_posted_per_variant(campaigns: C
         assert all(comparison["decision"] == "undecided" for comparison in verdict["comparisons"])
         assert verdict["warning"] is None  # 200 carts assigned by the weights: no sample ratio mismatch
 
+        outcomes = (await http.get(f"/campaigns/{c.id('x')}/stats")).json()["outcomes"]
+        assert (outcomes["held_out"], outcomes["completed"]) == (entered["holdout"], CARTS - entered["holdout"])
+
         page = await http.get(f"/ui/campaigns/{c.id('x')}")
         assert page.status_code == 200, page.text
         shown = {

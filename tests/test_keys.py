@@ -150,6 +150,7 @@ async def test_every_route_needs_its_scope(secured: Secured, caplog: pytest.LogC
         ("GET", f"/schedules/{cid}", None, "read", 200),
         ("GET", "/suppressions", None, "read", 200),
         ("GET", f"/campaigns/{cid}/stats", None, "read", 200),
+        ("GET", f"/campaigns/{cid}/experiments", None, "read", 200),
         ("GET", "/ui/", None, "read", 200),
         ("GET", f"/ui/campaigns/{cid}", None, "read", 200),
         ("POST", "/suppressions", {"contact": "+12125550142"}, "write", 201),
@@ -307,6 +308,7 @@ def test_openapi_declares_the_bearer_scheme_on_exactly_the_protected_routes(
         "POST /campaigns/{campaign_id}/stop",
         "POST /campaigns/{campaign_id}/resume",
         "GET /campaigns/{campaign_id}/stats",
+        "GET /campaigns/{campaign_id}/experiments",
         *(["GET /metrics"] if metrics_need_key else []),
     }
 

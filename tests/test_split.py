@@ -20,6 +20,7 @@ from scheduler.flow.attributes import MESSAGED, OUTCOME, VARIANT
 from scheduler.flow.definition import WorkflowDefinition, experiment_steps
 from scheduler.flow.models import FLOW_REVISION, FlowInput, FlowStatus
 from scheduler.flow.nodes.split import assign_variant, assignment_unit
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
 from tests.helpers.campaigns import SPLIT, campaign_toml
@@ -332,3 +333,42 @@ async def test_simulate_all_paths_runs_every_variant(tmp_path: Path) -> None:
     assert "3 path(s) from 3 combination(s)" in table.stdout
     for variant in ("friendly", "discount", "holdout"):
         assert f"[copy_test={variant}]" in table.stdout
+
+
+# Where a split meets other features
+
+ASK_AFTER_SPLIT = {
+    "start_step": "split",
+    "steps": {
+        "split": {
+            "node": "split",
+            "params": {"experiment": "ask"},
+            "variants": {"a": {"weight": 1, "go_to": "ask"}, "b": {"weight": 1, "go_to": "ask"}},
+        },
+        "ask": {"node": "wait_answer", "params": {"timeout": "1h"}, "condition": {"not_satisfied": "owner"}},
+        "owner": {"node": "notify_creator"},
+    },
+}
+
+
+async def test_an_opt_out_before_a_split_counts_for_the_wait_its_variant_leads_to(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    """A STOP delivered with the flow's start (before its split step ran) is kept for the `wait_answer` the
+    variant leads to, as before any other step that leads to one: the wait's not_satisfied edge tells the owner."""
+    flow = FlowInput(
+        definition=WorkflowDefinition.model_validate(ASK_AFTER_SPLIT),
+        campaign_id="split-test",
+        owner="owner@example.com",
+        customer={"id": "c1", "phone": "+15550001"},
+        revision=FLOW_REVISION,
+    )
+    stop = Reply(reply_id="r1", text="STOP", channel="sms", opt_out=True)
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(
+            ts_env.client, flow, task_queue, start_signal=CLIENT_ANSWERED_SIGNAL, start_signal_args=[stop]
+        )
+        result = await handle.result()
+    assert (result.path, result.outcome) == (["split", "ask", "owner"], "opted_out")
+    assert result.variants == {"ask": assign_variant("split-test", "ask", "customer:c1", {"a": 1, "b": 1})}
+    assert [line["step"] for line in Outbox(settings.channels.outbox).read()] == ["owner"]

@@ -137,7 +137,7 @@ campaign_stops = Table(
 """Every emergency stop of a campaign (`scheduler.campaigns.stop`): who, why, when. A `cancel` stop also bars every flow
 of the campaign started before it from sending anything more."""
 
-conversions = Table(
+conversions_table = Table(
     "conversions",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -152,8 +152,9 @@ conversions = Table(
     # A redelivered conversion (same id) is recorded once: the first stands.
     UniqueConstraint("conversion_id", name="conversions_conversion_id"),
 )
-"""Every purchase reported (`scheduler.store.conversions`), whether or not a flow was running. Amounts in millionths
-(`amount_micros`): exact sums on both backends, which SQLite's floats would not give."""
+"""Every purchase reported (`scheduler.store.conversions`, a module named as the table: hence `_table`), whether or
+not a flow was running. Amounts in millionths (`amount_micros`): exact sums on both backends, which SQLite's floats
+would not give."""
 
 conversion_attributions = Table(
     "conversion_attributions",

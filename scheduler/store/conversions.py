@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from scheduler.store import Store, conversion_attributions, conversions, stored_utc
+from scheduler.store import Store, conversion_attributions, conversions_table, stored_utc
 
 MICROS = Decimal(1_000_000)
 """Amounts are stored in millionths of the currency's unit, as integers: exact on both backends."""
@@ -83,16 +83,18 @@ class Conversions:
             "occurred_at": conversion.occurred_at,
             "received_at": conversion.received_at,
         }
-        insert = self._dialect().insert(conversions).on_conflict_do_nothing(index_elements=["conversion_id"])
+        insert = self._dialect().insert(conversions_table).on_conflict_do_nothing(index_elements=["conversion_id"])
         with self.store.engine.begin() as connection:
-            created = connection.execute(insert.values(row).returning(conversions.c.id)).first() is not None
+            created = connection.execute(insert.values(row).returning(conversions_table.c.id)).first() is not None
         stored = self.get(conversion.conversion_id)
         assert stored is not None
         return stored, created
 
     def get(self, conversion_id: str) -> ConversionRecord | None:
         with self.store.engine.connect() as connection:
-            row = connection.execute(select(conversions).where(conversions.c.conversion_id == conversion_id)).first()
+            row = connection.execute(
+                select(conversions_table).where(conversions_table.c.conversion_id == conversion_id)
+            ).first()
         return None if row is None else _record(row._mapping)
 
     def attribute(self, conversion: ConversionRecord, flows: Iterable[AttributedFlow]) -> int:
