@@ -29,6 +29,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from scheduler.api import create_app
+from scheduler.campaigns.reconcile import sync
+from scheduler.campaigns.schedules import schedule_id
 from scheduler.config import Settings
 from scheduler.delivery.channels import Outbox
 from scheduler.flow.attributes import OUTCOME, REPLY_IDS, VARIANT, conversion_key
@@ -41,6 +43,7 @@ from scheduler.store import Store
 from scheduler.store.conversions import Conversions, VariantConversions
 from scheduler.worker import make_worker
 from tests.helpers.flows import outcome_of, reaches, start_flow_input, status, terminate
+from tests.helpers.schedules import delete_schedules
 from tests.helpers.servers import free_ports
 from tests.helpers.signing import WEBHOOK_SECRET, signed_headers
 
@@ -488,68 +491,75 @@ async def test_conversions_are_kept_and_attributed_within_each_campaign_s_window
     brief, week = f"brief-{uuid.uuid4().hex[:8]}", f"week-{uuid.uuid4().hex[:8]}"
     (shop.settings.campaigns.dir / "brief.toml").write_text(WINDOWED.format(id=brief, window="5s"))
     (shop.settings.campaigns.dir / "week.toml").write_text(WINDOWED.format(id=week, window="7d"))
-    gone = f"gone-{uuid.uuid4().hex[:8]}"  # no file: the default window
-    carts = {name: new_id("cart") for name in ("ended", "too-late", "before", "gone")}
-    customer = new_id("customer")
-    too_late = await shop.start_in(brief, "copy:friendly", cart_id=carts["too-late"])
-    await asyncio.sleep(5.5)  # now past brief's window
-    ended = await shop.start_in(brief, "copy:friendly", cart_id=carts["ended"])
-    await shop.client.get_workflow_handle(ended).terminate("ended before the purchase")
-    answers = {"o-ended": await shop.convert({"cart_id": carts["ended"], "conversion_id": "o-ended"})}
-    held_out = await shop.start_in(week, "copy:holdout", cart_id=new_id("cart"), customer_id=customer)
-    await shop.start_in(week, "copy:discount", cart_id=carts["before"])
-    in_gone = await shop.start_in(gone, cart_id=carts["gone"])
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    answers |= {
-        "o-too-late": await shop.convert({"cart_id": carts["too-late"], "conversion_id": "o-too-late"}),
-        "o-holdout": await shop.convert(
-            {"customer_id": customer, "conversion_id": "o-holdout", "amount": 19.99, "currency": "EUR"}
-        ),
-        "o-before": await shop.convert(
-            {"cart_id": carts["before"], "conversion_id": "o-before", "occurred_at": an_hour_ago}
-        ),
-        "o-gone": await shop.convert(
-            {
-                "cart_id": carts["gone"],
-                "conversion_id": "o-gone",
-                "amount": "5",
-                "currency": "USD",
-                "contact": "Ann@Example.com",
-            }
-        ),
-    }
-    again = await shop.convert({"customer_id": customer, "conversion_id": "o-holdout", "amount": 1, "currency": "EUR"})
-
-    assert {k: r.status_code for k, r in answers.items()} == {
-        "o-ended": 404,  # no running flow: recorded and attributed all the same
-        "o-too-late": 202,
-        "o-holdout": 202,
-        "o-before": 202,
-        "o-gone": 202,
-    }
-    assert answers["o-holdout"].json() == again.json() == {"signaled": [held_out]}
-    assert answers["o-gone"].json() == {"signaled": [in_gone]}
-    assert answers["o-too-late"].json() == {"signaled": [too_late]}  # signalled, but not attributed: too late
-    conversions = conversions_of(shop)
+    synced = await sync(shop.client, shop.settings)  # the windows are those of the campaigns the schedules run
+    assert not synced.problems, synced.problems
     try:
-        stored = {cid: await asyncio.to_thread(conversions.get, cid) for cid in answers}
-        assert all(stored.values())  # every one kept, whether or not a flow ran or got it
-        gone_record = stored["o-gone"]
-        assert gone_record is not None
-        assert (gone_record.amount, gone_record.currency, gone_record.contact) == (
-            Decimal(5),
-            "USD",
-            "ann@example.com",
+        gone = f"gone-{uuid.uuid4().hex[:8]}"  # no schedule: the default window
+        carts = {name: new_id("cart") for name in ("ended", "too-late", "before", "gone")}
+        customer = new_id("customer")
+        too_late = await shop.start_in(brief, "copy:friendly", cart_id=carts["too-late"])
+        await asyncio.sleep(5.5)  # now past brief's window
+        ended = await shop.start_in(brief, "copy:friendly", cart_id=carts["ended"])
+        await shop.client.get_workflow_handle(ended).terminate("ended before the purchase")
+        answers = {"o-ended": await shop.convert({"cart_id": carts["ended"], "conversion_id": "o-ended"})}
+        held_out = await shop.start_in(week, "copy:holdout", cart_id=new_id("cart"), customer_id=customer)
+        await shop.start_in(week, "copy:discount", cart_id=carts["before"])
+        in_gone = await shop.start_in(gone, cart_id=carts["gone"])
+        an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        answers |= {
+            "o-too-late": await shop.convert({"cart_id": carts["too-late"], "conversion_id": "o-too-late"}),
+            "o-holdout": await shop.convert(
+                {"customer_id": customer, "conversion_id": "o-holdout", "amount": 19.99, "currency": "EUR"}
+            ),
+            "o-before": await shop.convert(
+                {"cart_id": carts["before"], "conversion_id": "o-before", "occurred_at": an_hour_ago}
+            ),
+            "o-gone": await shop.convert(
+                {
+                    "cart_id": carts["gone"],
+                    "conversion_id": "o-gone",
+                    "amount": "5",
+                    "currency": "USD",
+                    "contact": "Ann@Example.com",
+                }
+            ),
+        }
+        again = await shop.convert(
+            {"customer_id": customer, "conversion_id": "o-holdout", "amount": 1, "currency": "EUR"}
         )
-        assert await asyncio.to_thread(conversions.by_variant, brief) == [VariantConversions("copy:friendly", 1, 1)]
-        assert await asyncio.to_thread(conversions.by_variant, week) == [  # the redelivery counts once
-            VariantConversions("copy:holdout", 1, 1, {"EUR": Decimal("19.99")})
-        ]
-        assert await asyncio.to_thread(conversions.by_variant, gone) == [
-            VariantConversions(None, 1, 1, {"USD": Decimal(5)})
-        ]
+
+        assert {k: r.status_code for k, r in answers.items()} == {
+            "o-ended": 404,  # no running flow: recorded and attributed all the same
+            "o-too-late": 202,
+            "o-holdout": 202,
+            "o-before": 202,
+            "o-gone": 202,
+        }
+        assert answers["o-holdout"].json() == again.json() == {"signaled": [held_out]}
+        assert answers["o-gone"].json() == {"signaled": [in_gone]}
+        assert answers["o-too-late"].json() == {"signaled": [too_late]}  # signalled, but not attributed: too late
+        conversions = conversions_of(shop)
+        try:
+            stored = {cid: await asyncio.to_thread(conversions.get, cid) for cid in answers}
+            assert all(stored.values())  # every one kept, whether or not a flow ran or got it
+            gone_record = stored["o-gone"]
+            assert gone_record is not None
+            assert (gone_record.amount, gone_record.currency, gone_record.contact) == (
+                Decimal(5),
+                "USD",
+                "ann@example.com",
+            )
+            assert await asyncio.to_thread(conversions.by_variant, brief) == [VariantConversions("copy:friendly", 1, 1)]
+            assert await asyncio.to_thread(conversions.by_variant, week) == [  # the redelivery counts once
+                VariantConversions("copy:holdout", 1, 1, {"EUR": Decimal("19.99")})
+            ]
+            assert await asyncio.to_thread(conversions.by_variant, gone) == [
+                VariantConversions(None, 1, 1, {"USD": Decimal(5)})
+            ]
+        finally:
+            conversions.store.close()
     finally:
-        conversions.store.close()
+        await delete_schedules(shop.client, [schedule_id(brief), schedule_id(week)])
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ flow's start, whatever the flow did since: every variant and the holdout alike (
 flow that ended, by the conversion (`exit_on`) or otherwise, still gets it. Per campaign one flow gets it,
 the latest started, so a campaign counts each purchase once.
 
-Deciding this once, at conversion time, from one visibility lookup of the buyer's flows, keeps a campaign's
-results a sum over the store (`scheduler.store.conversions`) rather than a scan of every flow it started.
+Deciding this once, at conversion time, from one visibility lookup of the buyer's flows (and a look at the
+schedules of their campaigns, for their windows), keeps a campaign's results a sum over the store
+(`scheduler.store.conversions`) rather than a scan of every flow it started.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio.client import Client
 
-from scheduler.campaigns.campaign import DEFAULT_ATTRIBUTION_WINDOW, load_campaign_dir
+from scheduler.campaigns.campaign import DEFAULT_ATTRIBUTION_WINDOW, MAX_ATTRIBUTION_WINDOW, is_campaign_id
+from scheduler.campaigns.schedules import applied_campaign
+from scheduler.campaigns.status import managed_schedule
 from scheduler.config import Settings
 from scheduler.errors import NoFlowForConversion, NoFlowForReply
 from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID, VARIANT
@@ -61,7 +63,7 @@ async def convert(
         )
     except NoFlowForReply:
         signaled = []
-    await attribute(client, conversions, settings.campaigns.dir, stored)
+    await attribute(client, conversions, stored)
     if not signaled:
         log.warning("conversion %s for %s matched no running flow", stored.conversion_id, target)
         raise NoFlowForConversion(str(target))
@@ -86,20 +88,27 @@ def attributable(
     return [latest[campaign_id] for campaign_id in sorted(latest)]
 
 
-async def attribute(
-    client: Client, conversions: Conversions, campaigns_dir: Path, conversion: ConversionRecord
-) -> list[AttributedFlow]:
-    """Attribute a recorded conversion to its campaigns' flows (`attributable`), read from visibility and the
-    campaign files (a campaign whose file is gone: the default window); the flows it is attributed to.
+async def attribute(client: Client, conversions: Conversions, conversion: ConversionRecord) -> list[AttributedFlow]:
+    """Attribute a recorded conversion to its campaigns' flows (`attributable`), read from visibility, each
+    campaign's window from the campaign its schedule runs (no schedule of ours: the default window), as its
+    results are; the flows it is attributed to.
 
     Again for the same conversion (a redelivery) it adds nothing, but what an earlier attempt missed (Temporal
     was unavailable halfway)."""
-    campaigns, _ = await asyncio.to_thread(load_campaign_dir, campaigns_dir)
-    windows = {campaign_id: campaign.campaign.attribution_window for campaign_id, campaign in campaigns.items()}
-    longest = max([DEFAULT_ATTRIBUTION_WINDOW, *windows.values()])
-    flows = attributable(await _flows_of_buyer(client, conversion, longest), conversion, windows)
+    buyer = await _flows_of_buyer(client, conversion, MAX_ATTRIBUTION_WINDOW)
+    campaign_ids = sorted({flow.campaign_id for flow in buyer})
+    found = await asyncio.gather(*(_window(client, campaign_id) for campaign_id in campaign_ids))
+    windows = {campaign_id: window for campaign_id, window in zip(campaign_ids, found, strict=True) if window}
+    flows = attributable(buyer, conversion, windows)
     await asyncio.to_thread(conversions.attribute, conversion, flows)
     return flows
+
+
+async def _window(client: Client, campaign_id: str) -> timedelta | None:
+    """The `attribution_window` of the campaign its schedule runs; None without a schedule of ours."""
+    managed = await managed_schedule(client, campaign_id) if is_campaign_id(campaign_id) else None
+    campaign = await applied_campaign(client, managed[0]) if managed else None
+    return campaign.campaign.attribution_window if campaign else None
 
 
 async def _flows_of_buyer(client: Client, conversion: ConversionRecord, window: timedelta) -> list[AttributedFlow]:
