@@ -5,9 +5,9 @@ no reply → the timeout branch; STOP → the flow ends), an opt-out ending a fl
 opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
 its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
 through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, a flow
-through a split's variant and one its split holds out, a flow whose reply takes a `wait_answer`'s intent, a campaign run with and without an audience and one
-cancelled while it starts flows, and a keyword's answer to a phone and an address, and writes
-`tests/histories/<name>.json` (all, or the names given).
+through a split's variant and one its split holds out, a flow whose reply takes a `wait_answer`'s intent, a
+campaign run with and without an audience and one cancelled while it starts flows, and a keyword's answer to a
+phone and an address, and writes `tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -36,10 +36,10 @@ from scheduler.config import load_settings  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
 from scheduler.flow.models import (  # noqa: E402
+    FLOW_REVISION,
     CampaignRunInput,
     CampaignRunResult,
     DeliveryPolicy,
-    FLOW_REVISION,
     FlowInput,
     FlowStatus,
     KeywordAnswer,

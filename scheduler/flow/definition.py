@@ -318,7 +318,7 @@ def _intent_problems(name: str, step: StepDefinition, is_wait: bool) -> list[Pro
     if not step.intents:
         return []
     if not is_wait:
-        return [Problem(key=key, message="only a wait_answer step has intents")]
+        return [Problem(key=f"{key}.{next(iter(step.intents))}", message="only a wait_answer step has intents")]
     own = step.params.get("opt_out_keywords", OPT_OUT_KEYWORDS)
     words = own if isinstance(own, list | tuple) else ()  # anything else is a params problem already
     keywords = _SERVICE_KEYWORDS | {normalize(k) for k in words if isinstance(k, str)}
