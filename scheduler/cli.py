@@ -545,8 +545,8 @@ def simulate(
     reply: Annotated[
         list[str] | None,
         typer.Option(
-            help="[STEP=]TEXT[@DELAY]: the customer answers TEXT in wait_answer STEP (default: the first the flow"
-            " reaches), DELAY after it began"
+            help="[STEP=]TEXT[@DELAY]: the customer answers TEXT in wait_answer STEP (TEXT without '=': the first"
+            " the flow reaches), DELAY after it began"
         ),
     ] = None,
     convert_at: Annotated[
@@ -606,7 +606,7 @@ def simulate(
         replies = []
         for given in reply or []:
             step, eq, rest = given.partition("=")
-            if not eq or step not in definition.steps:  # TEXT alone: for the first wait the flow reaches
+            if not eq:  # TEXT alone: for the first wait the flow reaches
                 step, rest = sim.first_wait(definition) or "", given
             text, _, delay = rest.rpartition("@") if "@" in rest else (rest, "", "")
             if definition.steps.get(step) is None or definition.steps[step].node != "wait_answer":

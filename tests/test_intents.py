@@ -422,6 +422,8 @@ async def test_simulate_a_reply_takes_its_intent() -> None:
     assert path["path"] == ["ask", "listen", "send_link"]
     assert path["steps"][1]["intent"] == "yes"
 
+    # With `=`, the text follows a step's name: a step that is no wait_answer is refused.
+    assert (await scheduler("simulate", EXAMPLE, "--reply", "ask=yes")).code == 1
     named = await scheduler("simulate", EXAMPLE, "--reply", "listen=tomorrow@1h", "--json")
     assert named.code == 0, named
     assert json.loads(named.stdout)[0]["path"] == ["ask", "listen", "wait_a_day", "reminder"]
