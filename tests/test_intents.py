@@ -232,6 +232,17 @@ def test_an_opt_in_keyword_is_a_phrase_like_any_other(tmp_path: Path) -> None:
     assert problems == []
 
 
+def test_an_intent_every_phrase_of_which_an_earlier_one_catches_warns(tmp_path: Path) -> None:
+    workflow = LISTEN.replace('match = ["later"]', 'match = ["sure thing", "yes later"]')
+    campaign, problems = load(tmp_path, workflow)
+    assert campaign is not None
+    line = line_of("[workflow.steps.listen.intents.later]", workflow)
+    assert problems == [
+        f"{line}: workflow.steps.listen.intents.later: warning: every phrase starts with an earlier intent's: this"
+        " intent is never taken"
+    ]
+
+
 def test_intents_only_on_wait_answer(tmp_path: Path) -> None:
     workflow = LISTEN + '\n[workflow.steps.link.intents.x]\nmatch = ["x"]\ngo_to = "owner"\n'
     _, problems = load(tmp_path, workflow)

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from scheduler.errors import clip
-from scheduler.flow.intents import MAX_PHRASE, MAX_PHRASES, normalize
+from scheduler.flow.intents import MAX_PHRASE, MAX_PHRASES, match_intent, normalize
 from scheduler.flow.nodes import EventType, get_node, node_names
 from scheduler.flow.nodes.split import MAX_VARIANTS, Split, plain_name_problem
 from scheduler.flow.nodes.wait_answer import (
@@ -313,7 +313,8 @@ reaches an intent. Opt-in keywords ("YES") do: after lifting the opt-out, the se
 
 def _intent_problems(name: str, step: StepDefinition, is_wait: bool) -> list[Problem]:
     """Intents only on a `wait_answer`; plain names; 1 to `MAX_PHRASES` phrases of 1 to `MAX_PHRASE` characters
-    (normalized), none an opt-out or HELP keyword (of the step or the service), none in two intents."""
+    (normalized), none an opt-out or HELP keyword (of the step or the service), none in two intents; an intent
+    whose every phrase an earlier intent catches ("send" before "send it") warns: it is never taken."""
     key = f"steps.{name}.intents"
     if not step.intents:
         return []
@@ -338,11 +339,21 @@ def _intent_problems(name: str, step: StepDefinition, is_wait: bool) -> list[Pro
                 message = f"phrase {clip(phrase, 20)!r}: 1 to {MAX_PHRASE} characters besides surrounding punctuation"
                 out.append(Problem(key=f"{at}.{i}", message=message))
             elif word in keywords:
-                message = f"phrase {phrase!r} is an opt-out or HELP keyword: such a reply never reaches an intent"
+                message = (
+                    f"phrase {clip(phrase, 64)!r} is an opt-out or HELP keyword: such a reply never reaches an intent"
+                )
                 out.append(Problem(key=f"{at}.{i}", message=message))
             elif owner.setdefault(word, intent) != intent:
-                message = f"phrase {phrase!r} is also intent {owner[word]!r}'s: a phrase picks one intent"
+                message = f"phrase {clip(phrase, 64)!r} is also intent {owner[word]!r}'s: a phrase picks one intent"
                 out.append(Problem(key=f"{at}.{i}", message=message))
+    if out:
+        return out
+    earlier: dict[str, list[str]] = {}
+    for intent, spec in step.intents.items():
+        if all(match_intent(phrase, earlier) is not None for phrase in spec.match):
+            message = "every phrase starts with an earlier intent's: this intent is never taken"
+            out.append(Problem(key=f"{key}.{intent}", message=message, warning=True))
+        earlier[intent] = spec.match
     return out
 
 
