@@ -544,13 +544,19 @@ def simulate(
     ] = None,
     reply: Annotated[
         list[str] | None,
-        typer.Option(help="STEP=TEXT[@DELAY]: the customer answers TEXT in wait_answer STEP, DELAY after it began"),
+        typer.Option(
+            help="[STEP=]TEXT[@DELAY]: the customer answers TEXT in wait_answer STEP (TEXT without '=': the first"
+            " the flow reaches), DELAY after it began"
+        ),
     ] = None,
     convert_at: Annotated[
         str | None, typer.Option("--convert-at", help="The customer buys DELAY after the start (e.g. 2h)")
     ] = None,
     all_paths: Annotated[
-        bool, typer.Option("--all-paths", help="Every answered/opted out/timed out and webhook 2xx/failure")
+        bool,
+        typer.Option(
+            "--all-paths", help="Every answered (each intent, none)/opted out/timed out and webhook 2xx/failure"
+        ),
     ] = False,
     max_paths: Annotated[int, typer.Option("--max-paths", min=1, help="Refuse more combinations than this")] = 64,
     as_json: Annotated[
@@ -600,10 +606,12 @@ def simulate(
         replies = []
         for given in reply or []:
             step, eq, rest = given.partition("=")
+            if not eq:  # TEXT alone: for the first wait the flow reaches
+                step, rest = sim.first_wait(definition) or "", given
             text, _, delay = rest.rpartition("@") if "@" in rest else (rest, "", "")
-            if not eq or step not in definition.steps or definition.steps[step].node != "wait_answer":
+            if definition.steps.get(step) is None or definition.steps[step].node != "wait_answer":
                 waits = ", ".join(n for n, s in definition.steps.items() if s.node == "wait_answer") or "none"
-                _fail(f"--reply {given!r}: expected STEP=TEXT[@DELAY] with a wait_answer step ({waits})")
+                _fail(f"--reply {given!r}: expected [STEP=]TEXT[@DELAY] with a wait_answer step ({waits})")
             after = duration("--reply", delay) if delay else timedelta(0)
             replies.append(PlannedReply(step=step, text=text, after=after, opt_out=sim.is_opt_out(text, settings)))
         convert = duration("--convert-at", convert_at) if convert_at else None

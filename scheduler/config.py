@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from scheduler.errors import ConfigError
 from scheduler.flow.durations import Duration, format_duration
 from scheduler.flow.nodes.send_message import ChannelName
+from scheduler.flow.nodes.wait_answer import SERVICE_HELP_KEYWORDS, SERVICE_OPT_IN_KEYWORDS, SERVICE_OPT_OUT_KEYWORDS
 from scheduler.flow.quiet_hours import parse_quiet_hours
 from scheduler.signatures import webhook_key
 
@@ -147,9 +148,9 @@ class FrequencyCap(BaseModel):
 class ComplianceSettings(_Section):
     """Consent keywords: a reply that is exactly one of them (trimmed, any case) changes consent."""
 
-    opt_out_keywords: list[str] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
-    opt_in_keywords: list[str] = ["START", "YES", "UNSTOP"]
-    help_keywords: list[str] = ["HELP", "INFO"]
+    opt_out_keywords: list[str] = list(SERVICE_OPT_OUT_KEYWORDS)
+    opt_in_keywords: list[str] = list(SERVICE_OPT_IN_KEYWORDS)
+    help_keywords: list[str] = list(SERVICE_HELP_KEYWORDS)
     stop_confirmation: str = Field("", max_length=1600)
     """Sent once per opt-out (empty: none, e.g. when the SMS provider confirms itself, as Twilio does)."""
     start_confirmation: str = Field("", max_length=1600)

@@ -8,7 +8,8 @@ The customer's replies and purchase come at simulated times (`scheduler.flow.sim
 skipped, so hours of waits take a second.
 
 `--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
-out), `webhook` (2xx, failure) and `split` (each variant) the flow can reach, all at once.
+out; with intents, also each intent, answered with one of its phrases), `webhook` (2xx, failure) and `split` (each
+variant) the flow can reach, all at once.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from scheduler.delivery.channels import Channel, Message
 from scheduler.devserver import installed
 from scheduler.errors import SimulationError, first_line
 from scheduler.flow.attributes import CURRENT_STEP
-from scheduler.flow.definition import WorkflowDefinition
+from scheduler.flow.definition import StepDefinition, WorkflowDefinition
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS, start_attributes
+from scheduler.flow.intents import match_intent
 from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, StepRecord, flow_input
 from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.quiet_hours import customer_zones
@@ -53,6 +55,10 @@ MAX_PATHS = 64
 TASK_QUEUE = "simulate"
 ANSWER = "yes"
 """The reply text of an `answered` outcome in `--all-paths`."""
+UNMATCHED = ("Is the blue one in stock?", "…")
+"""Reply texts of an `answered` outcome at a step with intents: the first that matches none of them."""
+INTENT_OUTCOME = "answered:"
+"""An intent's outcome in `--all-paths` is `answered:<intent>` (a colon: never in an intent's name)."""
 OPT_OUT = "STOP"
 """The reply text of an `opted_out` outcome."""
 WAIT_OUTCOMES = (
@@ -77,9 +83,12 @@ def time_skipping_server() -> Path:
 class Choice:
     step: str
     outcome: str
-    """`answered`, `opted_out`, `timed_out` (a `wait_answer`), `2xx`, `failure` (a `webhook`), a variant's name."""
+    """`answered`, `answered:<intent>`, `opted_out`, `timed_out` (a `wait_answer`), `2xx`, `failure` (a `webhook`),
+    a variant's name."""
     variant: bool = False
     """The outcome is the variant a `split` step takes."""
+    reply: str | None = None
+    """What the customer replies (a `wait_answer`'s outcomes but `timed_out`)."""
 
     def __str__(self) -> str:
         return f"{self.step}={self.outcome}"
@@ -108,9 +117,11 @@ def all_plans(definition: WorkflowDefinition) -> list[list[Choice]]:
         branches = _branches(definition, name)
         if list(branches) == [""]:
             return walk(branches[""])
-        variant = bool(definition.steps[name].variants)
+        step = definition.steps[name]
         return [
-            [Choice(name, outcome, variant), *rest] for outcome, target in branches.items() for rest in walk(target)
+            [Choice(name, outcome, bool(step.variants), _reply_of(step, outcome)), *rest]
+            for outcome, target in branches.items()
+            for rest in walk(target)
         ]
 
     return walk(definition.start_step)
@@ -124,7 +135,36 @@ def _branches(definition: WorkflowDefinition, name: str) -> dict[str, str | None
     outcomes = {"wait_answer": WAIT_OUTCOMES, "webhook": WEBHOOK_OUTCOMES}.get(step.node)
     if outcomes is None:
         return {"": step.next_step(EventType.SATISFIED)}
-    return {outcome: step.next_step(event) for outcome, event in outcomes}
+    intents = {INTENT_OUTCOME + intent: spec.go_to for intent, spec in step.intents.items()}
+    return {**intents, **{outcome: step.next_step(event) for outcome, event in outcomes}}
+
+
+def _reply_of(step: StepDefinition, outcome: str) -> str | None:
+    """The reply that gives `outcome` at a `wait_answer` step: an intent's first phrase that picks it (an earlier
+    intent may catch some), a text that matches no intent, or an opt-out."""
+    if step.node != "wait_answer" or outcome == "timed_out":
+        return None
+    if outcome == "opted_out":
+        return OPT_OUT
+    phrases = {name: intent.match for name, intent in step.intents.items()}
+    if outcome == "answered":
+        return next((t for t in (ANSWER, *UNMATCHED) if match_intent(t, phrases) is None), UNMATCHED[-1])
+    intent = outcome.removeprefix(INTENT_OUTCOME)
+    return next((p for p in phrases[intent] if match_intent(p, phrases) == intent), phrases[intent][0])
+
+
+def first_wait(definition: WorkflowDefinition) -> str | None:
+    """The first `wait_answer` step a flow can reach, breadth first from the start in edge order (`--reply TEXT`)."""
+    seen, queue = set(), [definition.start_step]
+    for name in queue:
+        step = definition.steps.get(name)
+        if step is None or name in seen:
+            continue
+        if step.node == "wait_answer":
+            return name
+        seen.add(name)
+        queue += [target for _, target in step.edges()]
+    return None
 
 
 def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
@@ -132,9 +172,9 @@ def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
     for choice in choices:
         if choice.variant:
             plan.variants[choice.step] = choice.outcome
-        elif choice.outcome in ("answered", "opted_out"):
-            text, opt_out = (ANSWER, False) if choice.outcome == "answered" else (OPT_OUT, True)
-            plan.replies.append(PlannedReply(step=choice.step, text=text, opt_out=opt_out))
+        elif choice.reply is not None:
+            opt_out = choice.outcome == "opted_out"
+            plan.replies.append(PlannedReply(step=choice.step, text=choice.reply, opt_out=opt_out))
         elif choice.outcome in ("2xx", "failure"):
             plan.webhooks[choice.step] = choice.outcome == "2xx"
     return plan
@@ -394,6 +434,8 @@ def timeline(paths: list[SimulatedPath], *, zone: str, combinations: int) -> lis
         messages = sorted(first.messages, key=lambda m: m.at)
         for step in first.steps:
             note = f" variant {step.variant}" if step.variant else ""
+            note += f" intent {step.intent}" if step.intent else ""
+            note += f" no intent matched {step.reply!r}" if step.reply is not None else ""
             note += f" held until {step.held_until:%H:%M:%S} UTC" if step.held_until else ""
             note += f" ({step.reason})" if step.reason else ""
             lines.append(f"  {when(step.at)}  {step.step} ({step.node}) → {step.event}{note}")

@@ -5,9 +5,9 @@ no reply → the timeout branch; STOP → the flow ends), an opt-out ending a fl
 opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
 its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
 through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, a flow
-through a split's variant and one its split holds out, a campaign run with and without an audience and one
-cancelled while it starts flows, and a keyword's answer to a phone and an address, and writes
-`tests/histories/<name>.json` (all, or the names given).
+through a split's variant and one its split holds out, a flow whose reply takes a `wait_answer`'s intent, a
+campaign run with and without an audience and one cancelled while it starts flows, and a keyword's answer to a
+phone and an address, and writes `tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -36,6 +36,7 @@ from scheduler.config import load_settings  # noqa: E402
 from scheduler.flow.definition import WorkflowDefinition  # noqa: E402
 from scheduler.flow.engine import start_attributes  # noqa: E402
 from scheduler.flow.models import (  # noqa: E402
+    FLOW_REVISION,
     CampaignRunInput,
     CampaignRunResult,
     DeliveryPolicy,
@@ -77,6 +78,26 @@ OPT_OUT_PATH = {
     },
 }
 """An opt-out's way on: step_2's `not_satisfied` edge tells the owner, then a message the suppression list stops."""
+
+
+INTENT_PATH = {
+    "start_step": "step_1",
+    "steps": {
+        "step_1": {"node": "send_message", "go_to": "step_2"},
+        "step_2": {
+            "node": "wait_answer",
+            "condition": {"satisfied": "step_3"},
+            "intents": {
+                "yes": {"match": ["yes", "send it"], "go_to": "step_4"},
+                "later": {"match": ["later"], "go_to": "step_3"},
+            },
+        },
+        "step_3": {"node": "notify_creator"},
+        "step_4": {"node": "send_message", "params": {"template": "Here is your cart: {{ cart.url }}"}},
+    },
+}
+"""A reply's intent picks step_2's way on: `yes` to a second message, after which the flow ends (`ReplyIntent` is
+written with the end)."""
 
 
 def split_path(experiment: str) -> dict[str, Any]:
@@ -132,6 +153,16 @@ REVISED = {
     "split-holdout": ("abandoned_cart-replay-split-holdout", None, split_path("replay-holdout"), "", "+15550001"),
 }
 """Flows of `FLOWS`' kind started with `FlowInput.revision` 2: the seed's webhook step writes no state before it."""
+CURRENT = {
+    "intent": (
+        "abandoned_cart-replay-intent",
+        Reply(reply_id="r1", text="Yes please!", channel="sms"),
+        INTENT_PATH,
+        "step_2",
+        "+15550001",
+    ),
+}
+"""Flows of `FLOWS`' kind started with today's `FLOW_REVISION`."""
 OPT_OUTS = {
     # name: (workflow id, whether the STOP comes while step_1's message goes, else in step_2's wait, phone)
     "opt-out-before-wait": ("abandoned_cart-replay-opt-out-before-wait", True, "+15550012"),
@@ -404,6 +435,9 @@ async def main(names: list[str]) -> None:
                 for name, flow in REVISED.items():
                     if not names or name in names:
                         await record(env, name, *flow, revision=2)
+                for name, flow in CURRENT.items():
+                    if not names or name in names:
+                        await record(env, name, *flow, revision=FLOW_REVISION)
                 for name, opt_out in OPT_OUTS.items():
                     if not names or name in names:
                         await record_opt_out(env, name, *opt_out, consent=consent, sends=sends)

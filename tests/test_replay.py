@@ -59,6 +59,8 @@ EXPECTED = {
     ),
     # a split (revision 2) puts the flow in its `message` variant: the message, then a 1m wait
     "split": ("abandoned_cart-replay-split", ["send_message"], ["started", "fired"]),
+    # "Yes please!" in step_2's 1m wait takes its intent `yes` to a second message (revision 3)
+    "intent": ("abandoned_cart-replay-intent", ["send_message", "send_message"], ["started", "canceled"]),
     # the same split holds the flow out: nothing sent, outcome held_out
     "split-holdout": ("abandoned_cart-replay-split-holdout", [], []),
     # step_1's message finds the customer suppressed: nothing sent, the flow ends opted_out
@@ -83,6 +85,7 @@ EXPECTED = {
 
 PATCHES = {
     "opt-out": ["reply-ids-attribute"],
+    "intent": ["reply-ids-attribute"],
     "opt-out-in-wait": ["reply-ids-attribute", "opt-out-exit", "outcome-attribute"],
     "opt-out-before-wait": [
         "reply-ids-attribute",

@@ -1,7 +1,7 @@
 """A definition as a graph: a Mermaid flowchart (`scheduler graph`) and an SVG picture (the dashboard).
 
 Edges are labelled with the events that take them (like the seed's README), a `split`'s with its variants' names
-and weights; both come from `edges`.
+and weights, a `wait_answer`'s intents with their names; both come from `edges`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ class Edge:
 
 
 def edges(definition: WorkflowDefinition) -> list[Edge]:
-    """Every edge, step by step: first the condition's, then `go_to` (or the end) for the other events; a split's
-    one per variant (a holdout's to the end)."""
+    """Every edge, step by step: first its intents', then the condition's, then `go_to` (or the end) for the other
+    events; a split's one per variant (a holdout's to the end)."""
     out: list[Edge] = []
     for name, step in definition.steps.items():
         if step.variants:
             out += [Edge(name, v.go_to, (f"{variant} ({v.weight})",)) for variant, v in step.variants.items()]
             continue
+        out += [Edge(name, intent.go_to, (intent_name,)) for intent_name, intent in step.intents.items()]
         node = get_node(step.node)
         events = node.events if node else frozenset(EventType)
         routed = {e: target for e in EventType if step.condition and (target := step.condition.next_step(e))}

@@ -27,6 +27,11 @@ what an experiment's results count as messaged. Unset on flows started before `F
 VARIANT = SearchAttributeKey.for_keyword("Variant")
 """The variant a `split` step assigned, as `experiment:variant` (a flow through two splits: the later one). A
 Keyword, not a list: SQL visibility stores allow three KeywordList attributes in all."""
+REPLY_INTENT = SearchAttributeKey.for_keyword("ReplyIntent")
+"""The intent the flow's latest `wait_answer` with intents took, or `NO_INTENT` when the reply matched none (written
+with the flow's state); never the reply's text, which may hold anything a customer typed."""
+NO_INTENT = "(none)"
+"""`ReplyIntent` of a reply that matched no intent: not a plain name, so no intent is called so."""
 CAMPAIGN_SHA256 = SearchAttributeKey.for_keyword("CampaignSha256")
 """On schedules: hash of the campaign file's canonical content, updated on every apply."""
 
@@ -44,6 +49,7 @@ ALL: tuple[SearchAttributeKey[Any], ...] = (
     OUTCOME,
     VARIANT,
     MESSAGED,
+    REPLY_INTENT,
 )
 
 MAX_REPLY_IDS = 20

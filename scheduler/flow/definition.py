@@ -22,8 +22,15 @@ from pydantic import (
 )
 
 from scheduler.errors import clip
+from scheduler.flow.intents import MAX_PHRASE, MAX_PHRASES, match_intent, normalize
 from scheduler.flow.nodes import EventType, get_node, node_names
 from scheduler.flow.nodes.split import MAX_VARIANTS, Split, plain_name_problem
+from scheduler.flow.nodes.wait_answer import (
+    OPT_OUT_KEYWORDS,
+    SERVICE_HELP_KEYWORDS,
+    SERVICE_OPT_OUT_KEYWORDS,
+    WaitAnswer,
+)
 from scheduler.flow.signals import EXIT_SIGNALS
 from scheduler.problems import Problem
 
@@ -73,6 +80,16 @@ class Variant(BaseModel):
         return v or None
 
 
+class Intent(BaseModel):
+    """What a reply to a `wait_answer` step asks for: the phrases that say it (`scheduler.flow.intents`), and where
+    the flow goes then."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: list[str]
+    go_to: str
+
+
 class StepDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +99,8 @@ class StepDefinition(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     variants: dict[str, Variant] = Field(default_factory=dict)
     """A `split` step's variants by name (only there)."""
+    intents: dict[str, Intent] = Field(default_factory=dict)
+    """A `wait_answer` step's intents by name, in file order: the first a reply matches picks the next step."""
 
     @field_validator("go_to")
     @classmethod
@@ -89,19 +108,23 @@ class StepDefinition(BaseModel):
         return v or None
 
     @model_serializer(mode="wrap")
-    def _without_empty_variants(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Leave `variants` out of every dump while it is empty, as `exit_on`: a step without them serializes as
-        before, so definitions keep their version and workers without the field still decode flow inputs."""
+    def _without_empty_tables(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave `variants` and `intents` out of every dump while empty, as `exit_on`: a step without them
+        serializes as before, so definitions keep their version and workers without the fields still decode
+        flow inputs."""
         data: dict[str, Any] = handler(self)
-        if not self.variants:
-            data.pop("variants", None)
+        for field in ("variants", "intents"):
+            if not getattr(self, field):
+                data.pop(field, None)
         return data
 
-    def next_step(self, event: EventType, variant: str | None = None) -> str | None:
+    def next_step(self, event: EventType, variant: str | None = None, intent: str | None = None) -> str | None:
         """The seed's rule: the condition's target for this event, else `go_to`, else the end; a `split`'s: the
-        `go_to` of the `variant` it chose."""
+        `go_to` of the `variant` it chose; a `wait_answer`'s whose reply matched an `intent`: the intent's."""
         if variant is not None:
             return self.variants[variant].go_to
+        if intent is not None:
+            return self.intents[intent].go_to
         return (self.condition.next_step(event) if self.condition else None) or self.go_to
 
     def edges(self) -> list[tuple[str, str]]:
@@ -110,6 +133,7 @@ class StepDefinition(BaseModel):
         if self.go_to:
             out.append(("go_to", self.go_to))
         out += [(f"variants.{name}.go_to", v.go_to) for name, v in self.variants.items() if v.go_to]
+        out += [(f"intents.{name}.go_to", i.go_to) for name, i in self.intents.items()]
         return out
 
     def weights(self) -> dict[str, int]:
@@ -241,6 +265,7 @@ def _step_problems(
             Problem(key=_loc(("steps", name, "params", *e["loc"])), message=_pydantic_message(e)) for e in exc.errors()
         )
     out += _split_problems(name, step, isinstance(node, Split))
+    out += _intent_problems(name, step, isinstance(node, WaitAnswer))
     if step.condition:
         for key, event in _CONDITION_EVENTS.items():
             if getattr(step.condition, key) and event not in node.events:
@@ -278,6 +303,57 @@ def _split_problems(name: str, step: StepDefinition, is_split: bool) -> list[Pro
         for field in ("go_to", "condition")
         if getattr(step, field)
     ]
+    return out
+
+
+_SERVICE_KEYWORDS = {normalize(k) for k in (*SERVICE_OPT_OUT_KEYWORDS, *SERVICE_HELP_KEYWORDS)}
+"""The service's opt-out and HELP keywords at their defaults (validation has no settings): a reply that is one never
+reaches an intent. Opt-in keywords ("YES") do: after lifting the opt-out, the service passes them on as replies."""
+
+
+def _intent_problems(name: str, step: StepDefinition, is_wait: bool) -> list[Problem]:
+    """Intents only on a `wait_answer`; plain names; 1 to `MAX_PHRASES` phrases of 1 to `MAX_PHRASE` characters
+    (normalized), none an opt-out or HELP keyword (of the step or the service), none in two intents; an intent
+    whose every phrase an earlier intent catches ("send" before "send it") warns: it is never taken."""
+    key = f"steps.{name}.intents"
+    if not step.intents:
+        return []
+    if not is_wait:
+        return [Problem(key=f"{key}.{next(iter(step.intents))}", message="only a wait_answer step has intents")]
+    own = step.params.get("opt_out_keywords", OPT_OUT_KEYWORDS)
+    words = own if isinstance(own, list | tuple) else ()  # anything else is a params problem already
+    keywords = _SERVICE_KEYWORDS | {normalize(k) for k in words if isinstance(k, str)}
+    out: list[Problem] = []
+    owner: dict[str, str] = {}
+    for intent, spec in step.intents.items():
+        if problem := plain_name_problem(intent, "intent name"):
+            out.append(Problem(key=f"{key}.{intent}", message=problem))
+        at = f"{key}.{intent}.match"
+        if not spec.match or len(spec.match) > MAX_PHRASES:
+            message = f"{len(spec.match)} phrases: an intent has 1 to {MAX_PHRASES}"
+            out.append(Problem(key=at, message=message))
+            continue
+        for i, phrase in enumerate(spec.match):
+            word = normalize(phrase)
+            if not 1 <= len(word) <= MAX_PHRASE:
+                message = f"phrase {clip(phrase, 20)!r}: 1 to {MAX_PHRASE} characters besides surrounding punctuation"
+                out.append(Problem(key=f"{at}.{i}", message=message))
+            elif word in keywords:
+                message = (
+                    f"phrase {clip(phrase, 64)!r} is an opt-out or HELP keyword: such a reply never reaches an intent"
+                )
+                out.append(Problem(key=f"{at}.{i}", message=message))
+            elif owner.setdefault(word, intent) != intent:
+                message = f"phrase {clip(phrase, 64)!r} is also intent {owner[word]!r}'s: a phrase picks one intent"
+                out.append(Problem(key=f"{at}.{i}", message=message))
+    if out:
+        return out
+    earlier: dict[str, list[str]] = {}
+    for intent, spec in step.intents.items():
+        if all(match_intent(phrase, earlier) is not None for phrase in spec.match):
+            message = "every phrase starts with an earlier intent's: this intent is never taken"
+            out.append(Problem(key=f"{key}.{intent}", message=message, warning=True))
+        earlier[intent] = spec.match
     return out
 
 

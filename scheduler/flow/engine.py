@@ -41,14 +41,17 @@ from scheduler.flow.attributes import (
     DEFINITION_VERSION,
     MAX_REPLY_IDS,
     MESSAGED,
+    NO_INTENT,
     OUTCOME,
     REPLY_IDS,
+    REPLY_INTENT,
     VARIANT,
     conversion_key,
     reply_key,
 )
 from scheduler.flow.contacts import customer_contacts
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
+from scheduler.flow.intents import REPLY_SHOWN, match_intent
 from scheduler.flow.models import (
     ActivityInput,
     DeliveryPolicy,
@@ -165,6 +168,9 @@ class FlowRun:
         self._variant: str | None = None
         """The `Variant` search attribute's value: the latest split's `experiment:variant`."""
         self._written_variant: str | None = None
+        self._intent: str | None = None
+        """The `ReplyIntent` search attribute's value: the intent the latest `wait_answer` with intents took."""
+        self._written_intent: str | None = None
         self.variant_overrides: dict[str, str] = {}
         """Split step → the variant to take instead of the assigned one: set only by `scheduler simulate
         --all-paths` (`scheduler.flow.simulation`), which walks every variant."""
@@ -203,6 +209,7 @@ class FlowRun:
         if (step := self.definition.steps.get(self.current_step)) is None or (node := get_node(step.node)) is None:
             return False
         targets = [step.next_step(event) for event in node.events] + [v.go_to for v in step.variants.values()]
+        targets += [i.go_to for i in step.intents.values()]
         return any(_is_wait(self.definition, target) for target in targets)
 
     def add_conversion(self, conversion: Conversion) -> None:
@@ -270,6 +277,20 @@ class FlowRun:
         variant = overridden or assign_variant(self.input.campaign_id, name, unit, weights)
         self.variants[name] = self._notes["variant"] = variant
         self._variant = f"{name}:{variant}"
+
+    def take_intent(self, replies: list[Reply]) -> None:
+        """Of the current `wait_answer` step's intents (if it has any), the one the first reply to match one asks
+        for; the step's memo entry records it, or the first reply's text when none matched (`StepRecord.reply`)."""
+        intents = self.definition.steps[self.current_step].intents
+        if not intents:
+            return
+        phrases = {name: intent.match for name, intent in intents.items()}
+        for reply in replies:
+            if (name := match_intent(reply.text, phrases)) is not None:
+                self._intent = self._notes["intent"] = name
+                return
+        self._intent = NO_INTENT
+        self._notes["reply"] = (replies[0].text or "")[:REPLY_SHOWN]
 
     def mark_opted_out(self) -> None:
         if workflow.patched(OPTED_OUT_PATCH):
@@ -481,7 +502,7 @@ class FlowRun:
         if self.suppressed or self.stopped:
             return None
         variant = self._notes.get("variant")
-        next_name = step.next_step(event, variant)
+        next_name = step.next_step(event, variant, self._notes.get("intent"))
         if variant is not None and next_name is None:
             self.held_out = True
         if self._opt_out_for_wait:  # an opt-out came during this step: its wait takes it, or the flow ends here
@@ -493,7 +514,7 @@ class FlowRun:
 
     def _write_state(self, *, outcome: FlowOutcome | None = None) -> None:
         """Upsert what changed since the last write: memo `steps` (and `outcome`), `CurrentStep`, `ClientAnswered*`,
-        `Variant`, `Messaged`.
+        `Variant`, `ReplyIntent`, `Messaged`.
 
         Called before a step that waits and at the end, not after every step: steps in between
         take milliseconds, and each write is a history event and a visibility update, which would
@@ -517,6 +538,9 @@ class FlowRun:
         if self._variant is not None and self._variant != self._written_variant:
             updates.append(VARIANT.value_set(self._variant))
             self._written_variant = self._variant
+        if self._intent is not None and self._intent != self._written_intent:  # only definitions with intents
+            updates.append(REPLY_INTENT.value_set(self._intent))
+            self._written_intent = self._intent
         if self.messaged and not self._written_messaged and self.input.revision >= 3:
             updates.append(MESSAGED.value_set(True))
             self._written_messaged = True

@@ -78,6 +78,11 @@ class StepRecord(BaseModel):
     """The customer's time zones for quiet hours and the rule that gave them, e.g. `phone: America/New_York`."""
     variant: str | None = None
     """The variant a `split` step put the flow in."""
+    intent: str | None = None
+    """The intent a `wait_answer` step with intents took (`scheduler.flow.intents`)."""
+    reply: str | None = None
+    """In a `wait_answer` step with intents whose reply matched none: the reply's first `REPLY_SHOWN` characters,
+    so the owner sees what customers write (nowhere else: search attributes never hold a reply's text)."""
 
 
 class FlowOutcome(StrEnum):

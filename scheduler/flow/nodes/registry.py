@@ -65,6 +65,9 @@ class Flow(Protocol):
 
     def mark_opted_out(self) -> None: ...
 
+    def take_intent(self, replies: list[Reply]) -> None:
+        """Pick the current `wait_answer` step's intent the replies ask for (nothing, if it has no intents)."""
+
     def choose_variant(self, experiment: str | None) -> None:
         """Put the flow in a variant of the current `split` step (`experiment`: its name; None: the step's)."""
 

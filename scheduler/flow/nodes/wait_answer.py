@@ -11,6 +11,11 @@ from scheduler.flow.nodes.registry import EventType, Flow, Node, NodeParams, reg
 from scheduler.flow.signals import OPT_OUT_EXIT_PATCH
 
 OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+SERVICE_OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT")
+SERVICE_OPT_IN_KEYWORDS = ("START", "YES", "UNSTOP")
+SERVICE_HELP_KEYWORDS = ("HELP", "INFO")
+"""`[compliance]`'s default keywords (`scheduler.config.ComplianceSettings`), kept here so that validating a
+definition, which has no settings, can refuse an intent phrase that is one of them."""
 
 
 class WaitAnswerParams(NodeParams):
@@ -41,4 +46,5 @@ class WaitAnswer(Node):
             flow.mark_opted_out()
             return EventType.NOT_SATISFIED
         flow.mark_answered()
+        flow.take_intent(replies)
         return EventType.SATISFIED
