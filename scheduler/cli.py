@@ -470,6 +470,8 @@ def stats(
     typer.echo(f"campaign {campaign_id}: since {result.since:%Y-%m-%d %H:%M} UTC")
     rows = [("RUNNING AT STEP", "FLOWS"), *((step, str(n)) for step, n in result.running.items())]
     rows += [("", ""), ("ENDED AS", "FLOWS"), *((outcome, str(n)) for outcome, n in result.outcomes.items())]
+    if result.intents:
+        rows += [("", ""), ("LAST ANSWER'S INTENT", "FLOWS"), *((name, str(n)) for name, n in result.intents.items())]
     width = max(len(r[0]) for r in rows)
     for name, n in rows:
         typer.echo(f"{name.ljust(width)}  {n}".rstrip())

@@ -18,6 +18,7 @@ from scheduler.flow.attributes import (
     MESSAGED,
     OUTCOME,
     REPLY_IDS,
+    REPLY_INTENT,
     VARIANT,
 )
 from scheduler.flow.workflows import FLOW_TYPE
@@ -75,10 +76,18 @@ def other_steps_query(campaign_id: str, steps: Iterable[str]) -> str:
     return f"{running} AND {CURRENT_STEP.name} NOT IN ({', '.join(map(quote, steps))})" if steps else running
 
 
-def started_query(campaign_id: str, since: datetime, *, answered: bool = False) -> str:
-    """A campaign's flows started since `since` (`answered`: those a client answered)."""
+def started_query(campaign_id: str, since: datetime, *, answered: bool = False, intent: str | None = None) -> str:
+    """A campaign's flows started since `since` (`answered`: those a client answered; `intent`: those whose last
+    answer took that intent, `NO_INTENT` none)."""
     query = f"{campaign_query(campaign_id)} AND StartTime >= {_at(since)}"
+    if intent is not None:
+        query += f" AND {REPLY_INTENT.name} = {quote(intent)}"
     return f"{query} AND {CLIENT_ANSWERED.name} = true" if answered else query
+
+
+def intent_query(campaign_id: str, intent: str) -> str:
+    """A campaign's flows whose last answer took `intent` (`NO_INTENT`: matched none), whatever their status."""
+    return f"{campaign_query(campaign_id)} AND {REPLY_INTENT.name} = {quote(intent)}"
 
 
 def outcome_query(campaign_id: str, since: datetime, outcome: str) -> str:

@@ -79,6 +79,7 @@ async def test_stats_count_flows_at_each_step_and_by_outcome(
                 "outcomes": dict.fromkeys(FlowOutcome, 0) | {"converted": 1, "opted_out": 1, "stopped": 1},
                 "answered": 1,
                 "started": 7,
+                "intents": {},  # no wait_answer of the definition has intents
             }
 
             async def counted() -> dict[str, Any]:

@@ -28,7 +28,7 @@ from scheduler.campaigns.campaign import Campaign
 from scheduler.campaigns.cron import describe
 from scheduler.campaigns.graph import svg
 from scheduler.campaigns.schedules import applied_campaign
-from scheduler.campaigns.stats import campaign_stats
+from scheduler.campaigns.stats import campaign_stats, intent_names, unmatched_replies
 from scheduler.campaigns.status import managed_schedule, schedule_status, schedule_statuses
 from scheduler.config import Settings
 from scheduler.errors import NoCampaign, StoreUnavailable
@@ -60,6 +60,12 @@ def temporal_ui(settings: Settings) -> str | None:
 def flows_link(settings: Settings, query: str) -> str | None:
     base = temporal_ui(settings)
     return f"{base}/namespaces/{quote(settings.temporal.namespace)}/workflows?query={quote(query)}" if base else None
+
+
+def flow_link(settings: Settings, workflow_id: str) -> str | None:
+    base = temporal_ui(settings)
+    namespace = quote(settings.temporal.namespace)
+    return f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}" if base else None
 
 
 def _page(request: Request, template: str, viewer: Caller | None, **context: Any) -> HTMLResponse:
@@ -99,11 +105,13 @@ async def campaign_page(
         raise NoCampaign(campaign_id, running=False)
     campaign = await applied_campaign(client, managed[0])
     steps = list(campaign.workflow.steps) if campaign else []
-    status, stats, errors, experiments = await asyncio.gather(
+    intents = intent_names(campaign.workflow) if campaign else []
+    status, stats, errors, experiments, unmatched = await asyncio.gather(
         schedule_status(client, campaign_id, ledger=await message_ledger(request)),
-        campaign_stats(client, campaign_id, steps=steps),
+        campaign_stats(client, campaign_id, steps=steps, intents=intents),
         file_errors(request, settings),
         _experiments(request, client, campaign),
+        unmatched_replies(client, campaign_id) if intents else _nothing(),
     )
     if status is None:  # deleted meanwhile
         raise NoCampaign(campaign_id, running=False)
@@ -125,7 +133,12 @@ async def campaign_page(
         all_flows=flows_link(settings, f"CampaignId = '{campaign_id}'"),
         errors=[e for e in errors if source and Path(e.source).name == source],
         experiments=experiments,
+        unmatched=[(reply, flow_link(settings, reply.workflow_id)) for reply in unmatched],
     )
+
+
+async def _nothing() -> list[Any]:
+    return []
 
 
 async def _experiments(request: Request, client: Client, campaign: Campaign | None) -> list[ExperimentResult] | None:

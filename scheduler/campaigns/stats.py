@@ -8,6 +8,9 @@
   flows are among those listed: the listing counts them.
 - `outcomes`: flows that ended since `since`, per `Outcome` (every outcome named, zeros included).
 - `started`: flows started since `since`; `answered`: those of them with `ClientAnswered = true`.
+- `intents`: flows started since `since` per `ReplyIntent` (the intent their last answer took), for every intent
+  of the definition's `wait_answer` steps (zeros included) and `(none)` (an answer no intent matched); empty
+  for a definition without intents.
 
 Every count is one `count_workflows` call, all at once. Visibility lags the flows by about a second.
 There is no per-step Prometheus gauge on purpose: campaigns times steps labels would grow without bound.
@@ -27,13 +30,25 @@ from scheduler.campaigns.campaign import is_campaign_id
 from scheduler.campaigns.schedules import applied_campaign
 from scheduler.campaigns.status import managed_schedule
 from scheduler.errors import NoCampaign
-from scheduler.flow.attributes import CURRENT_STEP
+from scheduler.flow.attributes import CURRENT_STEP, CUSTOMER_CONTACT, NO_INTENT
+from scheduler.flow.contacts import redact
+from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowOutcome
-from scheduler.visibility import campaign_query, other_steps_query, outcome_query, started_query, step_query
+from scheduler.visibility import (
+    campaign_query,
+    intent_query,
+    other_steps_query,
+    outcome_query,
+    started_query,
+    step_query,
+)
 
 DEFAULT_SINCE = timedelta(days=7)
 MAX_LISTED = 1000
 """Running flows listed at most to find the steps of older definitions (their counts are exact all the same)."""
+UNMATCHED_SHOWN = 20
+UNMATCHED_LISTED = 200
+"""Flows looked at for `unmatched_replies`: the page shows the latest answers, not all of them."""
 
 
 class CampaignStats(BaseModel):
@@ -47,6 +62,8 @@ class CampaignStats(BaseModel):
     """Flows started since `since` whose customer answered (`ClientAnswered`)."""
     started: int
     """Flows started since `since`."""
+    intents: dict[str, int] = {}
+    """Flows started since `since` per intent their last answer took (`(none)`: no intent matched)."""
 
 
 async def known_campaign_stats(client: Client, campaign_id: str, *, since: datetime | None = None) -> CampaignStats:
@@ -59,7 +76,8 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
         raise NoCampaign(campaign_id, running=False)
     managed = await managed_schedule(client, campaign_id)
     campaign = await applied_campaign(client, managed[0]) if managed else None
-    stats = await campaign_stats(client, campaign_id, steps=campaign.workflow.steps if campaign else (), since=since)
+    steps, intents = (campaign.workflow.steps, intent_names(campaign.workflow)) if campaign else ((), ())
+    stats = await campaign_stats(client, campaign_id, steps=steps, intents=intents, since=since)
     if managed is None and not (stats.started or any(stats.running.values()) or any(stats.outcomes.values())):
         if not (await client.count_workflows(campaign_query(campaign_id))).count:
             raise NoCampaign(campaign_id, running=False)
@@ -67,10 +85,15 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
 
 
 async def campaign_stats(
-    client: Client, campaign_id: str, *, steps: Iterable[str] = (), since: datetime | None = None
+    client: Client,
+    campaign_id: str,
+    *,
+    steps: Iterable[str] = (),
+    intents: Iterable[str] = (),
+    since: datetime | None = None,
 ) -> CampaignStats:
-    """The counts of one campaign (`steps`: its definition's, counted even when no flow is there; `since`
-    without an offset: UTC)."""
+    """The counts of one campaign (`steps`, `intents`: its definition's, counted even when no flow is there
+    (`intent_names`); `since` without an offset: UTC)."""
     since = since or datetime.now(UTC) - DEFAULT_SINCE
     since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
     steps = list(dict.fromkeys(steps))
@@ -83,12 +106,14 @@ async def campaign_stats(
         found = await asyncio.gather(*(count(step_query(campaign_id, s)) for s in names))
         return dict(zip(names, found, strict=True))
 
-    running_at, others, outcomes, started_n, answered_n = await asyncio.gather(
+    intents = list(intents)
+    running_at, others, outcomes, started_n, answered_n, intent_counts = await asyncio.gather(
         at_steps(steps),
         count(elsewhere),
         asyncio.gather(*(count(outcome_query(campaign_id, since, o)) for o in FlowOutcome)),
         count(started_query(campaign_id, since)),
         count(started_query(campaign_id, since, answered=True)),
+        asyncio.gather(*(count(started_query(campaign_id, since, intent=i)) for i in intents)),
     )
     if others:  # flows of older definitions, at steps the current one does not have, or at unsearchable steps
         listed = client.list_workflows(elsewhere, limit=MAX_LISTED)
@@ -103,4 +128,45 @@ async def campaign_stats(
         outcomes=dict(zip(FlowOutcome, outcomes, strict=True)),
         started=started_n,
         answered=answered_n,
+        intents=dict(zip(intents, intent_counts, strict=True)),
     )
+
+
+def intent_names(definition: WorkflowDefinition) -> list[str]:
+    """The intents of the definition's `wait_answer` steps, in file order, then `NO_INTENT`; none without intents."""
+    names = [name for step in definition.steps.values() for name in step.intents]
+    return [*dict.fromkeys(names), NO_INTENT] if names else []
+
+
+class UnmatchedReply(BaseModel):
+    """A customer's answer that no intent of its `wait_answer` matched: what the owner could add a phrase for."""
+
+    at: datetime
+    workflow_id: str
+    step: str
+    contact: str
+    """The customer's first contact, masked (`redact`)."""
+    text: str
+    """The first `REPLY_SHOWN` characters of the answer, as the flow recorded it."""
+
+
+async def unmatched_replies(client: Client, campaign_id: str, *, limit: int = UNMATCHED_SHOWN) -> list[UnmatchedReply]:
+    """The campaign's latest answers that matched no intent, newest first, read from the memo of the flows whose
+    last answer matched none (`ReplyIntent = "(none)"`): at most `UNMATCHED_LISTED` flows are looked at."""
+    found: list[UnmatchedReply] = []
+    async for execution in client.list_workflows(intent_query(campaign_id, NO_INTENT), limit=UNMATCHED_LISTED):
+        steps = (await execution.memo()).get("steps") or []
+        entry = next((s for s in reversed(steps) if isinstance(s, dict) and "reply" in s), None)
+        if entry is None:
+            continue
+        contacts = execution.typed_search_attributes.get(CUSTOMER_CONTACT) or []
+        found.append(
+            UnmatchedReply(
+                at=entry["at"],
+                workflow_id=execution.id,
+                step=entry["step"],
+                contact=redact(contacts[0]) if contacts else "",
+                text=str(entry["reply"]),
+            )
+        )
+    return sorted(found, key=lambda r: r.at, reverse=True)[:limit]
