@@ -23,8 +23,9 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.campaigns.start import signal_sent, start_flow
 from scheduler.config import Settings, load_settings
 from scheduler.delivery.channels import Outbox
+from scheduler.flow.attributes import REPLY_INTENT
 from scheduler.flow.definition import WorkflowDefinition
-from scheduler.flow.models import FlowInput, FlowStatus
+from scheduler.flow.models import FLOW_REVISION, FlowInput, FlowStatus
 from scheduler.store import Store
 from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
@@ -319,3 +320,43 @@ async def test_help_answer_is_retried_by_the_worker_unless_refused_for_good(
     assert [(r["channel"], r["text"]) for r in sent] == ([("http", HELP)] if delivered else [])
     assert [r["json"]["text"] for r in gateway.requests] == [HELP] * len(statuses)
     assert len({r["headers"]["Idempotency-Key"] for r in gateway.requests}) == 1
+
+
+LINK_ON_YES = WorkflowDefinition.model_validate(
+    {
+        "start_step": "wait",
+        "steps": {
+            "wait": {
+                "node": "wait_answer",
+                "params": {"timeout": "10m"},
+                "condition": {"satisfied": "owner"},
+                "intents": {"yes": {"match": ["yes", "sure"], "go_to": "link"}},
+            },
+            "link": {"node": "send_message", "params": {"template": "Here is your cart"}},
+            "owner": {"node": "notify_creator"},
+        },
+    }
+)
+"""YES (an opt-in keyword and, here, an intent phrase) → the cart link; any other answer → the owner."""
+
+
+async def test_sms_yes_from_a_suppressed_contact_lifts_it_and_takes_the_yes_intent(replies: Replies) -> None:
+    """Where a keyword meets an intent: "YES" opts the contact back in first, then reaches the flow as a reply
+    whose intent is `yes`: the link goes out, to a contact no longer suppressed."""
+    phone = new_phone()
+    flow = FlowInput(
+        definition=LINK_ON_YES, campaign_id="b", customer={"id": "cy", "phone": phone}, revision=FLOW_REVISION
+    )
+    handle = await start_flow_input(replies.client, flow, replies.settings.temporal.task_queue)
+    replies.started.append(handle.id)
+    await reaches(handle, "wait")
+    added = await replies.http.post("/suppressions", json={"contact": phone, "reason": "called us"})
+    assert added.status_code == 201, added.text
+
+    answer = await replies.sms(phone, "YES")
+
+    assert answer.text == f"<Response><Message>{WELCOME}</Message></Response>"
+    result = await replies.api.result(handle.id)
+    assert (result.path, result.outcome) == (["wait", "link"], "completed")
+    assert [(r["step"], r["text"]) for r in replies.sent_to(phone)] == [("link", "Here is your cart")]
+    assert (await handle.describe()).typed_search_attributes.get(REPLY_INTENT) == "yes"
