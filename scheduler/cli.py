@@ -346,7 +346,7 @@ def signal(
     """
     from scheduler.campaigns.start import signal_flow, signal_sent
     from scheduler.flow.signals import Reply
-    from scheduler.replies.keywords import apply_keyword, keyword_of
+    from scheduler.replies.keywords import KeywordRules, apply_keyword, keyword_of
     from scheduler.replies.routing import FlowTarget
     from scheduler.store.consent import Consent
     from scheduler.temporal import connect
@@ -364,11 +364,9 @@ def signal(
                 handled = await apply_keyword(
                     client,
                     Consent(store),
-                    settings.compliance,
+                    KeywordRules.of(settings),
                     target=target,
                     reply=reply,
-                    task_queue=settings.temporal.task_queue,
-                    route_timeout=settings.webhooks.route_timeout,
                 )
                 assert handled is not None
                 return handled.message(workflow_id)

@@ -47,7 +47,7 @@ from scheduler.flow.limits import Id, id_problem
 from scheduler.flow.signals import Reply
 from scheduler.metrics import UNMATCHED
 from scheduler.replies.attribution import convert
-from scheduler.replies.keywords import apply_keyword
+from scheduler.replies.keywords import KeywordRules, apply_keyword
 from scheduler.replies.routing import FlowTarget, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
 from scheduler.store.conversions import ConversionRecord
@@ -203,15 +203,7 @@ async def replies(request: Request, client: ClientDep, settings: SettingsDep, co
     data = _validate(lambda: ReplyRequest.model_validate_json(body))
     target = FlowTarget(workflow_id=data.workflow_id, customer_id=data.customer_id, contact=data.contact)
     reply = Reply(reply_id=data.reply_id or msg_id, text=data.text, channel="webhook", received_at=datetime.now(UTC))
-    handled = await apply_keyword(
-        client,
-        consent,
-        settings.compliance,
-        target=target,
-        reply=reply,
-        task_queue=settings.temporal.task_queue,
-        route_timeout=settings.webhooks.route_timeout,
-    )
+    handled = await apply_keyword(client, consent, KeywordRules.of(settings), target=target, reply=reply)
     if handled is not None:
         return SignaledResponse(signaled=handled.signaled)
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
@@ -303,11 +295,9 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep, con
     keyword = await apply_keyword(
         client,
         consent,
-        settings.compliance,
+        KeywordRules.of(settings),
         target=target,
         reply=reply,
-        task_queue=settings.temporal.task_queue,
-        route_timeout=settings.webhooks.route_timeout,
         send_answer=False,
     )
     if keyword is not None:

@@ -19,7 +19,7 @@ from scheduler.campaigns.campaign import CAMPAIGN_ID_PATTERN
 from scheduler.campaigns.start import STARTED, signal_flow, signal_sent, start_flow
 from scheduler.flow.limits import MAX_RECORD_BYTES, Cart, Customer, Id
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, SIGNALS, Reply
-from scheduler.replies.keywords import apply_keyword
+from scheduler.replies.keywords import KeywordRules, apply_keyword
 from scheduler.replies.routing import FlowTarget
 
 router = APIRouter(tags=["workflows"], dependencies=[WriteAccess])
@@ -131,15 +131,7 @@ async def send_signal(
     reply = Reply(reply_id=body.reply_id, text=body.text, channel="api")
     if body.signal_name == CLIENT_ANSWERED_SIGNAL:
         target = FlowTarget(workflow_id=body.workflow_id)
-        handled = await apply_keyword(
-            client,
-            consent,
-            settings.compliance,
-            target=target,
-            reply=reply,
-            task_queue=settings.temporal.task_queue,
-            route_timeout=settings.webhooks.route_timeout,
-        )
+        handled = await apply_keyword(client, consent, KeywordRules.of(settings), target=target, reply=reply)
         if handled is not None:
             return MessageResponse(message=handled.message(body.workflow_id))
     await signal_flow(

@@ -29,7 +29,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.campaigns.start import signal_sent
-from scheduler.config import ComplianceSettings
+from scheduler.config import ComplianceSettings, Settings
 from scheduler.errors import NoFlowForReply, NotSuppressed
 from scheduler.flow.attributes import CAMPAIGN_ID, CUSTOMER_CONTACT
 from scheduler.flow.contacts import redact
@@ -84,26 +84,41 @@ class Handled:
         return f"Help requested by the customer of workflow {workflow_id}"
 
 
+@dataclass(frozen=True)
+class KeywordRules:
+    """What applying a keyword uses of the settings."""
+
+    compliance: ComplianceSettings
+    """The keywords, and the confirmations and help text that answer them."""
+    task_queue: str
+    """Where the worker that sends the answers polls."""
+    route_timeout: timedelta
+    """How long an opt-in waits for a flow started a moment ago to show up, as any reply does."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> KeywordRules:
+        return cls(settings.compliance, settings.temporal.task_queue, settings.webhooks.route_timeout)
+
+
 async def apply_keyword(
     client: Client,
     consent: Consent,
-    compliance: ComplianceSettings,
+    rules: KeywordRules,
     *,
     target: FlowTarget,
     reply: Reply,
-    task_queue: str,
-    route_timeout: timedelta,
     send_answer: bool = True,
 ) -> Handled | None:
     """If `reply` is one keyword, apply it for `target`'s sender (see the module docstring); else None.
 
-    `send_answer`: have the worker on `task_queue` send the confirmation or help text (`answer`); False
-    where the caller answers itself (Twilio sends the TwiML answer back).
+    `send_answer`: have the worker send the confirmation or help text (`answer`); False where the caller
+    answers itself (Twilio sends the TwiML answer back).
 
-    An opt-in is then routed like any reply (`route_reply`, waiting up to `route_timeout` for a flow
+    An opt-in is then routed like any reply (`route_reply`, waiting up to `rules.route_timeout` for a flow
     started a moment ago, unless it lifted a suppression), after the lift and its confirmation; no flow
     is no error.
     """
+    compliance, task_queue = rules.compliance, rules.task_queue
     found = keyword_of(reply.text, compliance)
     if found is None:
         return None
@@ -142,7 +157,7 @@ async def apply_keyword(
         # Campaign runs start no flow for a suppressed contact, and one that waited through the
         # suppression is listed by now: one lookup, so the provider (and the customer's
         # confirmation, in Twilio's answer) need not wait for a flow that is not coming.
-        timeout = timedelta(0) if handled.lifted else route_timeout
+        timeout = timedelta(0) if handled.lifted else rules.route_timeout
         try:
             handled.signaled = await route_reply(client, target=target, reply=reply, timeout=timeout)
         except NoFlowForReply:
