@@ -111,7 +111,7 @@ async def campaign_page(
         campaign_stats(client, campaign_id, steps=steps, intents=intents),
         file_errors(request, settings),
         _experiments(request, client, campaign),
-        unmatched_replies(client, campaign_id) if intents else _nothing(),
+        unmatched_replies(client, campaign_id) if intents else asyncio.sleep(0, result=[]),
     )
     if status is None:  # deleted meanwhile
         raise NoCampaign(campaign_id, running=False)
@@ -135,10 +135,6 @@ async def campaign_page(
         experiments=experiments,
         unmatched=[(reply, flow_link(settings, reply.workflow_id)) for reply in unmatched],
     )
-
-
-async def _nothing() -> list[Any]:
-    return []
 
 
 async def _experiments(request: Request, client: Client, campaign: Campaign | None) -> list[ExperimentResult] | None:
