@@ -33,7 +33,9 @@ async def test_experiment_results_count_what_was_posted_per_variant(campaigns: C
     c = campaigns
     c.settings.webhooks.secret = WEBHOOK_SECRET
     c.settings.webhooks.route_timeout = timedelta(milliseconds=200)
-    rows = [{"cart_ref": f"k{i}", "mobile": f"+1 212 555 {i:04d}", "name": f"N{i}"} for i in range(CARTS)]
+    # Carts of this test only: a purchase reaches every running flow of its cart on the shared dev server.
+    carts = [f"{c.prefix}-k{i}" for i in range(CARTS)]
+    rows = [{"cart_ref": cart, "mobile": f"+1 212 555 {i:04d}", "name": f"N{i}"} for i, cart in enumerate(carts)]
     (c.dir / "carts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     c.path("x").write_text(_with_window(JSONL_AUDIENCE + SPLIT, c.id("x"), "3m"), encoding="utf-8")
     c.owned.add(c.sid("x"))
@@ -60,7 +62,7 @@ async def test_experiment_results_count_what_was_posted_per_variant(campaigns: C
         # the 7th before its flow started; the 1st's purchase is redelivered. Amounts: 10 EUR each.
         later = datetime.now(UTC) + timedelta(minutes=4, seconds=30)  # over 3m after every flow started
         posted: dict[str, list[dict[str, Any]]] = {v: [] for v in WEIGHTS}
-        for cart in sorted(variant_of, key=lambda k: int(k[1:])):
+        for cart in carts:
             bodies = posted[variant_of[cart]]
             if len(bodies) < 5:
                 bodies.append({"cart_id": cart, "conversion_id": f"o-{cart}", "amount": "10", "currency": "EUR"})

@@ -35,7 +35,9 @@ async def test_stats_count_flows_per_intent_and_the_dashboard_lists_unmatched_an
         flows: dict[str, str] = {}
         for i, phone in enumerate(ANSWERS):
             started = await api.start(
-                campaign=c.id("talk"), customer={"id": f"c{i}", "name": "Ann", "phone": phone}, cart={"id": f"k{i}"}
+                campaign=c.id("talk"),
+                customer={"id": f"{c.prefix}-c{i}", "name": "Ann", "phone": phone},
+                cart={"id": f"{c.prefix}-k{i}"},
             )
             assert started.status_code == 200, started.text
             flows[phone] = started.json()["workflow_id"]
