@@ -4,6 +4,7 @@ time-skipping server (and what it records), the graph, and `simulate` with a rep
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from scheduler.flow.models import FlowInput, flow_input
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
-from tests.helpers.campaigns import SEED, campaign_toml
+from tests.helpers.campaigns import SEED, line_in, load_workflow
 from tests.helpers.cli import scheduler
 from tests.helpers.flows import reaches, start_flow_input
 
@@ -102,16 +103,8 @@ node = "notify_creator"
 """
 
 
-def load(tmp_path: Path, workflow: str) -> tuple[Any, list[str]]:
-    path = tmp_path / "intents.toml"
-    path.write_text(campaign_toml("intents", workflow=workflow), encoding="utf-8")
-    campaign, problems = load_campaign(path)
-    return campaign, [str(p).removeprefix(f"{path}:") for p in problems]
-
-
-def line_of(text: str, workflow: str) -> int:
-    lines = campaign_toml("intents", workflow=workflow).splitlines()
-    return len(lines) - lines[::-1].index(text)
+load = partial(load_workflow, cid="intents")
+line_of = partial(line_in, cid="intents")
 
 
 def test_the_intents_campaign_loads_and_intent_edges_are_edges(tmp_path: Path) -> None:

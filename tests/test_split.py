@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.campaigns.campaign import load_campaign
 from scheduler.campaigns.graph import mermaid, svg
 from scheduler.config import Settings
 from scheduler.delivery.channels import Outbox
@@ -23,7 +23,7 @@ from scheduler.flow.nodes.split import assign_variant, assignment_unit
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply
 from scheduler.worker import make_worker
 from tests.helpers import ROOT
-from tests.helpers.campaigns import SPLIT, campaign_toml
+from tests.helpers.campaigns import SPLIT, campaign_toml, line_in, load_workflow
 from tests.helpers.cli import scheduler
 from tests.helpers.flows import start_flow_input
 
@@ -123,17 +123,8 @@ def test_variant_edges_are_first_class() -> None:
     assert experiment_steps(definition) == {"copy-2031-01": "copy_test"}
 
 
-def load(tmp_path: Path, workflow: str) -> tuple[Any, list[str]]:
-    path = tmp_path / "split-test.toml"
-    path.write_text(campaign_toml("split-test", workflow=workflow), encoding="utf-8")
-    campaign, problems = load_campaign(path)
-    return campaign, [str(p).removeprefix(f"{path}:") for p in problems]
-
-
-def line_of(text: str, workflow: str) -> int:
-    """The line of `text` (its last) in the file `load` writes."""
-    lines = campaign_toml("split-test", workflow=workflow).splitlines()
-    return len(lines) - lines[::-1].index(text)
+load = partial(load_workflow, cid="split-test")
+line_of = partial(line_in, cid="split-test")
 
 
 def test_the_split_campaign_loads(tmp_path: Path) -> None:

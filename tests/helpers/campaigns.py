@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
-from scheduler.campaigns.campaign import MAX_FILE_BYTES
+from scheduler.campaigns.campaign import MAX_FILE_BYTES, load_campaign
 
 SEED = {
     "start_step": "step_1",
@@ -266,3 +268,18 @@ node = "send_message"
 params = { template = "10% off your cart today" }
 """
 """An experiment: two messages and a holdout that is sent nothing."""
+
+
+def load_workflow(tmp_path: Path, workflow: str, *, cid: str) -> tuple[Any, list[str]]:
+    """Campaign `cid` with `workflow`, written and loaded: the campaign (None if refused) and its problems, each
+    without the file's path (`line: key: message`)."""
+    path = tmp_path / f"{cid}.toml"
+    path.write_text(campaign_toml(cid, workflow=workflow), encoding="utf-8")
+    campaign, problems = load_campaign(path)
+    return campaign, [str(p).removeprefix(f"{path}:") for p in problems]
+
+
+def line_in(text: str, workflow: str, *, cid: str) -> int:
+    """The line of `text` (its last) in the file `load_workflow` writes."""
+    lines = campaign_toml(cid, workflow=workflow).splitlines()
+    return len(lines) - lines[::-1].index(text)
