@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, ScheduleDescription
 
+from scheduler.campaigns.campaign import Campaign, is_campaign_id
 from scheduler.campaigns.schedules import (
     MANAGED_BY,
     applied_campaign,
@@ -68,6 +69,13 @@ async def managed_schedule(client: Client, campaign_id: str) -> tuple[ScheduleDe
     if description is None or (memo := await description.memo()).get("managed_by") != MANAGED_BY:
         return None
     return description, memo
+
+
+async def campaign_applied(client: Client, campaign_id: str) -> Campaign | None:
+    """The campaign its schedule runs (as `apply` last wrote it); None without a schedule of ours, or for a string
+    that is no campaign id."""
+    managed = await managed_schedule(client, campaign_id) if is_campaign_id(campaign_id) else None
+    return await applied_campaign(client, managed[0]) if managed else None
 
 
 async def schedule_statuses(

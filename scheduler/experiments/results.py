@@ -19,9 +19,8 @@ from decimal import Decimal
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from scheduler.campaigns.campaign import Campaign, is_campaign_id
-from scheduler.campaigns.schedules import applied_campaign
-from scheduler.campaigns.status import managed_schedule
+from scheduler.campaigns.campaign import Campaign
+from scheduler.campaigns.status import campaign_applied
 from scheduler.errors import NoCampaign
 from scheduler.experiments.verdict import ExperimentVerdict, VariantCounts, experiment_verdict
 from scheduler.flow.definition import experiment_steps
@@ -72,8 +71,7 @@ async def campaign_experiments(client: Client, conversions: Conversions, campaig
     Raises:
         NoCampaign: no schedule of this tool runs that campaign.
     """
-    managed = await managed_schedule(client, campaign_id) if is_campaign_id(campaign_id) else None
-    campaign = await applied_campaign(client, managed[0]) if managed else None
+    campaign = await campaign_applied(client, campaign_id)
     if campaign is None:
         raise NoCampaign(campaign_id, running=False)
     return ExperimentsReport(

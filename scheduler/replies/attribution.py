@@ -21,9 +21,8 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
-from scheduler.campaigns.campaign import DEFAULT_ATTRIBUTION_WINDOW, MAX_ATTRIBUTION_WINDOW, is_campaign_id
-from scheduler.campaigns.schedules import applied_campaign
-from scheduler.campaigns.status import managed_schedule
+from scheduler.campaigns.campaign import DEFAULT_ATTRIBUTION_WINDOW, MAX_ATTRIBUTION_WINDOW
+from scheduler.campaigns.status import campaign_applied
 from scheduler.config import Settings
 from scheduler.errors import NoFlowForConversion, NoFlowForReply
 from scheduler.flow.attributes import CAMPAIGN_ID, CART_ID, CUSTOMER_ID, VARIANT
@@ -106,8 +105,7 @@ async def attribute(client: Client, conversions: Conversions, conversion: Conver
 
 async def _window(client: Client, campaign_id: str) -> timedelta | None:
     """The `attribution_window` of the campaign its schedule runs; None without a schedule of ours."""
-    managed = await managed_schedule(client, campaign_id) if is_campaign_id(campaign_id) else None
-    campaign = await applied_campaign(client, managed[0]) if managed else None
+    campaign = await campaign_applied(client, campaign_id)
     return campaign.campaign.attribution_window if campaign else None
 
 
