@@ -160,7 +160,9 @@ node = "send_message"
 params = { template = "Sorry to see you go" }
 """
     )
-    after_stop.write_text(campaign_toml("after", workflow=workflow), encoding="utf-8")
+    # Sent at any hour: in the service's quiet hours the timeout's "sorry" would be held past the late STOP.
+    no_quiet_hours = '[delivery]\nquiet_hours = ""\n\n'
+    after_stop.write_text(campaign_toml("after", workflow=no_quiet_hours + workflow), encoding="utf-8")
     (stopped,) = await simulated(after_stop, "--reply", "wait=STOP@5m")
     assert (stopped["path"], stopped["outcome"]) == (["send", "wait", "sorry"], "opted_out")
     assert [m["step"] for m in stopped["messages"]] == ["send"]  # STOP suppressed the contact: no "sorry"
