@@ -116,7 +116,9 @@ class Activities:
         )
         if not_sent is None:
             MESSAGES.labels(channel.name, "sent").inc()
-            return ActivityResult(detail=f"sent to {to} by {channel.name}")
+            info = activity.info()
+            message_id = idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step)
+            return ActivityResult(detail=f"sent to {to} by {channel.name}", message_id=message_id, channel=channel.name)
         if not_sent.suppressed or not_sent.stopped:
             MESSAGES.labels(channel.name, "suppressed" if not_sent.suppressed else "stopped").inc()
         return not_sent

@@ -36,6 +36,10 @@ class ActivityResult(BaseModel):
     """Not sent: a frequency cap holds the contact until then (`compliance.frequency_caps`)."""
     stopped: bool = False
     """Nothing was done: the campaign was stopped since the flow started, which ends `stopped`."""
+    message_id: str | None = None
+    """A customer message went: its idempotency key, which its delivery receipts name (`DeliveryStatus`)."""
+    channel: str | None = None
+    """The channel it went through."""
 
 
 class NodeParams(BaseModel):
