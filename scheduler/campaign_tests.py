@@ -156,16 +156,16 @@ def compare(case: Case, actual: SimulatedPath, *, zone: str) -> list[str]:
         out += [f"outcome  expected: {expect.outcome}", f"         actual:   {outcome}"]
     if expect.messages is not None:
         sent = sorted(actual.messages, key=lambda m: m.at)
-        wrong = len(sent) != len(expect.messages) or any(
-            not _matches(e.step, e.at, e.contains, m) for e, m in zip(expect.messages, sent, strict=False)
-        )
-        if wrong:
-            out.append(f"messages (times in {zone}) expected:")
-            for e in expect.messages:
+        fits = [_matches(e.step, e.at, e.contains, m) for e, m in zip(expect.messages, sent, strict=False)]
+        if len(sent) != len(expect.messages) or not all(fits):
+            count = f" ({len(expect.messages)}, got {len(sent)})" if len(sent) != len(expect.messages) else ""
+            out.append(f"messages expected{count}, times in {zone}:")
+            for n, e in enumerate(expect.messages):
                 at = f" at {e.at.astimezone(local):%Y-%m-%d %H:%M:%S}" if e.at else ""
                 contains = f" containing {e.contains!r}" if e.contains is not None else ""
-                out.append(f"  {e.step}{at}{contains}")
-            out.append("         actual:")
+                mark = "  ✗" if n < len(fits) and not fits[n] else ""
+                out.append(f"  {e.step}{at}{contains}{mark}")
+            out.append("messages actual:")
             out += [f"  {m.step} at {m.at.astimezone(local):%Y-%m-%d %H:%M:%S}: {m.text!r}" for m in sent]
             out += ["  (none)"] if not sent else []
     if out and actual.error:
@@ -220,7 +220,11 @@ def junit(suites: list[Suite], results: list[CaseResult], *, require: bool) -> b
         for result in mine:
             case = ET.SubElement(element, "testcase", classname=name, name=result.case.name)
             if not result.passed:
-                failure = ET.SubElement(case, "failure", message=result.differences[0].strip())
+                differs = [
+                    k for k in ("path", "outcome", "messages") if any(d.startswith(k) for d in result.differences)
+                ]
+                verb = "differs" if len(differs) == 1 else "differ"
+                failure = ET.SubElement(case, "failure", message=f"{', '.join(differs) or 'the flow'} {verb}")
                 failure.text = "\n".join(result.differences)
         tests = len(mine) + (suite.tests is None)
         element.set("tests", str(tests))
