@@ -168,7 +168,7 @@ def compare(case: Case, actual: SimulatedPath, *, zone: str) -> list[str]:
             out.append("messages actual:")
             out += [f"  {m.step} at {m.at.astimezone(local):%Y-%m-%d %H:%M:%S}: {m.text!r}" for m in sent]
             out += ["  (none)"] if not sent else []
-    if out and actual.error:
+    if actual.error and (out or expect.outcome != "failed"):  # a failure is never a pass unless it is expected
         out.append(f"the flow failed: {actual.error}")
     return out
 

@@ -218,6 +218,23 @@ async def test_a_cap_from_history_holds_the_message(tmp_path: Path) -> None:
     assert "  ask at 2031-01-07 08:00:00: 'Hi Ada, your cart k1 is saved." in failed.stdout, failed.stdout
 
 
+async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(project: Path) -> None:
+    campaigns = project.parent / "campaigns"
+    (campaigns / "shop.toml").write_text(SHOP.replace('the link." }', 'the link.", channel = "http" }'))
+    (campaigns / "shop.tests.toml").write_text(
+        case("expects nothing", "") + case("expects the failure", 'expect.outcome = "failed"'), encoding="utf-8"
+    )
+
+    run = await run_test(project)
+
+    assert run.code == 1, run
+    assert (
+        "  FAIL  expects nothing\n        the flow failed: ChannelNotConfigured: channel 'http' is not configured"
+        in run.stdout
+    )
+    assert "  PASS  expects the failure\n" in run.stdout
+
+
 @pytest.mark.parametrize(
     ("body", "line", "expected"),
     [
