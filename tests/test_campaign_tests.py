@@ -239,6 +239,7 @@ async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(proje
     ("body", "line", "expected"),
     [
         ('start = "2031-01-06T21:30:00"', 6, "case[2].start: start needs an offset"),
+        ("start = 2031-01-06T21:30:00", 6, "case[2].start: start needs an offset"),
         ('start = "2001-01-06T21:30:00Z"', 6, "case[2].start: 2001-01-06T21:30:00+00:00 is in the past"),
         (
             'expect.path = ["ask", "lisen"]',
@@ -246,8 +247,8 @@ async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(proje
             "case[2].expect.path[2]: unknown step 'lisen' (the campaign's steps: ask,",
         ),
         (
-            'expect.messages = [\n  { step = "ask" },\n  { step = "nope" },\n]',
-            6,
+            'expect.messages = [\n  { step = "ask" },  # a comment, {\n  { step = "nope" },\n]',
+            8,
             "case[2].expect.messages[2].step: unknown",
         ),
         ("webhooks = { ask = 500 }", 6, "case[2].webhooks.ask: step 'ask' is a send_message, not a webhook"),
@@ -257,6 +258,7 @@ async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(proje
     ],
     ids=[
         "no-offset",
+        "no-offset-toml-datetime",
         "past",
         "unknown-step",
         "unknown-message-step",

@@ -249,6 +249,7 @@ class _Placer:
 
     def __init__(self, shown: str, text: str) -> None:
         self.shown = shown
+        self.text = text
         starts = [m.start() for m in _CASE_HEADER.finditer(text)]
         self.headers = [text.count("\n", 0, s) + 1 for s in starts]
         self.top = dotted_lines(toml_key_lines(text[: starts[0]] if starts else text))
@@ -267,9 +268,60 @@ class _Placer:
             i, rest = key[1], [k for k in key[2:] if k != "[key]"]
             shown_key = f"case[{i + 1}]" + "".join(f"[{k + 1}]" if isinstance(k, int) else f".{k}" for k in rest)
             lines = self.cases[i] if i < len(self.cases) else {}
-            line = dotted_line(lines, ".".join(str(k) for k in rest if not isinstance(k, int))) if rest else 1
+            named = [str(k) for k in rest[: next((n for n, k in enumerate(rest) if isinstance(k, int)), len(rest))]]
+            line = dotted_line(lines, ".".join(named)) if named else 1
             line = self.case_line(i) if line == 1 else line  # no key of a case is on the file's first line
+            if len(named) < len(rest) and isinstance(index := rest[len(named)], int):
+                line = _element_line(self.text, line, index)
         else:
             shown_key = ".".join(str(k) for k in key)
             line = dotted_line(self.top, shown_key) if key else 1
         return Problem(self.shown, line, clip(shown_key, 200), clip(message, 200))
+
+
+def _element_line(text: str, line: int, index: int) -> int:
+    """The line where element `index` of the array assigned on `line` begins (the array's line if not found)."""
+    pos = 0
+    for _ in range(line - 1):
+        pos = text.find("\n", pos) + 1
+        if pos == 0:
+            return line
+    pos = text.find("[", text.find("=", pos) + 1)
+    if pos < 0:
+        return line
+    depth, count, expecting, at = 0, -1, True, line
+    while pos < len(text):
+        c = text[pos]
+        if c == "\n":
+            at += 1
+        elif c == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+            continue
+        elif c in "\"'":
+            if depth == 1 and expecting:
+                count, expecting = count + 1, False
+                if count == index:
+                    return at
+            close = pos + 1
+            while close < len(text) and text[close] != c and text[close] != "\n":
+                close += 2 if c == '"' and text[close] == "\\" else 1
+            pos = close
+        elif c in "[{":
+            if depth == 1 and expecting:
+                count, expecting = count + 1, False
+                if count == index:
+                    return at
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                return line
+        elif c == "," and depth == 1:
+            expecting = True
+        elif depth == 1 and expecting and not c.isspace():
+            count, expecting = count + 1, False
+            if count == index:
+                return at
+        pos += 1
+    return line
