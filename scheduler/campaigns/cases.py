@@ -95,8 +95,6 @@ class Case(_Table):
     suppressed: bool = False
     """The customer's phone and e-mail are on the suppression list when the case starts."""
     expect: Expect = Field(default_factory=Expect)
-    line: int = Field(0, exclude=True)
-    """The line of its `[[case]]` header."""
 
     @field_validator("start", mode="before")
     @classmethod
@@ -186,7 +184,7 @@ def load_cases(
     names: dict[str, int] = {}
     for i, given in enumerate(found):
         try:
-            case = Case.model_validate({**given, "line": place.case_line(i)})
+            case = Case.model_validate(given)
         except ValidationError as exc:
             problems.extend(place(("case", i, *e["loc"]), _message(e)) for e in exc.errors())
             continue
