@@ -7,6 +7,10 @@ the machine: every channel records the rendered message instead of delivering it
 The customer's replies and purchase come at simulated times (`scheduler.flow.simulation`). Timers are
 skipped, so hours of waits take a second.
 
+`run_flows` is the machinery under both `simulate` and `scheduler test` (`scheduler.campaign_tests`): flows of any
+campaigns, each with its own customer, start instant, plan and, for a test case, a store of its own (its suppression
+list and send ledger, which the real activities check), all on one server.
+
 `--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
 out; with intents, also each intent, answered with one of its phrases), `webhook` (2xx, failure) and `split` (each
 variant) the flow can reach, all at once.
