@@ -66,7 +66,7 @@ class EarlierSend(_Table):
 class ExpectedMessage(_Table):
     step: str
     at: datetime | None = None
-    """The instant it goes out (to the second; with an offset)."""
+    """The instant it goes out (with an offset; matched within a minute, `AT_TOLERANCE` of `scheduler test`)."""
     contains: str | None = Field(None, max_length=1600)
 
     @field_validator("at", mode="before")
