@@ -302,7 +302,7 @@ async def test_the_shipped_campaigns_pass_their_tests_in_seconds() -> None:
     assert run.code == 0, run
     summary = run.stdout.splitlines()[-1]
     assert summary.startswith("12 passed, 0 failed in "), run.stdout
-    assert float(summary.rsplit(" ", 1)[-1].removesuffix("s")) < 10
+    assert float(summary.rsplit(" ", 1)[-1].removesuffix("s")) < 20  # about 1s; a loaded machine is slower
 
 
 @pytest.mark.parametrize("stem", ["abandoned_cart", "sms_reply_intents"])
@@ -348,3 +348,15 @@ async def _plan_apply_and_reconcile_skip_tests_files(cli: Cli, settings: Setting
     assert validated.code == 0, validated
     assert validated.stdout.strip() == "ok: 2 file(s) valid"
     assert not synced.problems
+
+
+def test_a_problem_without_a_line_of_its_own_is_at_its_case_header(tmp_path: Path) -> None:
+    (tmp_path / "shop.toml").write_text(SHOP, encoding="utf-8")
+    campaign, _ = load_campaign(tmp_path / "shop.toml")
+    tests = tmp_path / "shop.tests.toml"
+    tests.write_text('# cases\n\n[[case]]\nname = "a"\n\n\n[[case]]\ncustomer = { id = "c2" }\n', encoding="utf-8")
+
+    loaded, problems = load_cases(tests, campaign)
+
+    assert loaded is None
+    assert [str(p) for p in problems] == [f"{tests}:7: case[2].name: required key is missing"]

@@ -27,7 +27,7 @@ MAX_CASES = 200
 MAX_AHEAD = timedelta(days=365 * 50)
 """How far in the future a case may start: the test server skips there in an instant, but not to any year."""
 MAX_RECORD_KEYS = 50
-_CASE_HEADER = re.compile(r"^\s*\[\[\s*case\s*\]\]", re.MULTILINE)
+_CASE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*case[ \t]*\]\]", re.MULTILINE)
 
 
 class _Table(BaseModel):
