@@ -112,7 +112,8 @@ class Review:
         out.append(f"  flows in flight: {flows.running:,} running")
         for v in flows.versions:
             for s in v.steps:
-                out.append(f"    {_flows(s.count)} wait at {s.step} on {v.version}: {s.note}")
+                wait = "waits" if s.count == 1 else "wait"
+                out.append(f"    {_flows(s.count)} {wait} at {s.step} on {v.version}: {s.note}")
             if v.other_steps:
                 out.append(f"    …and {_flows(v.other_steps)} on {v.version} at other steps")
         if flows.other_versions:
