@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 
 from scheduler.campaigns.campaign import Campaign
 from scheduler.campaigns.diff import DiffEntry, campaign_diff, delivery_diff, leads_to, route_changes, step_diff
@@ -181,7 +182,7 @@ async def _count(
     candidates = [old.version] if old is not None else []
     while left > 0 and len(seen) < MAX_VERSIONS:
         version = candidates.pop(0) if candidates else await _first(
-            client, in_flight_query(campaign_id, not_versions=seen), DEFINITION_VERSION.name
+            client, in_flight_query(campaign_id, not_versions=seen), DEFINITION_VERSION
         )  # fmt: skip
         if version is None:
             break
@@ -194,8 +195,13 @@ async def _count(
         flows.steps, flows.other_steps = await _steps(client, campaign_id, version, count, known.get(version), new)
         out.versions.append(flows)
         left -= count
+    out.versions.sort(key=lambda v: (_ORDER[v.definition], -v.count, v.version))
     out.other_versions = max(left, 0)
     return out
+
+
+_ORDER = {"applied": 0, "new": 1, "older": 2}
+"""Versions shown: the one applied until now first, then the file's, then older ones (most flows first)."""
 
 
 async def _steps(
@@ -211,23 +217,23 @@ async def _steps(
     tried: list[str] = []
     left = count
     while left > 0 and len(tried) < MAX_STEPS:
-        step = await _first(client, in_flight_query(campaign_id, version=version, not_steps=tried), CURRENT_STEP.name)
+        step = await _first(client, in_flight_query(campaign_id, version=version, not_steps=tried), CURRENT_STEP)
         if step is None:
             break
         tried.append(step)
         n = (await client.count_workflows(in_flight_query(campaign_id, version=version, step=step))).count
-        if n:
-            steps.append(StepFlows(step, n, fate(step, on, new)))
-            left -= n
+        if not n:  # listed but not counted: the flow moved on, or a name the store cannot match (`visibility.quote`)
+            break
+        steps.append(StepFlows(step, n, fate(step, on, new)))
+        left -= n
     steps.sort(key=lambda s: (-s.count, s.step))
     return steps, max(left, 0)
 
 
-async def _first(client: Client, query: str, attribute: str) -> str | None:
-    """The value of `attribute` on one flow `query` finds (None: it finds none, or that flow has none)."""
+async def _first(client: Client, query: str, key: SearchAttributeKey[str]) -> str | None:
+    """The value of `key` on one flow `query` finds (None: it finds none, or that flow has none)."""
     async for execution in client.list_workflows(query, limit=1):
-        values = execution.search_attributes.get(attribute) or []
-        return str(values[0]) if values else None
+        return execution.typed_search_attributes.get(key)
     return None
 
 
