@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.campaigns.review import flows_in_flight
+from scheduler.campaigns import review as review_module
+from scheduler.campaigns.review import FlowsInFlight, Review, StepFlows, VersionFlows, flows_in_flight
 from scheduler.config import Settings
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import flow_input
@@ -77,7 +79,9 @@ async def waiting_at(c: Campaigns, cid: str, version: str, step: str, n: int) ->
     assert count.count == n
 
 
-async def test_plan_and_apply_show_the_diff_and_the_flows_in_flight_per_version_and_step(cli: Cli) -> None:
+async def test_plan_and_apply_show_the_diff_and_the_flows_in_flight_per_version_and_step(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = cli.c
     cid = c.id("r")
     c.write("r", workflow=ASK_THEN_BYE.format(bye="See you"))
@@ -88,7 +92,8 @@ async def test_plan_and_apply_show_the_diff_and_the_flows_in_flight_per_version_
             await start_flows(c, "r", 1, "older")
             c.write("r", workflow=ASK_THEN_BYE.format(bye="Bye"))
             await c.sync()
-            applied = c.campaign("r").workflow.version
+            applied_definition = c.campaign("r").workflow
+            applied = applied_definition.version
             await start_flows(c, "r", 2, "applied")
             await eventually(lambda: waiting_at(c, cid, older, "listen", 1), timeout=30)
             await eventually(lambda: waiting_at(c, cid, applied, "listen", 2), timeout=30)
@@ -99,6 +104,8 @@ async def test_plan_and_apply_show_the_diff_and_the_flows_in_flight_per_version_
             new = c.campaign("r").workflow.version
 
             planned, as_json = await cli("plan"), await cli("plan", "--json")
+            monkeypatch.setattr(review_module, "MAX_VERSIONS", 1)
+            capped = await flows_in_flight(c.client, cid, applied_definition, c.campaign("r").workflow)
             applied_run = await cli("apply")
     finally:
         await terminate_flows(c.client, cid)
@@ -142,6 +149,9 @@ async def test_plan_and_apply_show_the_diff_and_the_flows_in_flight_per_version_
     assert "listen still leads to bye on timeout there" in steps[0]["note"]
     assert new not in {v["version"] for v in flows["versions"]}
 
+    assert (capped.running, [v.version for v in capped.versions], capped.other_versions) == (3, [applied], 1)
+    assert Review([], capped).lines()[-1] == "    …and 1 flow on other definition versions"
+
 
 async def test_plan_of_an_update_without_running_flows_shows_the_diff_and_zero(cli: Cli) -> None:
     c = cli.c
@@ -173,3 +183,19 @@ async def test_flows_in_flight_when_temporal_does_not_answer_say_so() -> None:
     assert flows.error is not None
     assert flows.error.startswith("Temporal did not answer the counts"), flows.error
     assert flows.to_json()["running"] is None
+
+
+def test_review_lines_say_what_is_left_out_and_when_counts_are_unavailable() -> None:
+    version = VersionFlows("9f2c1a7e03b4", 3_216, "applied", [StepFlows("listen", 3_214, "they finish")], 2)
+    flows = FlowsInFlight(running=3_219, versions=[version], other_versions=3, notes=["a note"])
+    assert Review([], flows).lines() == [
+        "  flows in flight: 3,219 running",
+        "    3,214 flows wait at listen on 9f2c1a7e03b4: they finish",
+        "    …and 2 flows on 9f2c1a7e03b4 at other steps",
+        "    …and 3 flows on other definition versions",
+        "    a note",
+    ]
+    unavailable = FlowsInFlight(error="Temporal did not answer the counts within 20s")
+    assert Review([], unavailable).lines() == [
+        "  flows in flight: unavailable (Temporal did not answer the counts within 20s)"
+    ]
