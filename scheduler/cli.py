@@ -162,7 +162,7 @@ def plan(
             if (r := reviewed.get(c.campaign_id)) is not None:
                 entry |= r.to_json()
             entries.append(entry)
-        typer.echo(json.dumps(entries, ensure_ascii=False))
+        typer.echo(json.dumps(entries))
     else:
         _changes_text(result.changes, reviewed)
         typer.echo(_summary(result.changes, "plan"))

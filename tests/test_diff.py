@@ -215,11 +215,28 @@ def test_campaign_diff_of_a_rewritten_file_is_bounded(tmp_path: Path) -> None:
         ("listen", _set("steps.listen.condition.timeout", "reminder"), "(listen still leads to bye on timeout there)"),
         ("ask", _set("steps.ask.go_to", "bye"), "(ask still leads to listen there)"),
         ("send_link", _set("steps.send_link", None), "(send_link is only in theirs; there it leads nowhere"),
-        ("listen", _set("steps.listen", None), "(listen is only in theirs; there it leads to send_link on satisfied"),
+        (
+            "listen",
+            _set("steps.listen.go_to", "reminder"),
+            "(listen still leads to bye on not_satisfied/timeout there)",
+        ),
+        (
+            "listen",
+            _set("steps.listen", None),
+            "(listen is only in theirs; there it leads to send_link on satisfied, to bye on not_satisfied/timeout)",
+        ),
         ("bye", _set("steps.bye.params.template", "Ciao"), "(bye keeps its old template there)"),
         ("listen", _set("steps.bye.params.template", "Ciao"), "(listen is unchanged)"),
     ],
-    ids=["re-pointed-event", "re-pointed-go_to", "removed-end-step", "removed-wait", "template", "unchanged"],
+    ids=[
+        "re-pointed-event",
+        "re-pointed-go_to",
+        "removed-end-step",
+        "re-pointed-two-events",
+        "removed-wait",
+        "template",
+        "unchanged",
+    ],
 )
 def test_fate_of_flows_on_the_applied_definition(step: str, change: Any, expected: str) -> None:
     def also_reminder(data: dict[str, Any]) -> None:

@@ -218,17 +218,23 @@ def _grouped(
 
 
 def leads_to(step: StepDefinition, labels: list[str] | None = None) -> str:
-    """Where a step leads, in words: `to bye` when every route goes there, else `to bye on timeout, to the end on
-    satisfied`; only the routes named in `labels`, if given; `nowhere` for a step that ends the flow."""
+    """Where a step leads, in words: `to bye` when every route goes there, else `to bye on not_satisfied/timeout,
+    to send_link on satisfied`; only the routes named in `labels`, if given; `nowhere` for a step that ends the flow."""
     all_routes = routes(step)
     shown = {k: t for k, t in all_routes.items() if labels is None or k in labels}
     if not shown or (all(t is None for t in all_routes.values()) and labels is None):
         return "nowhere (the flow ends after it)"
     if labels is None and len(set(all_routes.values())) == 1:
         return f"to {next(iter(all_routes.values())) or 'the end'}"
-    return ", ".join(
-        f"to {t or 'the end'} {'on' if k in _EVENT_WORDS.values() else 'for'} {k}" for k, t in shown.items()
-    )
+    events: dict[str | None, list[str]] = {}
+    others: list[str] = []
+    for label, target in shown.items():
+        if label in _EVENT_WORDS.values():
+            events.setdefault(target, []).append(label)
+        else:
+            others.append(f"to {target or 'the end'} for {label}")
+    said = [f"to {target or 'the end'} on {'/'.join(labels_)}" for target, labels_ in events.items()]
+    return ", ".join(said + others)
 
 
 def _names(values: list[str]) -> str:
