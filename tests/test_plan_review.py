@@ -5,6 +5,7 @@ version and step with what becomes of them, in text and in `--json` (the dev ser
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.campaigns import review as review_module
+from scheduler.campaigns.reconcile import Reconciler
 from scheduler.campaigns.review import FlowsInFlight, Review, StepFlows, VersionFlows, flows_in_flight
+from scheduler.campaigns.schedules import Action
 from scheduler.config import Settings
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import flow_input
@@ -198,4 +201,23 @@ def test_review_lines_say_what_is_left_out_and_when_counts_are_unavailable() -> 
     unavailable = FlowsInFlight(error="Temporal did not answer the counts within 20s")
     assert Review([], unavailable).lines() == [
         "  flows in flight: unavailable (Temporal did not answer the counts within 20s)"
+    ]
+
+
+async def test_the_reconcile_loop_logs_an_update_in_words(
+    campaigns: Campaigns, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = campaigns
+    c.write("l", workflow=ASK_THEN_BYE.format(bye="Bye"))
+    reconciler = Reconciler(c.client, c.settings)
+    await reconciler.run_once()
+    c.write("l", workflow=ASK_THEN_BYE.format(bye="Bye").replace('timeout = "1h"', 'timeout = "2h"'))
+
+    with caplog.at_level(logging.INFO, logger="scheduler.campaigns.reconcile"):
+        result = await reconciler.run_once()
+
+    assert [(ch.action, ch.campaign_id) for ch in result.pending] == [(Action.UPDATE, c.id("l"))]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reconcile: update {c.id('l')}",
+        f'reconcile: {c.id("l")}: listen: params.timeout "2h" (was "1h")',
     ]
