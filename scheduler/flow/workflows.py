@@ -35,7 +35,14 @@ with workflow.unsafe.imports_passed_through():
         next_window,
     )
     from scheduler.flow.nodes.send_message import MESSAGE_RETRY
-    from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
+    from scheduler.flow.signals import (
+        CART_CONVERTED_SIGNAL,
+        CLIENT_ANSWERED_SIGNAL,
+        DELIVERY_STATUS_SIGNAL,
+        Conversion,
+        DeliveryStatus,
+        Reply,
+    )
 
 FLOW_TYPE = "AbandonedCartWorkflow"
 """The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
@@ -88,6 +95,10 @@ class AbandonedCartWorkflow:
     @workflow.signal(name=CART_CONVERTED_SIGNAL)
     def cart_converted(self, conversion: Conversion | None = None) -> None:
         self._flow.add_conversion(conversion or Conversion())
+
+    @workflow.signal(name=DELIVERY_STATUS_SIGNAL)
+    def delivery_status(self, status: DeliveryStatus) -> None:
+        self._flow.add_delivery(status)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> FlowStatus:
