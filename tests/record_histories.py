@@ -209,10 +209,12 @@ RECEIPTS = {
         "+15550001",
     ),
     "fallback": ("abandoned_cart-replay-fallback", {"channel": ["http", "console"]}, None, REFUSED_PHONE),
+    "receipt-after-step": ("abandoned_cart-replay-receipt-after-step", {"channel": "http"}, "delivered", "+15550001"),
 }
 """Flows of `SEND_OR_OWNER` through the recording gateway (revision 3): the SMS awaits its receipt, which comes
 delivered (the `satisfied` edge) or undelivered (`not_satisfied`, reason `undelivered`); the gateway refuses the
-number, and the message goes by the next channel of the list."""
+number, and the message goes by the next channel of the list; a receipt without `await_delivery` comes in step wait,
+after the step's memo entry was written (a memo upsert, behind the `delivery-memo` patch)."""
 ANSWER = ("keyword-answer", "keyword-answer-replay")
 """A HELP's answer, sent to the sender's phone and address."""
 RUN_FILES = {
@@ -287,6 +289,8 @@ async def record_receipt(
             if phone in Gateway.keys:
                 break
             await asyncio.sleep(0.05)
+        if "await_delivery" not in params:
+            await until_in(handle, "wait")
         await handle.signal(DELIVERY_STATUS_SIGNAL, DeliveryStatus(message_id=Gateway.keys[phone], status=state))
     return await save(name, handle, ended(await handle.result()))
 

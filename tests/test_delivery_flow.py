@@ -23,7 +23,7 @@ from scheduler.delivery.channels import idempotency_key
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.models import DeliveryPolicy, FlowInput
 from scheduler.flow.nodes.send_message import SendMessage, SendMessageParams
-from scheduler.flow.signals import DELIVERY_STATUS_SIGNAL, DeliveryStatus
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, DELIVERY_STATUS_SIGNAL, DeliveryStatus, Reply
 from scheduler.store import Store
 from scheduler.store.consent import Consent
 from scheduler.worker import make_worker
@@ -414,3 +414,18 @@ async def test_a_suppressed_phone_falls_back_to_the_customers_email(
         assert send["tried"] == ["http", "smtp"] and "channel" not in send
     finally:
         store.close()
+
+
+async def test_an_opt_out_reply_while_the_sms_awaits_its_receipt_ends_the_flow_without_email(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, gateway: ScriptedServer, mailbox: Mailbox
+) -> None:
+    """The customer said stop: no other channel is tried, even when the SMS is then reported undelivered."""
+    definition = send_then({"channel": ["http", "smtp"], "await_delivery": "2m"})
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(ts_env.client, flow_of(definition), task_queue)
+        message_id = await sent_through_gateway(handle, gateway)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="STOP", opt_out=True))
+        await handle.signal(DELIVERY_STATUS_SIGNAL, receipt(message_id, "undelivered"))
+        result = await handle.result()
+    assert result.outcome == "opted_out"
+    assert mailbox.messages == []

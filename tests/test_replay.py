@@ -85,6 +85,8 @@ EXPECTED = {
     ),
     # the gateway refuses the number (400, final): the message goes by the list's next channel, then a 1m wait
     "fallback": ("abandoned_cart-replay-fallback", ["send_message", "send_message"], ["started", "fired"]),
+    # no await_delivery: the receipt comes in step wait's 1m, after the step's memo entry was written
+    "receipt-after-step": ("abandoned_cart-replay-receipt-after-step", ["send_message"], ["started", "fired"]),
     # a campaign run cancelled while its page activity starts flows: the activity is cancelled, then the run
     "campaign-run-stopped": ("campaign-run-replay-stopped", ["start_audience_page"], []),
     # a campaign run cancelled after its page activity started its last flow: the page ends, the run completes
@@ -113,6 +115,7 @@ PATCHES = {
     "quiet-hold": ["outcome-attribute"],
     "stopped": ["stopped-outcome", "outcome-attribute"],
     "stopped-send": ["outcome-attribute"],
+    "receipt-after-step": ["delivery-memo"],
     "campaign-run-stopped": ["run-waits-for-its-page"],
     "campaign-run-stopped-late": ["run-waits-for-its-page"],
 }

@@ -437,7 +437,8 @@ class FlowRun:
             last = attempt == len(reachable) - 1
             tried.append(channel)
             self._notes["tried"] = list(tried)
-            self._notes.pop("reason", None)
+            for note in ("reason", "channel"):  # the previous attempt's
+                self._notes.pop(note, None)
             self._channel_attempt = channels.index(channel)
             opted_out = self.opted_out
             try:

@@ -73,11 +73,13 @@ class AbandonedCartWorkflow:
     Signal `client-answered` (optional `Reply` payload; a repeated `reply_id` is ignored) feeds
     `wait_answer` steps. Signal `cart-converted` (optional `Conversion` payload; only the first
     counts) says the customer bought: a definition with `exit_on = ["cart-converted"]` ends at once
-    with outcome `converted`, any other records it and carries on. Query `status` gives the current
+    with outcome `converted`, any other records it and carries on. Signal `delivery-status`
+    (`DeliveryStatus`) reports what became of one of its messages: the step's memo entry gains `delivery`,
+    and a `send_message` step with `await_delivery` stops waiting for it. Query `status` gives the current
     step, the path so far, the number of distinct replies, the definition version, whether a
     conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out`, `stopped` or `failed`).
     The memo `steps` and the search attribute `CurrentStep` are brought up to date before every step
-    that waits (a timer, a signal, webhook retries) and when the flow ends.
+    that waits (a timer, a signal, webhook retries, a message awaiting its receipt) and when the flow ends.
     """
 
     @workflow.init
