@@ -18,7 +18,7 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from scheduler.config import Settings
+from scheduler.config import FrequencyCap, Settings
 from scheduler.delivery.channels import idempotency_key
 from scheduler.flow.definition import WorkflowDefinition, validate_definition
 from scheduler.flow.models import DeliveryPolicy, FlowInput
@@ -429,3 +429,28 @@ async def test_an_opt_out_reply_while_the_sms_awaits_its_receipt_ends_the_flow_w
         result = await handle.result()
     assert result.outcome == "opted_out"
     assert mailbox.messages == []
+
+
+async def test_a_cap_on_sms_sends_the_capped_customer_email(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, gateway: ScriptedServer, mailbox: Mailbox
+) -> None:
+    """Caps count per contact and channel: a second SMS within the cap's window is skipped, so the list's e-mail
+    goes instead. (Both flows send before any result is awaited: the time-skipping clock stands still.)"""
+    settings.compliance.frequency_caps = [FrequencyCap.model_validate({"channels": ["http"], "max": 1, "per": "24h"})]
+    definition = send_then({"channel": ["http", "smtp"]})
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handles = []
+        for campaign in ("first", "second"):
+            flow = flow_of(definition).model_copy(update={"campaign_id": campaign})
+            handle = await start_flow_input(ts_env.client, flow, task_queue)
+
+            async def sent(handle: WorkflowHandle[Any, Any] = handle) -> bool:
+                return (await status(handle)).path[:1] == ["send"]
+
+            await until(sent, f"{campaign}'s send step")
+            handles.append(handle)
+        results = [await h.result() for h in handles]
+    assert [r.path for r in results] == [["send", "done"], ["send", "done"]]
+    assert len(gateway.requests) == 1 and len(mailbox.messages) == 1
+    entries = [(await steps_of(h))[0] for h in handles]
+    assert [(e["tried"], e["channel"]) for e in entries] == [(["http"], "http"), (["http", "smtp"], "smtp")]
