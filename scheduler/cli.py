@@ -108,21 +108,26 @@ def api(
 PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete managed schedules whose campaign file is gone")]
 
 
-def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> Any:
+def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> tuple[Any, dict[str, Any]]:
+    """`plan` (dry_run) or `apply`, and the review of each update (`scheduler.campaigns.review`) by campaign id."""
     from scheduler.campaigns.reconcile import sync
+    from scheduler.campaigns.review import reviews
     from scheduler.campaigns.schedules import Action
     from scheduler.campaigns.stop import pruned_note
     from scheduler.temporal import connect
 
     settings = _settings(config)
 
-    async def go() -> tuple[Any, list[str | None]]:
+    async def go() -> tuple[Any, list[str | None], dict[str, Any]]:
         client = await connect(settings)
         result = await sync(client, settings, prune=prune, dry_run=dry_run)
         deleted = [c.campaign_id for c in result.changes if c.action == Action.DELETE]
-        return result, await asyncio.gather(*(pruned_note(client, cid) for cid in deleted))
+        notes, reviewed = await asyncio.gather(
+            asyncio.gather(*(pruned_note(client, cid) for cid in deleted)), reviews(client, result.changes)
+        )
+        return result, notes, reviewed
 
-    result, notes = _run(go())
+    result, notes, reviewed = _run(go())
     for p in result.problems:
         typer.echo(str(p), err=True)
     for note in filter(None, notes):
@@ -130,32 +135,52 @@ def _sync(config: Path | None, *, prune: bool, dry_run: bool) -> Any:
     if result.errors:
         typer.echo(f"{len(result.errors)} error(s): nothing was changed", err=True)
         _exit(1)
-    return result
+    for cid, r in reviewed.items():
+        if r.flows.error:
+            typer.echo(f"warning: flows in flight of {cid}: unavailable ({r.flows.error})", err=True)
+    return result, reviewed
+
+
+def _changes_text(changes: list[Any], reviewed: dict[str, Any]) -> None:
+    """Each change on a line; under an update, its diff in words and its flows in flight."""
+    for change in changes:
+        typer.echo(str(change))
+        if (r := reviewed.get(change.campaign_id)) is not None:
+            for line in r.lines():
+                typer.echo(line)
 
 
 @app.command()
 def plan(
     prune: PruneOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the changes as JSON")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the changes as JSON (an update with its diff and flows in flight)")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: error."""
-    result = _sync(config, prune=prune, dry_run=True)
+    """Show what `apply` would change, and for each update the change in words and the flows it finds running.
+    Exit 0: nothing to do, 2: changes pending, 1: error."""
+    result, reviewed = _sync(config, prune=prune, dry_run=True)
     if as_json:
-        typer.echo(json.dumps([{"action": c.action.value, "campaign_id": c.campaign_id} for c in result.changes]))
+        entries = []
+        for c in result.changes:
+            entry: dict[str, Any] = {"action": c.action.value, "campaign_id": c.campaign_id}
+            if (r := reviewed.get(c.campaign_id)) is not None:
+                entry |= r.to_json()
+            entries.append(entry)
+        typer.echo(json.dumps(entries))
     else:
-        for change in result.changes:
-            typer.echo(str(change))
+        _changes_text(result.changes, reviewed)
         typer.echo(_summary(result.changes, "plan"))
     _exit(2 if result.pending else 0)
 
 
 @app.command()
 def apply(prune: PruneOpt = False, config: ConfigOpt = None) -> None:
-    """Create, update, pause or (with --prune) delete schedules so Temporal matches the campaigns directory."""
-    result = _sync(config, prune=prune, dry_run=False)
-    for change in result.changes:
-        typer.echo(str(change))
+    """Create, update, pause or (with --prune) delete schedules so Temporal matches the campaigns directory;
+    each update is shown as `plan` shows it."""
+    result, reviewed = _sync(config, prune=prune, dry_run=False)
+    _changes_text(result.changes, reviewed)
     typer.echo(_summary(result.changes, "applied"))
     _exit(0)
 

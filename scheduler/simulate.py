@@ -12,8 +12,9 @@ campaigns, each with its own customer, start instant, plan and, for a test case,
 list and send ledger, which the real activities check), all on one server.
 
 `--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
-out; with intents, also each intent, answered with one of its phrases), `webhook` (2xx, failure) and `split` (each
-variant) the flow can reach, all at once.
+out; with intents, also each intent, answered with one of its phrases), `webhook` (2xx, failure), `split` (each
+variant) and `send_message` with `await_delivery` (delivered, undelivered: every message of the step is reported so)
+the flow can reach, all at once. Without it, the messages of such a step are reported delivered.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from scheduler.flow.intents import match_intent
 from scheduler.flow.models import ActivityInput, FlowStatus, MessageEvent, StepRecord, flow_input
 from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.quiet_hours import customer_zones
+from scheduler.flow.signals import DeliveryState
 from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
 from scheduler.flow.workflows import AbandonedCartWorkflow
 from scheduler.http_clients import retryable_status
@@ -74,6 +76,8 @@ WAIT_OUTCOMES = (
     ("timed_out", EventType.TIMEOUT),
 )
 WEBHOOK_OUTCOMES = (("2xx", EventType.SATISFIED), ("failure", EventType.NOT_SATISFIED))
+DELIVERY_OUTCOMES = (("delivered", EventType.SATISFIED), ("undelivered", EventType.NOT_SATISFIED))
+"""A `send_message` step with `await_delivery`: what its messages' receipts say."""
 
 
 def time_skipping_server() -> Path:
@@ -140,6 +144,8 @@ def _branches(definition: WorkflowDefinition, name: str) -> dict[str, str | None
     if step.variants:
         return {variant: step.next_step(EventType.SATISFIED, variant) for variant in step.variants}
     outcomes = {"wait_answer": WAIT_OUTCOMES, "webhook": WEBHOOK_OUTCOMES}.get(step.node)
+    if awaits_delivery(step):
+        outcomes = DELIVERY_OUTCOMES
     if outcomes is None:
         return {"": step.next_step(EventType.SATISFIED)}
     intents = {INTENT_OUTCOME + intent: spec.go_to for intent, spec in step.intents.items()}
@@ -158,6 +164,11 @@ def _reply_of(step: StepDefinition, outcome: str) -> str | None:
         return next((t for t in (ANSWER, *UNMATCHED) if match_intent(t, phrases) is None), UNMATCHED[-1])
     intent = outcome.removeprefix(INTENT_OUTCOME)
     return next((p for p in phrases[intent] if match_intent(p, phrases) == intent), phrases[intent][0])
+
+
+def awaits_delivery(step: StepDefinition) -> bool:
+    """A `send_message` step that waits for its message's receipt (`await_delivery`)."""
+    return step.node == "send_message" and bool(step.params.get("await_delivery"))
 
 
 def first_wait(definition: WorkflowDefinition) -> str | None:
@@ -184,7 +195,17 @@ def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
             plan.replies.append(PlannedReply(step=choice.step, text=choice.reply, opt_out=opt_out))
         elif choice.outcome in ("2xx", "failure"):
             plan.webhooks[choice.step] = 200 if choice.outcome == "2xx" else 500
+        elif choice.outcome in ("delivered", "undelivered"):
+            plan.deliveries[choice.step] = DeliveryState(choice.outcome)
     return plan
+
+
+def delivered_by_default(definition: WorkflowDefinition, plan: SimulationPlan) -> SimulationPlan:
+    """`plan`, with the messages of every step awaiting its receipt that it plans nothing for reported delivered."""
+    steps = [name for name, step in definition.steps.items() if awaits_delivery(step) and name not in plan.deliveries]
+    if not steps:
+        return plan
+    return plan.model_copy(update={"deliveries": {**plan.deliveries, **dict.fromkeys(steps, DeliveryState.DELIVERED)}})
 
 
 # Results
@@ -396,13 +417,14 @@ async def run_flows(flows: list[SimulatedFlow], settings: Settings, *, ids: list
             for workflow_id, flow in zip(ids, flows, strict=True):
                 quiet_hours = settings.compliance.quiet_hours
                 inp = flow_input(flow.campaign, customer=flow.customer, cart=flow.cart, quiet_hours=quiet_hours)
+                plan = delivered_by_default(flow.campaign.workflow, flow.plan)
                 handles.append(
                     await env.client.start_workflow(
                         AbandonedCartWorkflow.run,
                         inp,
                         id=workflow_id,
                         task_queue=TASK_QUEUE,
-                        memo={SIMULATION_MEMO: flow.plan.model_dump(mode="json")},
+                        memo={SIMULATION_MEMO: plan.model_dump(mode="json")},
                         search_attributes=start_attributes(inp),
                     )
                 )

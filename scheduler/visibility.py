@@ -15,6 +15,7 @@ from scheduler.flow.attributes import (
     CLIENT_ANSWERED,
     CURRENT_STEP,
     CUSTOMER_ID,
+    DEFINITION_VERSION,
     MESSAGED,
     OUTCOME,
     REPLY_IDS,
@@ -74,6 +75,26 @@ def other_steps_query(campaign_id: str, steps: Iterable[str]) -> str:
     steps = list(steps)
     running = running_query(campaign_id)
     return f"{running} AND {CURRENT_STEP.name} NOT IN ({', '.join(map(quote, steps))})" if steps else running
+
+
+def in_flight_query(
+    campaign_id: str,
+    *,
+    version: str | None = None,
+    step: str | None = None,
+    not_versions: Iterable[str] = (),
+    not_steps: Iterable[str] = (),
+) -> str:
+    """A campaign's running flows on `DefinitionVersion` `version` and at `step` (None: any), on none of
+    `not_versions` and at none of `not_steps` (a flow without the attribute matches no `NOT IN`)."""
+    query = running_query(campaign_id)
+    for key, value in ((DEFINITION_VERSION, version), (CURRENT_STEP, step)):
+        if value is not None:
+            query += f" AND {key.name} = {quote(value)}"
+    for key, values in ((DEFINITION_VERSION, list(not_versions)), (CURRENT_STEP, list(not_steps))):
+        if values:
+            query += f" AND {key.name} NOT IN ({', '.join(map(quote, values))})"
+    return query
 
 
 def started_query(campaign_id: str, since: datetime, *, answered: bool = False, intent: str | None = None) -> str:

@@ -5,9 +5,11 @@ no reply → the timeout branch; STOP → the flow ends), an opt-out ending a fl
 opt-out that comes while the message before a `wait_answer` goes and one that comes in that wait (both take
 its `not_satisfied` edge), a flow whose first message finds its customer suppressed, a message held
 through quiet hours, a flow cancelled while it waits, a flow whose message finds its campaign stopped, a flow
-through a split's variant and one its split holds out, a flow whose reply takes a `wait_answer`'s intent, a
-campaign run with and without an audience and one cancelled while it starts flows, and a keyword's answer to a
-phone and an address, and writes `tests/histories/<name>.json` (all, or the names given).
+through a split's variant and one its split holds out, a flow whose reply takes a `wait_answer`'s intent,
+flows whose message awaits its delivery receipt (delivered; undelivered) and one whose SMS gateway (a local one)
+refuses the number so it falls back to the next channel, a campaign run with and without an audience and one
+cancelled while it starts flows, and a keyword's answer to a phone and an address, and writes
+`tests/histories/<name>.json` (all, or the names given).
 Re-record only on purpose: a history that no longer replays means running flows would break when the new
 code is deployed.
 """
@@ -15,12 +17,13 @@ code is deployed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle
@@ -44,7 +47,7 @@ from scheduler.flow.models import (  # noqa: E402
     FlowStatus,
     KeywordAnswer,
 )
-from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, Reply  # noqa: E402
+from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL, DELIVERY_STATUS_SIGNAL, DeliveryStatus, Reply  # noqa: E402
 from scheduler.flow.workflows import (  # noqa: E402
     STATUS_QUERY,
     AbandonedCartWorkflow,
@@ -58,6 +61,7 @@ from scheduler.temporal import ensure_search_attributes  # noqa: E402
 from scheduler.worker import make_worker  # noqa: E402
 from tests.helpers import BIN, ROOT  # noqa: E402
 from tests.helpers.campaigns import JSONL_AUDIENCE, ONE_STEP, SEED, campaign_toml  # noqa: E402
+from tests.helpers.servers import QuietHandler, http_server  # noqa: E402
 
 HISTORIES = TESTS / "histories"
 WAIT_THEN_SEND = {
@@ -188,6 +192,29 @@ RUNS = {
     "campaign-run": ("campaign-run-replay-audience", "replay-run.toml"),
     "campaign-run-one": ("campaign-run-replay-one", "replay-run-one.toml"),
 }
+REFUSED_PHONE = "+15550400"
+"""The recording gateway refuses messages to this number (HTTP 400: final)."""
+RECEIPTS = {
+    # name: (workflow id, the step's params, the receipt the SMS gets (None: none), the customer's phone)
+    "await-delivered": (
+        "abandoned_cart-replay-await-delivered",
+        {"channel": "http", "await_delivery": "2m"},
+        "delivered",
+        "+15550001",
+    ),
+    "await-undelivered": (
+        "abandoned_cart-replay-await-undelivered",
+        {"channel": "http", "await_delivery": "2m"},
+        "undelivered",
+        "+15550001",
+    ),
+    "fallback": ("abandoned_cart-replay-fallback", {"channel": ["http", "console"]}, None, REFUSED_PHONE),
+    "receipt-after-step": ("abandoned_cart-replay-receipt-after-step", {"channel": "http"}, "delivered", "+15550001"),
+}
+"""Flows of `SEND_OR_OWNER` through the recording gateway (revision 3): the SMS awaits its receipt, which comes
+delivered (the `satisfied` edge) or undelivered (`not_satisfied`, reason `undelivered`); the gateway refuses the
+number, and the message goes by the next channel of the list; a receipt without `await_delivery` comes in step wait,
+after the step's memo entry was written (a memo upsert, behind the `delivery-memo` patch)."""
 ANSWER = ("keyword-answer", "keyword-answer-replay")
 """A HELP's answer, sent to the sender's phone and address."""
 RUN_FILES = {
@@ -214,6 +241,58 @@ RUN_FILES = {
     ),
 }
 """A campaign run reads its audience from the worker's campaigns directory: these files are written there."""
+
+
+def send_or_owner(params: dict[str, Any]) -> dict[str, Any]:
+    """A message with `params`; `satisfied` waits 1m, `not_satisfied` tells the owner."""
+    return {
+        "start_step": "send",
+        "steps": {
+            "send": {
+                "node": "send_message",
+                "params": params,
+                "condition": {"satisfied": "wait", "not_satisfied": "owner"},
+            },
+            "wait": {"node": "explicit_wait", "params": {"duration": "1m"}},
+            "owner": {"node": "notify_creator"},
+        },
+    }
+
+
+class Gateway(QuietHandler):
+    """The recording SMS gateway: 200, or 400 for `REFUSED_PHONE`; the message ids it got, by phone."""
+
+    keys: ClassVar[dict[str, str]] = {}
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        Gateway.keys[body["to"]] = self.headers["Idempotency-Key"]
+        refused = body["to"] == REFUSED_PHONE
+        self.send_json(400 if refused else 200, b'{"error": "invalid number"}' if refused else b'{"ok": true}')
+
+
+async def record_receipt(
+    env: WorkflowEnvironment, name: str, workflow_id: str, params: dict[str, Any], state: str | None, phone: str
+) -> Path:
+    flow = FlowInput(
+        revision=FLOW_REVISION,
+        definition=WorkflowDefinition.model_validate(send_or_owner(params)),
+        campaign_id="abandoned-cart",
+        owner="owner@example.com",
+        customer={"id": "c1", "phone": phone, "name": "Ada"},
+        delivery=DeliveryPolicy(quiet_hours="", timezone="UTC"),
+    )
+    Gateway.keys.pop(phone, None)
+    handle = await start(env, workflow_id, flow)
+    if state is not None:
+        for _ in range(200):  # the gateway has the message (the flow may not have its result yet)
+            if phone in Gateway.keys:
+                break
+            await asyncio.sleep(0.05)
+        if "await_delivery" not in params:
+            await until_in(handle, "wait")
+        await handle.signal(DELIVERY_STATUS_SIGNAL, DeliveryStatus(message_id=Gateway.keys[phone], status=state))
+    return await save(name, handle, ended(await handle.result()))
 
 
 async def start(env: WorkflowEnvironment, workflow_id: str, flow: FlowInput) -> WorkflowHandle[Any, FlowStatus]:
@@ -418,9 +497,12 @@ async def main(names: list[str]) -> None:
         settings = load_settings(ROOT / "config" / "scheduler.toml")
         now = datetime.now(UTC)
         settings.compliance.quiet_hours = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
-        with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
             settings.channels.outbox = Path(tmp) / "outbox.jsonl"  # don't touch the real outbox
             settings.campaigns.dir = Path(tmp)
+            gateway = stack.enter_context(http_server(Gateway))
+            settings.channels.http.url = f"{gateway}/v1/messages"
             for file, text in RUN_FILES.items():
                 (Path(tmp) / file).write_text(text, encoding="utf-8")
             store = Store.open(f"sqlite:///{tmp}/scheduler.db")
@@ -454,6 +536,9 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     await record_run(env, name, workflow_id, Path(tmp) / file)
+                for name, receipt in RECEIPTS.items():
+                    if not names or name in names:
+                        await record_receipt(env, name, *receipt)
                 if not names or ANSWER[0] in names:
                     await record_answer(env, *ANSWER)
             store.close()

@@ -496,3 +496,29 @@ def test_deep_checks_names_a_channel_the_config_cannot_deliver_through() -> None
     ]
     configured = ChannelsSettings.model_validate({"smtp": {"host": "127.0.0.1", "sender": "shop@example.com"}})
     assert [p for p in deep_checks(campaign, configured) if not p.warning] == []
+
+
+def test_deep_checks_names_each_channel_of_a_list_the_config_cannot_deliver_through() -> None:
+    params = 'params = { channel = ["http", "smtp", "console"], await_delivery = "2m" }'
+    text = BASE.replace('node = "send_message"', f'node = "send_message"\n{params}', 1)
+    campaign, problems = load_campaign(write(text))
+    assert campaign is not None and problems == []
+    line = text.splitlines().index(params) + 1
+    found = [str(p) for p in deep_checks(campaign, ChannelsSettings()) if not p.warning]
+    assert found == [
+        f"c.toml:{line}: workflow.steps.b.params.channel: channel 'http' needs channels.http.url in the config",
+        f"c.toml:{line}: workflow.steps.b.params.channel: channel 'smtp' needs channels.smtp.host in the config",
+    ]
+
+
+def test_bad_delivery_params_name_file_line_and_key() -> None:
+    params = 'params = { channel = ["http", "http"], await_delivery = "3d" }'
+    text = BASE.replace('node = "send_message"', f'node = "send_message"\n{params}', 1)
+    campaign, problems = load_campaign(write(text))
+    line = text.splitlines().index(params) + 1
+    assert campaign is None
+    assert [str(p) for p in problems] == [
+        f"c.toml:{line}: workflow.steps.b.params.channel: a channel list names each channel once",
+        f"c.toml:{line}: workflow.steps.b.params.await_delivery: await_delivery must be more than 0s and at most 1d,"
+        " got 3d",
+    ]

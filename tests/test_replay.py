@@ -71,6 +71,22 @@ EXPECTED = {
     "stopped": ("abandoned_cart-replay-stopped", ["send_message"], ["started", "canceled"]),
     # the campaign is stopped while step wait's 1m timer runs: the message is not sent, outcome stopped
     "stopped-send": ("abandoned_cart-replay-stopped-send", ["send_message"], ["started", "fired"]),
+    # step send's SMS awaits its receipt (a 2m wait), which says delivered: step wait's 1m (revision 3)
+    "await-delivered": (
+        "abandoned_cart-replay-await-delivered",
+        ["send_message"],
+        ["started", "canceled", "started", "fired"],
+    ),
+    # the receipt says undelivered: the not_satisfied edge tells the owner
+    "await-undelivered": (
+        "abandoned_cart-replay-await-undelivered",
+        ["send_message", "notify_creator"],
+        ["started", "canceled"],
+    ),
+    # the gateway refuses the number (400, final): the message goes by the list's next channel, then a 1m wait
+    "fallback": ("abandoned_cart-replay-fallback", ["send_message", "send_message"], ["started", "fired"]),
+    # no await_delivery: the receipt comes in step wait's 1m, after the step's memo entry was written
+    "receipt-after-step": ("abandoned_cart-replay-receipt-after-step", ["send_message"], ["started", "fired"]),
     # a campaign run cancelled while its page activity starts flows: the activity is cancelled, then the run
     "campaign-run-stopped": ("campaign-run-replay-stopped", ["start_audience_page"], []),
     # a campaign run cancelled after its page activity started its last flow: the page ends, the run completes
@@ -99,12 +115,15 @@ PATCHES = {
     "quiet-hold": ["outcome-attribute"],
     "stopped": ["stopped-outcome", "outcome-attribute"],
     "stopped-send": ["outcome-attribute"],
+    "receipt-after-step": ["delivery-memo"],
     "campaign-run-stopped": ["run-waits-for-its-page"],
     "campaign-run-stopped-late": ["run-waits-for-its-page"],
 }
 """The `workflow.patched` markers a history holds (none where not named): the patched branches it covers."""
 HOLDS = {"quiet-hold"}
 """Histories whose timers are holds of their own length (the others' are the seed's 1m waits)."""
+TIMERS = {"await-delivered": ["120s", "60s"], "await-undelivered": ["120s"]}
+"""Histories with timers besides 1m waits: their lengths in order (`await_delivery = "2m"`)."""
 
 
 def load(name: str) -> tuple[WorkflowHistory, dict[str, Any]]:
@@ -157,9 +176,8 @@ async def test_replay_history_replays_with_current_workflow(name: str) -> None:
     ]
     assert timer_events == timers
     if name not in HOLDS:
-        assert all(
-            e["timerStartedEventAttributes"]["startToFireTimeout"] == "60s" for e in events_of(raw, "TIMER_STARTED")
-        )
+        lengths = [e["timerStartedEventAttributes"]["startToFireTimeout"] for e in events_of(raw, "TIMER_STARTED")]
+        assert lengths == TIMERS.get(name, ["60s"] * len(lengths))
     else:  # the local activities that ask for the service's quiet hours and count the hold
         markers = [e["markerRecordedEventAttributes"]["markerName"] for e in events_of(raw, "MARKER_RECORDED")]
         assert markers.count("core_local_activity") == 2

@@ -197,3 +197,46 @@ async def test_a_stop_while_the_message_before_the_wait_is_held_takes_the_waits_
     assert [m.step for m in waiting.messages] == ["send", "owner"]
     # The STOP ends the hold: the owner hears of it at once, not when the quiet hours end an hour later.
     assert held.messages[0].at - now < timedelta(minutes=30), held.messages[0].at
+
+
+AWAIT_THEN_EMAIL = """\
+[workflow]
+start_step = "sms"
+
+[workflow.steps.sms]
+node = "send_message"
+params = { channel = "http", await_delivery = "2m", template = "Hi {{ customer.name }}" }
+condition = { satisfied = "wait", not_satisfied = "email" }
+
+[workflow.steps.wait]
+node = "explicit_wait"
+params = { duration = "1h" }
+
+[workflow.steps.email]
+node = "send_message"
+params = { channel = ["http", "console"], template = "Hi {{ customer.name }}, by mail" }
+"""
+
+
+async def test_await_delivery_simulates_delivered_and_undelivered_receipts(tmp_path: Path) -> None:
+    """Without `--all-paths` the SMS is delivered (no 2m wait); with it, also undelivered, which takes the other
+    edge. Nothing waits for a receipt in vain: the simulated clock moves only by the 1h wait."""
+    campaign = tmp_path / "receipts.toml"
+    campaign.write_text(campaign_toml("receipts", workflow=AWAIT_THEN_EMAIL), encoding="utf-8")
+    gateway = {"SCHEDULER_CHANNELS__HTTP__URL": "http://127.0.0.1:9/v1/messages"}  # never called: captured
+    run = await scheduler("simulate", campaign, "--json", env=gateway)
+    assert run.code == 0, run
+    (path,) = json.loads(run.stdout)
+    assert path["path"] == ["sms", "wait"]
+    assert path["steps"][0]["delivery"] == {"status": "delivered", "channel": "simulation"}
+
+    run = await scheduler("simulate", campaign, "--all-paths", "--json", env=gateway)
+    assert run.code == 0, run
+    delivered, undelivered = json.loads(run.stdout)
+    assert (delivered["choices"], delivered["path"]) == (["sms=delivered"], ["sms", "wait"])
+    assert (undelivered["choices"], undelivered["path"]) == (["sms=undelivered"], ["sms", "email"])
+    sms, email = undelivered["steps"]
+    assert (sms["reason"], sms["delivery"]["status"]) == ("undelivered", "undelivered")
+    assert (email["tried"], email["channel"]) == (["http"], "http")
+    sent = [datetime.fromisoformat(m["at"]) for m in undelivered["messages"]]
+    assert sent[1] - sent[0] < timedelta(seconds=5)

@@ -456,10 +456,11 @@ def deep_checks(campaign: Campaign, channels: ChannelsSettings) -> list[Problem]
     if campaign.audience is not None:
         found += [p.under("audience") for p in audience_warnings(campaign.audience, source.parent)]
     for name, step in campaign.workflow.steps.items():
-        channel = step.params.get("channel")
-        if isinstance(channel, str) and (missing := channels.missing(channel)):
-            key = f"workflow.steps.{name}.params.channel"
-            found.append(Problem(key=key, message=f"channel {channel!r} needs {missing} in the config"))
+        listed = step.params.get("channel")
+        for channel in listed if isinstance(listed, list) else [listed]:  # a list: each channel it may try
+            if isinstance(channel, str) and (missing := channels.missing(channel)):
+                key = f"workflow.steps.{name}.params.channel"
+                found.append(Problem(key=key, message=f"channel {channel!r} needs {missing} in the config"))
     if not found:
         return []
     place = _Placer(shown_path(source), _key_lines(source, source.read_text(encoding="utf-8")))

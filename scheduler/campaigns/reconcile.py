@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from temporalio.client import Client
 
 from scheduler.campaigns.campaign import Campaign, key_line, load_campaign_dir, shown_path
+from scheduler.campaigns.diff import campaign_diff
 from scheduler.campaigns.schedules import Action, Change, ScheduleWriter, campaign_id_of
 from scheduler.campaigns.stop import pruned_note
 from scheduler.config import Settings
@@ -106,6 +107,9 @@ class Reconciler:
             self.loaded |= set(campaigns)
             for change in result.pending:
                 log.info("reconcile: %s", change)
+                if change.action == Action.UPDATE:
+                    for line in _diff_lines(change):
+                        log.info("reconcile: %s: %s", change.campaign_id, line)
                 if change.action == Action.DELETE and (note := await pruned_note(self.client, change.campaign_id)):
                     log.info("reconcile: %s", note)
         self._log_changes(result.errors)
@@ -149,6 +153,20 @@ class Reconciler:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+MAX_LOGGED_DIFF = 20
+"""Lines of an update's diff the reconcile loop logs; the rest are counted (`plan` shows them all)."""
+
+
+def _diff_lines(change: Change) -> list[str]:
+    """An update's change in words, as the reconcile loop logs it (`scheduler.campaigns.diff`)."""
+    if change.previous is None or change.campaign is None:
+        return []
+    lines = [entry.text for entry in campaign_diff(change.previous, change.campaign)]
+    if len(lines) > MAX_LOGGED_DIFF:
+        lines = [*lines[: MAX_LOGGED_DIFF - 1], f"…and {len(lines) - MAX_LOGGED_DIFF + 1} more changes"]
+    return lines
 
 
 def _problem(campaign: Campaign | None, message: str) -> Problem:

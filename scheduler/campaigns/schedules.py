@@ -69,6 +69,9 @@ class Change:
     campaign_id: str
     campaign: Campaign | None = None
     """The campaign to apply; None for a delete."""
+    previous: Campaign | None = None
+    """The campaign the schedule ran until now (an update, pause or unpause), when its input decodes as one: what
+    `plan` and `apply` compare the file with (`scheduler.campaigns.review`)."""
 
     @property
     def schedule_id(self) -> str:
@@ -256,8 +259,8 @@ class ScheduleWriter:
             return Change(Action.UNCHANGED, campaign.id, campaign)
         enabled = campaign.campaign.enabled
         if old is not None and _without_enabled(old) == _without_enabled(campaign):
-            return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign)
-        return Change(Action.UPDATE, campaign.id, campaign)
+            return Change(Action.UNPAUSE if enabled else Action.PAUSE, campaign.id, campaign, old)
+        return Change(Action.UPDATE, campaign.id, campaign, old)
 
     async def apply(self, changes: Iterable[Change]) -> list[Change]:
         """Carry out planned changes (concurrently across schedules, serially per schedule).

@@ -22,7 +22,7 @@ from scheduler.delivery.unsubscribe import Links, Unsubscribe
 from scheduler.errors import DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
-from scheduler.flow.models import ActivityInput, AnswerMessage, MessageEvent
+from scheduler.flow.models import ActivityInput, AnswerMessage, MessageEvent, message_step
 from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
@@ -117,7 +117,9 @@ class Activities:
         if not_sent is None:
             MESSAGES.labels(channel.name, "sent").inc()
             info = activity.info()
-            message_id = idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step)
+            message_id = idempotency_key(
+                workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp)
+            )
             return ActivityResult(detail=f"sent to {to} by {channel.name}", message_id=message_id, channel=channel.name)
         if not_sent.suppressed or not_sent.stopped:
             MESSAGES.labels(channel.name, "suppressed" if not_sent.suppressed else "stopped").inc()
@@ -215,7 +217,9 @@ class Activities:
             campaign_id=inp.campaign_id,
             workflow_id=inp.workflow_id,
             step=inp.step,
-            idempotency_key=idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=inp.step),
+            idempotency_key=idempotency_key(
+                workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp)
+            ),
             list_unsubscribe=list_unsubscribe,
         )
         if stopped := await self._stopped(inp):

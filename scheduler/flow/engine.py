@@ -62,10 +62,18 @@ from scheduler.flow.models import (
     StepRecord,
 )
 from scheduler.flow.nodes import ActivityResult, EventType, NodeParams, get_node
+from scheduler.flow.nodes.send_message import CONTACT_FIELDS, RECEIPT_CHANNELS
 from scheduler.flow.nodes.split import assign_variant, assignment_unit
 from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
-from scheduler.flow.signals import CART_CONVERTED_SIGNAL, OPT_OUT_EXIT_PATCH, Conversion, Reply
+from scheduler.flow.signals import (
+    CART_CONVERTED_SIGNAL,
+    OPT_OUT_EXIT_PATCH,
+    Conversion,
+    DeliveryState,
+    DeliveryStatus,
+    Reply,
+)
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 REPLY_IDS_PATCH = "reply-ids-attribute"
@@ -81,6 +89,11 @@ OPT_OUT_BEFORE_WAIT_PATCH = "opt-out-before-wait"
 """An opt-out during the step before a `wait_answer` ended the flow at once, skipping the wait's `not_satisfied`."""
 STOPPED_OUTCOME_PATCH = "stopped-outcome"
 """Flows cancelled before the `stopped` outcome existed ended with no outcome (no memo or attribute upsert)."""
+DELIVERY_MEMO_PATCH = "delivery-memo"
+"""A `delivery-status` signal for a step whose memo entry was written already rewrites the memo `steps`. Asked only
+then: a worker without the handler left the signal without that upsert in its history."""
+MAX_EARLY_RECEIPTS = 16
+"""Receipts kept for messages the flow does not know yet (one that came before its activity's result)."""
 MIN_HOLD = timedelta(seconds=1)
 """The shortest hold: a cap that frees "now" by the worker's clock may not yet have by the server's."""
 MAX_HOLDS = 10
@@ -171,6 +184,17 @@ class FlowRun:
         self._intent: str | None = None
         """The `ReplyIntent` search attribute's value: the intent the latest `wait_answer` with intents took."""
         self._written_intent: str | None = None
+        self._deliveries: dict[str, DeliveryStatus] = {}
+        """Message id → the furthest state its receipts reported (`add_delivery`)."""
+        self._message_steps: dict[str, str] = {}
+        """Message id → the step that sent it: the flow's messages, whose receipts count."""
+        self._step_messages: dict[str, str] = {}
+        """Step → the id of its message that went last: the one its memo entry's `delivery` tells of."""
+        self._early: dict[str, DeliveryStatus] = {}
+        """Receipts for ids the flow does not know yet (at most `MAX_EARLY_RECEIPTS`): a receipt may come in the
+        workflow task that also brings its message's activity result, and be handled first."""
+        self._channel_attempt = 0
+        """The position of the channel being tried in the current step's channel list (`ActivityInput`)."""
         self.variant_overrides: dict[str, str] = {}
         """Split step → the variant to take instead of the assigned one: set only by `scheduler simulate
         --all-paths` (`scheduler.flow.simulation`), which walks every variant."""
@@ -226,6 +250,44 @@ class FlowRun:
         self.conversion = conversion
         if conversion.conversion_id is not None and workflow.patched(CONVERSION_IDS_PATCH):
             self._record_key(conversion_key(conversion.conversion_id))
+
+    def add_delivery(self, status: DeliveryStatus) -> None:
+        """Keep the furthest state a receipt reports for one of the flow's messages; never blocks the flow.
+
+        A status no further than the one known (a repeat, or `sent` after `delivered`) changes nothing; a receipt
+        for an id the flow never sent is ignored (a few are kept in case their message's result is on its way).
+        Once the step that sent the message has its memo entry written, a change rewrites the memo `steps`: one
+        upsert per receipt that changes something; before that, the entry takes it when it is written.
+        """
+        message_id = status.message_id
+        step = self._message_steps.get(message_id)
+        if step is None:
+            known = self._early.get(message_id)
+            if known is None and len(self._early) >= MAX_EARLY_RECEIPTS:
+                return
+            if known is None or status.status.rank > known.status.rank:
+                self._early[message_id] = status
+            return
+        known = self._deliveries.get(message_id)
+        if known is not None and status.status.rank <= known.status.rank:
+            return
+        self._deliveries[message_id] = status
+        if self._step_messages.get(step) != message_id:
+            return  # an earlier channel's message of a step that fell back: its entry tells of the later one
+        for index, record in enumerate(self.records):
+            if record.step == step:
+                record.delivery = _delivery_entry(status)
+                if index < self._written_records and workflow.patched(DELIVERY_MEMO_PATCH):
+                    workflow.upsert_memo({"steps": self._steps_memo()})
+                    self._written_records = len(self.records)
+                return
+
+    def _message_went(self, message_id: str) -> None:
+        """Note a message of the current step: its receipts now count (and any that came before its result)."""
+        self._message_steps[message_id] = self.current_step
+        self._step_messages[self.current_step] = message_id
+        if (early := self._early.pop(message_id, None)) is not None:
+            self.add_delivery(early)
 
     def _record_key(self, key: str) -> None:
         """Add `key` to `ReplyIds` now (keeping the newest `MAX_REPLY_IDS`): the API looks there for repeats."""
@@ -326,6 +388,7 @@ class FlowRun:
                 reply=(self._replies[-1].text or "") if self._replies else None,
                 frequency_capped=frequency_capped,
                 flow_started_at=info.start_time,
+                channel_attempt=self._channel_attempt,
             ),
             result_type=ActivityResult,
             start_to_close_timeout=timeout,
@@ -342,47 +405,138 @@ class FlowRun:
         return outcome
 
     async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType:
+        """Deliver a customer message under the flow's `DeliveryPolicy` (`_deliver`); with `await_delivery`, wait for
+        its receipt; with a channel list, fall back from channel to channel (`_send_through`)."""
+        channels: tuple[str, ...] | None = getattr(params, "channels", lambda: None)()
+        awaited: timedelta | None = getattr(params, "await_delivery", None)
+        if channels is not None:
+            return await self._send_through(name, params, channels, awaited, retry=retry)
+        event, outcome = await self._deliver(name, params, self.input.customer, retry=retry)
+        if awaited is not None and outcome is not None and await self._undelivered(outcome, awaited):
+            self._notes["reason"] = "undelivered"
+            return EventType.NOT_SATISFIED
+        return event
+
+    async def _send_through(
+        self, name: str, params: NodeParams, channels: tuple[str, ...], awaited: timedelta | None, *, retry: RetryPolicy
+    ) -> EventType:
+        """Send through the first of `channels` the customer can be reached on, then the next while an attempt fails:
+        the activity failed for good (its retries spent, or a final error), the message was reported undelivered
+        (with `awaited`), the contact of that channel is suppressed, or a policy kept it from going (quiet hours
+        in the zone of that contact, a frequency cap). Ends at the first message that went and was not reported
+        undelivered. An opt-out reply ends the trying (the customer said stop, whatever the channel). The memo
+        entry records the channels `tried` and the `channel` the message went through.
+
+        When every channel failed, the last one's failure stands: its error fails the step, as with one channel.
+        """
+        customer = self.input.customer
+        reachable = [c for c in channels if _reaches(c, customer)] or [channels[0]]  # none: fails as one would
+        tried: list[str] = []
+        event = EventType.NOT_SATISFIED
+        for attempt, channel in enumerate(reachable):
+            last = attempt == len(reachable) - 1
+            tried.append(channel)
+            self._notes["tried"] = list(tried)
+            for note in ("reason", "channel"):  # the previous attempt's
+                self._notes.pop(note, None)
+            self._channel_attempt = channels.index(channel)
+            opted_out = self.opted_out
+            try:
+                event, outcome = await self._deliver(
+                    name, params.model_copy(update={"channel": channel}), _contact_of(customer, channel), retry=retry
+                )
+            except ActivityError as exc:
+                if last or is_cancelled_exception(exc):
+                    raise
+                continue
+            finally:
+                self._channel_attempt = 0
+            if self._opt_out_for_wait or self.opt_out_exit or self.stopped:
+                return event
+            if outcome is None:  # a policy kept it from going (`reason` says which)
+                continue
+            if outcome.suppressed:  # this contact is suppressed: the next channel's may not be
+                if last:
+                    return event
+                self.opted_out, self.suppressed = opted_out, False
+                self._notes["reason"] = "suppressed"
+                continue
+            self._notes["channel"] = outcome.channel or channel
+            if awaited is not None and await self._undelivered(outcome, awaited):
+                self._notes["reason"] = "undelivered"
+                event = EventType.NOT_SATISFIED
+                continue
+            return event
+        return event
+
+    async def _undelivered(self, outcome: ActivityResult, timeout: timedelta) -> bool:
+        """Wait up to `timeout` for a final receipt of the message that went (only from channels whose gateways send
+        them, `RECEIPT_CHANNELS`): True if it says undelivered or failed. No receipt in time: sent, False."""
+        message_id = outcome.message_id
+        if message_id is None or outcome.event != EventType.SATISFIED or outcome.channel not in RECEIPT_CHANNELS:
+            return False
+
+        def final() -> bool:
+            known = self._deliveries.get(message_id)
+            return known is not None and known.status.final
+
+        try:
+            await workflow.wait_condition(
+                final, timeout=timeout, timeout_summary=f"{self.current_step}: await delivery"
+            )
+        except TimeoutError:
+            return False
+        return self._deliveries[message_id].status != DeliveryState.DELIVERED
+
+    async def _deliver(
+        self, name: str, params: NodeParams, customer: dict[str, Any], *, retry: RetryPolicy
+    ) -> tuple[EventType, ActivityResult | None]:
         """Deliver a customer message under the flow's `DeliveryPolicy`: held through the customer's quiet
         hours and, with `on_cap = "delay"`, until a frequency cap frees (durable timers); not sent when that
-        would take longer than `max_delay` (`not_satisfied`, memo `reason`).
+        would take longer than `max_delay` (`not_satisfied`, memo `reason`). `customer`: whose zones count.
+
+        The event, and the activity's result when the activity decided (None: a policy held it back).
 
         A flow started before policies existed has none (`FlowInput.delivery`), so its history never
         reaches the new commands here: the input field versions the change.
         """
         policy = self.input.delivery
         if policy is None:
-            return self._sent(await self.call_activity(name, params, retry=retry)).event
+            outcome = self._sent(await self.call_activity(name, params, retry=retry))
+            return outcome.event, outcome
         deadline = workflow.now() + policy.max_delay
         quiet = parse_quiet_hours(await self._quiet_hours(policy))
         if quiet is not None:
-            zones, rule = customer_zones(self.input.customer, policy.timezone)
+            zones, rule = customer_zones(customer, policy.timezone)
             self._notes["zone"] = f"{rule}: {', '.join(zones)}"
         for _ in range(MAX_HOLDS):
             if quiet is not None:
                 until = allowed_at(workflow.now(), quiet, zones)
                 if until is None or until > deadline:
-                    return await self._not_sent("quiet_hours", params)
+                    return await self._not_sent("quiet_hours", params), None
                 if until > workflow.now():
                     await self._hold(until, params)
             if self._opt_out_for_wait:  # it came while the message was held: nothing more goes to the customer
                 self.opted_out = True
                 self._notes["reason"] = "opted_out"
                 await self._count_message(params, "suppressed")
-                return EventType.NOT_SATISFIED
+                return EventType.NOT_SATISFIED, None
             outcome = self._sent(
                 await self.call_activity(name, params, retry=retry, frequency_capped=policy.frequency_capped)
             )
             if outcome.capped_until is None:
-                return outcome.event
+                return outcome.event, outcome
             if policy.on_cap == "skip" or outcome.capped_until > deadline:
-                return await self._not_sent("frequency_cap", params)
+                return await self._not_sent("frequency_cap", params), None
             await self._hold(outcome.capped_until, params)
-        return await self._not_sent("frequency_cap", params)
+        return await self._not_sent("frequency_cap", params), None
 
     def _sent(self, outcome: ActivityResult) -> ActivityResult:
         """Note whether the customer's message went (written as `Messaged` with the state)."""
         went = outcome.event == EventType.SATISFIED and outcome.capped_until is None
         self.messaged |= went and not (outcome.suppressed or outcome.stopped)
+        if went and outcome.message_id is not None:
+            self._message_went(outcome.message_id)
         return outcome
 
     async def _count_message(self, params: NodeParams, result: str) -> None:
@@ -498,6 +652,8 @@ class FlowRun:
         if node.writes_state_first(params, self.input.revision):
             self._write_state()
         event = await node.run(self, params)
+        if (message_id := self._step_messages.get(name)) is not None and message_id in self._deliveries:
+            self._notes["delivery"] = _delivery_entry(self._deliveries[message_id])
         self.records.append(StepRecord(step=name, node=node.name, event=event, at=workflow.now(), **self._notes))
         if self.suppressed or self.stopped:
             return None
@@ -555,6 +711,25 @@ class FlowRun:
     def _finish(self, outcome: FlowOutcome) -> None:
         self.outcome = outcome
         self._write_state(outcome=outcome)
+
+
+def _delivery_entry(status: DeliveryStatus) -> dict[str, Any]:
+    """A step's memo `delivery`: what its receipts said."""
+    return status.model_dump(mode="json", exclude={"message_id"}, exclude_none=True)
+
+
+def _reaches(channel: str, customer: dict[str, Any]) -> bool:
+    """Whether `channel` can reach the customer: it has the field the channel sends to (`console`: anyone)."""
+    field = CONTACT_FIELDS.get(channel)
+    return field is None or bool(customer.get(field))
+
+
+def _contact_of(customer: dict[str, Any], channel: str) -> dict[str, Any]:
+    """The customer as an attempt through `channel` sees them for quiet hours: an e-mail's time zone is the
+    customer's `timezone` or the campaign's, never their phone number's area."""
+    if CONTACT_FIELDS.get(channel, "phone") == "phone":
+        return customer
+    return {key: value for key, value in customer.items() if key != "phone"}
 
 
 def _is_wait(definition: WorkflowDefinition, name: str | None) -> bool:

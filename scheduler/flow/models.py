@@ -83,6 +83,14 @@ class StepRecord(BaseModel):
     reply: str | None = None
     """In a `wait_answer` step with intents whose reply matched none: the reply's first `REPLY_SHOWN` characters,
     so the owner sees what customers write (nowhere else: search attributes never hold a reply's text)."""
+    delivery: dict[str, Any] | None = None
+    """What became of the step's message, once a receipt said (`delivery-status`): `{"status", "error_code"?,
+    "channel"?, "at"?}`, the furthest state reported."""
+    channel: str | None = None
+    """A `send_message` step with a channel list: the channel its message went through."""
+    tried: list[str] | None = None
+    """A `send_message` step with a channel list: the channels it tried, in order (the last one is `channel` when
+    the message went)."""
 
 
 class FlowOutcome(StrEnum):
@@ -139,6 +147,15 @@ class ActivityInput(BaseModel):
     """Whether this message counts toward, and is held to, `compliance.frequency_caps`."""
     flow_started_at: datetime | None = None
     """When the flow started: a campaign stopped since then lets it send nothing (`scheduler.campaigns.stop`)."""
+    channel_attempt: int = 0
+    """A `send_message` step with a channel list: the position of this attempt's channel in it. From 1 the message
+    gets an idempotency key of its own (`message_step`), so its receipts and its cap count are not the first's."""
+
+
+def message_step(inp: ActivityInput) -> str:
+    """What a message's idempotency key is made of besides its flow run: the step, and for a fallback channel
+    (`channel_attempt` ≥ 1) its position too; the first channel's key is the one a single channel's always was."""
+    return inp.step if inp.channel_attempt == 0 else f"{inp.step}#{inp.channel_attempt}"
 
 
 class MessageEvent(BaseModel):

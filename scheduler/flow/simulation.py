@@ -5,7 +5,8 @@ flow's memo `simulation` and, inside the flow, first sleeps until the planned st
 `scheduler test` cases start at their own instants on one server), then waits until the flow enters each
 planned step (or counts from the start, for a reply with no step), sleeps the planned delay on a durable timer
 and delivers the reply as the `client-answered` signal handler would; a purchase comes `convert_after` the
-start; at a `split` step the flow takes the planned variant. Deterministic, so the time-skipping server runs it
+start; at a `split` step the flow takes the planned variant; each message of a step in `deliveries` gets its
+receipt (`delivered` or `undelivered`) as soon as it went. Deterministic, so the time-skipping server runs it
 in an instant.
 """
 
@@ -24,7 +25,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from scheduler.flow.signals import Conversion, Reply
+from scheduler.flow.signals import Conversion, DeliveryState, DeliveryStatus, Reply
 
 SIMULATION_MEMO = "simulation"
 
@@ -49,6 +50,8 @@ class SimulationPlan(BaseModel):
     """The flow begins then (its workflow sleeps until that instant); None: at once."""
     variants: dict[str, str] = Field(default_factory=dict)
     """Split step → the variant the flow takes there (the others: the one it is assigned)."""
+    deliveries: dict[str, DeliveryState] = Field(default_factory=dict)
+    """`send_message` step → the receipt each of its messages gets at once (the others': none)."""
 
 
 class SimulationInterceptor(Interceptor):
@@ -75,6 +78,8 @@ class _Inbound(WorkflowInboundInterceptor):
             ]
             if plan.convert_after is not None:
                 self.customer.append(asyncio.create_task(_convert(instance, plan.convert_after)))
+            if plan.deliveries:
+                self.customer.append(asyncio.create_task(_receipts(instance, plan.deliveries)))
         return await super().execute_workflow(input)
 
 
@@ -89,3 +94,17 @@ async def _reply(instance: Any, reply: PlannedReply, reply_id: str) -> None:
 async def _convert(instance: Any, after: timedelta) -> None:
     await workflow.sleep(after, summary="simulated purchase")
     instance.cart_converted(Conversion(conversion_id="simulated"))
+
+
+async def _receipts(instance: Any, deliveries: dict[str, DeliveryState]) -> None:
+    """A receipt for each message of a step in `deliveries`, once the flow knows the message went."""
+    flow = instance._flow
+    seen: set[str] = set()
+    while True:
+        await workflow.wait_condition(lambda: len(flow._message_steps) > len(seen))
+        for message_id, step in list(flow._message_steps.items()):
+            if message_id in seen:
+                continue
+            seen.add(message_id)
+            if (state := deliveries.get(step)) is not None:
+                instance.delivery_status(DeliveryStatus(message_id=message_id, status=state, channel="simulation"))

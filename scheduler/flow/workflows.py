@@ -35,7 +35,14 @@ with workflow.unsafe.imports_passed_through():
         next_window,
     )
     from scheduler.flow.nodes.send_message import MESSAGE_RETRY
-    from scheduler.flow.signals import CART_CONVERTED_SIGNAL, CLIENT_ANSWERED_SIGNAL, Conversion, Reply
+    from scheduler.flow.signals import (
+        CART_CONVERTED_SIGNAL,
+        CLIENT_ANSWERED_SIGNAL,
+        DELIVERY_STATUS_SIGNAL,
+        Conversion,
+        DeliveryStatus,
+        Reply,
+    )
 
 FLOW_TYPE = "AbandonedCartWorkflow"
 """The workflow type name of a flow: what `AbandonedCartWorkflow` registers and every start and lookup uses."""
@@ -66,11 +73,13 @@ class AbandonedCartWorkflow:
     Signal `client-answered` (optional `Reply` payload; a repeated `reply_id` is ignored) feeds
     `wait_answer` steps. Signal `cart-converted` (optional `Conversion` payload; only the first
     counts) says the customer bought: a definition with `exit_on = ["cart-converted"]` ends at once
-    with outcome `converted`, any other records it and carries on. Query `status` gives the current
+    with outcome `converted`, any other records it and carries on. Signal `delivery-status`
+    (`DeliveryStatus`) reports what became of one of its messages: the step's memo entry gains `delivery`,
+    and a `send_message` step with `await_delivery` stops waiting for it. Query `status` gives the current
     step, the path so far, the number of distinct replies, the definition version, whether a
     conversion came and, at the end, the outcome (`completed`, `converted`, `opted_out`, `stopped` or `failed`).
     The memo `steps` and the search attribute `CurrentStep` are brought up to date before every step
-    that waits (a timer, a signal, webhook retries) and when the flow ends.
+    that waits (a timer, a signal, webhook retries, a message awaiting its receipt) and when the flow ends.
     """
 
     @workflow.init
@@ -88,6 +97,10 @@ class AbandonedCartWorkflow:
     @workflow.signal(name=CART_CONVERTED_SIGNAL)
     def cart_converted(self, conversion: Conversion | None = None) -> None:
         self._flow.add_conversion(conversion or Conversion())
+
+    @workflow.signal(name=DELIVERY_STATUS_SIGNAL)
+    def delivery_status(self, status: DeliveryStatus) -> None:
+        self._flow.add_delivery(status)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> FlowStatus:
