@@ -16,7 +16,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from scheduler.campaigns.campaign import deep_checks, load_campaign, load_campaign_files
+from scheduler.campaigns.campaign import (
+    campaign_files,
+    deep_checks,
+    is_tests_file,
+    load_campaign,
+    load_campaign_files,
+)
 from scheduler.config import Settings, load_settings
 from scheduler.errors import NoSchedule, SchedulerError
 from scheduler.flow.signals import CLIENT_ANSWERED_SIGNAL
@@ -240,18 +246,31 @@ def status(
 @app.command()
 def validate(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Campaign .toml files or seed-shaped .json definitions")
+        list[Path] | None,
+        typer.Argument(help="Campaign .toml files, their .tests.toml, or seed-shaped .json definitions"),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Check campaign files; print `path:line: key: message` per problem; exit 1 on any error."""
+    """Check campaign files and their tests files (`<stem>.tests.toml`); print `path:line: key: message` per
+    problem; exit 1 on any error."""
+    from scheduler.campaigns.cases import campaign_file_of, load_cases, tests_file_of
+
     settings = _settings(config)
-    files = paths or sorted(settings.campaigns.dir.glob("*.toml"))
-    if not files:
+    given = paths or campaign_files(settings.campaigns.dir)
+    if not given:
         _fail("no campaign files to validate")
+    files = [p for p in given if not is_tests_file(p)]
     campaigns, problems = load_campaign_files(files)
     for campaign in campaigns:
         problems.extend(deep_checks(campaign, settings.channels))
+    by_path = {c.source: c for c in campaigns}
+    tests = [p for p in given if is_tests_file(p)] + [t for p in files if (t := tests_file_of(p)).exists()]
+    for path in dict.fromkeys(tests):
+        campaign = by_path.get(campaign_file_of(path))
+        if campaign is None and campaign_file_of(path) not in files:
+            campaign, _ = load_campaign(campaign_file_of(path))  # its own problems are its file's
+        problems.extend(load_cases(path, campaign)[1])
+    files += [t for t in dict.fromkeys(tests) if t not in files]
     errors = [p for p in problems if not p.warning]
     for p in problems:
         typer.echo(str(p), err=p.warning)
@@ -664,6 +683,48 @@ def simulate(
             f"error: path {' → '.join(p.path)} ({', '.join(p.choices) or 'no reply'}) failed: {p.error}", err=True
         )
     _exit(1 if failed else 0)
+
+
+@app.command("test")
+def test_campaigns(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Campaign files or their .tests.toml files [default: every campaign of campaigns.dir]"),
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file")] = None,
+    require: Annotated[bool, typer.Option("--require", help="A campaign without a tests file fails")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the campaigns' test cases (`<stem>.tests.toml`) on a time-skipping test server, nothing sent.
+
+    Prints each case PASS/FAIL with expected and actual path, outcome and messages. Exit 0 when every case
+    passes, 1 when one fails (or, with --require, a campaign has no tests file), 2 when a file is invalid.
+    """
+    import time
+
+    from scheduler import campaign_tests
+
+    settings = _settings(config)
+    began = time.monotonic()
+    suites, problems = campaign_tests.collect(files or [], settings.campaigns.dir)
+    if not suites:
+        _fail(f"no campaign files in {settings.campaigns.dir}")
+    if problems:
+        for p in problems:
+            typer.echo(str(p), err=True)
+        typer.echo(f"{len(problems)} problem(s): no case ran", err=True)
+        _exit(2)
+    logging.getLogger("temporalio").setLevel(logging.ERROR)  # a planned webhook failure is no warning
+    results = _run(campaign_tests.run_suites(suites, settings))
+    for line in campaign_tests.report(suites, results, elapsed=time.monotonic() - began, require=require):
+        typer.echo(line)
+    if junit is not None:
+        try:
+            junit.write_bytes(campaign_tests.junit(suites, results, require=require))
+        except OSError as exc:
+            _fail(f"--junit {junit}: {exc.strerror or exc}")
+    untested = require and any(s.tests is None for s in suites)
+    _exit(1 if untested or not all(r.passed for r in results) else 0)
 
 
 class _StopMode(enum.StrEnum):  # typer shows an Enum's values as the choices

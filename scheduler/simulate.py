@@ -7,6 +7,10 @@ the machine: every channel records the rendered message instead of delivering it
 The customer's replies and purchase come at simulated times (`scheduler.flow.simulation`). Timers are
 skipped, so hours of waits take a second.
 
+`run_flows` is the machinery under both `simulate` and `scheduler test` (`scheduler.campaign_tests`): flows of any
+campaigns, each with its own customer, start instant, plan and, for a test case, a store of its own (its suppression
+list and send ledger, which the real activities check), all on one server.
+
 `--all-paths` runs one flow per combination of outcomes at each `wait_answer` (answered, opted out, timed
 out; with intents, also each intent, answered with one of its phrases), `webhook` (2xx, failure), `split` (each
 variant) and `send_message` with `await_delivery` (delivered, undelivered: every message of the step is reported so)
@@ -19,8 +23,8 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from scheduler.campaigns.campaign import Campaign
 from scheduler.config import Settings
 from scheduler.delivery.activities import Activities
 from scheduler.delivery.channels import Channel, Message
+from scheduler.delivery.renderer import Renderer
 from scheduler.devserver import installed
 from scheduler.errors import SimulationError, first_line
 from scheduler.flow.attributes import CURRENT_STEP
@@ -50,7 +55,9 @@ from scheduler.flow.quiet_hours import customer_zones
 from scheduler.flow.signals import DeliveryState
 from scheduler.flow.simulation import SIMULATION_MEMO, PlannedReply, SimulationInterceptor, SimulationPlan
 from scheduler.flow.workflows import AbandonedCartWorkflow
+from scheduler.http_clients import retryable_status
 from scheduler.replies.keywords import keyword_of
+from scheduler.store import Store
 from scheduler.temporal import ensure_search_attributes
 
 MAX_PATHS = 64
@@ -187,7 +194,7 @@ def plan_of(choices: Iterable[Choice]) -> SimulationPlan:
             opt_out = choice.outcome == "opted_out"
             plan.replies.append(PlannedReply(step=choice.step, text=choice.reply, opt_out=opt_out))
         elif choice.outcome in ("2xx", "failure"):
-            plan.webhooks[choice.step] = choice.outcome == "2xx"
+            plan.webhooks[choice.step] = 200 if choice.outcome == "2xx" else 500
         elif choice.outcome in ("delivered", "undelivered"):
             plan.deliveries[choice.step] = DeliveryState(choice.outcome)
     return plan
@@ -255,34 +262,52 @@ class _CapturedChannel(Channel):
 
 
 class _Activities:
-    """The worker's activities, but for delivery (recorded), webhooks (as planned) and opt-outs (remembered)."""
+    """The worker's activities, but for delivery (recorded), webhooks (as planned) and opt-outs (remembered).
 
-    def __init__(self, settings: Settings, plans: dict[str, SimulationPlan]) -> None:
-        self.plans = plans
+    A flow with a store of its own (a `scheduler test` case's suppression list and send ledger) gets real
+    activities of its own over it; they share the template renderer and the record of messages.
+    """
+
+    def __init__(self, settings: Settings, flows: dict[str, SimulatedFlow]) -> None:
+        self.flows = flows
         self.messages: dict[str, list[SimulatedMessage]] = defaultdict(list)
-        self.real = Activities(settings.channels, compliance=settings.compliance)
-        self.real.channels = {name: _CapturedChannel(ch, self.messages) for name, ch in self.real.channels.items()}
+        self.real = self._real(settings, None)
+        self.by_flow = {
+            workflow_id: self._real(settings, flow.store, self.real.renderer) if flow.store is not None else self.real
+            for workflow_id, flow in flows.items()
+        }
+
+    def _real(self, settings: Settings, store: Store | None, renderer: Renderer | None = None) -> Activities:
+        real = Activities(settings.channels, store, compliance=settings.compliance)
+        real.channels = {name: _CapturedChannel(ch, self.messages) for name, ch in real.channels.items()}
+        real.renderer = renderer or real.renderer
+        return real
 
     def all(self) -> list[Any]:
         return [self.send_message, self.notify_creator, self.webhook, self.delivery_defaults, self.count_message]
 
     @activity.defn(name="send_message")
     async def send_message(self, inp: ActivityInput) -> ActivityResult:
-        opt_outs = {r.text for r in self.plans[inp.workflow_id].replies if r.opt_out}
+        opt_outs = {r.text for r in self.flows[inp.workflow_id].plan.replies if r.opt_out}
         if inp.reply in opt_outs:  # the flow got its opt-out: that put the contact on the suppression list
             detail = "not sent: the customer opted out (simulated)"
             return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
-        return await self.real.send_message(inp)
+        return await self.by_flow[inp.workflow_id].send_message(inp)
 
     @activity.defn(name="notify_creator")
     async def notify_creator(self, inp: ActivityInput) -> ActivityResult:
-        return await self.real.notify_creator(inp)
+        return await self.by_flow[inp.workflow_id].notify_creator(inp)
 
     @activity.defn(name="webhook")
     async def webhook(self, inp: ActivityInput) -> ActivityResult:
-        if self.plans[inp.workflow_id].webhooks.get(inp.step, True):
-            return ActivityResult(detail="simulated: HTTP 200")
-        raise ApplicationError("simulated: the endpoint failed every attempt", type="Simulated", non_retryable=True)
+        """Answers as the real activity does to the planned HTTP status (2xx by default)."""
+        status = self.flows[inp.workflow_id].plan.webhooks.get(inp.step, 200)
+        if 200 <= status < 300:
+            return ActivityResult(detail=f"simulated: HTTP {status}")
+        if retryable_status(status):
+            message = f"simulated: the endpoint answered HTTP {status} to every attempt"
+            raise ApplicationError(message, type="Simulated", non_retryable=True)
+        return ActivityResult(event=EventType.NOT_SATISFIED, detail=f"simulated: HTTP {status}")
 
     @activity.defn(name=DELIVERY_DEFAULTS)
     async def delivery_defaults(self) -> str:
@@ -325,6 +350,20 @@ QUIET = Runtime(
 """The SDK core's own warnings (about the test server's version) are no news to someone simulating a campaign."""
 
 
+@dataclass
+class SimulatedFlow:
+    """One flow to run: a campaign's, for a customer and cart, with what happens to it."""
+
+    campaign: Campaign
+    plan: SimulationPlan
+    customer: dict[str, Any]
+    cart: dict[str, Any]
+    choices: list[Choice] = field(default_factory=list)
+    """What `plan` stands for, as the result shows it (`step=outcome`)."""
+    store: Store | None = None
+    """The suppression list and send ledger its messages are checked against (None: none, nothing capped)."""
+
+
 async def simulate(
     campaign: Campaign,
     settings: Settings,
@@ -339,13 +378,33 @@ async def simulate(
     Raises:
         SimulationError: `at` is in the past (the simulated clock only moves forward).
     """
+    flows = [
+        SimulatedFlow(
+            campaign, plan.model_copy(update={"begins_at": at}), customer=customer, cart=cart, choices=choices
+        )
+        for choices, plan in plans
+    ]
+    return await run_flows(flows, settings, ids=[f"simulate-{campaign.id}-{i}" for i in range(len(plans))])
+
+
+async def run_flows(flows: list[SimulatedFlow], settings: Settings, *, ids: list[str]) -> list[SimulatedPath]:
+    """Run these flows (workflow ids `ids`), all at once, on a time-skipping test server started (and stopped)
+    here; each begins at its plan's `begins_at`.
+
+    Raises:
+        SimulationError: a flow begins in the past (the simulated clock only moves forward).
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=str(time_skipping_server()), runtime=QUIET
     )
     try:
         await ensure_search_attributes(env.client, env.client.namespace)
-        ids = [f"simulate-{campaign.id}-{i}" for i in range(len(plans))]
-        activities = _Activities(settings, {i: plan for i, (_, plan) in zip(ids, plans, strict=True)})
+        now = await env.get_current_time()
+        for flow in flows:
+            if flow.plan.begins_at is not None and flow.plan.begins_at < now:
+                at = flow.plan.begins_at.isoformat()
+                raise SimulationError(f"{at} is in the past: a simulation starts now or later")
+        activities = _Activities(settings, dict(zip(ids, flows, strict=True)))
         worker = Worker(
             env.client,
             task_queue=TASK_QUEUE,
@@ -354,23 +413,21 @@ async def simulate(
             interceptors=[SimulationInterceptor(), _ClockStopsForActivities(env.client)],
         )
         async with activities.running(), worker:
-            if at is not None:
-                ahead = at - await env.get_current_time()
-                if ahead < timedelta(0):
-                    raise SimulationError(f"--at {at.isoformat()} is in the past: a simulation starts now or later")
-                await env.sleep(ahead)
-            flow = flow_input(campaign, customer=customer, cart=cart, quiet_hours=settings.compliance.quiet_hours)
-            handles = [
-                await env.client.start_workflow(
-                    AbandonedCartWorkflow.run,
-                    flow,
-                    id=workflow_id,
-                    task_queue=TASK_QUEUE,
-                    memo={SIMULATION_MEMO: delivered_by_default(campaign.workflow, plan).model_dump(mode="json")},
-                    search_attributes=start_attributes(flow),
+            handles = []
+            for workflow_id, flow in zip(ids, flows, strict=True):
+                quiet_hours = settings.compliance.quiet_hours
+                inp = flow_input(flow.campaign, customer=flow.customer, cart=flow.cart, quiet_hours=quiet_hours)
+                plan = delivered_by_default(flow.campaign.workflow, flow.plan)
+                handles.append(
+                    await env.client.start_workflow(
+                        AbandonedCartWorkflow.run,
+                        inp,
+                        id=workflow_id,
+                        task_queue=TASK_QUEUE,
+                        memo={SIMULATION_MEMO: plan.model_dump(mode="json")},
+                        search_attributes=start_attributes(inp),
+                    )
                 )
-                for workflow_id, (_, plan) in zip(ids, plans, strict=True)
-            ]
             # Time skips while every flow waits: unlocked once for all (each `result()` would unlock it again,
             # and the activities' locks would no longer hold it).
             with env.auto_time_skipping_disabled():
@@ -380,8 +437,8 @@ async def simulate(
                 finally:
                     await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
             return [
-                await _path(handle, result, choices, activities.messages[handle.id])
-                for handle, result, (choices, _) in zip(handles, results, plans, strict=True)
+                await _path(handle, result, flow.choices, activities.messages[handle.id])
+                for handle, result, flow in zip(handles, results, flows, strict=True)
             ]
     finally:
         await env.shutdown()

@@ -2,7 +2,7 @@
 
 Rooms, bottom up: the ground floor (modules at the top level that everything uses, and the `flow` sandbox),
 then `store`, `audience`, `delivery`, `campaigns`, `replies`, `experiments`; on top the processes and interfaces (`api`,
-`cli`, `service`, `worker`, `simulate`), which may import any room. No import runs back up.
+`cli`, `service`, `worker`, `simulate`, `campaign_tests`), which may import any room. No import runs back up.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ ROOMS: dict[str, set[str]] = {
     "experiments": {"store", "campaigns"},
 }
 """Each room's package, and the rooms it may import besides itself and the ground floor."""
-TOP = ("api", "cli", "service", "worker", "simulate")
+TOP = ("api", "cli", "service", "worker", "simulate", "campaign_tests")
 """The processes and interfaces: they may import everything, and nothing imports them but each other."""
 
 

@@ -360,11 +360,24 @@ def _valid_audience(campaign: Campaign | None, data: dict[str, Any]) -> Audience
         return None  # its errors are reported with the campaign's
 
 
+TESTS_SUFFIX = ".tests.toml"
+"""A campaign's tests file is `<campaign stem>.tests.toml` beside it (`scheduler.campaigns.cases`): not a campaign."""
+
+
+def is_tests_file(path: Path) -> bool:
+    return path.name.endswith(TESTS_SUFFIX)
+
+
+def campaign_files(directory: Path) -> list[Path]:
+    """The campaign files of a directory: every `*.toml` but tests files, sorted. The one place that says which."""
+    return sorted(p for p in directory.glob("*.toml") if not is_tests_file(p))
+
+
 def load_campaign_dir(directory: Path) -> tuple[dict[str, Campaign], list[Problem]]:
-    """Every `*.toml` campaign of a directory, by id (see `load_campaign_files`)."""
+    """Every campaign file of a directory (`campaign_files`), by id (see `load_campaign_files`)."""
     if not directory.is_dir():
         return {}, [Problem(shown_path(directory), 1, "", "campaigns directory does not exist")]
-    campaigns, problems = load_campaign_files(sorted(directory.glob("*.toml")))
+    campaigns, problems = load_campaign_files(campaign_files(directory))
     return {c.id: c for c in campaigns}, problems
 
 
