@@ -3,7 +3,8 @@ replicas share it. Its schema is Alembic's (`scheduler/store/migrations/`), brou
 process opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
 
 This module is the engine and the tables; each table's code is a module beside it (`consent`, `api_keys`,
-`ledger`, `stops`, `conversions`, and the per-contact `contact_locks`). The package imports only the ground floor.
+`ledger`, `stops`, `conversions`, `deliveries`, and the per-contact `contact_locks`). The package imports only the
+ground floor.
 
 Calls are synchronous (SQLAlchemy Core) and short; async code runs them with `asyncio.to_thread`.
 """
@@ -172,6 +173,29 @@ conversion_attributions = Table(
 )
 """Which campaign flow each conversion is attributed to (`scheduler.replies.attribution`), with what a campaign's
 results sum (variant, amount), so they are one query on this table."""
+
+
+deliveries_table = Table(
+    "deliveries",
+    metadata,
+    Column("message_id", String(255), nullable=False),
+    Column("workflow_id", String(255), nullable=False),
+    Column("run_id", String(255), nullable=False),
+    Column("campaign_id", String(255), nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("contact", String(320)),
+    Column("provider_id", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(32)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("message_id", name="deliveries_pk"),
+    Index("deliveries_provider_id", "provider_id"),
+    Index("deliveries_campaign_step", "campaign_id", "step"),
+)
+"""Every customer message a flow sent (`scheduler.store.deliveries`, a module named as the table: hence `_table`), one
+row per message id (its idempotency key), with the furthest status its delivery receipts reported."""
 
 
 def stored_utc(at: datetime) -> datetime:

@@ -17,7 +17,7 @@ DEFAULT_TEMPLATE = (
 )
 DEFAULT_SUBJECT = "{{ campaign.name | default('Your cart is waiting', true) }}"
 
-ChannelName = Literal["console", "http", "smtp"]
+ChannelName = Literal["console", "http", "smtp", "twilio"]
 """The channels the service delivers messages through (configured under `[channels]`)."""
 
 MESSAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
