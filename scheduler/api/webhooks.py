@@ -353,7 +353,19 @@ _TWILIO_STATUS_ERRORS = {
 @router.post(
     "/twilio/status",
     responses=errors(_TWILIO_STATUS_ERRORS),
-    openapi_extra={"requestBody": {"required": True, "content": {FORM: {"schema": TwilioStatus.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {FORM: {"schema": TwilioStatus.model_json_schema()}}},
+        "parameters": [
+            {
+                "name": "message_id",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The message's idempotency key, which the `twilio` channel puts in its `StatusCallback`"
+                " (without it, the message is found by `MessageSid`).",
+            }
+        ],
+    },
 )
 async def twilio_status(
     request: Request,
@@ -361,7 +373,6 @@ async def twilio_status(
     settings: SettingsDep,
     consent: ConsentDep,
     deliveries: DeliveriesDep,
-    message_id: Id | None = None,
 ) -> ReceiptResponse:
     """Twilio's status callback for a message the `twilio` channel sent (its `StatusCallback`, which names the
     message in `?message_id=`); `X-Twilio-Signature` is checked as for `/webhooks/twilio`.
@@ -372,6 +383,10 @@ async def twilio_status(
     body = await read_body(request, FORM)
     params = _form(body)
     check_twilio(request, settings, params)
+    # Read here, after the signature (which covers the query): nothing unauthenticated is parsed.
+    message_id = request.query_params.get("message_id")
+    if message_id is not None and (problem := id_problem(message_id)):
+        raise RequestValidationError([_error(("query", "message_id"), f"message_id {problem}", "value_error")])
     data = _validate(lambda: TwilioStatus.model_validate(dict(params)))
     receipt = Receipt(
         status=TWILIO_STATUSES[data.MessageStatus],
