@@ -6,6 +6,7 @@ campaign then skips it, START lifts it), the flow signalled, the counts in the s
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -373,3 +374,15 @@ async def test_stats_show_each_message_step_s_delivery_counts(shop: Shop) -> Non
         assert response.json()["deliveries"] == {"text": {"sent": 1, "delivered": 1, "undelivered": 1, "failed": 0}}
 
     await eventually(counted)
+
+
+def test_the_receipt_routes_openapi_schema_resolves_every_reference(settings: Settings) -> None:
+    """ReDoc shows nothing at all for a document with a `$ref` that leads nowhere (an inline model's `$defs`)."""
+    document = create_app(settings).openapi()
+    text = str(document)
+    assert "$defs" not in text
+    schemas = document["components"]["schemas"]
+    refs = set(re.findall(r"'#/components/schemas/([^']+)'", text))
+    assert refs <= set(schemas), refs - set(schemas)
+    body = document["paths"]["/webhooks/delivery"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["status"] == {"$ref": "#/components/schemas/DeliveryState"}

@@ -73,6 +73,14 @@ def _one_of(*fields: str) -> dict[str, Any]:
     return {"anyOf": [{"required": [f], "properties": {f: {"type": "string"}}} for f in fields]}
 
 
+def _component_refs(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON Schema for an `openapi_extra`, its nested models referred to under `#/components/schemas/`
+    (where the response models put them) instead of its own `$defs`, which a document has no room for."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 class ReplyRequest(BaseModel):
     """A reply to route: by `workflow_id`, else `customer_id`, else `contact` (phone or e-mail); one is required."""
 
@@ -400,9 +408,7 @@ async def twilio_status(
 @router.post(
     "/delivery",
     responses=errors({**_JSON_ERRORS, 404: "no message of this service has that `message_id`"}),
-    openapi_extra={
-        "requestBody": {"required": True, "content": {JSON: {"schema": DeliveryReceipt.model_json_schema()}}}
-    },
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _component_refs(DeliveryReceipt)}}}},
 )
 async def delivery(
     request: Request, client: ClientDep, settings: SettingsDep, consent: ConsentDep, deliveries: DeliveriesDep

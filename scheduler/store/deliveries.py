@@ -5,9 +5,11 @@ The activity writes the row before it hands the message over (`begin`, status `q
 races the activity's own bookkeeping always finds it; after the gateway's answer it adds the gateway's id
 (`sent`). Receipts (`report`) move a row forward only: a status replaces one of a lower rank
 (`DeliveryState.rank`), in one conditional UPDATE, so receipts out of order, repeated or concurrent end in
-the furthest state and nothing goes back from `delivered`. Receipts commit without waiting for the disk
-(`Store.relaxed`, like the send ledger): a power cut may forget the last few, which leaves those messages at
-an earlier state, never a wrong one; the message rows themselves are written durably.
+the furthest state and nothing goes back from `delivered`. Every write commits without waiting for the disk
+(`Store.relaxed`, like the send ledger): the row is written between a message's last checks (stop, opt-out,
+caps) and its delivery, so it must cost little there, and a receipt is written per request. A power cut may
+forget the last few: a receipt then leaves its message at an earlier state, never a wrong one, and a lost row
+makes that message's later receipts 404 (and, in the narrowest case, a retry after it re-post the message).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Deliveries:
             "updated_at": record.updated_at or datetime.now(UTC),
         }
         insert = self._dialect().insert(deliveries_table).on_conflict_do_nothing(index_elements=["message_id"])
-        with self.store.engine.begin() as connection:
+        with self.store.relaxed() as connection:
             connection.execute(insert.values(row))
             stored = _get(connection, record.message_id)
         assert stored is not None
@@ -84,7 +86,7 @@ class Deliveries:
 
     def sent(self, message_id: str, *, provider_id: str | None, at: datetime) -> DeliveryRecord | None:
         """The gateway took the message (`provider_id`: its id of it): the record, its status at least `sent`."""
-        with self.store.engine.begin() as connection:
+        with self.store.relaxed() as connection:
             connection.execute(
                 update(deliveries_table)
                 .where(deliveries_table.c.message_id == message_id)
