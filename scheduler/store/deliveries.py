@@ -108,15 +108,27 @@ class Deliveries:
 
         A status of a rank the stored one already has or passes changes nothing (a repeat, or one out of order)."""
         at = at or datetime.now(UTC)
+        table = deliveries_table
+        values: dict[str, Any] = {"status": status.value, "error_code": error_code, "updated_at": at}
+        if provider_id is not None:
+            values["provider_id"] = func.coalesce(table.c.provider_id, provider_id)
         with self.store.relaxed() as connection:
-            changed = _advance(connection, message_id, status, error_code, at)
+            # One statement when the receipt moves the message forward (the common case): UPDATE … RETURNING.
+            moved = connection.execute(
+                update(table)
+                .where(table.c.message_id == message_id, _rank() < status.rank)
+                .values(values)
+                .returning(*table.c)
+            ).first()
+            if moved is not None:
+                return _record(moved._mapping), True
             if provider_id is not None:
                 connection.execute(
-                    update(deliveries_table)
-                    .where(deliveries_table.c.message_id == message_id, deliveries_table.c.provider_id.is_(None))
+                    update(table)
+                    .where(table.c.message_id == message_id, table.c.provider_id.is_(None))
                     .values(provider_id=provider_id)
                 )
-            return _get(connection, message_id), changed
+            return _get(connection, message_id), False
 
     def get(self, message_id: str) -> DeliveryRecord | None:
         with self.store.engine.connect() as connection:
