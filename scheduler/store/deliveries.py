@@ -78,7 +78,7 @@ class Deliveries:
             "updated_at": record.updated_at or datetime.now(UTC),
         }
         insert = self._dialect().insert(deliveries_table).on_conflict_do_nothing(index_elements=["message_id"])
-        with self.store.relaxed() as connection:
+        with self.store.relaxed(queued=True) as connection:
             connection.execute(insert.values(row))
             stored = _get(connection, record.message_id)
         assert stored is not None
@@ -86,7 +86,7 @@ class Deliveries:
 
     def sent(self, message_id: str, *, provider_id: str | None, at: datetime) -> DeliveryRecord | None:
         """The gateway took the message (`provider_id`: its id of it): the record, its status at least `sent`."""
-        with self.store.relaxed() as connection:
+        with self.store.relaxed(queued=True) as connection:
             connection.execute(
                 update(deliveries_table)
                 .where(deliveries_table.c.message_id == message_id)
@@ -112,7 +112,7 @@ class Deliveries:
         values: dict[str, Any] = {"status": status.value, "error_code": error_code, "updated_at": at}
         if provider_id is not None:
             values["provider_id"] = func.coalesce(table.c.provider_id, provider_id)
-        with self.store.relaxed() as connection:
+        with self.store.relaxed(queued=True) as connection:
             # One statement when the receipt moves the message forward (the common case): UPDATE … RETURNING.
             moved = connection.execute(
                 update(table)
