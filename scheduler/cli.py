@@ -497,13 +497,26 @@ def stats(
     (from Temporal's visibility, about a second behind the flows)."""
 
     from scheduler.campaigns.stats import known_campaign_stats
+    from scheduler.errors import StoreUnavailable
+    from scheduler.store import Store
+    from scheduler.store.deliveries import Deliveries
     from scheduler.temporal import connect
 
     settings = _settings(config)
     start = _moment("--since", since)
 
     async def go() -> Any:
-        return await known_campaign_stats(await connect(settings), campaign_id, since=start)
+        try:
+            store: Store | None = Store.open(settings.store_url)
+        except StoreUnavailable as exc:  # the funnel comes from Temporal; only the delivery counts are missing
+            typer.echo(f"warning: no delivery counts: {exc}", err=True)
+            store = None
+        try:
+            deliveries = Deliveries(store) if store is not None else None
+            return await known_campaign_stats(await connect(settings), campaign_id, since=start, deliveries=deliveries)
+        finally:
+            if store is not None:
+                store.close()
 
     result = _run(go())
     if as_json:
@@ -514,6 +527,8 @@ def stats(
     rows += [("", ""), ("ENDED AS", "FLOWS"), *((outcome, str(n)) for outcome, n in result.outcomes.items())]
     if result.intents:
         rows += [("", ""), ("LAST ANSWER'S INTENT", "FLOWS"), *((name, str(n)) for name, n in result.intents.items())]
+    for step, counts in result.deliveries.items():
+        rows += [("", ""), (f"MESSAGES OF {step}", "MESSAGES"), *((s, str(n)) for s, n in counts.items())]
     width = max(len(r[0]) for r in rows)
     for name, n in rows:
         typer.echo(f"{name.ljust(width)}  {n}".rstrip())

@@ -105,6 +105,9 @@ class StoreSettings(_Section):
         return v
 
 
+UNDELIVERABLE_CODES = ("30005", "30006")
+"""Twilio's codes for a number no message will reach: 30005 unknown or inactive number, 30006 landline or unreachable
+carrier. 30003 (unreachable handset) is left out: Twilio says it is often temporary (a phone switched off)."""
 MAX_WINDOW = timedelta(days=366)
 """The longest `per` of a cap: a year, so the ledger never keeps a contact's sends for longer."""
 
@@ -125,7 +128,7 @@ class FrequencyCap(BaseModel):
     @classmethod
     def _some_channel(cls, v: list[ChannelName]) -> list[ChannelName]:
         if not v:
-            raise ValueError("name at least one channel the cap counts: 'console', 'http' or 'smtp'")
+            raise ValueError("name at least one channel the cap counts: 'console', 'http', 'smtp' or 'twilio'")
         return list(dict.fromkeys(v))
 
     @field_validator("max")
@@ -164,6 +167,17 @@ class ComplianceSettings(_Section):
     (empty: none). A campaign's `[delivery] quiet_hours` overrides it."""
     frequency_caps: list[FrequencyCap] = []
     """Every rule must hold for a customer message to go (`[delivery] frequency_capped = false` exempts a campaign)."""
+    undeliverable_codes: list[str] = list(UNDELIVERABLE_CODES)
+    """A gateway's error codes (Twilio's `ErrorCode`) that mean the number will never take a message: a final
+    receipt with one suppresses the contact (reason `undeliverable <code>`); a later opt-in lifts it."""
+
+    @field_validator("undeliverable_codes")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip() for c in v]
+        if bad := [c for c in codes if not c or len(c) > 32 or not c.isprintable()]:
+            raise ValueError(f"an error code such as '30006' (at most 32 characters): got {bad[0]!r}")
+        return list(dict.fromkeys(codes))
 
     @field_validator("unsubscribe_secret")
     @classmethod
@@ -265,12 +279,55 @@ class SmtpChannelSettings(_Section):
         return self
 
 
+TWILIO_API = "https://api.twilio.com"
+
+
+class TwilioChannelSettings(_Section):
+    """SMS through Twilio's Programmable Messaging REST API (`POST /2010-04-01/Accounts/{sid}/Messages.json`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    account_sid: str = Field("", pattern=r"^(AC[0-9a-fA-F]{32})?$")
+    """The account's SID (`AC…`, 34 characters); empty: the channel is not configured."""
+    sender: str = Field("", alias="from")
+    """The sending number (E.164, `+15005550006`) or alphanumeric sender id: `from` in the file. One of `from` and
+    `messaging_service_sid` is required with `account_sid`; the service SID wins when both are set."""
+    messaging_service_sid: str = Field("", pattern=r"^(MG[0-9a-fA-F]{32})?$")
+    """A Messaging Service (`MG…`) that picks the sender from its pool."""
+    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    """Name of the environment variable holding the auth token (kept out of the file)."""
+    api_key_sid: str = Field("", pattern=r"^(SK[0-9a-fA-F]{32})?$")
+    """An API key (`SK…`) to log in with instead of the account SID; `auth_token_env` then names its secret."""
+    api_base: str = TWILIO_API
+    """Where the API is; a test points it at a local stand-in."""
+    timeout: Duration = timedelta(seconds=10)
+    """Per attempt."""
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_is_a_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"expected a base URL such as {TWILIO_API!r}, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sender_with_account(self) -> TwilioChannelSettings:
+        if self.account_sid and not (self.sender or self.messaging_service_sid):
+            raise ValueError(
+                "channels.twilio.from (the sending number) or channels.twilio.messaging_service_sid is required"
+                " when channels.twilio.account_sid is set"
+            )
+        return self
+
+
 class ChannelsSettings(_Section):
     default: ChannelName = "console"
     """The channel of steps whose `params.channel` is empty."""
     outbox: Path = Path(".scheduler/outbox.jsonl")
     http: HttpChannelSettings = HttpChannelSettings()
     smtp: SmtpChannelSettings = SmtpChannelSettings()
+    twilio: TwilioChannelSettings = TwilioChannelSettings()
 
     def missing(self, channel: str) -> str | None:
         """The config key `channel` needs and lacks (None: it can deliver)."""
@@ -278,6 +335,8 @@ class ChannelsSettings(_Section):
             return "channels.http.url"
         if channel == "smtp" and not self.smtp.host:
             return "channels.smtp.host"
+        if channel == "twilio" and not self.twilio.account_sid:
+            return "channels.twilio.account_sid"
         return None
 
     @model_validator(mode="after")

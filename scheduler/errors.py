@@ -23,6 +23,8 @@ SchedulerError
 ├── UnsafeExposure      the API would listen beyond loopback without API keys or webhook signatures
 ├── AudienceError       a campaign run cannot read its audience (the source, not a row, is wrong)
 ├── DeliveryError       a message could not be delivered (retryable or not)
+│   └── CarrierOptOut   the carrier says the recipient opted out (Twilio 21610): the contact is suppressed
+├── UnknownMessage      a delivery receipt names a message this service did not send (404)
 ├── SimulationError     `scheduler simulate` cannot run as asked (a start time in the past, no test server)
 ├── InvalidValue        an id or a customer/cart record Temporal would refuse or choke on (422)
 │   └── InvalidContact  neither a phone number nor an e-mail address (422)
@@ -141,11 +143,26 @@ class AudienceError(SchedulerError):
 class DeliveryError(SchedulerError):
     """A message could not be delivered; `retryable` says whether another attempt can succeed."""
 
-    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+    def __init__(self, message: str, *, kind: str, retryable: bool, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         """Short name for the failure (the activity's ApplicationError type), e.g. `GatewayRejected`."""
         self.retryable = retryable
+        self.code = code
+        """The gateway's own error code, when it gave one (Twilio's `code`, e.g. `21211`)."""
+
+
+class CarrierOptOut(DeliveryError):
+    """The recipient opted out at the carrier (replied STOP to the sender): final, and the contact is suppressed."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, kind="CarrierOptOut", retryable=False, code=code)
+
+
+class UnknownMessage(SchedulerError):
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"no message {message_id!r} was sent by this service (unknown message_id)")
 
 
 class ApplyFailed(SchedulerError):

@@ -38,3 +38,10 @@ MESSAGES = Counter(
     " skipped_frequency_cap.",
     ["channel", "result"],
 )
+DELIVERIES = Counter(
+    "scheduler_deliveries",
+    "Customer messages' delivery statuses recorded, by channel and status: sent (the gateway took it, counted by the"
+    " worker), then queued, delivered, undelivered, failed as receipts move a message forward (a repeat or an"
+    " out-of-order receipt is not counted; a final refusal by the gateway counts as failed).",
+    ["channel", "status"],
+)

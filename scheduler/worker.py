@@ -58,6 +58,7 @@ def make_worker(
         consent=consent,
         unsubscribe=unsubscribe_links(settings),
         compliance=settings.compliance,
+        public_url=settings.webhooks.public_url,
     )
     # The template renderer's child processes end with the worker's run.
     plugins.append(SimplePlugin("scheduler.delivery.renderer", run_context=activities.renderer.running))

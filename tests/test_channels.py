@@ -579,7 +579,7 @@ async def test_smtp_channel_unreachable_server_is_retryable(tmp_path: Path) -> N
     [
         ('[channels]\ndefault = "http"\n', "channels.default is 'http' but channels.http.url is not set"),
         ('[channels]\ndefault = "smtp"\n', "channels.default is 'smtp' but channels.smtp.host is not set"),
-        ('[channels]\ndefault = "sms"\n', "channels.default: Input should be 'console', 'http' or 'smtp'"),
+        ('[channels]\ndefault = "sms"\n', "channels.default: Input should be 'console', 'http', 'smtp' or 'twilio'"),
         ('[channels.smtp]\nhost = "mail"\n', "channels.smtp.sender (the From address) is required"),
         ("[channels.http]\nurl = 5\n", "channels.http.url: Input should be a valid string"),
     ],

@@ -22,6 +22,7 @@ from scheduler.store import (
     contact_locks,
     conversion_attributions,
     conversions_table,
+    deliveries_table,
     head_revision,
     sends,
     suppressions,
@@ -423,7 +424,7 @@ def test_upgrade_respells_stored_addresses_and_merges_what_became_one_contact(st
             ],
         )
         connection.execute(sends.insert(), [sent("ann@bücher.de"), sent("ann@xn--bcher-kva.de")])
-        for later in (conversion_attributions, conversions_table):  # tables of migrations after 0006
+        for later in (deliveries_table, conversion_attributions, conversions_table):  # of migrations after 0006
             later.drop(connection)
         connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     store.close()

@@ -88,6 +88,12 @@ async def test_pages_need_a_read_key_once_one_exists_and_show_the_counts(parked:
         assert 'data-step="wait"' in open_page.text and 'data-url="/campaigns/' in open_page.text
         assert "script-src 'self';" in open_page.headers["content-security-policy"]
         assert open_page.text.count("<script") == 1 and '<script src="/ui/dashboard.js">' in open_page.text  # no inline
+        # the three messages of step `send` went (console: no receipts), none delivered, undelivered or failed
+        sent = '<td class="n" data-status="sent">3</td><td class="n" data-status="delivered">0</td>'
+        assert (
+            '<table id="deliveries">' in open_page.text
+            and f'<tr data-step="send"><td>send</td>{sent}' in open_page.text
+        )
         store = Store.open(c.settings.store_url)
         try:
             _, read_key = Keys(store).create("viewer", scope="read")

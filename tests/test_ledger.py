@@ -288,7 +288,10 @@ def test_migrations_0002_and_0003_downgrade_and_upgrade_again(store_url: str) ->
     ("fields", "message"),
     [
         ({"channels": [], "max": 1, "per": "1d"}, "channels\n  Value error, name at least one channel"),
-        ({"channels": ["fax"], "max": 1, "per": "1d"}, "channels.0\n  Input should be 'console', 'http' or 'smtp'"),
+        (
+            {"channels": ["fax"], "max": 1, "per": "1d"},
+            "channels.0\n  Input should be 'console', 'http', 'smtp' or 'twilio'",
+        ),
         ({"channels": ["http"], "max": 0, "per": "1d"}, "max\n  Value error, at least 1 message per window, got 0"),
         ({"channels": ["http"], "max": 1, "per": "0s"}, "per\n  Value error, the window must be longer than 0s"),
         ({"channels": ["http"], "max": 1, "per": "367d"}, "per\n  Value error, the window is at most 366d, got '367d'"),

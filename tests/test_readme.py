@@ -67,7 +67,9 @@ def test_every_config_key_shown_exists() -> None:
 def _is_setting(key: tuple[str, ...]) -> bool:
     model: type[BaseModel] = Settings
     for part in key:
-        field = model.model_fields.get(part)
+        fields = model.model_fields
+        # a key spelled differently in the file than in Python (`from`: a keyword) is the field's alias
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
         if field is None:
             return False
         model = field.annotation  # type: ignore[assignment]

@@ -147,7 +147,7 @@ def test_validate_names_the_template_defines_are_allowed(template: str) -> None:
 def test_validate_unknown_channel_is_an_error(channel: str) -> None:
     found = problems({"node": "notify_creator", "params": {"channel": channel}})
     assert [p.key for p in found] == ["steps.a.params.channel"]
-    assert "'console', 'http' or 'smtp'" in found[0].message
+    assert "'console', 'http', 'smtp' or 'twilio'" in found[0].message
 
 
 # Limits: what validation refuses without data

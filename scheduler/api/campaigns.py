@@ -22,6 +22,7 @@ from scheduler.campaigns.stop import Stopped, Stopper, StopResult
 from scheduler.errors import StoreUnavailable
 from scheduler.experiments.results import ExperimentsReport, campaign_experiments
 from scheduler.store import MAX_REASON
+from scheduler.store.deliveries import Deliveries
 from scheduler.store.stops import CampaignStops, StopMode
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ async def resume(
     responses=errors({**auth_errors("read"), 404: "no schedule or flow of that campaign"}),
 )
 async def stats(
+    request: Request,
     campaign_id: CampaignId,
     client: ClientDep,
     since: Annotated[
@@ -122,8 +124,18 @@ async def stats(
     ] = None,
 ) -> CampaignStats:
     """Flows running at each step now, and outcomes, starts and answers since `since`, from Temporal's
-    visibility (about a second behind the flows)."""
-    return await known_campaign_stats(client, campaign_id, since=since)
+    visibility (about a second behind the flows); per message step, its messages by delivery status (from the
+    store's delivery receipts)."""
+    return await known_campaign_stats(client, campaign_id, since=since, deliveries=await delivery_statuses(request))
+
+
+async def delivery_statuses(request: Request) -> Deliveries | None:
+    """Where messages' delivery statuses are kept; None (and none shown) while the store is down."""
+    try:
+        return Deliveries(await get_store(request))
+    except StoreUnavailable as exc:
+        log.warning("campaign stats without delivery statuses: %s", exc)
+        return None
 
 
 @router.get(

@@ -17,6 +17,7 @@ from scheduler.store import Store
 from scheduler.store.api_keys import KeyCache, Keys
 from scheduler.store.consent import Consent
 from scheduler.store.conversions import Conversions
+from scheduler.store.deliveries import Deliveries
 
 
 async def get_settings(request: Request) -> Settings:
@@ -59,6 +60,11 @@ async def get_conversions(request: Request) -> Conversions:
     return Conversions(await get_store(request))
 
 
+async def get_deliveries(request: Request) -> Deliveries:
+    """The messages sent and their delivery statuses, in the store."""
+    return Deliveries(await get_store(request))
+
+
 async def get_keys(request: Request) -> KeyCache:
     """The API keys, in the store, behind this app's cache."""
     state = request.app.state
@@ -72,3 +78,4 @@ ClientDep = Annotated[Client, Depends(get_client)]
 SchedulesDep = Annotated[ScheduleWriter, Depends(get_schedules)]
 ConsentDep = Annotated[Consent, Depends(get_consent)]
 ConversionsDep = Annotated[Conversions, Depends(get_conversions)]
+DeliveriesDep = Annotated[Deliveries, Depends(get_deliveries)]

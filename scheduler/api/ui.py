@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from temporalio.client import Client
 
 from scheduler.api.auth import Caller, Credentials, read_access
+from scheduler.api.campaigns import delivery_statuses
 from scheduler.api.deps import ClientDep, SettingsDep, get_conversions
 from scheduler.api.schedules import CampaignId, file_errors, message_ledger
 from scheduler.campaigns.campaign import Campaign
@@ -108,7 +109,7 @@ async def campaign_page(
     intents = intent_names(campaign.workflow) if campaign else []
     status, stats, errors, experiments, unmatched = await asyncio.gather(
         schedule_status(client, campaign_id, ledger=await message_ledger(request)),
-        campaign_stats(client, campaign_id, steps=steps, intents=intents),
+        campaign_stats(client, campaign_id, steps=steps, intents=intents, deliveries=await delivery_statuses(request)),
         file_errors(request, settings),
         _experiments(request, client, campaign),
         unmatched_replies(client, campaign_id) if intents else asyncio.sleep(0, result=[]),

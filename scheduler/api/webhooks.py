@@ -1,5 +1,7 @@
-"""Where a reply or a purchase becomes a signal: `/webhooks/replies` (JSON, Standard Webhooks),
-`/webhooks/twilio` (inbound SMS) and `/webhooks/conversions` (JSON, Standard Webhooks).
+"""Where a reply, a purchase or a delivery receipt becomes a signal: `/webhooks/replies` (JSON, Standard Webhooks),
+`/webhooks/twilio` (inbound SMS), `/webhooks/conversions` (JSON, Standard Webhooks), and the receipts
+`/webhooks/twilio/status` (Twilio's status callback) and `/webhooks/delivery` (JSON, Standard Webhooks), which
+`scheduler.delivery.receipts.take_receipt` records and passes on.
 
 Each request is checked in this order, so nothing unauthenticated is parsed: content type (415),
 size (413, at most 64 KiB, counted while reading), signature when a secret is configured
@@ -31,10 +33,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from temporalio.client import Client
 
 from scheduler.api.bodies import FORM, JSON, read_body
-from scheduler.api.deps import ClientDep, ConsentDep, ConversionsDep, SettingsDep
+from scheduler.api.deps import ClientDep, ConsentDep, ConversionsDep, DeliveriesDep, SettingsDep
 from scheduler.api.responses import errors
+from scheduler.config import Settings
+from scheduler.delivery.receipts import TWILIO_STATUSES, Receipt, take_receipt
 from scheduler.errors import (
     InvalidContact,
     NoFlowForConversion,
@@ -44,13 +49,15 @@ from scheduler.errors import (
 )
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.limits import Id, id_problem
-from scheduler.flow.signals import Reply
+from scheduler.flow.signals import DeliveryState, Reply
 from scheduler.metrics import UNMATCHED
 from scheduler.replies.attribution import convert
 from scheduler.replies.keywords import KeywordRules, apply_keyword
 from scheduler.replies.routing import FlowTarget, route_reply
 from scheduler.signatures import SignatureError, verify_twilio, verify_webhook, webhook_key
+from scheduler.store.consent import Consent
 from scheduler.store.conversions import ConversionRecord
+from scheduler.store.deliveries import Deliveries
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -64,6 +71,14 @@ M = TypeVar("M", bound=BaseModel)
 def _one_of(*fields: str) -> dict[str, Any]:
     """JSON Schema for "at least one of `fields` is given, as a string" (the model's `_has_target` rule)."""
     return {"anyOf": [{"required": [f], "properties": {f: {"type": "string"}}} for f in fields]}
+
+
+def _component_refs(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON Schema for an `openapi_extra`, its nested models referred to under `#/components/schemas/`
+    (where the response models put them) instead of its own `$defs`, which a document has no room for."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
 
 
 class ReplyRequest(BaseModel):
@@ -176,6 +191,53 @@ class TwilioMessage(BaseModel):
     Body: str = ""
 
 
+class TwilioStatus(BaseModel):
+    """The fields of Twilio's status callback that a receipt needs (it sends more: `To`, `From`, `AccountSid`, …)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    MessageSid: str = Field(min_length=1, max_length=64)
+    MessageStatus: str
+    """accepted, scheduled, queued, sending, sent, delivered, read, undelivered, failed or canceled."""
+    ErrorCode: str | None = Field(None, max_length=32)
+
+    @field_validator("MessageStatus")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        if value not in TWILIO_STATUSES:
+            raise ValueError(f"{value[:40]!r} is not a message status: one of {', '.join(TWILIO_STATUSES)}")
+        return value
+
+    @field_validator("ErrorCode")
+    @classmethod
+    def _no_empty_code(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class DeliveryReceipt(BaseModel):
+    """A delivery receipt from any gateway: what became of the message the service sent as `message_id`."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    message_id: Id
+    """The message's idempotency key: the `Idempotency-Key` header the `http` channel sent with it."""
+    status: DeliveryState
+    error_code: str | None = Field(None, min_length=1, max_length=32)
+    """The gateway's code for a failure, e.g. `30006`; one in `[compliance] undeliverable_codes` with a final status
+    suppresses the contact."""
+    provider_id: str | None = Field(None, min_length=1, max_length=64)
+    """The gateway's own id of the message."""
+
+
+class ReceiptResponse(BaseModel):
+    message_id: str
+    status: DeliveryState
+    """The furthest status recorded for the message (after this receipt)."""
+    error_code: str | None
+    changed: bool
+    """This receipt moved the status forward (false: a repeat, or a status the message had already passed)."""
+
+
 _JSON_ERRORS = {
     401: "a missing or wrong signature, when `webhooks.secret` is set",
     404: "no running flow matched (a conversion is recorded all the same)",
@@ -261,29 +323,8 @@ async def conversions(
 async def twilio(request: Request, client: ClientDep, settings: SettingsDep, consent: ConsentDep) -> Response:
     """Twilio's inbound SMS webhook; `X-Twilio-Signature` is checked when `webhooks.twilio_auth_token` is set."""
     body = await read_body(request, FORM)
-    try:
-        params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise RequestValidationError([_error(("body",), "the form is not UTF-8", "value_error")]) from None
-    if token := settings.webhooks.twilio_auth_token:
-        url = signed_url(request, settings.webhooks.public_url)
-        try:
-            verify_twilio(
-                token,
-                url=url,
-                params=params,
-                signature=request.headers.get("x-twilio-signature"),
-                settings_header=request.headers.get("x-twilio-webhooks-signature-settings"),
-            )
-        except SignatureError as exc:
-            log.warning("rejected /webhooks/twilio: %s", exc)
-            raise TwilioSignatureInvalid(str(exc)) from None
-    elif not settings.api.on_loopback and not settings.webhooks.allow_unsigned:
-        # Reachable from elsewhere and nothing to check the sender with: a forged STOP must not opt anyone out.
-        raise TwilioSignatureInvalid(
-            "webhooks.twilio_auth_token is not set and api.host is not loopback: set the token, or set"
-            " webhooks.allow_unsigned = true to accept unsigned SMS on purpose"
-        )
+    params = _form(body)
+    check_twilio(request, settings, params)
     message = _validate(lambda: TwilioMessage.model_validate(dict(params)))
     reply = Reply(reply_id=message.MessageSid, text=message.Body, channel="sms", received_at=datetime.now(UTC))
     try:
@@ -305,6 +346,132 @@ async def twilio(request: Request, client: ClientDep, settings: SettingsDep, con
     routing = route_reply(client, target=target, reply=reply, timeout=settings.webhooks.route_timeout)
     await _routed("twilio", f"SMS {message.MessageSid}", target, routing)  # Twilio has nobody to tell
     return _twiml()
+
+
+_TWILIO_STATUS_ERRORS = {
+    403: "a missing or wrong `X-Twilio-Signature` (as for `/webhooks/twilio`)",
+    404: "no message of this service has that `message_id` (the query parameter the service put in the callback"
+    " URL) or `MessageSid`",
+    413: "the body is over 64 KiB",
+    415: "the body is not form-encoded",
+    422: "no `MessageSid` or `MessageStatus`, or a status Twilio does not have",
+}
+
+
+@router.post(
+    "/twilio/status",
+    responses=errors(_TWILIO_STATUS_ERRORS),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {FORM: {"schema": TwilioStatus.model_json_schema()}}},
+        "parameters": [
+            {
+                "name": "message_id",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The message's idempotency key, which the `twilio` channel puts in its `StatusCallback`"
+                " (without it, the message is found by `MessageSid`).",
+            }
+        ],
+    },
+)
+async def twilio_status(
+    request: Request,
+    client: ClientDep,
+    settings: SettingsDep,
+    consent: ConsentDep,
+    deliveries: DeliveriesDep,
+) -> ReceiptResponse:
+    """Twilio's status callback for a message the `twilio` channel sent (its `StatusCallback`, which names the
+    message in `?message_id=`); `X-Twilio-Signature` is checked as for `/webhooks/twilio`.
+
+    `MessageStatus` maps to a delivery state: accepted/scheduled/queued → queued, sending/sent → sent,
+    delivered/read → delivered, undelivered, failed/canceled → failed. The furthest state is kept.
+    """
+    body = await read_body(request, FORM)
+    params = _form(body)
+    check_twilio(request, settings, params)
+    # Read here, after the signature (which covers the query): nothing unauthenticated is parsed.
+    message_id = request.query_params.get("message_id")
+    if message_id is not None and (problem := id_problem(message_id)):
+        raise RequestValidationError([_error(("query", "message_id"), f"message_id {problem}", "value_error")])
+    data = _validate(lambda: TwilioStatus.model_validate(dict(params)))
+    receipt = Receipt(
+        status=TWILIO_STATUSES[data.MessageStatus],
+        message_id=message_id,
+        provider_id=data.MessageSid,
+        error_code=data.ErrorCode,
+    )
+    return await _take(receipt, client, settings, consent, deliveries)
+
+
+@router.post(
+    "/delivery",
+    responses=errors({**_JSON_ERRORS, 404: "no message of this service has that `message_id`"}),
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _component_refs(DeliveryReceipt)}}}},
+)
+async def delivery(
+    request: Request, client: ClientDep, settings: SettingsDep, consent: ConsentDep, deliveries: DeliveriesDep
+) -> ReceiptResponse:
+    """A delivery receipt from any gateway, signed like `/webhooks/replies`: the furthest status is kept (receipts
+    may come out of order and repeated), and the flow that sent the message gets `delivery-status`."""
+    body, _ = await read_signed_json(request, settings.webhooks.secret)
+    data = _validate(lambda: DeliveryReceipt.model_validate_json(body))
+    receipt = Receipt(
+        status=data.status, message_id=data.message_id, provider_id=data.provider_id, error_code=data.error_code
+    )
+    return await _take(receipt, client, settings, consent, deliveries)
+
+
+async def _take(
+    receipt: Receipt, client: Client, settings: Settings, consent: Consent, deliveries: Deliveries
+) -> ReceiptResponse:
+    taken = await take_receipt(
+        receipt,
+        deliveries=deliveries,
+        consent=consent,
+        client=client,
+        undeliverable_codes=settings.compliance.undeliverable_codes,
+    )
+    record = taken.record
+    return ReceiptResponse(
+        message_id=record.message_id, status=record.status, error_code=record.error_code, changed=taken.changed
+    )
+
+
+def check_twilio(request: Request, settings: Settings, params: list[tuple[str, str]]) -> None:
+    """Check `X-Twilio-Signature` when `webhooks.twilio_auth_token` is set; without it, only on loopback (or with
+    `webhooks.allow_unsigned`) is an unsigned post taken.
+
+    Raises:
+        TwilioSignatureInvalid: a missing or wrong signature, or no token where one is needed.
+    """
+    if token := settings.webhooks.twilio_auth_token:
+        url = signed_url(request, settings.webhooks.public_url)
+        try:
+            verify_twilio(
+                token,
+                url=url,
+                params=params,
+                signature=request.headers.get("x-twilio-signature"),
+                settings_header=request.headers.get("x-twilio-webhooks-signature-settings"),
+            )
+        except SignatureError as exc:
+            log.warning("rejected %s: %s", request.url.path, exc)
+            raise TwilioSignatureInvalid(str(exc)) from None
+    elif not settings.api.on_loopback and not settings.webhooks.allow_unsigned:
+        # Reachable from elsewhere and nothing to check the sender with: a forged STOP must not opt anyone out.
+        raise TwilioSignatureInvalid(
+            "webhooks.twilio_auth_token is not set and api.host is not loopback: set the token, or set"
+            " webhooks.allow_unsigned = true to accept unsigned Twilio requests on purpose"
+        )
+
+
+def _form(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise RequestValidationError([_error(("body",), "the form is not UTF-8", "value_error")]) from None
 
 
 async def _routed(endpoint: str, what: str, target: FlowTarget, routing: Awaitable[list[str]]) -> list[str] | None:

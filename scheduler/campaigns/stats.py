@@ -8,6 +8,8 @@
   flows are among those listed: the listing counts them.
 - `outcomes`: flows that ended since `since`, per `Outcome` (every outcome named, zeros included).
 - `started`: flows started since `since`; `answered`: those of them with `ClientAnswered = true`.
+- `deliveries`: per `send_message` step, its messages `sent`, `delivered`, `undelivered`, `failed` (from the store's
+  deliveries, last updated since `since`: one GROUP BY; only when a store is given).
 - `intents`: flows started since `since` per `ReplyIntent` (the intent their last answer took), for every intent
   of the definition's `wait_answer` steps (zeros included) and `(none)` (an answer no intent matched); empty
   for a definition without intents.
@@ -34,6 +36,7 @@ from scheduler.flow.attributes import CURRENT_STEP, CUSTOMER_CONTACT, NO_INTENT
 from scheduler.flow.contacts import redact
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowOutcome
+from scheduler.store.deliveries import Deliveries
 from scheduler.visibility import (
     campaign_query,
     intent_query,
@@ -64,9 +67,14 @@ class CampaignStats(BaseModel):
     """Flows started since `since`."""
     intents: dict[str, int] = {}
     """Flows started since `since` per intent their last answer took (`(none)`: no intent matched)."""
+    deliveries: dict[str, dict[str, int]] = {}
+    """Per message step, its messages by delivery status (`sent`, `delivered`, `undelivered`, `failed`), as the
+    gateways' receipts last reported them since `since` (a message not yet reported counts as sent)."""
 
 
-async def known_campaign_stats(client: Client, campaign_id: str, *, since: datetime | None = None) -> CampaignStats:
+async def known_campaign_stats(
+    client: Client, campaign_id: str, *, since: datetime | None = None, deliveries: Deliveries | None = None
+) -> CampaignStats:
     """`campaign_stats` over the steps of the definition the campaign's schedule runs, in the file's order.
 
     Raises:
@@ -77,7 +85,7 @@ async def known_campaign_stats(client: Client, campaign_id: str, *, since: datet
     managed = await managed_schedule(client, campaign_id)
     campaign = await applied_campaign(client, managed[0]) if managed else None
     steps, intents = (campaign.workflow.steps, intent_names(campaign.workflow)) if campaign else ((), ())
-    stats = await campaign_stats(client, campaign_id, steps=steps, intents=intents, since=since)
+    stats = await campaign_stats(client, campaign_id, steps=steps, intents=intents, since=since, deliveries=deliveries)
     if managed is None and not (stats.started or any(stats.running.values()) or any(stats.outcomes.values())):
         if not (await client.count_workflows(campaign_query(campaign_id))).count:
             raise NoCampaign(campaign_id, running=False)
@@ -91,9 +99,10 @@ async def campaign_stats(
     steps: Iterable[str] = (),
     intents: Iterable[str] = (),
     since: datetime | None = None,
+    deliveries: Deliveries | None = None,
 ) -> CampaignStats:
     """The counts of one campaign (`steps`, `intents`: its definition's, counted even when no flow is there
-    (`intent_names`); `since` without an offset: UTC)."""
+    (`intent_names`); `since` without an offset: UTC; `deliveries`: where its messages' statuses are kept)."""
     since = since or datetime.now(UTC) - DEFAULT_SINCE
     since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
     steps = list(dict.fromkeys(steps))
@@ -107,13 +116,15 @@ async def campaign_stats(
         return dict(zip(names, found, strict=True))
 
     intents = list(intents)
-    running_at, others, outcomes, started_n, answered_n, intent_counts = await asyncio.gather(
+    delivered = asyncio.to_thread(deliveries.by_step, campaign_id, since=since) if deliveries else asyncio.sleep(0, {})
+    running_at, others, outcomes, started_n, answered_n, intent_counts, by_step = await asyncio.gather(
         at_steps(steps),
         count(elsewhere),
         asyncio.gather(*(count(outcome_query(campaign_id, since, o)) for o in FlowOutcome)),
         count(started_query(campaign_id, since)),
         count(started_query(campaign_id, since, answered=True)),
         asyncio.gather(*(count(started_query(campaign_id, since, intent=i)) for i in intents)),
+        delivered,
     )
     if others:  # flows of older definitions, at steps the current one does not have, or at unsearchable steps
         listed = client.list_workflows(elsewhere, limit=MAX_LISTED)
@@ -129,6 +140,7 @@ async def campaign_stats(
         started=started_n,
         answered=answered_n,
         intents=dict(zip(intents, intent_counts, strict=True)),
+        deliveries=by_step,
     )
 
 

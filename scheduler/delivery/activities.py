@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,7 +20,7 @@ from scheduler.delivery.channels import Channel, Message, Outbox, idempotency_ke
 from scheduler.delivery.renderer import Renderer
 from scheduler.delivery.templates import TemplateRenderError
 from scheduler.delivery.unsubscribe import Links, Unsubscribe
-from scheduler.errors import DeliveryError, InvalidContact, first_line
+from scheduler.errors import CarrierOptOut, DeliveryError, InvalidContact, first_line
 from scheduler.flow.contacts import normalize_contact, redact
 from scheduler.flow.engine import COUNT_MESSAGE, DELIVERY_DEFAULTS
 from scheduler.flow.models import ActivityInput, AnswerMessage, MessageEvent, message_step
@@ -27,15 +28,20 @@ from scheduler.flow.nodes import ActivityResult, EventType
 from scheduler.flow.nodes.notify_creator import NotifyCreatorParams
 from scheduler.flow.nodes.send_message import SendMessageParams
 from scheduler.flow.nodes.webhook import WebhookParams
+from scheduler.flow.signals import DeliveryState
 from scheduler.flow.workflows import SEND_KEYWORD_ANSWER
 from scheduler.http_clients import http_client, retryable_status
-from scheduler.metrics import MESSAGES
+from scheduler.metrics import DELIVERIES, MESSAGES
 from scheduler.store import Store
 from scheduler.store.consent import Consent
+from scheduler.store.deliveries import Deliveries, DeliveryRecord
 from scheduler.store.ledger import Ledger
 from scheduler.store.stops import CampaignStops
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+CARRIER_OPT_OUT = "carrier opt-out"
+"""The reason a contact is suppressed with when its carrier refuses a message because the customer opted out there."""
 
 
 class Activities:
@@ -51,9 +57,11 @@ class Activities:
         unsubscribe: Links | None = None,
         compliance: ComplianceSettings | None = None,
         consent: Consent | None = None,
+        public_url: str = "",
     ) -> None:
-        """`store`: None checks no list, counts against no cap and knows no stop. `consent`: another view of
-        the store's suppression list (a benchmark's that checks nothing)."""
+        """`store`: None checks no list, counts against no cap, knows no stop and records no delivery. `consent`:
+        another view of the store's suppression list (a benchmark's that checks nothing). `public_url`: the
+        service's (`webhooks.public_url`), where gateways post delivery receipts."""
         self.settings = settings
         self.compliance = compliance or ComplianceSettings()
         self.consent = consent or (Consent(store) if store is not None else None)
@@ -62,10 +70,12 @@ class Activities:
         """Counts customer messages against `compliance.frequency_caps`."""
         self.stops = CampaignStops(store) if store is not None else None
         """The campaigns' emergency stops, checked right before anything goes out."""
+        self.deliveries = Deliveries(store) if store is not None else None
+        """Each customer message sent and what its receipts reported."""
         self.unsubscribe = unsubscribe
         """Signs the one-click unsubscribe link of every customer e-mail (None: not configured)."""
         self.outbox = Outbox(settings.outbox)
-        self.channels = make_channels(settings, self.outbox)
+        self.channels = make_channels(settings, self.outbox, public_url=public_url)
         self.renderer = Renderer()
 
     def all(self) -> list[Any]:
@@ -104,6 +114,17 @@ class Activities:
             contact: str | None = normalize_contact(to)
         except InvalidContact:
             contact = None  # not a phone or an address (a console name): nothing to opt out or unsubscribe
+        info = activity.info()
+        message_id = idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp))
+        delivery = DeliveryRecord(
+            message_id=message_id,
+            workflow_id=inp.workflow_id,
+            run_id=info.workflow_run_id,
+            campaign_id=inp.campaign_id,
+            step=inp.step,
+            channel=channel.name,
+            contact=contact,
+        )
         not_sent = await self._send(
             channel,
             inp,
@@ -113,13 +134,10 @@ class Activities:
             unless_suppressed=contact,
             capped=inp.frequency_capped and contact is not None,
             list_unsubscribe=self._list_unsubscribe(channel, inp, contact),
+            delivery=delivery,
         )
         if not_sent is None:
             MESSAGES.labels(channel.name, "sent").inc()
-            info = activity.info()
-            message_id = idempotency_key(
-                workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp)
-            )
             return ActivityResult(detail=f"sent to {to} by {channel.name}", message_id=message_id, channel=channel.name)
         if not_sent.suppressed or not_sent.stopped:
             MESSAGES.labels(channel.name, "suppressed" if not_sent.suppressed else "stopped").inc()
@@ -194,6 +212,7 @@ class Activities:
         unless_suppressed: str | None = None,
         capped: bool = False,
         list_unsubscribe: str = "",
+        delivery: DeliveryRecord | None = None,
     ) -> ActivityResult | None:
         """Render and deliver; None if delivered, else why not: the campaign was stopped, the contact
         `unless_suppressed` names is suppressed, or (`capped`) a frequency cap holds it.
@@ -201,7 +220,9 @@ class Activities:
         The suppression list is read last, right before delivery, so an opt-out that came in while the
         template rendered still counts; the contact stays held until the channel has the message, so an
         opt-out is answered only after it (`Consent.sending`). A capped message is counted in the send
-        ledger before it goes, and no longer if its delivery fails (the retry counts it again).
+        ledger before it goes, and no longer if its delivery fails (the retry counts it again). `delivery`: the
+        message's row in the deliveries store (`_deliver`). A carrier opt-out (Twilio 21610) suppresses the contact,
+        once the contact is no longer held, and the message counts as not sent to a suppressed contact.
         """
         context = template_context(inp)
         text = await self._render(inp, channel, "template", template, context, channel.max_length)
@@ -225,6 +246,7 @@ class Activities:
         if stopped := await self._stopped(inp):
             return stopped
         checked = unless_suppressed is not None and self.consent is not None
+        carrier: CarrierOptOut | None = None
         async with self.consent.sending(unless_suppressed) if checked else nullcontext(False) as suppressed:
             if suppressed:
                 return ActivityResult(
@@ -250,13 +272,53 @@ class Activities:
                     detail = f"not sent: {redact(to)} reached a frequency cap until {until:%Y-%m-%d %H:%M}Z"
                     return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, capped_until=until)
             try:
-                with _delivery_errors():
-                    await channel.send(message)
-            except BaseException:
+                with _delivery_errors(passing=CarrierOptOut if checked else None):
+                    await self._deliver(channel, message, delivery)
+            except BaseException as exc:
                 if ledger is not None:
                     await asyncio.to_thread(ledger.release, message.idempotency_key)
-                raise
+                if not isinstance(exc, CarrierOptOut):
+                    raise
+                carrier = exc
+        if carrier is not None:  # the contact's hold is released: suppressing waits for every send to it
+            assert unless_suppressed is not None and self.consent is not None
+            await asyncio.to_thread(
+                self.consent.suppress,
+                unless_suppressed,
+                reason=CARRIER_OPT_OUT,
+                campaign_id=inp.campaign_id,
+                workflow_id=inp.workflow_id,
+            )
+            log.warning("%s: %s suppressed (%s)", carrier, redact(to), CARRIER_OPT_OUT)
+            detail = f"not sent: {redact(to)} opted out at the carrier (error {carrier.code})"
+            return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
         return None
+
+    async def _deliver(self, channel: Channel, message: Message, delivery: DeliveryRecord | None) -> None:
+        """Send `message`, recording it in the deliveries store when `delivery` is its row.
+
+        The row is written before the message goes (a receipt may come before the gateway's answer is read), and
+        a row that says an earlier attempt got the message to its gateway means it is not sent again. The store
+        failing never holds a message back nor fails one that went: it is logged.
+        """
+        deliveries = self.deliveries if delivery is not None else None
+        if deliveries is not None and delivery is not None:
+            stored = await _bookkeeping(deliveries.begin, delivery)
+            if stored is not None and stored.sent_at is not None:
+                log.info("message %s went on an earlier attempt (%s): not sent again", stored.message_id, channel.name)
+                return
+        try:
+            provider_id = await channel.send(message)
+        except DeliveryError as exc:
+            if deliveries is not None and not exc.retryable:
+                report = functools.partial(deliveries.report, error_code=exc.code)
+                await _bookkeeping(report, message.idempotency_key, DeliveryState.FAILED)
+                DELIVERIES.labels(channel.name, DeliveryState.FAILED.value).inc()
+            raise
+        if deliveries is not None:
+            sent = functools.partial(deliveries.sent, provider_id=provider_id, at=datetime.now(UTC))
+            await _bookkeeping(sent, message.idempotency_key)
+            DELIVERIES.labels(channel.name, DeliveryState.SENT.value).inc()
 
     async def _stopped(self, inp: ActivityInput) -> ActivityResult | None:
         """Why nothing may go out for this flow: its campaign was stopped (`cancel`) since it started; else None.
@@ -347,12 +409,23 @@ def path_in_words(inp: ActivityInput) -> str:
     return f"step {previous} ({inp.previous_node}) gave {event}"
 
 
+async def _bookkeeping(call: Callable[..., T], *args: Any) -> T | None:
+    """`call(*args)` in a thread; a store error is logged and gives None (a record is not worth a message)."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except SQLAlchemyError as exc:
+        log.warning("deliveries store: %s", first_line(exc))
+        return None
+
+
 @contextmanager
-def _delivery_errors() -> Iterator[None]:
-    """Turn a channel's `DeliveryError` into the activity's retry decision."""
+def _delivery_errors(*, passing: type[DeliveryError] | None = None) -> Iterator[None]:
+    """Turn a channel's `DeliveryError` into the activity's retry decision (`passing`: one the caller handles)."""
     try:
         yield
     except DeliveryError as exc:
+        if passing is not None and isinstance(exc, passing):
+            raise
         raise ApplicationError(str(exc), type=exc.kind, non_retryable=not exc.retryable) from None
 
 

@@ -1,4 +1,4 @@
-"""Message delivery: `console` (log), `http` (an SMS/messaging gateway), `smtp` (e-mail).
+"""Message delivery: `console` (log), `http` (an SMS/messaging gateway), `smtp` (e-mail), `twilio` (SMS).
 
 Every message a channel delivers is also appended to the outbox file as one JSON line
 `{"at","channel","to","text","campaign_id","workflow_id","step"}` (smtp adds `subject`): the outbox
@@ -23,11 +23,12 @@ from email.policy import SMTP
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import httpx
 
-from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings
-from scheduler.errors import DeliveryError, InvalidContact
+from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings, TwilioChannelSettings
+from scheduler.errors import CarrierOptOut, DeliveryError, InvalidContact
 from scheduler.flow.contacts import mail_address
 from scheduler.http_clients import http_client, retryable_status
 
@@ -118,11 +119,13 @@ class Channel:
             )
         return str(value)
 
-    async def send(self, message: Message) -> None:
-        await self._deliver(message)
+    async def send(self, message: Message) -> str | None:
+        """Deliver and record `message`: the gateway's id of it, if it gives one (Twilio's message SID)."""
+        provider_id = await self._deliver(message)
         self.outbox.append(self._record(message))
+        return provider_id
 
-    async def _deliver(self, message: Message) -> None:
+    async def _deliver(self, message: Message) -> str | None:
         raise NotImplementedError
 
     def _record(self, message: Message) -> dict[str, Any]:
@@ -151,6 +154,7 @@ class ConsoleChannel(Channel):
 
     async def _deliver(self, message: Message) -> None:
         log.info("[%s] to %s: %s", self.name, message.to, message.text)
+        return None
 
 
 class HttpChannel(Channel):
@@ -182,7 +186,7 @@ class HttpChannel(Channel):
             raise DeliveryError(f"POST {url} failed: {exc!r}", kind="GatewayUnavailable", retryable=True) from None
         status = response.status_code
         if 200 <= status < 300:
-            return
+            return None
         answer = f"POST {url}: HTTP {status} {response.text[:200]!r}"
         if retryable_status(status):
             raise DeliveryError(answer, kind="GatewayUnavailable", retryable=True)
@@ -206,10 +210,10 @@ class SmtpChannel(Channel):
         super().__init__(outbox)
         self.settings = settings
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> str | None:
         # A subject is one line: line breaks from a template or customer data become spaces, so they
         # cannot start a header of their own (`Bcc: …`).
-        await super().send(replace(message, subject=" ".join(message.subject.split())))
+        return await super().send(replace(message, subject=" ".join(message.subject.split())))
 
     async def _deliver(self, message: Message) -> None:
         password = ""
@@ -220,6 +224,7 @@ class SmtpChannel(Channel):
             await asyncio.to_thread(self._send, email, password)
         except Exception as exc:
             raise _smtp_error(exc, self.settings) from None
+        return None
 
     def _email(self, message: Message) -> EmailMessage:
         """The message; a header value with a line break is refused for good (no retry removes it)."""
@@ -259,6 +264,95 @@ class SmtpChannel(Channel):
 
     def _record(self, message: Message) -> dict[str, Any]:
         return {**super()._record(message), "subject": message.subject}
+
+
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+"""Where Twilio posts a message's status changes (`StatusCallback`), under `webhooks.public_url`."""
+TWILIO_OPT_OUT = "21610"
+"""Twilio: the recipient replied STOP to this sender (at the carrier); nothing reaches it until it sends START."""
+TWILIO_BAD_NUMBER = {"21211": "invalid 'To' phone number", "21614": "'To' number is not a valid mobile number"}
+"""Twilio's codes for a number no retry will make valid: the step fails, naming the code."""
+
+
+class TwilioChannel(Channel):
+    """SMS through Twilio's Programmable Messaging API:
+    `POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form fields `To`, `From` (or
+    `MessagingServiceSid`), `Body` and `StatusCallback`, HTTP basic auth.
+
+    httpx rather than the `twilio` package: the request is one documented form POST, and doing it here keeps
+    every decision ours and visible: the shared TLS context and timeout of `http_clients`, which answers are
+    retried (429, 5xx and network errors, as the `http` channel), and how Twilio's error codes map. The package's
+    client is synchronous (a thread per message) and would be a large runtime dependency for one call.
+
+    Twilio offers no idempotency key for creating a message (its docs say a POST that sends an SMS is not
+    idempotent): a 429 is safe to retry (refused before anything was queued), a 5xx or a lost answer may
+    send twice. The activity narrows that: the deliveries store keeps the SID of a message that went, and a
+    retry of it does not post again.
+
+    `StatusCallback` is `webhooks.public_url` + `/webhooks/twilio/status?message_id=<idempotency key>`, so
+    each receipt names the message it is about; without `public_url` it is left out (no receipts).
+    """
+
+    name = "twilio"
+    contact = "phone"
+
+    def __init__(self, outbox: Outbox, settings: TwilioChannelSettings, *, public_url: str = "") -> None:
+        super().__init__(outbox)
+        self.settings = settings
+        self.public_url = public_url.rstrip("/")
+        self.url = f"{settings.api_base}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+
+    def form(self, message: Message) -> dict[str, str]:
+        """The form fields of the request, exactly as Twilio documents them."""
+        s = self.settings
+        form = {"To": message.to, "Body": message.text}
+        if s.messaging_service_sid:
+            form["MessagingServiceSid"] = s.messaging_service_sid
+        else:
+            form["From"] = s.sender
+        if self.public_url:
+            query = urlencode({"message_id": message.idempotency_key}) if message.idempotency_key else ""
+            form["StatusCallback"] = f"{self.public_url}{TWILIO_STATUS_PATH}" + (f"?{query}" if query else "")
+        return form
+
+    async def _deliver(self, message: Message) -> str | None:
+        s = self.settings
+        auth = (s.api_key_sid or s.account_sid, _secret("channels.twilio.auth_token_env", s.auth_token_env))
+        try:
+            async with http_client(follow_redirects=False) as http:
+                response = await http.post(
+                    self.url, data=self.form(message), auth=auth, timeout=s.timeout.total_seconds()
+                )
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"POST {self.url} failed: {exc!r}", kind="GatewayUnavailable", retryable=True) from None
+        status = response.status_code
+        answer = _json_object(response)
+        if 200 <= status < 300:
+            sid = answer.get("sid")
+            return sid if isinstance(sid, str) and sid else None
+        code = str(answer["code"]) if isinstance(answer.get("code"), int | str) else None
+        said = f"Twilio {code}: {str(answer.get('message', ''))[:200]}" if code else repr(response.text[:200])
+        where = f"POST {self.url}: HTTP {status} {said}"
+        if code == TWILIO_OPT_OUT:
+            raise CarrierOptOut(f"{where} (the recipient opted out at the carrier)", code=code)
+        if code in TWILIO_BAD_NUMBER:
+            raise DeliveryError(
+                f"{where} ({TWILIO_BAD_NUMBER[code]}: Twilio error {code})",
+                kind="InvalidNumber",
+                retryable=False,
+                code=code,
+            )
+        if retryable_status(status):
+            raise DeliveryError(where, kind="GatewayUnavailable", retryable=True, code=code)
+        raise DeliveryError(where, kind="GatewayRejected", retryable=False, code=code)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def _list_unsubscribe(value: str) -> str:
@@ -311,11 +405,14 @@ def _smtp_error(exc: Exception, settings: SmtpChannelSettings) -> DeliveryError:
     return DeliveryError(f"{where}: {exc!r}", kind="SmtpUnavailable", retryable=True)
 
 
-def make_channels(settings: ChannelsSettings, outbox: Outbox) -> dict[str, Channel]:
-    """The channels `settings` configures (console always)."""
+def make_channels(settings: ChannelsSettings, outbox: Outbox, *, public_url: str = "") -> dict[str, Channel]:
+    """The channels `settings` configures (console always); `public_url`: the service's (`webhooks.public_url`),
+    where Twilio's status callbacks go."""
     channels: dict[str, Channel] = {"console": ConsoleChannel(outbox)}
     if not settings.missing("http"):
         channels["http"] = HttpChannel(outbox, settings.http)
     if not settings.missing("smtp"):
         channels["smtp"] = SmtpChannel(outbox, settings.smtp)
+    if not settings.missing("twilio"):
+        channels["twilio"] = TwilioChannel(outbox, settings.twilio, public_url=public_url)
     return channels

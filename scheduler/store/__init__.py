@@ -3,7 +3,8 @@ replicas share it. Its schema is Alembic's (`scheduler/store/migrations/`), brou
 process opens the store (`scheduler up`, `worker`, `api`, `db upgrade`): never by hand.
 
 This module is the engine and the tables; each table's code is a module beside it (`consent`, `api_keys`,
-`ledger`, `stops`, `conversions`, and the per-contact `contact_locks`). The package imports only the ground floor.
+`ledger`, `stops`, `conversions`, `deliveries`, and the per-contact `contact_locks`). The package imports only the
+ground floor.
 
 Calls are synchronous (SQLAlchemy Core) and short; async code runs them with `asyncio.to_thread`.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,29 @@ conversion_attributions = Table(
 results sum (variant, amount), so they are one query on this table."""
 
 
+deliveries_table = Table(
+    "deliveries",
+    metadata,
+    Column("message_id", String(255), nullable=False),
+    Column("workflow_id", String(255), nullable=False),
+    Column("run_id", String(255), nullable=False),
+    Column("campaign_id", String(255), nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("contact", String(320)),
+    Column("provider_id", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(32)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("message_id", name="deliveries_pk"),
+    Index("deliveries_provider_id", "provider_id"),
+    Index("deliveries_campaign_step", "campaign_id", "step"),
+)
+"""Every customer message a flow sent (`scheduler.store.deliveries`, a module named as the table: hence `_table`), one
+row per message id (its idempotency key), with the furthest status its delivery receipts reported."""
+
+
 def stored_utc(at: datetime) -> datetime:
     """An instant read back from the store, in UTC (SQLite keeps no offset: what it gives back is UTC)."""
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
@@ -188,6 +213,8 @@ class Store:
         """Per-contact locks that order opt-outs against the sends racing them, and frequency-cap reservations
         against each other (`scheduler.store.contact_locks`)."""
         self._relaxed = _relaxed(engine)
+        self._write_turn = threading.Lock()
+        """Taken by `relaxed(queued=True)` writers on SQLite."""
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -207,14 +234,19 @@ class Store:
             raise StoreUnavailable(f"store {_shown(url)}: {first_line(exc)}") from None
 
     @contextmanager
-    def relaxed(self) -> Iterator[Connection]:
+    def relaxed(self, *, queued: bool = False) -> Iterator[Connection]:
         """A transaction for writes a power cut may lose (the send ledger: a cap then counts a message or two
         fewer), so its commit need not wait for the disk: SQLite commits without fsync, PostgreSQL with
-        `synchronous_commit = off`. Consent is never written through it."""
-        with self._relaxed.begin() as connection:
-            if self.dialect == "postgresql":
-                connection.execute(text("SET LOCAL synchronous_commit = off"))
-            yield connection
+        `synchronous_commit = off`. Consent is never written through it.
+
+        `queued`: on SQLite, this process's writers take turns on a lock first. SQLite lets one writer in at a
+        time and a waiting one polls, sleeping 1, 2, 5, 10 ms… between tries; for short writes made by many
+        requests at once (delivery receipts) queueing in the process is much faster than polling the file."""
+        with self._write_turn if queued and self.dialect == "sqlite" else nullcontext():
+            with self._relaxed.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(text("SET LOCAL synchronous_commit = off"))
+                yield connection
 
     def close(self) -> None:
         self.locks.close()

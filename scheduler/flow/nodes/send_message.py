@@ -20,7 +20,7 @@ DEFAULT_TEMPLATE = (
 )
 DEFAULT_SUBJECT = "{{ campaign.name | default('Your cart is waiting', true) }}"
 
-ChannelName = Literal["console", "http", "smtp"]
+ChannelName = Literal["console", "http", "smtp", "twilio"]
 """The channels the service delivers messages through (configured under `[channels]`)."""
 
 CONTACT_FIELDS: dict[str, str] = {"http": "phone", "twilio": "phone", "smtp": "email"}
