@@ -38,6 +38,8 @@ from tests.helpers.metrics import metric
 from tests.helpers.signing import PUBLIC_URL, WEBHOOK_SECRET, signed_headers, sms_form, twilio_request
 from tests.helpers.twilio import ACCOUNT_SID, AUTH_TOKEN, SENDER, TOKEN_ENV, TwilioStandIn, twilio_stand_in
 from tests.helpers.waiting import eventually
+from tests.test_channels import Mailbox
+from tests.test_delivery_flow import mailbox  # noqa: F401 (the fixture: an aiosmtpd server as channels.smtp)
 
 # The store
 
@@ -162,11 +164,10 @@ class Shop:
     started: list[str] = field(default_factory=list)
 
     async def flow(
-        self, phone: str, *, campaign_id: str, definition: WorkflowDefinition = WAITS
+        self, phone: str, *, campaign_id: str, definition: WorkflowDefinition = WAITS, email: str | None = None
     ) -> WorkflowHandle[Any, FlowStatus]:
-        flow = FlowInput(
-            definition=definition, campaign_id=campaign_id, customer={"id": f"c-{phone}", "phone": phone}, cart={}
-        )
+        customer = {"id": f"c-{phone}", "phone": phone} | ({"email": email} if email else {})
+        flow = FlowInput(definition=definition, campaign_id=campaign_id, customer=customer, cart={})
         handle = await start_flow_input(self.client, flow, self.task_queue)
         self.started.append(handle.id)
         return handle
@@ -386,3 +387,52 @@ def test_the_receipt_routes_openapi_schema_resolves_every_reference(settings: Se
     assert refs <= set(schemas), refs - set(schemas)
     body = document["paths"]["/webhooks/delivery"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["status"] == {"$ref": "#/components/schemas/DeliveryState"}
+
+
+FALLS_BACK = WorkflowDefinition.model_validate(
+    {
+        "start_step": "text",
+        "steps": {
+            "text": {
+                "node": "send_message",
+                "params": {"channel": ["twilio", "smtp"], "await_delivery": "2m"},
+                "go_to": "wait",
+            },
+            "wait": {"node": "wait_answer", "params": {"timeout": "1h"}},
+        },
+    }
+)
+
+
+async def test_a_text_twilio_reports_undelivered_falls_back_to_email_and_a_delivered_one_does_not(
+    mailbox: Mailbox,  # noqa: F811
+    shop: Shop,
+) -> None:
+    """The whole seam: Twilio takes the SMS, its signed status callback reaches the API, the API signals the flow
+    waiting for that receipt, and the flow sends the e-mail instead (to the SMTP server) or, delivered, goes on."""
+    landline, mobile = new_phone(), new_phone()
+    campaign_id = f"fallback-{uuid.uuid4().hex[:8]}"
+    dead = await shop.flow(landline, campaign_id=campaign_id, definition=FALLS_BACK, email="ada@example.net")
+
+    async def texted(n: int) -> None:
+        assert len(shop.twilio.sids) == n
+
+    await eventually(lambda: texted(1))
+    response = await shop.twilio.post_status(shop.http, 0, "undelivered", error_code="30006")
+    assert response.status_code == 200, response.text
+    await reaches(dead, "wait")
+    [(_, recipients, email)] = mailbox.messages
+    assert recipients == ["ada@example.net"] and "cart" in email.get_content()
+    [text] = await (await dead.describe()).memo_value("steps", type_hint=list)
+    assert (text["event"], text["tried"], text["channel"]) == ("condition_satisfied", ["twilio", "smtp"], "smtp")
+    entry = Consent(shop.store).get(landline)
+    assert entry is not None and entry.reason == "undeliverable 30006"
+
+    alive = await shop.flow(mobile, campaign_id=campaign_id, definition=FALLS_BACK, email="bo@example.net")
+    await eventually(lambda: texted(2))
+    for status in ("delivered", "sent", "delivered"):  # out of order and repeated
+        assert (await shop.twilio.post_status(shop.http, 1, status)).status_code == 200
+    await reaches(alive, "wait")
+    [text] = await (await alive.describe()).memo_value("steps", type_hint=list)
+    assert (text["tried"], text["channel"], text["delivery"]["status"]) == (["twilio"], "twilio", "delivered")
+    assert len(mailbox.messages) == 1  # no e-mail to the customer whose text arrived
