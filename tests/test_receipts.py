@@ -20,7 +20,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, Interceptor, OutboundInterceptor, SignalWorkflowInput, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from scheduler.api import create_app
@@ -240,13 +241,15 @@ async def test_twilio_receipts_out_of_order_and_repeated_keep_the_furthest_state
     assert (stored.status, stored.provider_id) == (DeliveryState.DELIVERED, shop.twilio.sids[0])
     assert await metric(shop.http, "scheduler_deliveries_total", channel="twilio", status="delivered") == before + 1
 
-    async def signalled() -> None:  # the running flow got the furthest state, once
+    async def signalled() -> None:
         signals = [
             e.workflow_execution_signaled_event_attributes.signal_name
             async for e in handle.fetch_history_events()
             if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
         ]
-        assert signals == [DELIVERY_STATUS_SIGNAL]
+        # the furthest state, and again at the repeat of that final receipt (it may be the retry of one Temporal did
+        # not take); never for the statuses the message had passed
+        assert signals == [DELIVERY_STATUS_SIGNAL] * 2
 
     await eventually(signalled)
 
@@ -436,3 +439,41 @@ async def test_a_text_twilio_reports_undelivered_falls_back_to_email_and_a_deliv
     [text] = await (await alive.describe()).memo_value("steps", type_hint=list)
     assert (text["tried"], text["channel"], text["delivery"]["status"]) == (["twilio"], "twilio", "delivered")
     assert len(mailbox.messages) == 1  # no e-mail to the customer whose text arrived
+
+
+class TemporalAway(Interceptor):
+    """A client whose signals Temporal does not take, as while it restarts."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        class Away(OutboundInterceptor):
+            async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+                raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+        return Away(next)
+
+
+async def test_a_receipt_temporal_did_not_take_is_answered_503_and_the_gateway_s_retry_reaches_the_flow(
+    mailbox: Mailbox,  # noqa: F811
+    shop: Shop,
+) -> None:
+    """Recorded but not signalled (Temporal away): a 200 would leave the flow waiting out `await_delivery` and the
+    gateway with no reason to retry. The retry is a repeat the store does not change, and still reaches the flow."""
+    landline = new_phone()
+    campaign_id = f"away-{uuid.uuid4().hex[:8]}"
+    handle = await shop.flow(landline, campaign_id=campaign_id, definition=FALLS_BACK, email="c@example.net")
+
+    async def texted() -> None:
+        assert len(shop.twilio.sids) == 1
+
+    await eventually(texted)
+    away = Client(**{**shop.client.config(), "interceptors": [TemporalAway()]})
+    app = create_app(shop.settings, client=away, store=shop.store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+        first = await shop.twilio.post_status(http, 0, "undelivered", error_code="30006")
+    assert first.status_code == 503, first.text
+    assert shop.stored(shop.message_id(handle, "text")).status == DeliveryState.UNDELIVERED
+    retried = await shop.twilio.post_status(shop.http, 0, "undelivered", error_code="30006")
+    assert retried.status_code == 200 and retried.json()["changed"] is False
+    await reaches(handle, "wait")  # well before the 2m: the retry's signal ended the wait
+    assert len(mailbox.messages) == 1
+    assert Consent(shop.store).get(landline) is not None

@@ -355,6 +355,7 @@ _TWILIO_STATUS_ERRORS = {
     413: "the body is over 64 KiB",
     415: "the body is not form-encoded",
     422: "no `MessageSid` or `MessageStatus`, or a status Twilio does not have",
+    503: "Temporal is unavailable: the receipt is recorded, and Twilio's retry passes it on to the flow",
 }
 
 

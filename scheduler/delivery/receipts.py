@@ -4,10 +4,12 @@ Both receipt webhooks (`/webhooks/twilio/status`, `/webhooks/delivery`) end here
 
 1. the deliveries store moves the message forward (`Deliveries.report`: a status of a lower or equal rank than the
    stored one changes nothing, so repeats and receipts out of order are harmless);
-2. if that changed it to a final status whose error code is in `[compliance] undeliverable_codes`, the contact is
+2. if the message's status is final and its error code is in `[compliance] undeliverable_codes`, the contact is
    suppressed with reason `undeliverable <code>` (an opt-in such as START lifts it like any suppression);
 3. the flow that sent the message gets the `delivery-status` signal with the furthest state, if it still runs.
-   A flow that has ended (or Temporal being away) never fails the receipt: it is recorded all the same.
+   A flow that has ended never fails the receipt. Temporal being away does: the route answers 503, and the
+   gateway's retry, a repeat the store does not change, still suppresses and signals when the status is final
+   (the flow ignores a status it has), so a flow waiting for its receipt (`await_delivery`) is not left to time out.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from scheduler.errors import InvalidContact, UnknownMessage
 from scheduler.flow.contacts import redact
@@ -96,9 +98,10 @@ async def take_receipt(
     )
     if record is None:
         raise UnknownMessage(message_id)
-    if not changed:
+    if changed:
+        DELIVERIES.labels(record.channel, record.status.value).inc()
+    elif not (record.status.final and receipt.status == record.status):  # only a final receipt's retry goes on
         return Taken(record, changed=False)
-    DELIVERIES.labels(record.channel, record.status.value).inc()
     suppressed = False
     code = record.error_code
     if record.status.final and code is not None and code in undeliverable_codes and record.contact:
@@ -116,11 +119,15 @@ async def take_receipt(
             log.info("message %s: %s is undeliverable (%s): suppressed", message_id, redact(record.contact), code)
     if client is not None:
         await _tell_flow(client, record)
-    return Taken(record, changed=True, suppressed=suppressed)
+    return Taken(record, changed=changed, suppressed=suppressed)
 
 
 async def _tell_flow(client: Client, record: DeliveryRecord) -> None:
-    """Signal `delivery-status` to the flow run that sent the message; an ended flow or an RPC error is logged."""
+    """Signal `delivery-status` to the flow run that sent the message; an ended flow is logged.
+
+    Raises:
+        RPCError: Temporal did not take the signal (unavailable, a timeout): the route answers 503 or 502.
+    """
     status = DeliveryStatus(
         message_id=record.message_id,
         status=record.status,
@@ -131,5 +138,8 @@ async def _tell_flow(client: Client, record: DeliveryRecord) -> None:
     handle = client.get_workflow_handle(record.workflow_id, run_id=record.run_id)
     try:
         await handle.signal(DELIVERY_STATUS_SIGNAL, status)
-    except RPCError as exc:  # most often: the flow has ended, which is no fault of the receipt's
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # the flow has ended (or its history was deleted), which is no fault of the receipt's
         log.info("delivery-status of %s not signalled to %s: %s", record.message_id, record.workflow_id, exc.message)
