@@ -454,3 +454,50 @@ async def test_a_cap_on_sms_sends_the_capped_customer_email(
     assert len(gateway.requests) == 1 and len(mailbox.messages) == 1
     entries = [(await steps_of(h))[0] for h in handles]
     assert [(e["tried"], e["channel"]) for e in entries] == [(["http"], "http"), (["http", "smtp"], "smtp")]
+
+
+async def test_an_opt_out_reply_while_the_sms_awaits_its_receipt_goes_to_the_next_wait_at_once(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, gateway: ScriptedServer, mailbox: Mailbox
+) -> None:
+    """A STOP kept for the `wait_answer` that follows ends the wait for the receipt now, not when `await_delivery`
+    runs out: the wait's `not_satisfied` edge tells the owner at once, and no other channel is tried."""
+    definition = WorkflowDefinition.model_validate(
+        {
+            "start_step": "send",
+            "steps": {
+                "send": {
+                    "node": "send_message",
+                    "params": {"channel": ["http", "smtp"], "await_delivery": "12h"},
+                    "go_to": "listen",
+                },
+                "listen": {"node": "wait_answer", "params": {"timeout": "1d"}, "condition": {"not_satisfied": "owner"}},
+                "owner": {"node": "notify_creator", "params": {"channel": "console"}},
+            },
+        }
+    )
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(ts_env.client, flow_of(definition), task_queue)
+        await sent_through_gateway(handle, gateway)
+        await handle.signal(CLIENT_ANSWERED_SIGNAL, Reply(reply_id="r1", text="STOP", opt_out=True))
+        result = await handle.result()
+    assert (result.path, result.outcome) == (["send", "listen", "owner"], "opted_out")
+    send, listen, _ = await steps_of(handle)
+    started = (await handle.describe()).start_time
+    assert datetime.fromisoformat(send["at"]) - started < timedelta(minutes=1)  # not 12h later
+    assert (send["tried"], listen["event"]) == (["http"], "condition_not_satisfied")
+    assert mailbox.messages == []
+
+
+async def test_a_channel_the_service_lacks_fails_the_step_instead_of_falling_back(
+    ts_env: WorkflowEnvironment, settings: Settings, task_queue: str, mailbox: Mailbox
+) -> None:
+    """Every message through it would fail until the config is mended: a fallback would hide that for good."""
+    assert settings.channels.missing("twilio")
+    definition = send_then({"channel": ["twilio", "smtp"]})
+    async with make_worker(ts_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(ts_env.client, flow_of(definition), task_queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    error = failure_of(failed.value)
+    assert error.type == "ChannelNotConfigured" and "channels.twilio" in str(error)
+    assert mailbox.messages == []

@@ -26,6 +26,8 @@ from scheduler.worker import make_worker
 from tests.helpers.flows import failure_of, one_step, outcome_of, start_flow_input
 from tests.helpers.signing import PUBLIC_URL
 from tests.helpers.twilio import ACCOUNT_SID, AUTH_TOKEN, SENDER, TOKEN_ENV, TwilioStandIn, twilio_stand_in
+from tests.test_channels import Mailbox
+from tests.test_delivery_flow import mailbox  # noqa: F401 (the fixture: an aiosmtpd server as channels.smtp)
 
 SERVICE_SID = "MG" + "2e" * 16
 
@@ -241,3 +243,27 @@ def test_twilio_settings_from_file_and_environment(tmp_path, monkeypatch: pytest
     )
     assert settings.channels.missing("twilio") is None
     assert settings.compliance.undeliverable_codes == ["30005", "30006"]
+
+
+async def test_a_carrier_opt_out_ends_the_flow_also_where_the_step_lists_another_channel(
+    mailbox: Mailbox,  # noqa: F811
+    dev_env: WorkflowEnvironment,
+    settings: Settings,
+    task_queue: str,
+    twilio: TwilioStandIn,
+) -> None:
+    """21610 is the customer's STOP, given to the carrier: like an opt-out reply it ends the flow, so the e-mail the
+    step's list names next does not go (a contact suppressed before only skips its own channel)."""
+    twilio.failures = [(400, 21610)]
+    flow = FlowInput(
+        definition=one_step(channel=["twilio", "smtp"]),
+        campaign_id="spring",
+        customer={"id": "c1", "name": "Ada", "phone": new_phone(), "email": "ada@example.net"},
+        cart={},
+    )
+    async with make_worker(dev_env.client, settings, task_queue=task_queue):
+        handle = await start_flow_input(dev_env.client, flow, task_queue)
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.outcome == "opted_out"
+    assert len(twilio.requests) == 1
+    assert mailbox.messages == []

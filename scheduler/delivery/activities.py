@@ -296,7 +296,7 @@ class Activities:
             )
             log.warning("%s: %s suppressed (%s)", carrier, redact(to), CARRIER_OPT_OUT)
             detail = f"not sent: {redact(to)} opted out at the carrier (error {carrier.code})"
-            return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True)
+            return ActivityResult(event=EventType.NOT_SATISFIED, detail=detail, suppressed=True, carrier_opt_out=True)
         return None
 
     async def _deliver(self, channel: Channel, message: Message, delivery: DeliveryRecord | None) -> None:

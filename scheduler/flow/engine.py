@@ -27,7 +27,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from scheduler.errors import DefinitionError
 from scheduler.flow.attributes import (
@@ -446,7 +446,7 @@ class FlowRun:
                     name, params.model_copy(update={"channel": channel}), _contact_of(customer, channel), retry=retry
                 )
             except ActivityError as exc:
-                if last or is_cancelled_exception(exc):
+                if last or is_cancelled_exception(exc) or _misconfigured(exc):
                     raise
                 continue
             finally:
@@ -456,7 +456,7 @@ class FlowRun:
             if outcome is None:  # a policy kept it from going (`reason` says which)
                 continue
             if outcome.suppressed:  # this contact is suppressed: the next channel's may not be
-                if last:
+                if last or outcome.carrier_opt_out:  # the customer said STOP (to the carrier): as an opt-out reply
                     return event
                 self.opted_out, self.suppressed = opted_out, False
                 self._notes["reason"] = "suppressed"
@@ -471,7 +471,10 @@ class FlowRun:
 
     async def _undelivered(self, outcome: ActivityResult, timeout: timedelta) -> bool:
         """Wait up to `timeout` for a final receipt of the message that went (only from channels whose gateways send
-        them, `RECEIPT_CHANNELS`): True if it says undelivered or failed. No receipt in time: sent, False."""
+        them, `RECEIPT_CHANNELS`): True if it says undelivered or failed. No receipt in time: sent, False.
+
+        An opt-out kept for the next wait ends the waiting at once (False: nothing more goes to the customer, and the
+        wait's `not_satisfied` edge runs now, as in `_hold`)."""
         message_id = outcome.message_id
         if message_id is None or outcome.event != EventType.SATISFIED or outcome.channel not in RECEIPT_CHANNELS:
             return False
@@ -482,11 +485,13 @@ class FlowRun:
 
         try:
             await workflow.wait_condition(
-                final, timeout=timeout, timeout_summary=f"{self.current_step}: await delivery"
+                lambda: final() or self._opt_out_for_wait,
+                timeout=timeout,
+                timeout_summary=f"{self.current_step}: await delivery",
             )
         except TimeoutError:
             return False
-        return self._deliveries[message_id].status != DeliveryState.DELIVERED
+        return final() and not self._opt_out_for_wait and self._deliveries[message_id].status != DeliveryState.DELIVERED
 
     async def _deliver(
         self, name: str, params: NodeParams, customer: dict[str, Any], *, retry: RetryPolicy
@@ -716,6 +721,15 @@ class FlowRun:
 def _delivery_entry(status: DeliveryStatus) -> dict[str, Any]:
     """A step's memo `delivery`: what its receipts said."""
     return status.model_dump(mode="json", exclude={"message_id"}, exclude_none=True)
+
+
+MISCONFIGURED = frozenset({"ChannelNotConfigured", "UnknownChannel"})
+"""Activity failures no other channel of a list may stand in for: the service's config is wrong, and every message
+through that channel fails until it is mended (a fallback would hide it)."""
+
+
+def _misconfigured(exc: ActivityError) -> bool:
+    return isinstance(exc.cause, ApplicationError) and exc.cause.type in MISCONFIGURED
 
 
 def _reaches(channel: str, customer: dict[str, Any]) -> bool:

@@ -147,7 +147,7 @@ class ActivityInput(BaseModel):
     """Whether this message counts toward, and is held to, `compliance.frequency_caps`."""
     flow_started_at: datetime | None = None
     """When the flow started: a campaign stopped since then lets it send nothing (`scheduler.campaigns.stop`)."""
-    channel_attempt: int = 0
+    channel_attempt: int = Field(0, exclude_if=lambda value: value == 0)
     """A `send_message` step with a channel list: the position of this attempt's channel in it. From 1 the message
     gets an idempotency key of its own (`message_step`), so its receipts and its cap count are not the first's."""
 

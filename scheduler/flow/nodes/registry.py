@@ -36,6 +36,9 @@ class ActivityResult(BaseModel):
     """Not sent: a frequency cap holds the contact until then (`compliance.frequency_caps`)."""
     stopped: bool = False
     """Nothing was done: the campaign was stopped since the flow started, which ends `stopped`."""
+    carrier_opt_out: bool = False
+    """`suppressed` because the carrier says the customer opted out (Twilio 21610): the flow ends `opted_out`, also
+    from a step whose channel list has more channels."""
     message_id: str | None = None
     """A customer message went: its idempotency key, which its delivery receipts name (`DeliveryStatus`)."""
     channel: str | None = None

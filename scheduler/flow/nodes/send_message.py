@@ -88,10 +88,11 @@ class SendMessageParams(MessageParams):
     """Empty: `channels.default`. A list (`["twilio", "smtp"]`): the first channel the customer can be reached on
     (`CONTACT_FIELDS`), then the next when a message through it fails for good or, with `await_delivery`, is
     reported undelivered. The activity always gets the one channel of its attempt."""
-    await_delivery: Duration | None = None
+    await_delivery: Duration | None = Field(None, exclude_if=lambda value: value is None)
     """Wait up to this long after the message went for its delivery receipt (channels in `RECEIPT_CHANNELS`):
     `undelivered`/`failed` give `not_satisfied` (memo `reason = "undelivered"`); delivered or no receipt in time
-    (it counts as sent) `satisfied`. None: don't wait."""
+    (it counts as sent) `satisfied`. None: don't wait, and left out of the activity's params, so a worker of the
+    version before (params forbid unknown keys) reads those of a step without it while workers are upgraded."""
 
     @field_validator("channel", mode="before")
     @classmethod
