@@ -255,6 +255,13 @@ async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(proje
         ('replies = [{ after = "soon", text = "yes" }]', 6, "case[2].replies[1].after: invalid duration 'soon'"),
         ("colour = 1", 6, "case[2].colour: unknown key"),
         ('history = [{ channel = "console" }]', 6, "case[2].history[1].ago: required key is missing"),
+        ("start = 2031-01-06", 6, "case[2].start: start needs a date, a time and an offset"),
+        (
+            'expect.messages = [{ step = "ask", at = 08:00:00 }]',
+            6,
+            "case[2].expect.messages[1].at: at needs a date, a time and an offset",
+        ),
+        ('history = [{ channel = "sms", ago = "1h" }]', 6, "case[2].history[1].channel: "),
     ],
     ids=[
         "no-offset",
@@ -266,6 +273,9 @@ async def test_a_flow_that_fails_fails_its_case_unless_the_case_expects_it(proje
         "bad-after",
         "unknown-key",
         "no-ago",
+        "toml-date",
+        "toml-time",
+        "unknown-channel",
     ],
 )
 async def test_a_bad_case_is_file_line_key_and_exit_2(project: Path, body: str, line: int, expected: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from scheduler.campaigns.campaign import MAX_FILE_BYTES, MAX_KEY_PARTS, MAX_NEST
 from scheduler.errors import clip
 from scheduler.flow.durations import Duration
 from scheduler.flow.models import FlowOutcome
+from scheduler.flow.nodes.send_message import ChannelName
 from scheduler.problems import Problem
 from scheduler.source_lines import KeyPath, dotted_line, dotted_lines, toml_key_lines, toml_shape_problem
 
@@ -50,7 +51,7 @@ class CaseConversion(_Table):
 class EarlierSend(_Table):
     """A message the customer got before the case starts, counted by the service's frequency caps."""
 
-    channel: str = Field(min_length=1, max_length=16)
+    channel: ChannelName
     ago: Duration
     """Before the case's start."""
     count: int = Field(1, ge=1, le=1000)
@@ -118,9 +119,13 @@ def _aware(value: Any, key: str) -> Any:
         except ValueError:
             message = f"{clip(value, 60)!r} is not an ISO 8601 instant such as 2031-01-06T21:30:00-05:00"
             raise ValueError(message) from None
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError(f"{key} needs an offset (e.g. -05:00 or Z): {value.isoformat()} could be any zone's")
-    return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{key} needs an offset (e.g. -05:00 or Z): {value.isoformat()} could be any zone's")
+        return value
+    if isinstance(value, date | time):  # a TOML local date or time: no instant at all
+        raise ValueError(f"{key} needs a date, a time and an offset, e.g. 2031-01-06T21:30:00-05:00; got {value}")
+    raise ValueError(f"{key} must be an instant such as 2031-01-06T21:30:00-05:00, got {clip(repr(value), 60)}")
 
 
 class TestsFile(BaseModel):
