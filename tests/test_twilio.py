@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from scheduler.config import ConfigError, Settings, TwilioChannelSettings, load_settings
 from scheduler.delivery.activities import Activities
 from scheduler.delivery.channels import Message, Outbox, TwilioChannel, idempotency_key
+from scheduler.errors import DeliveryError
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import DeliveryState
 from scheduler.store import Store
@@ -267,3 +268,18 @@ async def test_a_carrier_opt_out_ends_the_flow_also_where_the_step_lists_another
     assert result.outcome == "opted_out"
     assert len(twilio.requests) == 1
     assert mailbox.messages == []
+
+
+def test_twilio_gets_the_number_in_e164_however_the_customer_s_record_spells_it(
+    settings: Settings, twilio: TwilioStandIn
+) -> None:
+    channel = Activities(settings.channels, public_url=PUBLIC_URL).channels["twilio"]
+    assert isinstance(channel, TwilioChannel)
+
+    def to(phone: str) -> str:
+        return channel.form(Message(to=phone, text="hi", campaign_id="c", workflow_id="w", step="s"))["To"]
+
+    assert to("+1 (646) 555-0142") == to("tel:+16465550142") == "+16465550142"
+    with pytest.raises(DeliveryError) as refused:
+        to("ada@example.net")
+    assert (refused.value.kind, refused.value.retryable) == ("InvalidNumber", False)

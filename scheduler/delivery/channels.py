@@ -29,7 +29,7 @@ import httpx
 
 from scheduler.config import ChannelsSettings, HttpChannelSettings, SmtpChannelSettings, TwilioChannelSettings
 from scheduler.errors import CarrierOptOut, DeliveryError, InvalidContact
-from scheduler.flow.contacts import mail_address
+from scheduler.flow.contacts import mail_address, normalize_contact
 from scheduler.http_clients import http_client, retryable_status
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class TwilioChannel(Channel):
     def form(self, message: Message) -> dict[str, str]:
         """The form fields of the request, exactly as Twilio documents them."""
         s = self.settings
-        form = {"To": message.to, "Body": message.text}
+        form = {"To": _e164(message.to), "Body": message.text}
         if s.messaging_service_sid:
             form["MessagingServiceSid"] = s.messaging_service_sid
         else:
@@ -372,6 +372,21 @@ def _list_unsubscribe(value: str) -> str:
             f"List-Unsubscribe has a URI over {LINE_LIMIT} characters", kind="InvalidMessage", retryable=False
         )
     return value
+
+
+def _e164(phone: str) -> str:
+    """`phone` as Twilio asks for it, E.164 (`+12125550142`), however the customer's record spells it.
+
+    Raises:
+        DeliveryError: not a phone number (not retryable: the customer's record will not change).
+    """
+    try:
+        number = normalize_contact(phone)
+    except InvalidContact as exc:
+        raise DeliveryError(f"the To number: {exc}", kind="InvalidNumber", retryable=False) from None
+    if "@" in number:
+        raise DeliveryError(f"the To number {phone[:40]!r} is an e-mail address", kind="InvalidNumber", retryable=False)
+    return number
 
 
 def _secret(key: str, env_name: str) -> str:
