@@ -332,9 +332,23 @@ async def until_in(handle: WorkflowHandle[Any, FlowStatus], step: str) -> None:
     raise RuntimeError(f"{handle.id} never reached {step}")
 
 
+def without_stack_traces(history_json: str) -> str:
+    """The history with every failure's `stackTrace` emptied: replay never reads them, and they name the paths of
+    the machine that recorded it."""
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: "" if key == "stackTrace" else scrub(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [scrub(value) for value in node]
+        return node
+
+    return json.dumps(scrub(json.loads(history_json)), indent=2)
+
+
 async def save(name: str, handle: WorkflowHandle[Any, Any], summary: str) -> Path:
     path = HISTORIES / f"{name}.json"
-    path.write_text((await handle.fetch_history()).to_json() + "\n", encoding="utf-8")
+    path.write_text(without_stack_traces((await handle.fetch_history()).to_json()) + "\n", encoding="utf-8")
     print(f"wrote {path.name}: {summary}")
     return path
 
