@@ -115,7 +115,7 @@ class Activities:
         except InvalidContact:
             contact = None  # not a phone or an address (a console name): nothing to opt out or unsubscribe
         info = activity.info()
-        message_id = idempotency_key(workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp))
+        message_id = message_key(inp)
         # Kept only where receipts will come: two writes per message cost a tenth of the worker's throughput.
         delivery = (
             DeliveryRecord(
@@ -243,9 +243,7 @@ class Activities:
             campaign_id=inp.campaign_id,
             workflow_id=inp.workflow_id,
             step=inp.step,
-            idempotency_key=idempotency_key(
-                workflow_id=inp.workflow_id, run_id=info.workflow_run_id, step=message_step(inp)
-            ),
+            idempotency_key=message_key(inp),
             list_unsubscribe=list_unsubscribe,
         )
         if stopped := await self._stopped(inp):
@@ -379,6 +377,11 @@ class Activities:
             log.warning("webhook %s answered HTTP %s: taking the not_satisfied edge", url, status)
             return ActivityResult(event=EventType.NOT_SATISFIED, detail=f"POST {url}: HTTP {status}")
         raise ApplicationError(f"POST {url}: HTTP {status}", type="WebhookServerError")
+
+
+def message_key(inp: ActivityInput) -> str:
+    """The idempotency key of the message this activity sends: its id in the deliveries store and its receipts."""
+    return idempotency_key(workflow_id=inp.workflow_id, run_id=activity.info().workflow_run_id, step=message_step(inp))
 
 
 def template_context(inp: ActivityInput) -> dict[str, Any]:

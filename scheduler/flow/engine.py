@@ -62,7 +62,7 @@ from scheduler.flow.models import (
     StepRecord,
 )
 from scheduler.flow.nodes import ActivityResult, EventType, NodeParams, get_node
-from scheduler.flow.nodes.send_message import CONTACT_FIELDS, RECEIPT_CHANNELS
+from scheduler.flow.nodes.send_message import CONTACT_FIELDS, RECEIPT_CHANNELS, SendMessageParams
 from scheduler.flow.nodes.split import assign_variant, assignment_unit
 from scheduler.flow.nodes.wait_answer import WaitAnswer
 from scheduler.flow.quiet_hours import allowed_at, customer_zones, parse_quiet_hours
@@ -407,8 +407,8 @@ class FlowRun:
     async def send_to_customer(self, name: str, params: NodeParams, *, retry: RetryPolicy) -> EventType:
         """Deliver a customer message under the flow's `DeliveryPolicy` (`_deliver`); with `await_delivery`, wait for
         its receipt; with a channel list, fall back from channel to channel (`_send_through`)."""
-        channels: tuple[str, ...] | None = getattr(params, "channels", lambda: None)()
-        awaited: timedelta | None = getattr(params, "await_delivery", None)
+        assert isinstance(params, SendMessageParams)  # the only node that messages the customer
+        channels, awaited = params.channels(), params.await_delivery
         if channels is not None:
             return await self._send_through(name, params, channels, awaited, retry=retry)
         event, outcome = await self._deliver(name, params, self.input.customer, retry=retry)
