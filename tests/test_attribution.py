@@ -8,15 +8,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from scheduler.campaigns.campaign import load_campaign
 from scheduler.replies.attribution import attributable
-from scheduler.store import MIGRATIONS, Store, head_revision
+from scheduler.store import Store
 from scheduler.store.conversions import AttributedFlow, ConversionRecord, Conversions, VariantConversions
 from tests.helpers.campaigns import BASE, NAME_LINE
+from tests.helpers.store import migrations as store_migrations
 
 AT = datetime(2031, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -51,27 +50,20 @@ def conversions(store_url: str):
 
 
 def test_migration_0007_downgrades_and_upgrades_again(store_url: str) -> None:
-    store = Store.open(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with store.engine.begin() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0006")
-            assert not inspect(connection).has_table("conversions")
-            assert not inspect(connection).has_table("conversion_attributions")
-            command.upgrade(config, "head")
-            schema = inspect(connection)
-            assert [c["column_names"] for c in schema.get_unique_constraints("conversions")] == [["conversion_id"]]
-            assert schema.get_pk_constraint("conversion_attributions")["constrained_columns"] == [
-                "conversion_id",
-                "campaign_id",
-            ]
-            indexes = {i["name"]: i["column_names"] for i in schema.get_indexes("conversion_attributions")}
-            assert indexes == {"conversion_attributions_campaign_variant": ["campaign_id", "variant"]}
-    finally:
-        store.close()
+    with store_migrations(store_url) as migrations:
+        connection = migrations.connection
+        migrations.downgrade("0006")
+        assert not inspect(connection).has_table("conversions")
+        assert not inspect(connection).has_table("conversion_attributions")
+        migrations.upgrade()
+        schema = inspect(connection)
+        assert [c["column_names"] for c in schema.get_unique_constraints("conversions")] == [["conversion_id"]]
+        assert schema.get_pk_constraint("conversion_attributions")["constrained_columns"] == [
+            "conversion_id",
+            "campaign_id",
+        ]
+        indexes = {i["name"]: i["column_names"] for i in schema.get_indexes("conversion_attributions")}
+        assert indexes == {"conversion_attributions_campaign_variant": ["campaign_id", "variant"]}
 
 
 def test_a_conversion_is_kept_whole_and_a_redelivery_counts_once(conversions: Conversions) -> None:

@@ -13,16 +13,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from pydantic import ValidationError
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select
 
 from scheduler.config import FrequencyCap
 from scheduler.errors import StoreUnavailable
-from scheduler.store import MIGRATIONS, Store, contact_locks, head_revision, sends
+from scheduler.store import Store, contact_locks, sends
 from scheduler.store import ledger as ledger_module
 from scheduler.store.ledger import Ledger
+from tests.helpers.store import migrations as store_migrations
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("America/New_York"))
 """Not UTC, so nothing silently assumes it."""
@@ -261,27 +260,20 @@ async def test_a_cancelled_reservation_leaves_the_contact_free(ledger: Ledger) -
 
 
 def test_migrations_0002_and_0003_downgrade_and_upgrade_again(store_url: str) -> None:
-    store = Store.open(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with store.engine.begin() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0001")
-            assert not inspect(connection).has_table("sends")
-            assert not inspect(connection).has_table("run_messages")
-            command.upgrade(config, "head")
-            assert inspect(connection).get_pk_constraint("run_messages")["constrained_columns"] == ["run_id", "result"]
-            indexes = {
-                index["name"]: index["column_names"]
-                for index in inspect(connection).get_indexes("sends")
-                if "duplicates_constraint" not in index  # PostgreSQL's index behind the unique key
-            }
-            assert indexes == {"sends_contact_at": ["contact", "at"], "sends_at": ["at"]}
-            assert [c["column_names"] for c in inspect(connection).get_unique_constraints("sends")] == [["key"]]
-    finally:
-        store.close()
+    with store_migrations(store_url) as migrations:
+        connection = migrations.connection
+        migrations.downgrade("0001")
+        assert not inspect(connection).has_table("sends")
+        assert not inspect(connection).has_table("run_messages")
+        migrations.upgrade()
+        assert inspect(connection).get_pk_constraint("run_messages")["constrained_columns"] == ["run_id", "result"]
+        indexes = {
+            index["name"]: index["column_names"]
+            for index in inspect(connection).get_indexes("sends")
+            if "duplicates_constraint" not in index  # PostgreSQL's index behind the unique key
+        }
+        assert indexes == {"sends_contact_at": ["contact", "at"], "sends_at": ["at"]}
+        assert [c["column_names"] for c in inspect(connection).get_unique_constraints("sends")] == [["key"]]
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, Interceptor, OutboundInterceptor, SignalWorkflowInput, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -30,13 +28,14 @@ from scheduler.delivery.channels import idempotency_key
 from scheduler.flow.definition import WorkflowDefinition
 from scheduler.flow.models import FlowInput, FlowStatus
 from scheduler.flow.signals import DELIVERY_STATUS_SIGNAL, DeliveryState
-from scheduler.store import MIGRATIONS, Store, head_revision
+from scheduler.store import Store, head_revision
 from scheduler.store.consent import Consent
 from scheduler.store.deliveries import Deliveries, DeliveryRecord
 from scheduler.worker import make_worker
 from tests.helpers.flows import one_step, reaches, start_flow_input, terminate
 from tests.helpers.metrics import metric
 from tests.helpers.signing import PUBLIC_URL, WEBHOOK_SECRET, signed_headers, sms_form, twilio_request
+from tests.helpers.store import migrations as store_migrations
 from tests.helpers.twilio import ACCOUNT_SID, AUTH_TOKEN, SENDER, TOKEN_ENV, TwilioStandIn, twilio_stand_in
 from tests.helpers.waiting import eventually
 from tests.test_channels import Mailbox
@@ -46,27 +45,20 @@ from tests.test_delivery_flow import mailbox  # noqa: F401 (the fixture: an aios
 
 
 def test_migration_0008_downgrades_and_upgrades_again(store_url: str) -> None:
-    store = Store.open(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with store.engine.begin() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
-            assert head_revision() == "0008"
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0007")
-            assert not inspect(connection).has_table("deliveries")
-            assert inspect(connection).has_table("conversions")
-            command.upgrade(config, "head")
-            schema = inspect(connection)
-            assert schema.get_pk_constraint("deliveries")["constrained_columns"] == ["message_id"]
-            indexes = {i["name"]: i["column_names"] for i in schema.get_indexes("deliveries")}
-            assert indexes == {
-                "deliveries_provider_id": ["provider_id"],
-                "deliveries_campaign_step": ["campaign_id", "step"],
-            }
-    finally:
-        store.close()
+    with store_migrations(store_url) as migrations:
+        connection = migrations.connection
+        assert head_revision() == "0008"
+        migrations.downgrade("0007")
+        assert not inspect(connection).has_table("deliveries")
+        assert inspect(connection).has_table("conversions")
+        migrations.upgrade()
+        schema = inspect(connection)
+        assert schema.get_pk_constraint("deliveries")["constrained_columns"] == ["message_id"]
+        indexes = {i["name"]: i["column_names"] for i in schema.get_indexes("deliveries")}
+        assert indexes == {
+            "deliveries_provider_id": ["provider_id"],
+            "deliveries_campaign_step": ["campaign_id", "step"],
+        }
 
 
 @pytest.fixture
